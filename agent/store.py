@@ -1,0 +1,189 @@
+"""agentd's durable state: SQLite in WAL mode at state_dir/state.db.
+
+Two tables: `containers` (one row per container: spec, state, pid, cgroup,
+exit status, restart count, ...) and `events` (an append-only history).
+One connection guarded by a lock, so any thread may call any method.
+synchronous=NORMAL: WAL survives a crash of agentd at any instant (not a
+power loss); container state can be rebuilt from the kernel anyway.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
+
+from agent.errors import Conflict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    spec          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    pid           INTEGER,
+    cgroup        TEXT NOT NULL,
+    cgroup_inode  INTEGER,
+    limits        TEXT NOT NULL DEFAULT '{}',
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    exit_code     INTEGER,
+    exit_signal   INTEGER,
+    oom_killed    INTEGER NOT NULL DEFAULT 0,
+    oom_kills     INTEGER NOT NULL DEFAULT 0,
+    restart_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    container_id TEXT,
+    name         TEXT,
+    kind         TEXT NOT NULL,
+    detail       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_container ON events(container_id, seq);
+"""
+
+
+@dataclass
+class ContainerRow:
+    id: str
+    name: str
+    spec: dict
+    state: str
+    cgroup: str
+    created_at: float
+    pid: int | None = None
+    cgroup_inode: int | None = None
+    limits: dict | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    oom_killed: bool = False
+    oom_kills: int = 0
+    restart_count: int = 0
+
+
+_COLUMNS = [f.name for f in fields(ContainerRow)]
+_JSON_COLUMNS = {"spec", "limits"}
+
+
+def _encode(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return json.dumps(value if value is not None else {}, sort_keys=True)
+    if name == "oom_killed":
+        return int(bool(value))
+    return value
+
+
+def _decode(row: sqlite3.Row) -> ContainerRow:
+    values = {}
+    for name in _COLUMNS:
+        v = row[name]
+        if name in _JSON_COLUMNS:
+            v = json.loads(v) if v else {}
+        elif name == "oom_killed":
+            v = bool(v)
+        values[name] = v
+    return ContainerRow(**values)
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes into one commit (nested use joins the outer one)."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- containers ----------------------------------------------------------
+
+    def insert(self, row: ContainerRow) -> None:
+        values = asdict(row)
+        cols = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        with self._lock:
+            try:
+                self._db.execute(f"INSERT INTO containers ({cols}) VALUES ({marks})",
+                                 [_encode(c, values[c]) for c in _COLUMNS])
+            except sqlite3.IntegrityError:
+                raise Conflict(f"name: a container named {row.name!r} already exists") from None
+
+    def update(self, container_id: str, **changes) -> None:
+        if not changes:
+            return
+        for key in changes:
+            if key not in _COLUMNS or key == "id":
+                raise KeyError(key)
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._lock:
+            self._db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
+                             [_encode(k, v) for k, v in changes.items()] + [container_id])
+
+    def delete(self, container_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    def get(self, container_id: str) -> ContainerRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def by_name(self, name: str) -> ContainerRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM containers WHERE name = ?", (name,)).fetchone()
+        return _decode(row) if row else None
+
+    def all(self) -> list[ContainerRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM containers ORDER BY created_at, id").fetchall()
+        return [_decode(r) for r in rows]
+
+    # -- events ----------------------------------------------------------------
+
+    def add_event(self, container_id: str | None, name: str | None, kind: str, **detail) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO events (at, container_id, name, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), container_id, name, kind, json.dumps(detail, sort_keys=True, default=str)))
+            return cur.lastrowid
+
+    def events(self, container_id: str | None = None, since: int = 0, limit: int = 1000) -> list[dict]:
+        q = "SELECT * FROM events WHERE seq > ?"
+        args: list[Any] = [since]
+        if container_id is not None:
+            q += " AND container_id = ?"
+            args.append(container_id)
+        q += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [{"seq": r["seq"], "at": r["at"], "id": r["container_id"], "name": r["name"],
+                 "kind": r["kind"], **json.loads(r["detail"])} for r in rows]
