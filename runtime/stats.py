@@ -1,0 +1,311 @@
+"""Typed readings of cgroup v2 stat files.
+
+One small pure parser per kernel file (psutil style), results as named
+tuples; ``read_*`` helpers return None when the kernel does not offer the
+file (controller off, older kernel): absent is never reported as zero.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import NamedTuple
+
+from runtime.cgroupfs import Cgroup
+from runtime.errors import CgroupError, CgroupGone
+
+
+class CpuStat(NamedTuple):
+    usage_usec: int | None
+    user_usec: int | None
+    system_usec: int | None
+    nr_periods: int | None
+    nr_throttled: int | None
+    throttled_usec: int | None
+
+
+class IoStat(NamedTuple):
+    rbytes: int | None
+    wbytes: int | None
+    rios: int | None
+    wios: int | None
+    dbytes: int | None
+    dios: int | None
+
+
+class PressureLine(NamedTuple):
+    avg10: float
+    avg60: float
+    avg300: float
+    total_usec: int
+
+
+class Pressure(NamedTuple):
+    some: PressureLine
+    full: PressureLine | None
+
+
+class CgroupEvents(NamedTuple):
+    populated: bool
+    frozen: bool
+
+
+class CgroupSample(NamedTuple):
+    """Everything read from one cgroup at one instant; None = file absent."""
+
+    inode: int | None = None
+    cpu: CpuStat | None = None
+    memory_current: int | None = None
+    memory_peak: int | None = None
+    memory_swap_current: int | None = None
+    memory_stat: dict | None = None
+    memory_events: dict | None = None
+    io: dict | None = None
+    pids_current: int | None = None
+    pids_events: dict | None = None
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+    events: CgroupEvents | None = None
+    cpuset_cpus_effective: frozenset | None = None
+
+
+# -- parsers ---------------------------------------------------------------
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """ "key value" lines (memory.stat, memory.events, pids.events, cpu.stat)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return out
+
+
+def parse_cpu_stat(text: str) -> CpuStat:
+    kv = parse_flat_keyed(text)
+    return CpuStat(*(kv.get(f) for f in CpuStat._fields))
+
+
+def parse_nested_keyed(text: str) -> dict[str, dict[str, str]]:
+    """ "KEY sub=val sub=val" lines (io.stat, io.max, pressure files)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        fields = {}
+        for item in parts[1:]:
+            k, sep, v = item.partition("=")
+            if sep:
+                fields[k] = v
+        out[parts[0]] = fields
+    return out
+
+
+def parse_devno(text: str) -> tuple[int, int]:
+    maj, sep, mnr = text.partition(":")
+    if not sep:
+        raise ValueError(f"not a MAJ:MIN device number: {text!r}")
+    return int(maj), int(mnr)
+
+
+def parse_io_stat(text: str) -> dict[tuple[int, int], IoStat]:
+    out = {}
+    for dev, fields in parse_nested_keyed(text).items():
+        try:
+            key = parse_devno(dev)
+        except ValueError:
+            continue
+        vals = []
+        for f in IoStat._fields:
+            v = fields.get(f)
+            vals.append(int(v) if v is not None else None)
+        out[key] = IoStat(*vals)
+    return out
+
+
+def _pressure_line(fields: dict[str, str]) -> PressureLine:
+    return PressureLine(float(fields["avg10"]), float(fields["avg60"]),
+                        float(fields["avg300"]), int(fields["total"]))
+
+
+def parse_pressure(text: str) -> Pressure:
+    lines = parse_nested_keyed(text)
+    if "some" not in lines:
+        raise ValueError("pressure file has no 'some' line")
+    full = lines.get("full")
+    return Pressure(_pressure_line(lines["some"]), _pressure_line(full) if full else None)
+
+
+def parse_events(text: str) -> CgroupEvents:
+    kv = parse_flat_keyed(text)
+    return CgroupEvents(bool(kv.get("populated", 0)), bool(kv.get("frozen", 0)))
+
+
+def parse_int_or_max(text: str) -> int | None:
+    """ "max" -> None, otherwise the integer."""
+    t = text.strip()
+    return None if t == "max" else int(t)
+
+
+def parse_cpuset(text: str) -> frozenset[int]:
+    """ "0-3,5,7-8" -> frozenset({0,1,2,3,5,7,8}); "" -> empty set."""
+    out = set()
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            a, b = int(lo), int(hi)
+            if a > b or a < 0:
+                raise ValueError(f"bad cpu range {part!r}")
+            out.update(range(a, b + 1))
+        else:
+            n = int(lo)
+            if n < 0:
+                raise ValueError(f"bad cpu number {part!r}")
+            out.add(n)
+    return frozenset(out)
+
+
+def format_cpuset(cpus) -> str:
+    """frozenset({0,1,2,5}) -> "0-2,5" (the kernel's own list format)."""
+    nums = sorted(set(cpus))
+    parts = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+# -- reading ---------------------------------------------------------------
+
+# sample field -> (file, parser)
+SAMPLE_FILES = {
+    "cpu": ("cpu.stat", parse_cpu_stat),
+    "memory_current": ("memory.current", parse_int_or_max),
+    "memory_peak": ("memory.peak", parse_int_or_max),
+    "memory_swap_current": ("memory.swap.current", parse_int_or_max),
+    "memory_stat": ("memory.stat", parse_flat_keyed),
+    "memory_events": ("memory.events", parse_flat_keyed),
+    "io": ("io.stat", parse_io_stat),
+    "pids_current": ("pids.current", parse_int_or_max),
+    "pids_events": ("pids.events", parse_flat_keyed),
+    "cpu_pressure": ("cpu.pressure", parse_pressure),
+    "memory_pressure": ("memory.pressure", parse_pressure),
+    "io_pressure": ("io.pressure", parse_pressure),
+    "events": ("cgroup.events", parse_events),
+    "cpuset_cpus_effective": ("cpuset.cpus.effective", parse_cpuset),
+}
+
+_PREAD_SIZE = 65536
+
+
+def _as_cgroup(cg) -> Cgroup:
+    return cg if isinstance(cg, Cgroup) else Cgroup(cg)
+
+
+def _pread(cg: Cgroup, fd: int, file: str) -> str:
+    try:
+        return os.pread(fd, _PREAD_SIZE, 0).decode()
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.ENOENT) or not os.path.isdir(cg.path):
+            raise CgroupGone(f"cgroup {cg.path} was removed", exc.errno) from None
+        raise CgroupError(f"cannot read {cg.file(file)}: {exc.strerror}", exc.errno) from None
+
+
+def read_sample(cg, fds: dict[str, int] | None = None) -> CgroupSample:
+    """Read every stat file of a cgroup once.
+
+    ``fds`` optionally maps file names to descriptors kept open by the
+    caller (runtime.reader); those files are re-read with os.pread and a
+    file not in ``fds`` counts as absent. Raises CgroupGone if the cgroup
+    vanished.
+    """
+    cg = _as_cgroup(cg)
+    inode = cg.inode()
+    values = {"inode": inode}
+    for field, (file, parser) in SAMPLE_FILES.items():
+        if fds is not None:
+            fd = fds.get(file)
+            text = None if fd is None else _pread(cg, fd, file)
+        else:
+            text = cg.read(file)
+        if text is None:
+            values[field] = None
+            continue
+        try:
+            values[field] = parser(text)
+        except (ValueError, KeyError):
+            values[field] = None  # unreadable contents: absent, never zero
+    return CgroupSample(**values)
+
+
+def _read(cg, file, parser):
+    text = _as_cgroup(cg).read(file)
+    return None if text is None else parser(text)
+
+
+def read_cpu_stat(cg) -> CpuStat | None:
+    return _read(cg, "cpu.stat", parse_cpu_stat)
+
+
+def read_memory_current(cg) -> int | None:
+    return _read(cg, "memory.current", parse_int_or_max)
+
+
+def read_memory_peak(cg) -> int | None:
+    return _read(cg, "memory.peak", parse_int_or_max)
+
+
+def read_memory_swap_current(cg) -> int | None:
+    return _read(cg, "memory.swap.current", parse_int_or_max)
+
+
+def read_memory_stat(cg) -> dict | None:
+    return _read(cg, "memory.stat", parse_flat_keyed)
+
+
+def read_memory_events(cg) -> dict | None:
+    return _read(cg, "memory.events", parse_flat_keyed)
+
+
+def read_io_stat(cg) -> dict | None:
+    return _read(cg, "io.stat", parse_io_stat)
+
+
+def read_pids_current(cg) -> int | None:
+    return _read(cg, "pids.current", parse_int_or_max)
+
+
+def read_pids_events(cg) -> dict | None:
+    return _read(cg, "pids.events", parse_flat_keyed)
+
+
+def read_pressure(cg, resource: str) -> Pressure | None:
+    """resource: "cpu", "memory" or "io"."""
+    return _read(cg, f"{resource}.pressure", parse_pressure)
+
+
+def read_events(cg) -> CgroupEvents | None:
+    return _read(cg, "cgroup.events", parse_events)
+
+
+def read_cpuset_effective(cg) -> frozenset | None:
+    return _read(cg, "cpuset.cpus.effective", parse_cpuset)
+
+
+def working_set(sample: CgroupSample) -> int | None:
+    """cAdvisor's working set: memory.current - inactive_file, floored at 0."""
+    if sample.memory_current is None:
+        return None
+    inactive = (sample.memory_stat or {}).get("inactive_file", 0)
+    return max(0, sample.memory_current - inactive)

@@ -1,0 +1,122 @@
+"""Host tier fixtures: real cgroups on this machine's cgroup2 mount.
+
+``cgroup``: a fresh, uniquely named cgroup (runtime.cgroupfs.Cgroup) directly
+under the cgroup2 mount, e.g. /sys/fs/cgroup/unified/cga-test-1a2b3c4d5e. On
+teardown everything left in it (and in any child cgroup) is killed and the
+whole subtree removed, deepest first.
+``cgroup_factory``: call it to get more such cgroups in one test.
+``spawn``: start a real child process (list argv) that is killed after the
+test; optionally placed in a cgroup from its first instruction.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from runtime.cgroupfs import Cgroup, find_mount
+
+
+def _kill_tree(cg: Cgroup) -> None:
+    """Kill every process in cg and below, then rmdir bottom-up."""
+    if not os.path.isdir(cg.path):
+        return
+    for child in cg.children():
+        _kill_tree(child)
+    try:
+        cg.write("cgroup.freeze", "0")  # a frozen task cannot die until thawed on old kernels
+    except Exception:
+        pass
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if os.path.exists(cg.file("cgroup.kill")):
+                cg.write("cgroup.kill", "1")
+            else:
+                for pid in cg.procs():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        except Exception:
+            pass
+        try:
+            os.rmdir(cg.path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _new_cgroup(parent: str) -> Cgroup:
+    cg = Cgroup(os.path.join(parent, f"cga-test-{uuid.uuid4().hex[:10]}"))
+    os.mkdir(cg.path)
+    return cg
+
+
+@pytest.fixture
+def cgroup_mount() -> str:
+    return find_mount()
+
+
+@pytest.fixture
+def cgroup_factory(cgroup_mount):
+    made = []
+
+    def make() -> Cgroup:
+        cg = _new_cgroup(cgroup_mount)
+        made.append(cg)
+        return cg
+
+    yield make
+    for cg in reversed(made):
+        _kill_tree(cg)
+
+
+@pytest.fixture
+def cgroup(cgroup_factory) -> Cgroup:
+    """A fresh unique cgroup under the cgroup2 mount, removed after the test."""
+    return cgroup_factory()
+
+
+@pytest.fixture
+def spawn():
+    """spawn(argv, cgroup=None, **popen_kw) -> Popen, killed and reaped after the test.
+
+    With ``cgroup`` the child writes itself into cgroup.procs before exec,
+    so its first instruction already runs inside the cgroup.
+    """
+    procs = []
+
+    def start(argv, cgroup: Cgroup | None = None, **kw):
+        pre = None
+        if cgroup is not None:
+            procs_file = cgroup.file("cgroup.procs")
+
+            def pre():
+                with open(procs_file, "w") as f:
+                    f.write("0")
+
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(argv, preexec_fn=pre, **kw)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
