@@ -1,0 +1,855 @@
+"""The control API: HTTP/1.1 + JSON on a Unix socket (described in agent/openapi.json).
+
+    api = ApiServer(config, supervisor, collector, ledger)   # ledger may be None
+    api.start()          # binds config.agent.socket (0660, group socket_group), serves in threads
+    api.reload(config)   # SIGHUP: re-resolve read_group / admin_group
+    api.stop()           # stops accepting, ends streams, removes the socket
+
+Who may do what is decided per connection from the peer's credentials
+(SO_PEERCRED, and SO_PEERGROUPS for its supplementary groups):
+
+- uid 0, the agent's own uid, and members of ``admin_group`` may do anything;
+- members of ``read_group`` may send GET requests; when ``read_group`` is
+  empty, anyone who can open the socket (mode 0660, group ``socket_group``)
+  may read;
+- everyone else gets 403.
+
+Every client error is a 4xx with ``{"error": "one line"}``. An unexpected
+exception is logged with its traceback and answered 500; the server itself
+never dies of a request.
+"""
+from __future__ import annotations
+
+import dataclasses
+import grp
+import json
+import os
+import pwd
+import re
+import signal as _signal
+import socket
+import socketserver
+import stat
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler
+from typing import NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import structlog
+
+from agent.errors import Conflict, Forbidden, NotFound, UserError
+
+log = structlog.get_logger("agent.api")
+
+MAX_BODY = 1 << 20  # 1 MiB: a container spec is a few KiB
+STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
+STDOUT, STDERR, EVENT = 1, 2, 3
+FRAME_HEADER = struct.Struct(">BxxxI")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+NAME_ACCEPTED = "names match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62} (no / and no ..)"
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by Python 3.11
+LOG_POLL = 0.1  # seconds between reads of a followed log file
+LOG_CHUNK = 65536
+
+try:  # the package version, for /v1/health
+    from importlib.metadata import version as _dist_version
+
+    VERSION = _dist_version("cgroup-agent")
+except Exception:  # noqa: BLE001 - not installed: still serve
+    VERSION = "0"
+
+
+class ApiSetupError(Exception):
+    """The API cannot start: unknown group, socket path in use, ... (one line)."""
+
+
+class HttpError(Exception):
+    """A 4xx decided by the API layer itself (routing, query, body)."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+# -- peers and access -------------------------------------------------------
+
+
+class Peer(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+    groups: frozenset  # primary and supplementary gids
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The connecting process's pid/uid/gid (SO_PEERCRED) and its groups."""
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    groups: set[int] = {gid}
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 4096)
+        groups.update(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    except OSError:  # old kernel or too many groups: ask the group database
+        try:
+            groups.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+        except (KeyError, OSError):
+            pass
+    return Peer(pid, uid, gid, frozenset(groups))
+
+
+def _gid(key: str, name: str) -> int | None:
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise ApiSetupError(f"agent.{key}: group {name!r} does not exist on this host") from None
+
+
+class Access:
+    """Maps a peer to "admin", "read" or None (no access)."""
+
+    def __init__(self, admin_group: str = "", read_group: str = ""):
+        self.admin_gid = _gid("admin_group", admin_group)
+        self.read_gid = _gid("read_group", read_group)
+        self.own_uid = os.geteuid()
+
+    def level(self, peer: Peer) -> str | None:
+        if peer.uid in (0, self.own_uid):
+            return "admin"
+        if self.admin_gid is not None and self.admin_gid in peer.groups:
+            return "admin"
+        if self.read_gid is None or self.read_gid in peer.groups:
+            return "read"
+        return None
+
+
+# -- JSON views --------------------------------------------------------------
+
+
+def _plain(value):
+    """Make supervisor/ledger values JSON-serialisable."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "to_json") and not isinstance(value, type):
+        out = value.to_json()
+        if isinstance(out, (str, bytes)):
+            out = json.loads(out)
+        return _plain(out)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain(v) for v in value]
+        return sorted(items) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)  # Decimal, paths, enums
+
+
+def container_json(info) -> dict:
+    """ContainerInfo -> the JSON object of GET /v1/containers/{name}."""
+    doc = _plain(info)
+    doc["limits"] = _plain(info.limits) if info.limits is not None else {}
+    return doc
+
+
+def _sum_io(io) -> dict:
+    total = {"rbytes": 0, "wbytes": 0, "rios": 0, "wios": 0}
+    for dev in (io or {}).values():
+        for k in total:
+            total[k] += getattr(dev, k, 0) or 0
+    return total
+
+
+def _limit(limits, field: str):
+    return getattr(limits, field, None) if limits is not None else None
+
+
+def stats_json(info, sample) -> dict:
+    """One container's row of /v1/stats from its latest CgroupSample (None: no sample)."""
+    limits = info.limits
+    quota, period = _limit(limits, "cpu_quota_us"), _limit(limits, "cpu_period_us")
+    row = {
+        "name": info.name, "id": info.id, "state": info.state, "pid": info.pid,
+        "cpu_usage_usec": None, "cpu_user_usec": None, "cpu_system_usec": None,
+        "cpu_nr_periods": None, "cpu_nr_throttled": None, "cpu_throttled_usec": None,
+        "cpu_limit": (quota / (period or 100000)) if quota else None,
+        "memory_current": None, "memory_peak": None,
+        "memory_limit": _limit(limits, "memory_max"), "memory_high": _limit(limits, "memory_high"),
+        "io_read_bytes": None, "io_write_bytes": None, "io_read_ops": None, "io_write_ops": None,
+        "pids_current": None, "pids_limit": _limit(limits, "pids_max"),
+        "oom_kills": info.oom_kills,
+    }
+    if sample is None:
+        return row
+    cpu = getattr(sample, "cpu", None)
+    if cpu is not None:
+        row.update(cpu_usage_usec=cpu.usage_usec, cpu_user_usec=cpu.user_usec, cpu_system_usec=cpu.system_usec,
+                   cpu_nr_periods=cpu.nr_periods, cpu_nr_throttled=cpu.nr_throttled,
+                   cpu_throttled_usec=cpu.throttled_usec)
+    row.update(memory_current=getattr(sample, "memory_current", None),
+               memory_peak=getattr(sample, "memory_peak", None),
+               pids_current=getattr(sample, "pids_current", None))
+    io = getattr(sample, "io", None)
+    if io is not None:
+        t = _sum_io(io)
+        row.update(io_read_bytes=t["rbytes"], io_write_bytes=t["wbytes"], io_read_ops=t["rios"], io_write_ops=t["wios"])
+    return row
+
+
+# -- request parsing ---------------------------------------------------------
+
+
+def _bool_param(key: str, value: str) -> bool:
+    v = value.lower()
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("0", "false", "no", ""):
+        return False
+    raise HttpError(400, f"query parameter {key}: {value!r} is not a boolean; use 1/0 or true/false")
+
+
+def _seconds_param(key: str, value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not (0 <= f <= 86400 * 365):
+        raise HttpError(400, f"query parameter {key}: {value!r} is not a number of seconds >= 0")
+    return f
+
+
+def parse_signal(value) -> int:
+    """A signal by name (KILL, SIGKILL, kill) or number (1..64) -> its number; UserError otherwise."""
+    text = str(value).strip()
+    if text.isdigit():
+        n = int(text)
+        if 1 <= n <= _signal.SIGRTMAX:
+            return n
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        sig = getattr(_signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(sig, _signal.Signals):
+            return int(sig)
+    raise UserError(f"signal: {text!r} is not a signal; use a name like TERM, KILL, HUP or a number 1..{int(_signal.SIGRTMAX)}")
+
+
+def _signal_param(key: str, value: str) -> int:
+    try:
+        return parse_signal(value)
+    except UserError as e:
+        raise HttpError(400, f"query parameter {e}") from None
+
+
+def _stream_param(key: str, value: str) -> str:
+    if value not in ("stdout", "stderr", "all"):
+        raise HttpError(400, f"query parameter {key}: {value!r} is not a stream; use stdout, stderr or all")
+    return value
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise HttpError(400, f"name: {name!r} is not a valid container name; {NAME_ACCEPTED}")
+    return name
+
+
+def limits_from_api(body) -> object:
+    """The body of PUT/PATCH .../limits ({"memory": "512M", "cpus": 1.5, ...}) -> runtime Limits.
+
+    Keys are those of runtime.limits.Limits.parse (the same as "limits" in
+    POST /v1/containers). Only the keys given change; the others stay as they are.
+    """
+    from agent.spec import parse_limits
+
+    if not isinstance(body, dict):
+        raise HttpError(400, "request body: expected a JSON object of limits, e.g. {\"memory\": \"512M\"}")
+    limits = parse_limits(body, "limits")
+    if limits.is_empty():
+        raise HttpError(400, "limits: no limit given; use e.g. {\"memory\": \"512M\", \"cpus\": \"0.5\"}")
+    return limits
+
+
+# -- the HTTP server ---------------------------------------------------------
+
+
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _LogTail:
+    """Reads a growing log file from where it stopped; survives rotation/truncation."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.f = None
+        self.ino = None
+
+    def read(self) -> bytes:
+        if self.f is None:
+            try:
+                self.f = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
+            except FileNotFoundError:
+                return b""
+            self.ino = os.fstat(self.f.fileno()).st_ino
+        data = self.f.read(LOG_CHUNK)
+        if data:
+            return data
+        try:  # nothing new: was it rotated or truncated?
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return b""
+        if st.st_ino != self.ino:
+            self.close()
+            return self.read()
+        if st.st_size < self.f.tell():
+            self.f.seek(0)
+            return self.f.read(LOG_CHUNK)
+        return b""
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path: str, api: "ApiServer", gid: int | None):
+        self.api = api
+        self._gid = gid
+        super().__init__(path, _Handler, bind_and_activate=False)
+
+    def server_bind(self):
+        path = self.server_address
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ApiSetupError(f"agent.socket: {path} exists and is not a socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale socket of a previous agentd
+            else:
+                raise ApiSetupError(f"agent.socket: {path} is in use by another process")
+            finally:
+                probe.close()
+        # Nobody can connect before listen(), which runs after the mode and group are set.
+        self.socket.bind(path)
+        os.chmod(path, 0o660)
+        if self._gid is not None:
+            os.chown(path, -1, self._gid)
+
+    def handle_error(self, request, client_address):
+        log.exception("api.connection_error")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "cgroup-agent/" + VERSION
+    sys_version = ""
+    timeout = 60  # reading a request; a silent client does not hold a thread forever
+    server: _Server
+
+    # -- plumbing --
+
+    def setup(self):
+        super().setup()
+        try:
+            self.peer = peer_credentials(self.connection)
+        except OSError:
+            self.peer = Peer(0, -1, -1, frozenset())
+        self.access = self.server.api.access.level(self.peer)
+        self._streaming = False
+
+    def address_string(self):
+        return f"pid={self.peer.pid} uid={self.peer.uid}"
+
+    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
+        log.debug("api.http", message=format % args, pid=self.peer.pid, uid=self.peer.uid)
+
+    def log_request(self, code="-", size="-"):
+        log.debug("api.request", method=self.command, path=self.path, status=int(code) if str(code).isdigit() else code,
+                  pid=self.peer.pid, uid=self.peer.uid)
+
+    def send_error(self, code, message=None, explain=None):
+        """Errors found by http.server itself (bad request line, unknown method, ...) as JSON too."""
+        text = message or self.responses.get(code, ("error",))[0]
+        self._send_json(code, {"error": " ".join(str(text).split())}, close=True)
+
+    def _send_json(self, status: int, obj, headers: dict | None = None, close: bool = True):
+        body = _json_bytes(obj)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            pass  # the client went away
+        self.close_connection = True
+
+    def _start_stream(self):
+        self.send_response(200)
+        self.send_header("Content-Type", STREAM_CONTENT_TYPE)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self._streaming = True
+        self.close_connection = True
+
+    def _frame(self, stream: int, data: bytes):
+        payload = FRAME_HEADER.pack(stream, len(data)) + data
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+
+    def _event(self, obj):
+        self._frame(EVENT, _json_bytes(obj))
+
+    def _end_stream(self):
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_GET(self):
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    # -- dispatch --
+
+    def _dispatch(self):
+        try:
+            self._route()
+        except HttpError as e:
+            self._fail(e.status, str(e), e.headers)
+        except NotFound as e:
+            self._fail(404, str(e))
+        except Conflict as e:
+            self._fail(409, str(e))
+        except Forbidden as e:
+            self._fail(403, str(e))
+        except UserError as e:
+            self._fail(getattr(e, "status", 400), str(e))
+        except Exception as e:  # noqa: BLE001 - the server must survive anything
+            status, message = _classify(e)
+            if status >= 500:
+                log.exception("api.internal_error", method=self.command, path=self.path)
+            self._fail(status, message)
+
+    def _fail(self, status: int, message: str, headers: dict | None = None):
+        message = " ".join(str(message).split()) or self.responses.get(status, ("error",))[0]
+        if self._streaming:  # headers are gone: report in-band, then end the stream
+            try:
+                self._event({"event": "error", "status": status, "error": message})
+                self._end_stream()
+            except OSError:
+                pass
+            return
+        self._send_json(status, {"error": message}, headers)
+
+    def _route(self):
+        url = urlsplit(self.path)
+        raw = url.path
+        if not raw.startswith("/"):
+            raise HttpError(400, f"request target {self.path[:80]!r} is not a path")
+        raw_body = self._read_body()  # first, so that an early error never leaves it unread
+        try:
+            segs = [unquote(s, errors="strict") for s in raw[1:].split("/")]
+        except UnicodeDecodeError:
+            raise HttpError(400, "request path: percent-encoding is not valid UTF-8") from None
+        handler, params = _match(segs, self.command)
+        if self.command in ("GET", "HEAD"):
+            if self.access is None:
+                raise HttpError(403, f"permission denied: uid {self.peer.uid} is not in the agent's read or admin group")
+        elif self.access != "admin":
+            raise HttpError(403, f"permission denied: uid {self.peer.uid} may only read; changes need root or the agent's admin group")
+        query = self._query(url.query, handler)
+        body = self._json(raw_body)
+        getattr(self, "h_" + handler)(*params, query=query, body=body)
+
+    def _query(self, qs: str, handler: str) -> dict:
+        spec = QUERY_PARAMS.get(handler)
+        try:
+            pairs = parse_qs(qs, keep_blank_values=True, strict_parsing=False, errors="strict", max_num_fields=64)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HttpError(400, f"query string: {e}") from None
+        if spec is None:  # passed through (usage: the ledger validates)
+            return {k: v[-1] for k, v in pairs.items()}
+        out = {}
+        for key, values in pairs.items():
+            if key not in spec:
+                accepted = ", ".join(spec) or "none"
+                raise HttpError(400, f"query parameter {key!r} is not accepted here; accepted: {accepted}")
+            out[key] = spec[key](key, values[-1])
+        return out
+
+    def _read_body(self) -> bytes:
+        if "Transfer-Encoding" in self.headers:
+            raise HttpError(411, "Transfer-Encoding is not accepted in requests; send Content-Length")
+        raw_len = self.headers.get("Content-Length")
+        if raw_len is None:
+            return b""
+        if not raw_len.strip().isdigit():
+            raise HttpError(400, f"Content-Length: {raw_len[:40]!r} is not a number")
+        length = int(raw_len)
+        if length > MAX_BODY:
+            raise HttpError(413, f"request body of {length} bytes is too large; the limit is {MAX_BODY} bytes")
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise HttpError(400, "request body shorter than Content-Length")
+        return data
+
+    @staticmethod
+    def _json(data: bytes):
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data, parse_constant=_reject_constant)
+        except RecursionError:
+            raise HttpError(400, "request body: JSON nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HttpError(400, f"request body is not valid JSON: {e}") from None
+
+    # -- helpers for handlers --
+
+    @property
+    def api(self) -> "ApiServer":
+        return self.server.api
+
+    @property
+    def sup(self):
+        return self.api.supervisor
+
+    def _info(self, name: str, result=None):
+        """The container view after an action (the supervisor's return value if it is one)."""
+        if result is not None and hasattr(result, "cgroup") and hasattr(result, "state"):
+            return container_json(result)
+        return container_json(self.sup.get(name))
+
+    # -- handlers (h_<route>) --
+
+    def h_health(self, query, body):
+        self._send_json(200, {"status": "ok", "version": VERSION, "pid": os.getpid(),
+                              "access": self.access, "uid": self.peer.uid,
+                              "usage": self.api.ledger is not None})
+
+    def h_list(self, query, body):
+        infos = self.sup.containers(all=query.get("all", False))
+        self._send_json(200, [container_json(i) for i in infos])
+
+    def h_create(self, query, body):
+        if not isinstance(body, dict):
+            raise HttpError(400, "request body: expected a JSON object describing the container, e.g. "
+                                 "{\"name\": \"web\", \"command\": [\"/bin/sh\"]}")
+        body = dict(body)
+        detach = body.pop("detach", True)
+        if not isinstance(detach, bool):
+            raise HttpError(400, f"detach: {detach!r} is not a boolean; use true or false")
+        from agent.spec import from_json
+
+        spec = from_json(body, self.api.config)
+        if detach:
+            info = self.sup.create(spec)
+            self._send_json(201, container_json(info))
+            return
+        self._run_attached(spec)
+
+    def _run_attached(self, spec):
+        """Create and start, stream its output, then its exit status (agentctl run without -d).
+
+        Auto-removal is done here, after the exit status was read and sent, so a
+        short-lived --rm container cannot vanish before its client saw the end.
+        """
+        remove = spec.auto_remove
+        if remove:
+            spec = dataclasses.replace(spec, auto_remove=False)
+        info = self.sup.create(spec)
+        name = info.name
+        try:
+            self._start_stream()
+            self._event({"event": "created", "container": container_json(info)})
+            final = self._pump_logs(name, "all", follow=True)
+            final = final or self.sup.get(name)
+            self._event({"event": "exited", "exit_code": final.exit_code, "exit_signal": final.exit_signal,
+                         "oom_killed": final.oom_killed, "container": container_json(final)})
+            self._end_stream()
+        except OSError:
+            log.info("api.attach_client_gone", name=name)
+        finally:
+            if remove:
+                self.api.remove_after_exit(name)
+
+    def h_inspect(self, name, query, body):
+        self._send_json(200, self._info(name))
+
+    def h_remove(self, name, query, body):
+        self.sup.remove(name, force=query.get("force", False))
+        self._send_json(200, {"name": name, "removed": True})
+
+    def h_start(self, name, query, body):
+        self._send_json(200, self._info(name, self.sup.start(name)))
+
+    def h_stop(self, name, query, body):
+        timeout = query.get("timeout", getattr(self.api.config.agent, "stop_timeout", 10.0))
+        self._send_json(200, self._info(name, self.sup.stop(name, timeout)))
+
+    def h_kill(self, name, query, body):
+        self._send_json(200, self._info(name, self.sup.kill(name, query.get("signal", int(_signal.SIGKILL)))))
+
+    def h_freeze(self, name, query, body):
+        self._send_json(200, self._info(name, self.sup.freeze(name)))
+
+    def h_thaw(self, name, query, body):
+        self._send_json(200, self._info(name, self.sup.thaw(name)))
+
+    def h_limits(self, name, query, body):
+        if body is None:
+            raise HttpError(400, "request body: expected a JSON object of limits, e.g. {\"memory\": \"512M\"}")
+        limits = limits_from_api(body)
+        self.sup.get(name)  # 404 before anything else
+        back = self.sup.set_limits(name, limits)
+        self._send_json(200, _plain(back) if back is not None else {})
+
+    def h_logs(self, name, query, body):
+        self.sup.get(name)  # 404 before the stream starts
+        self._start_stream()
+        self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False))
+        self._end_stream()
+
+    def _pump_logs(self, name: str, which: str, follow: bool):
+        """Send the log files as frames; with follow, until the container exits. Returns the final info."""
+        tails = []
+        for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")):
+            if which in (stream, "all"):
+                tails.append((sid, _LogTail(self.sup.log_path(name, stream))))
+        done = threading.Event()
+        final = {}
+        if follow:
+            threading.Thread(target=self.api.wait_into, args=(name, done, final), daemon=True,
+                             name=f"api-wait-{name}").start()
+        try:
+            while True:
+                ended = done.is_set() or not follow or self.api.stopping.is_set()
+                moved = False
+                for sid, tail in tails:
+                    while data := tail.read():
+                        self._frame(sid, data)
+                        moved = True
+                if ended:
+                    break
+                if not moved:
+                    done.wait(LOG_POLL)
+        finally:
+            for _, tail in tails:
+                tail.close()
+            done.set()
+        return final.get("info")
+
+    def h_wait(self, name, query, body):
+        info = self.sup.wait(name, query.get("timeout"))
+        self._send_json(200, container_json(info) if info is not None else self._info(name))
+
+    def _snapshot(self):
+        collector = self.api.collector
+        snap = collector.latest() if collector is not None else None
+        if snap is None:
+            raise HttpError(503, "no stats yet: the collector has not taken its first sample")
+        return snap
+
+    def h_stats_all(self, query, body):
+        snap = self._snapshot()
+        rows = [stats_json(i, snap.samples.get(i.cgroup)) for i in self.sup.containers(all=query.get("all", False))]
+        self._send_json(200, {"taken_at": snap.taken_at, "containers": rows})
+
+    def h_stats_one(self, name, query, body):
+        snap = self._snapshot()
+        info = self.sup.get(name)
+        self._send_json(200, {"taken_at": snap.taken_at, "containers": [stats_json(info, snap.samples.get(info.cgroup))]})
+
+    def h_usage(self, query, body):
+        ledger = self.api.ledger
+        if ledger is None:
+            raise HttpError(503, "usage is not available: this agentd runs without a billing ledger")
+        self._send_json(200, _plain(ledger.query(query)))
+
+
+def _classify(e: Exception) -> tuple[int, str]:
+    """Status for exceptions that are not agent.errors: runtime errors a request can meet."""
+    try:
+        from runtime import errors as rt
+    except ImportError:  # pragma: no cover
+        return 500, f"internal error: {type(e).__name__}"
+    if isinstance(e, rt.LimitError):
+        return 400, str(e)
+    if isinstance(e, rt.ControllerMissing):
+        return 422, f"cannot enforce this limit on this host: {e}"
+    if isinstance(e, rt.CgroupGone):
+        return 404, f"container cgroup vanished: {e}"
+    if isinstance(e, rt.FreezeTimeout):
+        return 409, str(e)
+    return 500, f"internal error ({type(e).__name__}); see the agentd log"
+
+
+_NAME = "{name}"
+# (path segments, {method: handler}); "{name}" captures a container name.
+ROUTES = [
+    (("v1", "health"), {"GET": "health"}),
+    (("v1", "containers"), {"GET": "list", "POST": "create"}),
+    (("v1", "stats"), {"GET": "stats_all"}),
+    (("v1", "usage"), {"GET": "usage"}),
+    (("v1", "containers", _NAME), {"GET": "inspect", "DELETE": "remove"}),
+    (("v1", "containers", _NAME, "start"), {"POST": "start"}),
+    (("v1", "containers", _NAME, "stop"), {"POST": "stop"}),
+    (("v1", "containers", _NAME, "kill"), {"POST": "kill"}),
+    (("v1", "containers", _NAME, "freeze"), {"POST": "freeze"}),
+    (("v1", "containers", _NAME, "thaw"), {"POST": "thaw"}),
+    (("v1", "containers", _NAME, "limits"), {"PUT": "limits", "PATCH": "limits"}),
+    (("v1", "containers", _NAME, "logs"), {"GET": "logs"}),
+    (("v1", "containers", _NAME, "wait"), {"GET": "wait"}),
+    (("v1", "containers", _NAME, "stats"), {"GET": "stats_one"}),
+]
+
+QUERY_PARAMS = {
+    "health": {}, "create": {}, "inspect": {}, "start": {}, "freeze": {}, "thaw": {}, "limits": {}, "stats_one": {},
+    "list": {"all": _bool_param},
+    "stats_all": {"all": _bool_param},
+    "remove": {"force": _bool_param},
+    "stop": {"timeout": _seconds_param},
+    "kill": {"signal": _signal_param},
+    "logs": {"follow": _bool_param, "stream": _stream_param},
+    "wait": {"timeout": _seconds_param},
+    # "usage": absent -> passed through to ledger.query
+}
+
+
+def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
+    for pattern, methods in ROUTES:
+        if len(pattern) != len(segs):
+            continue
+        params = []
+        for p, s in zip(pattern, segs):
+            if p == _NAME:
+                params.append(s)
+            elif p != s:
+                break
+        else:
+            if method not in methods:
+                allow = ", ".join(sorted(methods))
+                raise HttpError(405, f"method {method} is not allowed on {'/' + '/'.join(segs)}; allowed: {allow}",
+                                {"Allow": allow})
+            for p in params:
+                check_name(p)
+            return methods[method], params
+    raise HttpError(404, f"no such endpoint: /{'/'.join(segs)[:200]}; see agent/openapi.json")
+
+
+class ApiServer:
+    def __init__(self, config, supervisor, collector=None, ledger=None):
+        self.config = config
+        self.supervisor = supervisor
+        self.collector = collector
+        self.ledger = ledger
+        self.access = Access(config.agent.admin_group, config.agent.read_group)
+        self.stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.path = config.agent.socket
+
+    def start(self) -> None:
+        """Bind the socket (mode 0660, group socket_group) and serve in a background thread."""
+        gid = _gid("socket_group", self.config.agent.socket_group)
+        parent = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise ApiSetupError(f"agent.socket: cannot create {parent}: {e.strerror}") from None
+        server = _Server(self.path, self, gid)
+        try:
+            server.server_bind()
+            server.server_activate()
+        except OSError as e:
+            server.server_close()
+            raise ApiSetupError(f"agent.socket: cannot listen on {self.path}: {e.strerror or e}") from None
+        except BaseException:
+            server.server_close()
+            raise
+        self._server = server
+        self.stopping.clear()
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="api", daemon=True)
+        self._thread.start()
+        log.info("api.listening", socket=self.path, socket_group=self.config.agent.socket_group or None,
+                 read_group=self.config.agent.read_group or None, admin_group=self.config.agent.admin_group or None)
+
+    def reload(self, config) -> None:
+        """Apply a reloaded config: groups are re-resolved; the socket path cannot change live."""
+        access = Access(config.agent.admin_group, config.agent.read_group)
+        gid = _gid("socket_group", config.agent.socket_group)
+        if gid is not None and self._server is not None:
+            os.chown(self.path, -1, gid)
+        self.access = access
+        self.config = config
+
+    def stop(self) -> None:
+        """Stop accepting requests, end log streams, remove the socket."""
+        self.stopping.set()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        log.info("api.stopped", socket=self.path)
+
+    # -- used by handlers --
+
+    def wait_into(self, name: str, done: threading.Event, out: dict) -> None:
+        """Wait for a container to exit (in its own thread); set `done` when it did or is gone."""
+        try:
+            while not done.is_set() and not self.stopping.is_set():
+                info = self.supervisor.wait(name, 1.0)
+                if info is None or info.state == "exited":
+                    out["info"] = info
+                    break
+                done.wait(0.05)  # never spin if wait() returns early
+        except UserError:  # removed meanwhile
+            pass
+        except Exception:  # noqa: BLE001
+            log.exception("api.wait_failed", name=name)
+        finally:
+            done.set()
+
+    def remove_after_exit(self, name: str) -> None:
+        """Auto-removal of an attached --rm container, once it exited (even if its client left)."""
+        done, out = threading.Event(), {}
+        self.wait_into(name, done, out)
+        if self.stopping.is_set() and "info" not in out:
+            return
+        try:
+            self.supervisor.remove(name, force=True)
+        except NotFound:
+            pass
+        except Exception:  # noqa: BLE001
+            log.exception("api.auto_remove_failed", name=name)

@@ -1,0 +1,244 @@
+"""A small HTTP/1.1 client for the agent's control socket (standard library only).
+
+agentctl must start fast, so this speaks just enough HTTP/1.1 over an AF_UNIX
+socket itself instead of importing http.client (which pulls in ssl and email,
+about 20 ms). One request per connection (the server answers with
+``Connection: close``); bodies are JSON; a response is either sized
+(Content-Length), chunked, or delimited by the end of the connection.
+
+Streams (container output, ``POST /v1/containers`` with ``detach: false``)
+use the frame format documented in agent/openapi.json: an 8-byte header
+``[stream id, 0, 0, 0, length as 4 bytes big-endian]`` then ``length`` bytes.
+Stream 1 is stdout, 2 is stderr, 3 is a JSON event (created, exited).
+
+    client = Client("/run/cgroup-agent/agent.sock")
+    info = client.call("GET", "/v1/containers/web")          # dict, or raises ApiError
+    for stream, data in client.stream("GET", "/v1/containers/web/logs", {"follow": "1"}):
+        ...
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from typing import Iterator, NamedTuple
+
+DEFAULT_SOCKET = "/run/cgroup-agent/agent.sock"
+
+STDOUT, STDERR, EVENT = 1, 2, 3
+FRAME_HEADER = struct.Struct(">BxxxI")
+STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
+
+_MAX_HEADER_LINE = 65536
+
+
+class ApiError(Exception):
+    """The server answered with a 4xx or 5xx status; ``message`` is its one-line error."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(f"{status}: {message}")
+
+
+class ConnectError(Exception):
+    """The control socket could not be reached (agentd not running, no permission, ...)."""
+
+
+class ProtocolError(Exception):
+    """The server's answer was not valid HTTP/1.1 (or it hung up half-way)."""
+
+
+class Response(NamedTuple):
+    status: int
+    headers: dict  # lower-case name -> value
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+
+def socket_path(explicit: str | None = None) -> str:
+    """--socket, else $AGENT_SOCKET, else the default path."""
+    return explicit or os.environ.get("AGENT_SOCKET") or DEFAULT_SOCKET
+
+
+def encode_query(query: dict | None) -> str:
+    if not query:
+        return ""
+    from urllib.parse import urlencode  # only needed when there is a query
+
+    return "?" + urlencode({k: v for k, v in query.items() if v is not None})
+
+
+def iter_frames(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Reassemble (stream, data) frames from arbitrary byte chunks."""
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= FRAME_HEADER.size:
+            stream, length = FRAME_HEADER.unpack_from(buf)
+            end = FRAME_HEADER.size + length
+            if len(buf) < end:
+                break
+            yield stream, buf[FRAME_HEADER.size:end]
+            buf = buf[end:]
+    if buf:
+        raise ProtocolError("stream ended inside a frame")
+
+
+def error_message(status: int, body: bytes) -> str:
+    """The server's {"error": "..."} line, or a readable stand-in."""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return doc["error"]
+    except ValueError:
+        pass
+    text = body.decode("utf-8", "replace").strip().splitlines()
+    return text[0] if text else f"HTTP status {status}"
+
+
+class Client:
+    def __init__(self, path: str | None = None, timeout: float | None = None):
+        self.path = socket_path(path)
+        self.timeout = timeout
+
+    # -- transport ---------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as e:
+            sock.close()
+            hint = ""
+            if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
+                hint = " (is agentd running? use --socket or AGENT_SOCKET)"
+            elif isinstance(e, PermissionError):
+                hint = " (are you in the agent's socket group?)"
+            raise ConnectError(f"cannot connect to agentd at {self.path}: {e.strerror or e}{hint}") from None
+        return sock
+
+    def _send(self, method: str, target: str, body) -> tuple[socket.socket, object, int, dict]:
+        payload = b""
+        if body is not None:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        head = [f"{method} {target} HTTP/1.1", "Host: agentd", "Connection: close",
+                "Accept: application/json", f"Content-Length: {len(payload)}"]
+        if payload:
+            head.append("Content-Type: application/json")
+        sock = self._connect()
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+            f = sock.makefile("rb")
+            status, headers = _read_head(f)
+        except OSError as e:
+            sock.close()
+            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock, f, status, headers
+
+    def request(self, method: str, path: str, query: dict | None = None, body=None) -> Response:
+        """Send one request; return the whole response whatever its status."""
+        sock, f, status, headers = self._send(method, path + encode_query(query), body)
+        try:
+            data = b"".join(_read_body(f, headers))
+        except OSError as e:
+            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+        finally:
+            f.close()
+            sock.close()
+        return Response(status, headers, data)
+
+    def call(self, method: str, path: str, query: dict | None = None, body=None):
+        """Send one request; return the decoded JSON, or raise ApiError for status >= 400."""
+        r = self.request(method, path, query, body)
+        if r.status >= 400:
+            raise ApiError(r.status, error_message(r.status, r.body))
+        try:
+            return r.json()
+        except ValueError:
+            raise ProtocolError(f"agentd answered {r.status} with a body that is not JSON") from None
+
+    def stream(self, method: str, path: str, query: dict | None = None, body=None) -> Iterator[tuple[int, bytes]]:
+        """Send one request; yield (stream, data) frames as they arrive.
+
+        Raises ApiError (before yielding anything) when the server refuses.
+        """
+        sock, f, status, headers = self._send(method, path + encode_query(query), body)
+        try:
+            if status >= 400:
+                raise ApiError(status, error_message(status, b"".join(_read_body(f, headers))))
+            if not headers.get("content-type", "").startswith(STREAM_CONTENT_TYPE):
+                raise ProtocolError(f"agentd answered {status} without a stream")
+            yield from iter_frames(_read_body(f, headers, incremental=True))
+        except OSError as e:
+            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+        finally:
+            f.close()
+            sock.close()
+
+
+def _read_line(f) -> bytes:
+    line = f.readline(_MAX_HEADER_LINE + 1)
+    if len(line) > _MAX_HEADER_LINE:
+        raise ProtocolError("response header line too long")
+    return line
+
+
+def _read_head(f) -> tuple[int, dict]:
+    line = _read_line(f)
+    if not line:
+        raise ProtocolError("agentd closed the connection without answering")
+    parts = line.decode("latin-1").split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ProtocolError(f"bad status line from agentd: {line[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        line = _read_line(f)
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+def _read_body(f, headers: dict, incremental: bool = False) -> Iterator[bytes]:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size_line = _read_line(f)
+            if not size_line:
+                raise ProtocolError("chunked response ended early")
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size {size_line[:40]!r}") from None
+            if size == 0:
+                while _read_line(f) not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return
+            data = f.read(size)
+            if len(data) < size:
+                raise ProtocolError("chunked response ended inside a chunk")
+            f.read(2)  # CRLF after the chunk
+            yield data
+    elif "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise ProtocolError("bad Content-Length from agentd") from None
+        data = f.read(length)
+        if len(data) < length:
+            raise ProtocolError("response ended before Content-Length bytes")
+        yield data
+    else:
+        while True:
+            data = f.read1(65536) if incremental else f.read()
+            if not data:
+                return
+            yield data
