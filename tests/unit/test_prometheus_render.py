@@ -1,0 +1,272 @@
+"""exporters.prometheus: rendering Snapshots into Prometheus text and OpenMetrics.
+
+Samples are built by the real parsers (runtime.stats) from cgroup files
+captured on real kernels (tests/unit/fixtures/<kernel>/), plus one
+full-cgroup-v2 set of file texts in the kernel's format for the families the
+hybrid host cannot show. Output is parsed back with prometheus_client's own
+parsers.
+"""
+from __future__ import annotations
+
+import os
+from types import MappingProxyType
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
+
+from agent import selfmetrics
+from agent.collector import Snapshot
+from agent.model import ContainerInfo
+from exporters import prometheus
+from exporters.metrics_server import parse_listen, wants_openmetrics
+from runtime import stats
+from runtime.limits import Limits
+
+from conftest import fixture_dirs
+
+MOUNT = "/sys/fs/cgroup"
+
+FULL_V2 = {
+    "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 40\n"
+                "nr_throttled 12\nthrottled_usec 750000\nnr_bursts 0\nburst_usec 0\n",
+    "memory.current": "10485760\n",
+    "memory.peak": "20971520\n",
+    "memory.swap.current": "4096\n",
+    "memory.stat": "anon 6291456\nfile 3145728\nkernel 262144\nshmem 0\nfile_mapped 1048576\n"
+                   "active_file 1048576\ninactive_file 2097152\npgfault 1234\npgmajfault 5\n",
+    "memory.events": "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
+    "io.stat": "8:0 rbytes=4096 wbytes=1048576 rios=1 wios=256 dbytes=0 dios=0\n",
+    "pids.current": "3\n",
+    "cpu.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\n"
+                    "full avg10=0.00 avg60=0.00 avg300=0.00 total=250000\n",
+    "memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=100\n"
+                       "full avg10=0.00 avg60=0.00 avg300=0.00 total=50\n",
+    "io.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=2000\n"
+                   "full avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n",
+    "cgroup.events": "populated 1\nfrozen 1\n",
+}
+
+
+def sample_from_texts(texts: dict[str, str], inode=1) -> stats.CgroupSample:
+    values = {"inode": inode}
+    for fld, (file, parser) in stats.SAMPLE_FILES.items():
+        values[fld] = parser(texts[file]) if file in texts else None
+    return stats.CgroupSample(**values)
+
+
+def sample_from_dir(d: str) -> stats.CgroupSample:
+    texts = {}
+    for file in os.listdir(d):
+        with open(os.path.join(d, file)) as f:
+            texts[file] = f.read()
+    return sample_from_texts(texts)
+
+
+def make_snapshot(samples: dict, infos=(), taken_at=1_700_000_000.5) -> Snapshot:
+    return Snapshot(taken_at=taken_at, monotonic=100.0, duration=0.01,
+                    samples=MappingProxyType(dict(samples)),
+                    containers=MappingProxyType({i.id: i for i in infos}),
+                    mount=MOUNT, devices=MappingProxyType({(8, 0): "/dev/sda"}), seq=1)
+
+
+def info(cid="0123456789ab", name="web", labels=None, limits=None, state="running", **kw):
+    return ContainerInfo(id=cid, name=name, cgroup=f"{MOUNT}/agent/containers/{cid}",
+                         limits=limits or Limits(), state=state, labels=labels or {},
+                         image="/srv/images/web/rootfs", started_at=1_699_999_000.0, **kw)
+
+
+def parsed(snapshot, allow=(), om=False) -> dict:
+    body = prometheus.render(snapshot, allow, openmetrics=om).decode()
+    fams = om_parse(body) if om else text_parse(body)
+    return {f.name: f for f in fams}
+
+
+def series(fams, family, **match):
+    """Samples of ``family`` (counter families are named without _total by the parser)."""
+    fam = fams.get(family) or fams.get(family.removesuffix("_total"))
+    if fam is None:
+        return []
+    return [s for s in fam.samples if all(s.labels.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_selfmetrics():
+    selfmetrics.reset()
+    yield
+    selfmetrics.reset()
+
+
+@pytest.mark.parametrize("d", fixture_dirs(), ids=os.path.basename)
+def test_fixture_cgroup_renders_what_the_kernel_offers_and_nothing_else(d):
+    sample = sample_from_dir(d)
+    path = f"{MOUNT}/system.slice/x.service"
+    fams = parsed(make_snapshot({path: sample}))
+    lbl = {"id": "/system.slice/x.service", "name": "", "image": ""}
+    if sample.cpu is not None and sample.cpu.usage_usec is not None:
+        (s,) = series(fams, "container_cpu_usage_seconds_total", cpu="total", **lbl)
+        assert s.value == pytest.approx(sample.cpu.usage_usec / 1e6)
+    # absent in the kernel -> absent in /metrics (never a made-up 0)
+    if sample.memory_current is None:
+        assert not series(fams, "container_memory_usage_bytes")
+        assert not series(fams, "container_memory_working_set_bytes")
+    if sample.memory_stat is None:
+        assert not series(fams, "container_memory_rss")
+    if sample.cpu is not None and sample.cpu.nr_periods is None:
+        assert not series(fams, "container_cpu_cfs_periods_total")
+    if sample.io is None:
+        assert not series(fams, "container_fs_reads_bytes_total")
+    if sample.io_pressure is not None:
+        (s,) = series(fams, "container_pressure_io_waiting_seconds_total", **lbl)
+        assert s.value == pytest.approx(sample.io_pressure.some.total_usec / 1e6)
+        if sample.io_pressure.full is not None:
+            (s,) = series(fams, "container_pressure_io_stalled_seconds_total", **lbl)
+            assert s.value == pytest.approx(sample.io_pressure.full.total_usec / 1e6)
+    (s,) = series(fams, "container_last_seen", **lbl)
+    assert s.value == pytest.approx(1_700_000_000.5)
+
+
+def test_full_v2_container_values_match_the_files():
+    ci = info(limits=Limits(memory_max=268435456, memory_low=1048576, memory_swap_max=0,
+                            cpu_quota_us=50000, cpu_period_us=100000, cpu_weight=100),
+              restart_count=3, oom_kills=2)
+    fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(FULL_V2)}, [ci]))
+    lbl = {"id": "/agent/containers/0123456789ab", "name": "web", "image": "/srv/images/web/rootfs"}
+
+    def one(family, **extra):
+        found = series(fams, family, **lbl, **extra)
+        assert len(found) == 1, (family, extra, found)
+        return found[0].value
+
+    assert one("container_cpu_usage_seconds_total", cpu="total") == 2.5
+    assert one("container_cpu_user_seconds_total") == 2.0
+    assert one("container_cpu_system_seconds_total") == 0.5
+    assert one("container_cpu_cfs_periods_total") == 40
+    assert one("container_cpu_cfs_throttled_periods_total") == 12
+    assert one("container_cpu_cfs_throttled_seconds_total") == 0.75
+    assert one("container_memory_usage_bytes") == 10485760
+    assert one("container_memory_working_set_bytes") == 10485760 - 2097152
+    assert one("container_memory_rss") == 6291456
+    assert one("container_memory_cache") == 3145728
+    assert one("container_memory_swap") == 4096
+    assert one("container_memory_mapped_file") == 1048576
+    assert one("container_memory_max_usage_bytes") == 20971520
+    assert one("container_memory_failures_total", failure_type="pgfault", scope="container") == 1234
+    assert one("container_memory_failures_total", failure_type="pgmajfault", scope="hierarchy") == 5
+    assert one("container_oom_events_total") == 2
+    assert one("container_fs_reads_bytes_total", device="/dev/sda") == 4096
+    assert one("container_fs_writes_bytes_total", device="/dev/sda") == 1048576
+    assert one("container_fs_reads_total", device="/dev/sda") == 1
+    assert one("container_fs_writes_total", device="/dev/sda") == 256
+    assert one("container_blkio_device_usage_total", device="/dev/sda", major="8", minor="0",
+               operation="Write") == 1048576
+    assert one("container_processes") == 3
+    assert one("container_pressure_cpu_waiting_seconds_total") == 1.5
+    assert one("container_pressure_cpu_stalled_seconds_total") == 0.25
+    assert one("container_pressure_memory_stalled_seconds_total") == 0.00005
+    assert one("container_pressure_io_waiting_seconds_total") == 0.002
+    assert one("container_spec_memory_limit_bytes") == 268435456
+    assert one("container_spec_memory_reservation_limit_bytes") == 1048576
+    assert one("container_spec_memory_swap_limit_bytes") == 0
+    assert one("container_spec_cpu_quota") == 50000
+    assert one("container_spec_cpu_period") == 100000
+    assert one("container_spec_cpu_shares") == prometheus.weight_to_shares(100)
+    assert one("container_start_time_seconds") == 1_699_999_000.0
+    assert one("cgroup_agent_container_state", state="running") == 1
+    assert one("cgroup_agent_container_frozen") == 1
+    assert one("cgroup_agent_container_restarts_total") == 3
+    assert one("cgroup_agent_container_oom_kills_total") == 2
+
+
+def test_unlimited_spec_is_absent_not_zero():
+    ci = info()
+    fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(FULL_V2)}, [ci]))
+    for name in ("container_spec_memory_limit_bytes", "container_spec_cpu_quota",
+                 "container_spec_memory_swap_limit_bytes", "container_spec_cpu_shares"):
+        assert not series(fams, name), name
+
+
+def test_every_family_keeps_one_label_set_with_allowlist():
+    a = info("aaaaaaaaaaaa", "a", labels={"team": "pay", "tier": 'x"y\\z\n'})
+    b = info("bbbbbbbbbbbb", "b", labels={})
+    watched = f"{MOUNT}/system.slice/cron.service"
+    snap = make_snapshot({a.cgroup: sample_from_texts(FULL_V2), b.cgroup: sample_from_texts(FULL_V2),
+                          watched: sample_from_texts(FULL_V2)}, [a, b])
+    for om in (False, True):
+        fams = parsed(snap, allow=("team", "tier"), om=om)
+        assert len(fams) >= 35
+        for fam in fams.values():
+            sets = {frozenset(k for k in s.labels if k != "le") for s in fam.samples}
+            assert len(sets) == 1, (fam.name, sets)
+        (s,) = series(fams, "container_memory_usage_bytes", name="a")
+        assert s.labels["container_label_team"] == "pay"
+        assert s.labels["container_label_tier"] == 'x"y\\z\n'   # escaped and parsed back
+        (s,) = series(fams, "container_memory_usage_bytes", id="/system.slice/cron.service")
+        assert s.labels["container_label_team"] == "" and s.labels["name"] == ""
+
+
+def test_container_without_sample_still_has_state_but_no_usage():
+    ci = info(state="exited")
+    fams = parsed(make_snapshot({}, [ci]))
+    assert series(fams, "cgroup_agent_container_state", state="exited", name="web")
+    assert not series(fams, "container_cpu_usage_seconds_total")
+    assert not series(fams, "cgroup_agent_container_frozen")
+
+
+def test_selfmetrics_and_histogram_render_in_both_formats():
+    selfmetrics.inc("launches_total", result="ok")
+    selfmetrics.inc("launches_total", result="ok")
+    selfmetrics.inc("collection_errors_total", reason="vanished")
+    selfmetrics.observe_collection(0.003)
+    selfmetrics.observe_collection(0.2)
+    for om in (False, True):
+        fams = parsed(make_snapshot({}), om=om)
+        (s,) = series(fams, "cgroup_agent_launches_total", result="ok")
+        assert s.value == 2
+        (s,) = series(fams, "cgroup_agent_collection_errors_total", reason="vanished")
+        assert s.value == 1
+        h = fams["cgroup_agent_collection_duration_seconds"]
+        assert h.type == "histogram"
+        by = {(x.name, x.labels.get("le")): x.value for x in h.samples}
+        assert by[("cgroup_agent_collection_duration_seconds_count", None)] == 2
+        assert by[("cgroup_agent_collection_duration_seconds_bucket", "0.005")] == 1
+        assert by[("cgroup_agent_collection_duration_seconds_bucket", "+Inf")] == 2
+        build = fams.get("cgroup_agent_build_info") or fams["cgroup_agent_build"]
+        assert build.samples[0].labels["version"]
+
+
+def test_openmetrics_ends_with_eof_and_text_does_not():
+    assert prometheus.render(None, openmetrics=True).endswith(b"# EOF\n")
+    assert b"# EOF" not in prometheus.render(None)
+
+
+def test_selfmetrics_rejects_a_second_label_set_and_bad_names():
+    selfmetrics.inc("test_things_total", kind="a")
+    with pytest.raises(ValueError):
+        selfmetrics.inc("test_things_total", other="b")
+    with pytest.raises(ValueError):
+        selfmetrics.inc("no_suffix")
+    with pytest.raises(ValueError):
+        selfmetrics.set_gauge("gauge_total", 1)
+    with pytest.raises(ValueError):
+        selfmetrics.inc("test_things_total", -1, kind="a")
+    assert selfmetrics.get("test_things_total", kind="a") == 1
+
+
+@pytest.mark.parametrize("accept,om", [
+    (None, False),
+    ("text/plain;version=0.0.4", False),
+    ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", True),   # what Prometheus 2.x sends
+    ("application/openmetrics-text;q=0.1,text/plain;q=0.9", False),
+    ("application/openmetrics-text;q=0", False),
+])
+def test_content_negotiation(accept, om):
+    assert wants_openmetrics(accept) is om
+
+
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:9101") == ("127.0.0.1", 9101)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    with pytest.raises(ValueError, match="metrics_listen"):
+        parse_listen("localhost")
