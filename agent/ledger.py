@@ -1,0 +1,872 @@
+"""Billing ledger: per container instance and wall-clock period, one record,
+exactly once, in its own SQLite file (state_dir/ledger.db, WAL).
+
+Model (see docs/billing.md for the reasoning):
+
+- A container instance is (container id, cgroup inode). For each instance the
+  ledger keeps one row of *committed state*: the raw kernel counters at the
+  last sample it accounted for (cpu usage/user/system/throttled µs, io.stat
+  per device), the last memory/swap readings and times (for the trapezoid),
+  and the accumulators of the open period [open_start, open_start + period).
+- observe(snapshot): for every container sample, the counter deltas since the
+  committed counters (a decrease or a new inode counts from zero, like
+  Prometheus increase()) go into the period that contains the sample's wall
+  time; a period is closed (a record written) when a sample of a later period
+  arrives. Records, hourly rollups and the new state of every instance are
+  written in ONE transaction per pass, so a SIGKILL at any instant leaves
+  either the state before or after the pass: what the records plus the open
+  accumulators hold is always exactly the committed counters' increase.
+- Deltas over a gap (agent down) land in the first period after the gap.
+  The open period of an instance only moves forward (max of the sample's
+  period and the period after the last closed one): a wall clock going back
+  never re-opens a closed period; durations come from CLOCK_MONOTONIC.
+- record_id = sha256(host|container_id|cgroup_inode|period_start)[:32]:
+  a replay can only hit INSERT OR IGNORE on the same id.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+from agent.pricing import RateCard, money
+
+try:  # structlog is a dependency of the daemon; the ledger also runs in tests
+    import structlog
+    log = structlog.get_logger("agentd.ledger")
+except ImportError:  # pragma: no cover
+    import logging
+    log = logging.getLogger("agentd.ledger")
+
+IDLE, RUNNING, FROZEN = 0, 1, 2
+HOUR = 3600
+DAY = 86400
+FOREVER = 1 << 62
+GC_AFTER = DAY            # forget idle, unseen instances after this long
+MAINTAIN_EVERY = 60.0     # seconds between retention passes
+SINK_CURSOR_KEY = "sink.postgres.cursor"
+
+STATE_COLS = (
+    "container_id", "cgroup_inode", "name", "labels", "open_start", "next_min",
+    "last_wall", "last_mono", "last_state",
+    "c_usage", "c_user", "c_system", "c_throttled", "c_io",
+    "last_mem", "last_swap", "last_mem_peak",
+    "a_samples", "a_running", "a_frozen", "a_cpu", "a_user", "a_system", "a_throttled",
+    "a_mem_bs", "a_swap_bs", "a_mem_peak", "a_pids_peak",
+    "a_rbytes", "a_wbytes", "a_rios", "a_wios",
+    "a_res_cpu", "a_res_mem", "cpu_limit", "mem_limit", "finished",
+)
+ACC_ZERO = {
+    "a_samples": 0, "a_running": 0.0, "a_frozen": 0.0, "a_cpu": 0, "a_user": 0, "a_system": 0,
+    "a_throttled": 0, "a_mem_bs": 0.0, "a_swap_bs": 0.0, "a_mem_peak": 0, "a_pids_peak": 0,
+    "a_rbytes": 0, "a_wbytes": 0, "a_rios": 0, "a_wios": 0, "a_res_cpu": 0.0, "a_res_mem": 0.0,
+}
+
+# Columns summed by rollups and queries, and those maxed.
+SUM_COLS = (
+    "running_usec", "frozen_usec", "cpu_usec", "cpu_user_usec", "cpu_system_usec",
+    "cpu_throttled_usec", "memory_byte_seconds", "swap_byte_seconds",
+    "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops",
+    "reserved_cpu_usec", "reserved_memory_byte_seconds",
+    "priced_cpu_usec", "priced_memory_byte_seconds",
+    "cost_cpu_nanos", "cost_memory_nanos", "cost_io_read_nanos", "cost_io_write_nanos", "cost_nanos",
+)
+MAX_COLS = ("memory_peak_bytes", "pids_peak")
+REC_COLS = (
+    "record_id", "host", "container_id", "name", "labels", "cgroup_inode",
+    "period_start", "period_end", *SUM_COLS, *MAX_COLS,
+    "cpu_limit_cores", "memory_limit_bytes", "currency",
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    {", ".join(STATE_COLS)},
+    PRIMARY KEY (container_id, cgroup_inode)
+);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    host TEXT NOT NULL, container_id TEXT NOT NULL, name TEXT NOT NULL,
+    labels TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
+    period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
+    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
+    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    cpu_limit_cores REAL, memory_limit_bytes INTEGER, currency TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_period ON records (period_start);
+CREATE TABLE IF NOT EXISTS rollups (
+    hour INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
+    name TEXT NOT NULL, labels TEXT NOT NULL, n INTEGER NOT NULL,
+    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
+    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    PRIMARY KEY (hour, container_id, cgroup_inode, name, labels)
+) WITHOUT ROWID;
+"""
+
+_INSERT_RECORD = (f"INSERT OR IGNORE INTO records ({', '.join(REC_COLS)}) "
+                  f"VALUES ({', '.join('?' * len(REC_COLS))})")
+_ROLLUP_KEY = ("hour", "container_id", "cgroup_inode", "name", "labels")
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollups ({', '.join(_ROLLUP_KEY)}, n, {', '.join(SUM_COLS)}, {', '.join(MAX_COLS)}) "
+    f"VALUES ({', '.join('?' * (len(_ROLLUP_KEY) + 1 + len(SUM_COLS) + len(MAX_COLS)))}) "
+    f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET n = n + 1, "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLS) + ", "
+    + ", ".join(f"{c} = max({c}, excluded.{c})" for c in MAX_COLS)
+)
+_SAVE_STATE = (f"INSERT OR REPLACE INTO instances ({', '.join(STATE_COLS)}) "
+               f"VALUES ({', '.join('?' * len(STATE_COLS))})")
+
+
+class Instance:
+    """Committed (or about to be committed) state of one container instance."""
+
+    __slots__ = STATE_COLS
+
+    def __init__(self, **values):
+        for c in STATE_COLS:
+            setattr(self, c, values.get(c))
+
+    @classmethod
+    def new(cls, container_id: str, inode: int, name: str, labels: str) -> "Instance":
+        return cls(container_id=container_id, cgroup_inode=inode, name=name, labels=labels,
+                   open_start=None, next_min=0, last_state=IDLE, c_io="{}", finished=0, **ACC_ZERO)
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, c) for c in STATE_COLS)
+
+    @property
+    def key(self) -> tuple:
+        return (self.container_id, self.cgroup_inode)
+
+
+def record_id(host: str, container_id: str, inode: int, period_start: int) -> str:
+    return hashlib.sha256(f"{host}|{container_id}|{inode}|{period_start}".encode()).hexdigest()[:32]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def labels_json(labels) -> str:
+    return json.dumps(dict(labels or {}), sort_keys=True, separators=(",", ":"))
+
+
+def _delta(cur, last):
+    """(increase, new last) of a cumulative counter; decrease = reset, count from zero."""
+    if cur is None:
+        return 0, last
+    if last is None or cur < last:
+        return cur, cur
+    return cur - last, cur
+
+
+def _limit_cores(limits) -> float | None:
+    quota = getattr(limits, "cpu_quota_us", None)
+    if not quota:
+        return None
+    period = getattr(limits, "cpu_period_us", None) or 100000
+    return quota / period
+
+
+def _sample_state(info, sample) -> int:
+    ev = getattr(sample, "events", None)
+    if ev is not None:
+        if not ev.populated:
+            return IDLE
+        return FROZEN if ev.frozen else RUNNING
+    state = getattr(info, "state", "")
+    return RUNNING if state == "running" else FROZEN if state == "paused" else IDLE
+
+
+def _io_totals(io) -> dict[str, list]:
+    out = {}
+    for dev, st in (io or {}).items():
+        key = f"{dev[0]}:{dev[1]}" if isinstance(dev, tuple) else str(dev)
+        out[key] = [st.rbytes, st.wbytes, st.rios, st.wios]
+    return out
+
+
+class Ledger:
+    """Exactly-once usage records. Thread-safe: observe() (collector thread),
+    final() (supervisor), query() (API threads) and the sink may run at once."""
+
+    def __init__(self, config, db_path: str, rate_card: RateCard | None = None):
+        period = float(config.billing.period)
+        if period < 1 or period != int(period):
+            raise ValueError(f"billing.period: {period:g}s is not a whole number of seconds >= 1")
+        self.period = int(period)
+        self.retention = float(config.billing.retention)
+        self.host = config.agent.host
+        self.card = rate_card or RateCard.from_config(config.billing)
+        self.config = config
+        self.db_path = db_path
+        self.sink_configured = getattr(config, "sink_postgres", None) is not None
+        self._lock = threading.RLock()
+        self._sink = None
+        self._last_maintain = time.monotonic()
+        d = os.path.dirname(os.path.abspath(db_path))
+        os.makedirs(d, exist_ok=True)
+        self._db = self._connect()
+        self._db.executescript(SCHEMA)
+        self._instances: dict[tuple, Instance] = {}
+        self._load()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: in WAL mode a transaction is durable against a process crash
+        # (SIGKILL) at any instant; only an OS crash/power loss can lose the
+        # last transactions, and then atomically (state and records together).
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _load(self) -> None:
+        self._instances = {}
+        cur = self._db.execute(f"SELECT {', '.join(STATE_COLS)} FROM instances")
+        for row in cur:
+            inst = Instance(**dict(zip(STATE_COLS, row)))
+            self._instances[inst.key] = inst
+        boot = _boot_id()
+        row = self._db.execute("SELECT value FROM meta WHERE key='boot_id'").fetchone()
+        if row is None or row[0] != boot:
+            # CLOCK_MONOTONIC restarted: no duration may span the reboot.
+            for inst in self._instances.values():
+                inst.last_mono = None
+            with self._tx():
+                self._db.execute("UPDATE instances SET last_mono = NULL")
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('boot_id', ?)", (boot,))
+
+    def _tx(self):
+        return _Transaction(self._db)
+
+    def start(self) -> None:
+        """Start the PostgreSQL shipping thread when [sink.postgres] is configured."""
+        if self.sink_configured and self._sink is None:
+            from exporters.postgres import PostgresSink
+            self._sink = PostgresSink(self.config, self)
+            self._sink.start()
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.stop()
+            self._sink = None
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    @property
+    def sink(self):
+        return self._sink
+
+    # ------------------------------------------------------------ accounting
+
+    def observe(self, snapshot) -> None:
+        """Account one collector Snapshot (subscriber callback; never raises)."""
+        try:
+            with self._lock:
+                self._observe(snapshot)
+        except Exception as exc:  # the collector must keep going
+            _count_error("observe")
+            log.error("ledger.observe_failed", error=str(exc), exc_type=type(exc).__name__)
+            self._recover()
+        self._maybe_maintain()
+
+    def _observe(self, snapshot) -> None:
+        wall = float(snapshot.taken_at)
+        mono = float(snapshot.monotonic)
+        pw = self._period_of(wall)
+        records: list[tuple] = []
+        dirty: dict[tuple, Instance] = {}
+        samples = snapshot.samples
+        for info in _containers(snapshot):
+            sample = _lookup(samples, info.cgroup)
+            if sample is None:
+                continue
+            inst = self._advance(info, sample, wall, mono, pw, records)
+            dirty[inst.key] = inst
+        gone = []
+        for key, inst in self._instances.items():
+            if key in dirty:
+                continue
+            if inst.open_start is not None and pw > inst.open_start:
+                records.append(self._close(inst))
+                dirty[key] = inst
+            elif inst.open_start is None and (inst.last_wall or 0) < wall - GC_AFTER:
+                gone.append(key)
+        self._commit(records, dirty.values(), gone)
+
+    def final(self, info, sample) -> None:
+        """The supervisor's last reading before it removes the cgroup: account
+        it and close the instance's open period now (never raises)."""
+        try:
+            with self._lock:
+                wall, mono = time.time(), time.monotonic()
+                records: list[tuple] = []
+                if sample is None:
+                    inst = self._find(info)
+                    if inst is None:
+                        return
+                else:
+                    inst = self._advance(info, sample, wall, mono, self._period_of(wall), records,
+                                         final=True)
+                if inst.finished and not (inst.a_cpu or inst.a_rbytes or inst.a_wbytes
+                                          or inst.a_rios or inst.a_wios):
+                    # a repeated final reading with nothing new: no empty record
+                    for k, v in ACC_ZERO.items():
+                        setattr(inst, k, v)
+                    inst.open_start = None
+                elif inst.open_start is not None:
+                    records.append(self._close(inst))
+                inst.finished = 1
+                self._commit(records, [inst], [])
+        except Exception as exc:
+            _count_error("final")
+            log.error("ledger.final_failed", container_id=getattr(info, "id", None), error=str(exc))
+            self._recover()
+
+    def _find(self, info):
+        found = [i for i in self._instances.values() if i.container_id == info.id]
+        return max(found, key=lambda i: i.last_wall or 0) if found else None
+
+    def _period_of(self, wall: float) -> int:
+        return int(math.floor(wall / self.period)) * self.period
+
+    def _advance(self, info, sample, wall, mono, pw, records, final=False) -> Instance:
+        inode = int(getattr(sample, "inode", None) or 0)
+        key = (info.id, inode)
+        inst = self._instances.get(key)
+        new = inst is None
+        if new:
+            inst = Instance.new(info.id, inode, info.name, labels_json(info.labels))
+            self._instances[key] = inst
+        # A sample of a later period closes the open one; its deltas go to the new one.
+        if inst.open_start is not None and pw > inst.open_start:
+            records.append(self._close(inst))
+        if inst.open_start is None:
+            inst.open_start = max(pw, inst.next_min)
+        inst.name = info.name
+        inst.labels = labels_json(info.labels)
+
+        state = _sample_state(info, sample)
+        cores = _limit_cores(info.limits)
+        mem_limit = getattr(info.limits, "memory_max", None)
+        # durations: monotonic since the last committed sample
+        if inst.last_mono is not None:
+            dt = max(0.0, mono - inst.last_mono)
+            prev = inst.last_state
+        else:
+            dt, prev = 0.0, IDLE
+            started = getattr(info, "started_at", None)
+            if new and started:
+                end = getattr(info, "finished_at", None) if final else None
+                dt = max(0.0, (end or wall) - started)
+                prev = FROZEN if state == FROZEN else RUNNING
+        if prev == RUNNING:
+            inst.a_running += dt
+        elif prev == FROZEN:
+            inst.a_frozen += dt
+        if prev in (RUNNING, FROZEN):
+            if cores:
+                inst.a_res_cpu += cores * dt
+            if mem_limit:
+                inst.a_res_mem += mem_limit * dt
+
+        cpu = getattr(sample, "cpu", None)
+        if cpu is not None:
+            d, inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
+            inst.a_cpu += d
+            d, inst.c_user = _delta(cpu.user_usec, inst.c_user)
+            inst.a_user += d
+            d, inst.c_system = _delta(cpu.system_usec, inst.c_system)
+            inst.a_system += d
+            d, inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
+            inst.a_throttled += d
+        io = getattr(sample, "io", None)
+        if io is not None:
+            last_io = json.loads(inst.c_io or "{}")
+            for dev, cur in _io_totals(io).items():
+                last = last_io.get(dev, [None] * 4)
+                deltas = []
+                for i in range(4):
+                    d, last[i] = _delta(cur[i], last[i])
+                    deltas.append(d)
+                last_io[dev] = last
+                inst.a_rbytes += deltas[0]
+                inst.a_wbytes += deltas[1]
+                inst.a_rios += deltas[2]
+                inst.a_wios += deltas[3]
+            inst.c_io = json.dumps(last_io, separators=(",", ":"), sort_keys=True)
+
+        mem = getattr(sample, "memory_current", None)
+        if mem is not None:
+            if inst.last_mem is not None and dt > 0 and inst.last_mono is not None:
+                inst.a_mem_bs += (inst.last_mem + mem) / 2.0 * dt
+            inst.a_mem_peak = max(inst.a_mem_peak, mem)
+        swap = getattr(sample, "memory_swap_current", None)
+        if swap is not None and inst.last_swap is not None and dt > 0 and inst.last_mono is not None:
+            inst.a_swap_bs += (inst.last_swap + swap) / 2.0 * dt
+        peak = getattr(sample, "memory_peak", None)
+        if peak is not None:
+            if peak != inst.last_mem_peak:  # a new lifetime peak (or a reset) since the last sample
+                inst.a_mem_peak = max(inst.a_mem_peak, peak)
+            inst.last_mem_peak = peak
+        pids = getattr(sample, "pids_current", None)
+        if pids is not None:
+            inst.a_pids_peak = max(inst.a_pids_peak, pids)
+
+        inst.last_mem = mem
+        inst.last_swap = swap
+        inst.last_wall = wall
+        inst.last_mono = mono
+        inst.last_state = state
+        inst.cpu_limit = cores
+        inst.mem_limit = mem_limit
+        inst.a_samples += 1
+        return inst
+
+    def _close(self, inst: Instance) -> tuple:
+        """Turn the open accumulators into a record row; reset them."""
+        start = inst.open_start
+        running = round(inst.a_running * 1e6)
+        res_cpu = round(inst.a_res_cpu * 1e6)
+        mem_bs = round(inst.a_mem_bs)
+        res_mem = round(inst.a_res_mem)
+        priced = self.card.priced(inst.a_cpu, res_cpu, inst.cpu_limit is not None,
+                                  mem_bs, res_mem, inst.mem_limit is not None)
+        costs = self.card.costs(priced, inst.a_rbytes, inst.a_wbytes)
+        sums = {
+            "running_usec": running, "frozen_usec": round(inst.a_frozen * 1e6),
+            "cpu_usec": inst.a_cpu, "cpu_user_usec": inst.a_user, "cpu_system_usec": inst.a_system,
+            "cpu_throttled_usec": inst.a_throttled, "memory_byte_seconds": mem_bs,
+            "swap_byte_seconds": round(inst.a_swap_bs),
+            "io_read_bytes": inst.a_rbytes, "io_write_bytes": inst.a_wbytes,
+            "io_read_ops": inst.a_rios, "io_write_ops": inst.a_wios,
+            "reserved_cpu_usec": res_cpu, "reserved_memory_byte_seconds": res_mem,
+            "priced_cpu_usec": priced.cpu_usec, "priced_memory_byte_seconds": priced.memory_byte_seconds,
+            "cost_cpu_nanos": costs.cpu, "cost_memory_nanos": costs.memory,
+            "cost_io_read_nanos": costs.io_read, "cost_io_write_nanos": costs.io_write,
+            "cost_nanos": costs.total,
+        }
+        row = (record_id(self.host, inst.container_id, inst.cgroup_inode, start), self.host,
+               inst.container_id, inst.name, inst.labels, inst.cgroup_inode, start, start + self.period,
+               *(sums[c] for c in SUM_COLS), inst.a_mem_peak, inst.a_pids_peak,
+               inst.cpu_limit, inst.mem_limit, self.card.currency)
+        for k, v in ACC_ZERO.items():
+            setattr(inst, k, v)
+        inst.next_min = start + self.period
+        inst.open_start = None
+        return row
+
+    def _commit(self, records, instances, gone) -> None:
+        with self._tx():
+            cur = self._db.cursor()
+            for row in records:
+                cur.execute(_INSERT_RECORD, row)
+                if cur.rowcount == 1:
+                    r = dict(zip(REC_COLS, row))
+                    cur.execute(_UPSERT_ROLLUP, (
+                        r["period_start"] // HOUR * HOUR, r["container_id"], r["cgroup_inode"],
+                        r["name"], r["labels"], 1, *(r[c] for c in SUM_COLS), *(r[c] for c in MAX_COLS)))
+            cur.executemany(_SAVE_STATE, [i.row() for i in instances])
+            if gone:
+                cur.executemany("DELETE FROM instances WHERE container_id=? AND cgroup_inode=?", gone)
+        for key in gone:
+            self._instances.pop(key, None)
+
+    def _recover(self) -> None:
+        """After a failed transaction the in-memory state may be ahead of the
+        database: reload the committed state (the next sample recounts from it)."""
+        with self._lock:
+            try:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._load()
+            except Exception as exc:  # pragma: no cover - database gone
+                log.error("ledger.reload_failed", error=str(exc))
+
+    # ------------------------------------------------------------ retention
+
+    def _maybe_maintain(self) -> None:
+        now = time.monotonic()
+        if now - self._last_maintain < MAINTAIN_EVERY:
+            return
+        self._last_maintain = now
+        try:
+            self.maintain()
+        except Exception as exc:
+            _count_error("retention")
+            log.error("ledger.retention_failed", error=str(exc))
+
+    def maintain(self, now: float | None = None) -> int:
+        """Delete records (and their rollup hours) older than [billing] retention;
+        with a sink, only records already shipped. Whole hours only, so rollups
+        and records always reconcile. Returns the number of records deleted."""
+        now = time.time() if now is None else now
+        cutoff = int(now - self.retention) // HOUR * HOUR
+        with self._lock:
+            limit = cutoff
+            if self.sink_configured:
+                cursor = self.shipped_cursor()
+                row = self._db.execute("SELECT MIN(period_start) FROM records WHERE seq > ?",
+                                       (cursor,)).fetchone()
+                if row[0] is not None:
+                    limit = min(limit, row[0] // HOUR * HOUR)
+            with self._tx():
+                n = self._db.execute("DELETE FROM records WHERE period_start < ?", (limit,)).rowcount
+                self._db.execute("DELETE FROM rollups WHERE hour < ?", (limit,))
+        return n
+
+    # ------------------------------------------------------------ shipping support
+
+    def shipped_cursor(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (SINK_CURSOR_KEY,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def unshipped(self, after_seq: int, limit: int) -> list[tuple[int, dict]]:
+        """Records with seq > after_seq in seq order, as (seq, record dict)."""
+        db = self._reader()
+        try:
+            rows = db.execute(f"SELECT seq, {', '.join(REC_COLS)} FROM records WHERE seq > ? "
+                              f"ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        finally:
+            db.close()
+        return [(r[0], record_dict(dict(zip(REC_COLS, r[1:])))) for r in rows]
+
+    def mark_shipped(self, seq: int) -> None:
+        """Advance the shipping cursor (after the remote commit succeeded)."""
+        with self._lock, self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SINK_CURSOR_KEY, str(int(seq))))
+
+    def oldest_unshipped_end(self, after_seq: int) -> int | None:
+        db = self._reader()
+        try:
+            row = db.execute("SELECT period_end FROM records WHERE seq > ? ORDER BY seq LIMIT 1",
+                             (after_seq,)).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------ queries
+
+    def _reader(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA query_only=1")
+        return db
+
+    def records(self, since: float | None = None, until: float | None = None) -> list[dict]:
+        """Every record with period_start in [since, until), as export dicts."""
+        return self.query({"since": since, "until": until, "format": "jsonl"})["rows"]
+
+    def query(self, params: dict) -> dict:
+        """GET /v1/usage. params (strings, as from a query string): since, until
+        (ISO 8601, epoch seconds or a duration ago such as 24h), name, label
+        (K=V, repeatable), group_by (name|label:K|hour|day), format
+        (table|csv|jsonl|focus). Raises agent.errors.UserError on bad input."""
+        q = parse_usage_params(params, time.time())
+        db = self._reader()
+        try:
+            db.execute("BEGIN")  # one consistent snapshot for rows and totals
+            return _run_query(db, q, self)
+        finally:
+            db.close()
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        return False
+
+
+def record_dict(r: dict) -> dict:
+    """A records row -> the export form with the issue's field names."""
+    return {
+        "record_id": r["record_id"], "host": r["host"], "container_id": r["container_id"],
+        "name": r["name"], "labels": json.loads(r["labels"]), "cgroup_inode": r["cgroup_inode"],
+        "period_start": iso(r["period_start"]), "period_end": iso(r["period_end"]),
+        "running_seconds": r["running_usec"] / 1e6, "frozen_seconds": r["frozen_usec"] / 1e6,
+        "cpu_seconds": r["cpu_usec"] / 1e6, "cpu_user_seconds": r["cpu_user_usec"] / 1e6,
+        "cpu_system_seconds": r["cpu_system_usec"] / 1e6,
+        "cpu_throttled_seconds": r["cpu_throttled_usec"] / 1e6,
+        "memory_byte_seconds": r["memory_byte_seconds"], "memory_peak_bytes": r["memory_peak_bytes"],
+        "swap_byte_seconds": r["swap_byte_seconds"],
+        "io_read_bytes": r["io_read_bytes"], "io_write_bytes": r["io_write_bytes"],
+        "io_read_ops": r["io_read_ops"], "io_write_ops": r["io_write_ops"],
+        "pids_peak": r["pids_peak"], "cpu_limit_cores": r["cpu_limit_cores"],
+        "memory_limit_bytes": r["memory_limit_bytes"],
+        "reserved_cpu_seconds": r["reserved_cpu_usec"] / 1e6,
+        "reserved_memory_byte_seconds": r["reserved_memory_byte_seconds"],
+        "cost": money(r["cost_nanos"]), "currency": r["currency"],
+    }
+
+
+RECORD_FIELDS = tuple(record_dict({c: (0 if c not in ("labels",) else "{}") for c in REC_COLS}))
+
+
+def _containers(snapshot):
+    c = snapshot.containers
+    return c.values() if isinstance(c, dict) else c
+
+
+def _lookup(samples, cgroup: str):
+    s = samples.get(cgroup)
+    if s is None and cgroup:
+        s = samples.get(cgroup.rstrip("/"))
+    return s
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # pragma: no cover
+        return "unknown"
+
+
+def _count_error(where: str) -> None:
+    try:
+        from agent import selfmetrics
+        selfmetrics.inc("ledger_errors_total", stage=where)
+    except Exception:  # pragma: no cover
+        pass
+
+
+
+# ---------------------------------------------------------------- usage queries
+
+GROUPS = ("name", "hour", "day")
+FORMATS = ("table", "csv", "jsonl", "focus")
+_AGO_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+_AGO_UNITS = {"s": 1, "m": 60, "h": HOUR, "d": DAY, "w": 7 * DAY}
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
+_TIME_HELP = "use ISO 8601 (2026-11-01 or 2026-11-01T00:00:00Z), epoch seconds or a duration ago (90m, 24h, 7d)"
+
+
+class UsageQuery(NamedTuple):
+    since: int
+    until: int
+    name: str | None
+    labels: tuple          # ((key, value), ...)
+    group_by: str | None   # None, "name", "hour", "day", "label:K"
+    format: str
+
+
+def _user_error(msg: str):
+    from agent.errors import UserError
+    return UserError(msg)
+
+
+def _one(params: dict, key: str):
+    v = params.get(key)
+    if isinstance(v, (list, tuple)):
+        v = v[-1] if v else None
+    return None if v is None or v == "" else v
+
+
+def parse_time(field: str, value, now: float) -> int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(math.floor(value))
+    s = str(value).strip()
+    try:
+        return int(math.floor(float(s)))
+    except ValueError:
+        pass
+    m = _AGO_RE.match(s)
+    if m:
+        return int(math.floor(now - float(m.group(1)) * _AGO_UNITS[m.group(2)]))
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise _user_error(f"{field}: {s!r} is not a time; {_TIME_HELP}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(math.floor(dt.timestamp()))
+
+
+def parse_usage_params(params: dict, now: float) -> UsageQuery:
+    params = params or {}
+    since = _one(params, "since")
+    until = _one(params, "until")
+    since = 0 if since is None else parse_time("since", since, now)
+    until = FOREVER if until is None else parse_time("until", until, now)
+    if until <= since:
+        raise _user_error("until: must be later than since")
+    labels = params.get("label") or ()
+    if isinstance(labels, str):
+        labels = [labels]
+    elif isinstance(labels, dict):
+        labels = [f"{k}={v}" for k, v in labels.items()]
+    pairs = []
+    for item in labels:
+        k, sep, v = str(item).partition("=")
+        if not sep or not _LABEL_KEY_RE.match(k):
+            raise _user_error(f"label: {item!r} is not KEY=VALUE (key: letters, digits, _ . - /)")
+        pairs.append((k, v))
+    group = _one(params, "group_by")
+    if group is not None:
+        group = str(group)
+        if group.startswith("label:"):
+            if not _LABEL_KEY_RE.match(group[6:]):
+                raise _user_error(f"group_by: {group!r} needs a label key, e.g. label:team")
+        elif group not in GROUPS:
+            raise _user_error(f"group_by: {group!r} is not one of name, label:KEY, hour, day")
+    fmt = str(_one(params, "format") or "table")
+    if fmt not in FORMATS:
+        raise _user_error(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    name = _one(params, "name")
+    return UsageQuery(since, until, None if name is None else str(name), tuple(pairs), group, fmt)
+
+
+def _json_path(key: str) -> str:
+    return "'$.\"" + key + "\"'"   # key validated by _LABEL_KEY_RE: no quotes
+
+
+def _filters(q: UsageQuery) -> tuple[str, list]:
+    sql, args = [], []
+    if q.name is not None:
+        sql.append("name = ?")
+        args.append(q.name)
+    for k, v in q.labels:
+        sql.append(f"json_extract(labels, {_json_path(k)}) = ?")
+        args.append(v)
+    return "".join(" AND " + s for s in sql), args
+
+
+def _key_exprs(group: str) -> tuple[list[str], list[str]]:
+    """(rollup expressions, record expressions) of the group key columns."""
+    if group == "name":
+        return ["name"], ["name"]
+    if group == "hour":
+        return ["hour"], [f"period_start / {HOUR} * {HOUR}"]
+    if group == "day":
+        return [f"hour / {DAY} * {DAY}"], [f"period_start / {DAY} * {DAY}"]
+    if group == "instance-hour":
+        cols = ["container_id", "cgroup_inode", "name", "labels"]
+        return ["hour", *cols], [f"period_start / {HOUR} * {HOUR}", *cols]
+    expr = f"COALESCE(json_extract(labels, {_json_path(group[6:])}), '')"
+    return [expr], [expr]
+
+
+def _grouped(db, q: UsageQuery, group: str) -> list[tuple]:
+    """Rows (key..., n, sums..., maxes...) from hourly rollups for whole hours
+    and records for the partial hours at both ends of [since, until)."""
+    kroll, krec = _key_exprs(group)
+    nk = len(kroll)
+    filt, fargs = _filters(q)
+    cols = ", ".join((*SUM_COLS, *MAX_COLS))
+    ks = ", ".join(f"k{i}" for i in range(nk))
+    outer = (f"SELECT {ks}, SUM(n), " + ", ".join(f"SUM({c})" for c in SUM_COLS) + ", "
+             + ", ".join(f"MAX({c})" for c in MAX_COLS))
+    rec_keys = ", ".join(f"{e} AS k{i}" for i, e in enumerate(krec))
+    h1 = -(-q.since // HOUR) * HOUR
+    h2 = q.until // HOUR * HOUR
+    if h1 < h2:
+        roll_keys = ", ".join(f"{e} AS k{i}" for i, e in enumerate(kroll))
+        inner = (f"SELECT {roll_keys}, n, {cols} FROM rollups WHERE hour >= ? AND hour < ?{filt} "
+                 f"UNION ALL SELECT {rec_keys}, 1 AS n, {cols} FROM records "
+                 f"WHERE ((period_start >= ? AND period_start < ?) OR (period_start >= ? AND period_start < ?)){filt}")
+        args = [h1, h2, *fargs, q.since, h1, h2, q.until, *fargs]
+    else:
+        inner = (f"SELECT {rec_keys}, 1 AS n, {cols} FROM records "
+                 f"WHERE period_start >= ? AND period_start < ?{filt}")
+        args = [q.since, q.until, *fargs]
+    sql = f"{outer} FROM ({inner}) GROUP BY {ks} ORDER BY {ks}"
+    return db.execute(sql, args).fetchall()
+
+
+def usage_row(sums: dict, currency: str) -> dict:
+    """Summed integer columns -> an output row in the issue's units."""
+    return {
+        "records": sums["n"],
+        "running_seconds": sums["running_usec"] / 1e6, "frozen_seconds": sums["frozen_usec"] / 1e6,
+        "cpu_seconds": sums["cpu_usec"] / 1e6, "cpu_user_seconds": sums["cpu_user_usec"] / 1e6,
+        "cpu_system_seconds": sums["cpu_system_usec"] / 1e6,
+        "cpu_throttled_seconds": sums["cpu_throttled_usec"] / 1e6,
+        "memory_byte_seconds": sums["memory_byte_seconds"], "memory_peak_bytes": sums["memory_peak_bytes"],
+        "swap_byte_seconds": sums["swap_byte_seconds"],
+        "io_read_bytes": sums["io_read_bytes"], "io_write_bytes": sums["io_write_bytes"],
+        "io_read_ops": sums["io_read_ops"], "io_write_ops": sums["io_write_ops"],
+        "pids_peak": sums["pids_peak"],
+        "reserved_cpu_seconds": sums["reserved_cpu_usec"] / 1e6,
+        "reserved_memory_byte_seconds": sums["reserved_memory_byte_seconds"],
+        "cost": money(sums["cost_nanos"]), "currency": currency,
+    }
+
+
+def _zero_sums() -> dict:
+    return {"n": 0, **{c: 0 for c in SUM_COLS}, **{c: 0 for c in MAX_COLS}}
+
+
+def _add(total: dict, sums: dict) -> None:
+    total["n"] += sums["n"]
+    for c in SUM_COLS:
+        total[c] += sums[c] or 0
+    for c in MAX_COLS:
+        total[c] = max(total[c], sums[c] or 0)
+
+
+def _run_query(db, q: UsageQuery, ledger: "Ledger") -> dict:
+    currency = ledger.card.currency
+    total = _zero_sums()
+    out = {"since": iso(q.since) if q.since > 0 else None,
+           "until": iso(q.until) if q.until < FOREVER else None,
+           "host": ledger.host, "currency": currency, "basis": ledger.card.basis,
+           "group_by": q.group_by, "format": q.format}
+    if q.format in ("csv", "jsonl") and q.group_by is None:
+        filt, fargs = _filters(q)
+        cur = db.execute(f"SELECT {', '.join(REC_COLS)} FROM records WHERE period_start >= ? "
+                         f"AND period_start < ?{filt} ORDER BY period_start, container_id, cgroup_inode",
+                         [q.since, q.until, *fargs])
+        rows = []
+        for r in cur:
+            d = dict(zip(REC_COLS, r))
+            _add(total, {"n": 1, **d})
+            rows.append(record_dict(d))
+        out.update(kind="records", rows=rows, totals=usage_row(total, currency))
+        return out
+    if q.format == "focus":
+        from exporters.billing import focus_rows
+        hourly = []
+        for r in _grouped(db, q, "instance-hour"):
+            sums = dict(zip(("n", *SUM_COLS, *MAX_COLS), r[5:]))
+            _add(total, sums)
+            hourly.append({"hour": r[0], "container_id": r[1], "cgroup_inode": r[2], "name": r[3],
+                           "labels": json.loads(r[4]), **sums})
+        out.update(kind="focus", rows=focus_rows(hourly, ledger.host, currency, ledger.card.basis),
+                   totals=usage_row(total, currency))
+        return out
+    group = q.group_by or "name"
+    rows = []
+    for r in _grouped(db, q, group):
+        sums = dict(zip(("n", *SUM_COLS, *MAX_COLS), r[1:]))
+        _add(total, sums)
+        key = r[0]
+        if group in ("hour", "day"):
+            key = iso(key)
+        rows.append({"group": key, **usage_row(sums, currency)})
+    out.update(kind="groups", group_by=group, rows=rows, totals=usage_row(total, currency))
+    return out

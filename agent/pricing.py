@@ -1,0 +1,138 @@
+"""Rate card and Decimal money for billing records.
+
+Prices come from ``[billing]``: per CPU core-hour, per GiB-hour of memory,
+per GiB read and per GiB written, in one ISO 4217 currency. The pricing
+basis decides which quantity of CPU and memory is charged:
+
+    usage     what the container used (cpu_seconds, memory_byte_seconds)
+    reserved  what its limits reserved while it ran (reserved_cpu_seconds,
+              reserved_memory_byte_seconds); a meter without a limit falls
+              back to usage (nothing was reserved, so usage is what it took)
+    max       per meter max(usage, reserved): OpenCost's allocation rule
+
+IO is always charged on usage (there is no reservation of bytes).
+
+Rounding rule (documented in docs/billing.md): every quantity is converted
+to its pricing unit and multiplied by the price in exact Decimal arithmetic
+(28 significant digits), then each meter's cost is rounded once, half to
+even, to a nano-unit of the currency (1e-9). A record's cost is the sum of
+its four rounded meter costs, so meter rows (FOCUS) always add up to the
+record, and any sum of records is exact (costs are stored as integer
+nano-units). Money never passes through float.
+"""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import NamedTuple
+
+BASES = ("usage", "reserved", "max")
+NANO = Decimal("1e-9")
+NANOS_PER_UNIT = 10**9
+USEC_PER_HOUR = 3_600_000_000
+GIB = 1 << 30
+GIB_SECONDS_PER_GIB_HOUR = GIB * 3600
+
+# meter name -> (pricing unit, SKU id, description)
+METERS = {
+    "cpu": ("Core-Hours", "cpu-core-hour", "CPU time"),
+    "memory": ("GiB-Hours", "memory-gib-hour", "Memory"),
+    "io_read": ("GiB", "io-read-gib", "Bytes read"),
+    "io_write": ("GiB", "io-write-gib", "Bytes written"),
+}
+
+
+class MeterCosts(NamedTuple):
+    """Costs of one record in integer nano-units of the currency."""
+
+    cpu: int
+    memory: int
+    io_read: int
+    io_write: int
+
+    @property
+    def total(self) -> int:
+        return self.cpu + self.memory + self.io_read + self.io_write
+
+
+class PricedQuantities(NamedTuple):
+    """The quantities the basis charges for: CPU in µs, memory in byte-seconds."""
+
+    cpu_usec: int
+    memory_byte_seconds: int
+
+
+class RateCard(NamedTuple):
+    currency: str = "USD"
+    basis: str = "usage"
+    cpu_core_hour: Decimal = Decimal(0)
+    memory_gib_hour: Decimal = Decimal(0)
+    io_read_gib: Decimal = Decimal(0)
+    io_write_gib: Decimal = Decimal(0)
+
+    @classmethod
+    def from_config(cls, billing) -> "RateCard":
+        """From the config's ``[billing]`` section (agent.config.BillingSection)."""
+        card = cls(
+            currency=billing.currency,
+            basis=billing.basis,
+            cpu_core_hour=Decimal(billing.price_cpu_core_hour),
+            memory_gib_hour=Decimal(billing.price_memory_gib_hour),
+            io_read_gib=Decimal(billing.price_io_read_gib),
+            io_write_gib=Decimal(billing.price_io_write_gib),
+        )
+        card.check()
+        return card
+
+    def check(self) -> None:
+        if self.basis not in BASES:
+            raise ValueError(f"billing.basis: {self.basis!r} is not one of {', '.join(BASES)}")
+        for field in ("cpu_core_hour", "memory_gib_hour", "io_read_gib", "io_write_gib"):
+            v = getattr(self, field)
+            if not isinstance(v, Decimal) or not v.is_finite() or v < 0:
+                raise ValueError(f"billing.price_{field}: {v!r} is not a decimal >= 0")
+
+    def priced(self, cpu_usec: int, reserved_cpu_usec: int, cpu_limited: bool,
+               memory_byte_seconds: int, reserved_memory_byte_seconds: int,
+               memory_limited: bool) -> PricedQuantities:
+        """Apply the basis to CPU and memory."""
+        return PricedQuantities(
+            _basis(self.basis, cpu_usec, reserved_cpu_usec, cpu_limited),
+            _basis(self.basis, memory_byte_seconds, reserved_memory_byte_seconds, memory_limited),
+        )
+
+    def costs(self, priced: PricedQuantities, io_read_bytes: int, io_write_bytes: int) -> MeterCosts:
+        """Meter costs in nano-units (each rounded half-even once)."""
+        return MeterCosts(
+            to_nanos(Decimal(priced.cpu_usec) * self.cpu_core_hour / USEC_PER_HOUR),
+            to_nanos(Decimal(priced.memory_byte_seconds) * self.memory_gib_hour / GIB_SECONDS_PER_GIB_HOUR),
+            to_nanos(Decimal(io_read_bytes) * self.io_read_gib / GIB),
+            to_nanos(Decimal(io_write_bytes) * self.io_write_gib / GIB),
+        )
+
+
+def _basis(basis: str, used: int, reserved: int, limited: bool) -> int:
+    if basis == "usage" or not limited:
+        return used
+    if basis == "reserved":
+        return reserved
+    return max(used, reserved)
+
+
+def to_nanos(amount: Decimal) -> int:
+    """Round an exact amount half-even to nano-units; returns an int."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return int((amount / NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def money(nanos: int) -> str:
+    """Integer nano-units -> decimal string with 9 places ("0.000123400")."""
+    return format((Decimal(int(nanos)) * NANO).quantize(NANO), "f")
+
+
+def quantity(value: int, per_unit: int) -> str:
+    """An exact quantity in pricing units as a decimal string (12 places, half-even)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        q = (Decimal(int(value)) / Decimal(per_unit)).quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN)
+    return format(q, "f")
