@@ -170,3 +170,30 @@ def test_every_service_setting_is_commented():
         if directives:
             assert block[0].startswith("#"), f"uncommented: {directives}"
         block = []
+
+
+SYSUSERS = ROOT / "deploy" / "cgroup-agent.sysusers"
+
+
+def test_sysusers_snippet_creates_the_socket_groups(tmp_path):
+    """systemd-sysusers applies the snippet to a copy of this machine's user database."""
+    exe = shutil.which("systemd-sysusers")
+    assert exe, "systemd-sysusers missing: apt-get install systemd"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        if os.path.exists(f"/etc/{name}"):
+            shutil.copy(f"/etc/{name}", etc / name)
+    before = (etc / "group").read_text()
+    r = subprocess.run([exe, f"--root={tmp_path}", str(SYSUSERS)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    groups = {line.split(":")[0]: line for line in (etc / "group").read_text().splitlines()}
+    for g in ("cgroup-agent", "cgroup-agent-admin"):
+        assert g in groups
+        if f"\n{g}:" not in "\n" + before:
+            assert g in r.stdout + r.stderr  # it says what it created
+    # the names are ones the config accepts for socket_group/read_group/admin_group
+    from agent.config import load_config
+    cfg = load_config(None, {"socket_group": "cgroup-agent", "read_group": "cgroup-agent",
+                             "admin_group": "cgroup-agent-admin"})
+    assert cfg.agent.admin_group == "cgroup-agent-admin"
