@@ -187,15 +187,18 @@ def _emit_cgroup(out, lb, s, info, devices, taken_at):
         for (maj, mnr), st in sorted(io.items()):
             dev = escape(devices.get((maj, mnr)) or f"{maj}:{mnr}")
             dl = f'{lb},device="{dev}"'
-            out[15].append(f"container_fs_reads_bytes_total{{{dl}}} {st.rbytes}")
-            out[16].append(f"container_fs_writes_bytes_total{{{dl}}} {st.wbytes}")
-            out[17].append(f"container_fs_reads_total{{{dl}}} {st.rios}")
-            out[18].append(f"container_fs_writes_total{{{dl}}} {st.wios}")
+            if st.rbytes is not None:
+                out[15].append(f"container_fs_reads_bytes_total{{{dl}}} {st.rbytes}")
+            if st.wbytes is not None:
+                out[16].append(f"container_fs_writes_bytes_total{{{dl}}} {st.wbytes}")
+            if st.rios is not None:
+                out[17].append(f"container_fs_reads_total{{{dl}}} {st.rios}")
+            if st.wios is not None:
+                out[18].append(f"container_fs_writes_total{{{dl}}} {st.wios}")
             bl = f'{dl},major="{maj}",minor="{mnr}",operation='
-            out[19].append(f'container_blkio_device_usage_total{{{bl}"Read"}} {st.rbytes}')
-            out[19].append(f'container_blkio_device_usage_total{{{bl}"Write"}} {st.wbytes}')
-            if st.dbytes is not None:
-                out[19].append(f'container_blkio_device_usage_total{{{bl}"Discard"}} {st.dbytes}')
+            for op, v in (("Read", st.rbytes), ("Write", st.wbytes), ("Discard", st.dbytes)):
+                if v is not None:
+                    out[19].append(f'container_blkio_device_usage_total{{{bl}"{op}"}} {v}')
     if s.pids_current is not None:
         out[20].append(f"container_processes{{{lb}}} {s.pids_current}")
     for idx, kind, pr in ((21, "cpu", s.cpu_pressure), (23, "memory", s.memory_pressure), (25, "io", s.io_pressure)):

@@ -57,10 +57,21 @@ def sample_from_texts(texts: dict[str, str], inode=1) -> stats.CgroupSample:
 
 def sample_from_dir(d: str) -> stats.CgroupSample:
     texts = {}
-    for file in os.listdir(d):
-        with open(os.path.join(d, file)) as f:
-            texts[file] = f.read()
+    for fld, (file, parser) in stats.SAMPLE_FILES.items():
+        if os.path.isfile(os.path.join(d, file)):
+            with open(os.path.join(d, file)) as f:
+                texts[file] = f.read()
     return sample_from_texts(texts)
+
+
+def cgroup_fixture_dirs() -> list[str]:
+    """Every captured cgroup: each kernel folder and its sub-folders holding cpu.stat."""
+    out = []
+    for d in fixture_dirs():
+        for sub in [d] + sorted(os.path.join(d, x) for x in os.listdir(d)):
+            if os.path.isfile(os.path.join(sub, "cpu.stat")):
+                out.append(sub)
+    return out
 
 
 def make_snapshot(samples: dict, infos=(), taken_at=1_700_000_000.5) -> Snapshot:
@@ -97,7 +108,8 @@ def _fresh_selfmetrics():
     selfmetrics.reset()
 
 
-@pytest.mark.parametrize("d", fixture_dirs(), ids=os.path.basename)
+@pytest.mark.parametrize("d", cgroup_fixture_dirs(),
+                         ids=lambda d: os.path.relpath(d, os.path.dirname(os.path.dirname(d))))
 def test_fixture_cgroup_renders_what_the_kernel_offers_and_nothing_else(d):
     sample = sample_from_dir(d)
     path = f"{MOUNT}/system.slice/x.service"
@@ -107,6 +119,27 @@ def test_fixture_cgroup_renders_what_the_kernel_offers_and_nothing_else(d):
         (s,) = series(fams, "container_cpu_usage_seconds_total", cpu="total", **lbl)
         assert s.value == pytest.approx(sample.cpu.usage_usec / 1e6)
     # absent in the kernel -> absent in /metrics (never a made-up 0)
+    if sample.memory_current is not None:
+        (s,) = series(fams, "container_memory_usage_bytes", **lbl)
+        assert s.value == sample.memory_current
+        if sample.memory_stat is not None:
+            (s,) = series(fams, "container_memory_working_set_bytes", **lbl)
+            assert s.value == max(0, sample.memory_current - sample.memory_stat["inactive_file"])
+    if sample.memory_events is not None:
+        (s,) = series(fams, "container_oom_events_total", **lbl)
+        assert s.value == sample.memory_events["oom_kill"]
+    if sample.io:
+        for (maj, mnr), st in sample.io.items():
+            if st.rbytes is None:   # "7:7 " (a device line without counters)
+                assert not series(fams, "container_blkio_device_usage_total", major=str(maj),
+                                  minor=str(mnr), **lbl)
+                continue
+            (s,) = series(fams, "container_blkio_device_usage_total", major=str(maj), minor=str(mnr),
+                          operation="Read", **lbl)
+            assert s.value == st.rbytes
+    if sample.cpu is not None and sample.cpu.nr_throttled is not None:
+        (s,) = series(fams, "container_cpu_cfs_throttled_periods_total", **lbl)
+        assert s.value == sample.cpu.nr_throttled
     if sample.memory_current is None:
         assert not series(fams, "container_memory_usage_bytes")
         assert not series(fams, "container_memory_working_set_bytes")
