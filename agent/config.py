@@ -166,6 +166,16 @@ def _path(allow_empty: bool) -> Checker:
     return check
 
 
+def _cgroup_path(key: str, v: Any) -> str:
+    s = _string(key, v)
+    if s and not s.startswith("/"):
+        raise ConfigError(key, f"{_fmt(s)} is not an absolute path; use a cgroupfs path such as "
+                               "/sys/fs/cgroup/cgroup-agent, or \"\" for the agent's own delegated cgroup")
+    if ".." in s.split("/"):
+        raise ConfigError(key, f"{_fmt(s)} must not contain ..")
+    return os.path.normpath(s) if s else ""
+
+
 def _group(key: str, v: Any) -> str:
     s = _string(key, v)
     if s and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+", s):
@@ -270,7 +280,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
     "agent": {
         "host": _hostname,
         "state_dir": _path(False),
-        "cgroup_root": _path(True),
+        "cgroup_root": _cgroup_path,
         "socket": _path(False),
         "socket_group": _group,
         "read_group": _group,

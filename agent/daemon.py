@@ -1,8 +1,45 @@
-"""agentd: the cgroup-agent daemon (wired up in the containers issue)."""
+"""agentd: the cgroup-agent daemon.
+
+    agentd [--config FILE] [--check] [--state-dir DIR] [--cgroup-root PATH]
+           [--socket PATH] [--metrics-listen HOST:PORT]
+
+Start-up: config -> logging -> cgroup layout under the root R (R/agentd with
+agentd itself, R/launcher, R/containers with every controller the host
+offers) -> state store -> launcher (started, or reconnected after a restart)
+-> supervisor (live restore) -> collector, ledger, control API, /metrics.
+
+The cgroup root: `--cgroup-root` / agent.cgroup_root when given (absolute
+on cgroupfs, or a path below the cgroup2 mount). Otherwise the agent's own
+cgroup when it was delegated to it (systemd `Delegate=yes` marks a delegated
+cgroup with the trusted.delegate xattr; a previous agentd run inside it
+left us in R/agentd). A cgroup that was not delegated (in particular the
+root of the hierarchy, as on this hybrid host where /proc/self/cgroup says
+"0::/") is never taken over: then R = <cgroup2 mount>/cgroup-agent.
+
+Signals: SIGTERM/SIGINT stop accepting requests, flush and exit; containers
+keep running (live restore) unless agent.stop_containers_on_exit. SIGHUP
+reloads the config: what can change live is applied, the rest is logged as
+needing a restart.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+from dataclasses import replace
+
+import structlog
+
+from agent import logsetup
+
+log = structlog.get_logger("agentd")
+
+AUTO_ROOT_NAME = "cgroup-agent"
+LIVE_KEYS = {"agent.log_level", "agent.socket_group", "agent.read_group", "agent.admin_group",
+             "agent.stop_containers_on_exit", "agent.stop_timeout", "security.allow_sensitive_binds",
+             "logs.max_bytes"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,9 +53,267 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _overrides(args) -> dict:
+    return {"agent.state_dir": args.state_dir, "agent.cgroup_root": args.cgroup_root,
+            "agent.socket": args.socket, "agent.metrics_listen": args.metrics_listen}
+
+
+# ------------------------------------------------------------------ cgroup root
+
+
+def _delegated(path: str) -> bool:
+    for attr in ("trusted.delegate", "user.delegate"):
+        try:
+            if os.getxattr(path, attr).strip(b"\0") in (b"1", b""):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def resolve_cgroup_root(configured: str) -> tuple[str, str]:
+    """-> (absolute cgroupfs path of R, why this one)."""
+    from runtime import cgroupfs
+    mount = cgroupfs.find_mount()
+    if configured:
+        if configured == mount or configured.startswith(mount.rstrip("/") + "/"):
+            return configured, "configured"
+        return os.path.join(mount, configured.lstrip("/")), "configured (below the cgroup2 mount)"
+    own = cgroupfs.own_cgroup()
+    own_path = os.path.join(mount, own.lstrip("/")).rstrip("/") or mount
+    if own not in ("/", ""):
+        if os.path.basename(own_path) == "agentd" and os.path.isdir(os.path.join(os.path.dirname(own_path), "containers")):
+            return os.path.dirname(own_path), "own cgroup (left by a previous agentd run)"
+        if _delegated(own_path):
+            return own_path, "own delegated cgroup"
+        return os.path.join(mount, AUTO_ROOT_NAME), f"own cgroup {own} is not delegated"
+    return os.path.join(mount, AUTO_ROOT_NAME), "own cgroup is the hierarchy root (not delegated)"
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+class Daemon:
+    def __init__(self, config, overrides: dict):
+        self.config = config
+        self.overrides = overrides
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.parts: dict[str, object] = {}
+
+    def _optional(self, what: str, build):
+        """Build an optional part; agentd keeps running without it (logged)."""
+        try:
+            part = build()
+        except Exception as e:  # a missing or broken piece must not stop the agent
+            log.error("part.unavailable", part=what, error=f"{type(e).__name__}: {e}".splitlines()[0])
+            return None
+        self.parts[what] = part
+        return part
+
+    def setup(self) -> None:
+        from agent.store import Store
+        from agent.supervisor import Supervisor, layout_cgroups
+        from agent.launcher import LauncherClient
+
+        cfg = self.config
+        os.makedirs(cfg.agent.state_dir, mode=0o750, exist_ok=True)
+        root, why = resolve_cgroup_root(cfg.agent.cgroup_root)
+        cfg = self.config = replace(cfg, agent=replace(cfg.agent, cgroup_root=root))
+        layout = layout_cgroups(root)
+        log.info("cgroup.layout", root=root, chosen=why, agentd=layout.agentd.path, launcher=layout.launcher.path,
+                 containers=layout.containers.path, controllers=sorted(layout.enabled))
+        for name, reason in sorted(layout.missing.items()):
+            log.warning("cgroup.controller_missing", controller=name, reason=reason,
+                        effect=f"limits needing {name} are refused")
+        store = self.parts["store"] = Store(os.path.join(cfg.agent.state_dir, "state.db"))
+        launcher = self.parts["launcher"] = LauncherClient.connect_or_start(cfg.agent.state_dir, layout.launcher.path)
+        watcher = self._optional("watcher", self._watcher)
+        sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
+        self.parts["supervisor"] = sup
+        sup.boot()
+        log.info("supervisor.ready", containers=len(sup.containers()),
+                 running=len(sup.containers(all=False)))
+
+        collector = self._optional("collector", lambda: self._collector(cfg, sup))
+        ledger = self._optional("ledger", lambda: self._ledger(cfg))
+        if collector is not None and ledger is not None:
+            collector.subscribe(ledger.observe)
+        if ledger is not None:
+            sup.before_remove.append(ledger.final)
+            try:
+                ledger.start()
+            except Exception as e:
+                log.error("ledger.sink_unavailable", error=str(e))
+
+        from agent.api import ApiServer
+        api = self.parts["api"] = ApiServer(cfg, sup, collector, ledger)
+        api.start()
+        if cfg.agent.metrics_listen:
+            metrics = self._optional("metrics", lambda: self._metrics(cfg, collector, sup))
+            if metrics is not None:
+                try:
+                    metrics.start()
+                    log.info("metrics.listening", url=f"http://{cfg.agent.metrics_listen}/metrics")
+                except Exception as e:
+                    self.parts.pop("metrics", None)
+                    log.error("metrics.unavailable", listen=cfg.agent.metrics_listen, error=str(e))
+        if collector is not None:
+            try:
+                collector.start()
+            except Exception as e:
+                log.error("collector.start_failed", error=str(e))
+
+    @staticmethod
+    def _watcher():
+        from runtime.inotify import Watcher
+        return Watcher()
+
+    @staticmethod
+    def _collector(cfg, sup):
+        from agent.collector import Collector
+        return Collector(cfg, sup.containers)
+
+    @staticmethod
+    def _ledger(cfg):
+        from agent.ledger import Ledger
+        return Ledger(cfg, os.path.join(cfg.agent.state_dir, "ledger.db"))
+
+    @staticmethod
+    def _metrics(cfg, collector, sup):
+        from exporters.metrics_server import MetricsServer
+        if collector is None:
+            raise RuntimeError("no collector, nothing to export")
+        return MetricsServer(cfg, collector, sup)
+
+    # -------------------------------------------------------------- signals
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: (self.reload_event.set(), self.stop_event.set()))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def reload(self) -> None:
+        from agent import sdnotify
+        from agent.config import ConfigError, diff_keys, load_config
+        sdnotify.reloading()
+        try:
+            new = load_config(self.config.source or None, self.overrides)
+        except ConfigError as e:
+            log.error("config.reload_failed", error=str(e), kept="previous config")
+            sdnotify.ready()
+            return
+        new = replace(new, agent=replace(new.agent, cgroup_root=self.config.agent.cgroup_root))
+        changed = diff_keys(self.config, new)
+        live = [k for k in changed if k in LIVE_KEYS]
+        fixed = [k for k in changed if k not in LIVE_KEYS]
+        if fixed:
+            log.warning("config.reload_needs_restart", keys=fixed, note="kept the running values")
+            keep = self.config
+            agent_live = {k.split(".", 1)[1]: getattr(new.agent, k.split(".", 1)[1]) for k in live if k.startswith("agent.")}
+            new = replace(keep, agent=replace(keep.agent, **agent_live), security=new.security, logs=new.logs)
+        self.config = new
+        logsetup.configure(new.agent.log_level)
+        for name in ("supervisor", "api", "collector", "ledger", "metrics"):
+            part = self.parts.get(name)
+            if part is None:
+                continue
+            if name == "supervisor":
+                part.config = new
+            elif hasattr(part, "reload"):
+                try:
+                    part.reload(new)
+                except Exception as e:
+                    log.error("config.reload_part_failed", part=name, error=str(e))
+        log.info("config.reloaded", changed=live, source=new.source or "embedded defaults")
+        sdnotify.ready()
+
+    # -------------------------------------------------------------- run
+
+    def run(self) -> int:
+        from agent import sdnotify
+        self.install_signals()
+        try:
+            self.setup()
+        except Exception as e:
+            log.error("agentd.start_failed", error=f"{e}".splitlines()[0] if str(e) else type(e).__name__)
+            self.shutdown()
+            return 1
+        sdnotify.ready(f"serving on {self.config.agent.socket}")
+        watchdog = None
+        try:
+            watchdog = sdnotify.Watchdog()
+            watchdog.start()
+        except Exception:
+            watchdog = None
+        log.info("agentd.ready", socket=self.config.agent.socket, state_dir=self.config.agent.state_dir,
+                 cgroup_root=self.config.agent.cgroup_root, pid=os.getpid())
+        while True:
+            self.stop_event.wait()
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                self.stop_event.clear()
+                try:
+                    self.reload()
+                except Exception as e:
+                    log.exception("config.reload_crashed", error=str(e))
+                continue
+            break
+        sdnotify.stopping()
+        log.info("agentd.stopping", stop_containers=self.config.agent.stop_containers_on_exit)
+        if watchdog is not None:
+            try:
+                watchdog.stop()
+            except Exception:
+                pass
+        self.shutdown()
+        log.info("agentd.stopped")
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop accepting, flush, close; containers stay unless stop_containers_on_exit."""
+        def attempt(what, fn):
+            try:
+                fn()
+            except Exception as e:
+                log.error("shutdown.step_failed", step=what, error=str(e))
+        p = self.parts
+        if "api" in p:
+            attempt("api", p["api"].stop)
+        if "metrics" in p:
+            attempt("metrics", p["metrics"].stop)
+        if "collector" in p:
+            attempt("collector", p["collector"].stop)
+        if "supervisor" in p:
+            attempt("supervisor", lambda: p["supervisor"].close(stop_containers=self.config.agent.stop_containers_on_exit))
+        if "ledger" in p:
+            attempt("ledger", p["ledger"].close)
+        if "store" in p:
+            attempt("store", p["store"].close)
+        if "watcher" in p:
+            attempt("watcher", p["watcher"].close)
+        if "launcher" in p:
+            attempt("launcher", p["launcher"].close)
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    from agent.config import ConfigError, load_config
+    overrides = _overrides(args)
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        sys.stderr.write(f"agentd: {e}\n")
+        return 2
+    if args.check:
+        sys.stdout.write(f"agentd: config ok ({config.source or 'embedded defaults'})\n")
+        return 0
+    logsetup.configure(config.agent.log_level)
+    if os.geteuid() != 0:
+        log.error("agentd.not_root", error="agentd must run as root: it creates cgroups and namespaces")
+        return 1
+    return Daemon(config, overrides).run()
 
 
 if __name__ == "__main__":

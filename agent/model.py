@@ -26,3 +26,7 @@ class ContainerInfo:
     oom_kills: int = 0
     restart_count: int = 0
     restart_policy: str = "no"
+    # added by the supervisor (containers issue):
+    argv: tuple = ()  # the command it runs
+    auto_remove: bool = False  # removed once it exited for good (run --rm)
+    cgroup_inode: int | None = None  # identifies this cgroup instance
