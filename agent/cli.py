@@ -1,20 +1,511 @@
-"""agentctl: command-line client of the agent's control API."""
+"""agentctl: command-line client of the agent's control API.
+
+Exit status: 0 ok, 1 failure (the agent said no, the container failed, the
+socket is unreachable), 2 bad usage (a malformed flag, found here or by the
+server's 400). `run` without -d exits with the container's exit code
+(128 + signal number when a signal ended it), as `docker run` does.
+
+Starts fast: only argparse, json and the small socket client are imported
+up front; runtime.limits (flag checks), the stats view and `usage` are
+imported by the commands that need them.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
 
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="agentctl", description="drive cgroup-agent over its control socket")
-    p.add_argument("--socket", metavar="PATH", help="control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)")
-    p.add_subparsers(dest="command", metavar="COMMAND")
+
+class UsageError(Exception):
+    """Bad usage found after argparse (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+# -- flag value checks (argparse `type=` callables: raise -> exit 2) -----------
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a container name; use [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,62}} (no / and no ..)")
+    return value
+
+
+def _limit(key: str, parser_name: str):
+    """A type= callable that checks a limit with runtime.limits and keeps the user's text."""
+
+    def check(value: str) -> str:
+        from runtime import limits as rl
+        from runtime.errors import LimitError
+
+        try:
+            getattr(rl, parser_name)(value, key)
+        except LimitError as e:
+            raise argparse.ArgumentTypeError(f'"{value}" {e.accepted}') from None
+        return value
+
+    check.__name__ = key  # argparse names the type in its messages
+    return check
+
+
+def _pair(what: str):
+    def check(value: str) -> str:
+        key, sep, _ = value.partition("=")
+        if not key or "\n" in value or "\0" in value:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}; use KEY=VALUE")
+        if not sep:
+            if what == "an environment variable":  # -e NAME takes NAME from this environment, as docker does
+                if key not in os.environ:
+                    raise argparse.ArgumentTypeError(f"{key!r} has no =VALUE and is not set here; use KEY=VALUE")
+                return f"{key}={os.environ[key]}"
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}; use KEY=VALUE")
+        return value
+
+    check.__name__ = what
+    return check
+
+
+def _volume(value: str) -> str:
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a volume; use SRC:DST or SRC:DST:ro")
+    if not parts[1].startswith("/"):
+        raise argparse.ArgumentTypeError(f"{value!r}: the destination must be an absolute path inside the container")
+    if not parts[0].startswith("/"):  # relative host paths are relative to where agentctl runs, not agentd
+        parts[0] = os.path.abspath(parts[0])
+    return ":".join(parts)
+
+
+def _restart(value: str) -> str:
+    if not RESTART_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a restart policy; use no, always, on-failure or on-failure:N")
+    return value
+
+
+def _seconds(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not (0 <= f <= 86400 * 365):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0")
+    return f
+
+
+def _signal(value: str) -> str:
+    import signal
+
+    text = value.strip()
+    if text.isdigit() and 1 <= int(text) <= signal.SIGRTMAX:
+        return text
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name.isidentifier() and isinstance(getattr(signal.Signals, name, None), signal.Signals):
+        return name[3:]
+    raise argparse.ArgumentTypeError(f"{value!r} is not a signal; use a name like TERM, KILL, HUP or a number 1..{int(signal.SIGRTMAX)}")
+
+
+def _dir(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return os.path.abspath(value)
+
+
+# (flag, Limits.parse key, runtime.limits checker, help)
+LIMIT_FLAGS = (
+    ("--memory", "memory", "parse_size", "memory limit, memory.max (e.g. 512M, or max)"),
+    ("--memory-high", "memory_high", "parse_size", "memory throttling threshold, memory.high"),
+    ("--memory-low", "memory_low", "parse_size", "memory protection, memory.low"),
+    ("--memory-swap", "memory_swap", "parse_size", "swap limit, memory.swap.max"),
+    ("--cpus", "cpus", "parse_cpus", "CPU cores (e.g. 0.5, 150%%, 50000/100000), cpu.max"),
+    ("--cpu-weight", "cpu_weight", "parse_weight", "CPU weight 1..10000 (default 100), cpu.weight"),
+    ("--cpuset", "cpuset", "parse_cpuset_list", "CPUs allowed (e.g. 0-1,3), cpuset.cpus"),
+    ("--pids", "pids", "parse_pids", "process limit, pids.max"),
+    ("--io-weight", "io_weight", "parse_weight", "IO weight 1..10000, io.weight"),
+)
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("limits")
+    for flag, key, checker, help_text in LIMIT_FLAGS:
+        g.add_argument(flag, dest="limit_" + key, metavar="VALUE", type=_limit(key, checker), help=help_text)
+    g.add_argument("--io-max", dest="limit_io_max", metavar="DEV:KEY=VAL,...", action="append",
+                   type=_limit("io_max", "parse_io_max"),
+                   help="IO rate limit, io.max (e.g. /dev/vda:rbps=10M,wiops=100); repeatable")
+
+
+def _limits_body(args) -> dict:
+    out = {}
+    for key, value in vars(args).items():
+        if key.startswith("limit_") and value is not None:
+            out[key[len("limit_"):]] = value
+    return out
+
+
+# -- the parser ---------------------------------------------------------------
+
+
+def _usage_module_present() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("agent.cli_usage") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand word in argv (skipping global options), without parsing."""
+    it = iter(argv)
+    for a in it:
+        if a == "--socket":
+            next(it, None)
+        elif a.startswith("-"):
+            continue
+        else:
+            return a
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    p = Parser(prog="agentctl", description="Drive cgroup-agent (agentd) over its control socket.",
+               epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status.")
+    p.add_argument("--socket", metavar="PATH",
+                   help="control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def cmd(name, help_text, json_flag=True):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return sp
+
+    r = cmd("run", "create and start a container", json_flag=False)
+    r.add_argument("-d", "--detach", action="store_true", help="start it in the background and print its id")
+    r.add_argument("--rm", action="store_true", help="remove it once it exited")
+    r.add_argument("--name", type=_name, help="container name (default: generated)")
+    _add_limit_flags(r)
+    r.add_argument("--restart", type=_restart, metavar="POLICY", help="no (default), always, on-failure[:N]")
+    r.add_argument("-l", "--label", action="append", type=_pair("a label"), metavar="K=V", default=[])
+    r.add_argument("-e", "--env", action="append", type=_pair("an environment variable"), metavar="K=V", default=[])
+    r.add_argument("-w", "--workdir", metavar="DIR")
+    r.add_argument("-u", "--user", metavar="UID[:GID]")
+    r.add_argument("--hostname", metavar="NAME")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--rootfs", type=_dir, metavar="DIR", help="root filesystem directory (default: the host's /)")
+    src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
+    r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
+    r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
+
+    ps = cmd("ps", "list containers")
+    ps.add_argument("-a", "--all", action="store_true", help="include containers that are not running")
+
+    for name, help_text in (("inspect", "show a container as JSON"), ("freeze", "freeze a container (cgroup.freeze)"),
+                            ("thaw", "thaw a frozen container")):
+        cmd(name, help_text).add_argument("name", metavar="NAME")
+
+    lg = cmd("logs", "print a container's output")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
+    lg.add_argument("name", metavar="NAME")
+
+    st = cmd("stop", "stop a container: SIGTERM, then cgroup.kill after the grace period")
+    st.add_argument("-t", "--time", type=_seconds, metavar="SECONDS", help="grace period (default: the agent's stop_timeout)")
+    st.add_argument("name", metavar="NAME")
+
+    k = cmd("kill", "send a signal to a container")
+    k.add_argument("-s", "--signal", type=_signal, default="KILL", help="name or number (default KILL)")
+    k.add_argument("name", metavar="NAME")
+
+    rm = cmd("rm", "remove a container")
+    rm.add_argument("-f", "--force", action="store_true", help="kill it first if it runs")
+    rm.add_argument("name", metavar="NAME")
+
+    li = cmd("limit", "change a running container's limits; shows what the kernel holds")
+    li.add_argument("name", metavar="NAME")
+    _add_limit_flags(li)
+
+    sa = cmd("stats", "live resource usage: CPU, memory, IO, pids, throttling")
+    sa.add_argument("name", nargs="?", metavar="NAME")
+    sa.add_argument("--no-stream", action="store_true", help="print once and exit")
+    sa.add_argument("-a", "--all", action="store_true", help="include containers that are not running")
+
+    # `usage` belongs to the billing side (agent/cli_usage.py); imported only when asked for.
+    if _usage_module_present():
+        if _command_in(sys.argv[1:] if argv is None else argv) == "usage":
+            import agent.cli_usage as cli_usage
+
+            cli_usage.add_parser(sub)
+        else:
+            sub.add_parser("usage", help="billing usage records (see agentctl usage --help)", add_help=False)
     return p
 
 
+# -- output helpers -----------------------------------------------------------
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _age(ts, now) -> str:
+    if not ts:
+        return "-"
+    s = max(0, int(now - ts))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s // n}{unit} ago"
+    return f"{s}s ago"
+
+
+def _status(c: dict) -> str:
+    if c.get("oom_killed") and c.get("state") in ("exited", "restarting"):
+        return "OOM killed"
+    if c.get("exit_signal"):
+        try:
+            import signal
+
+            return f"signal {signal.Signals(c['exit_signal']).name}"
+        except ValueError:
+            return f"signal {c['exit_signal']}"
+    if c.get("exit_code") is not None and c.get("state") != "running":
+        return f"exit {c['exit_code']}"
+    return ""
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def exit_status(event: dict) -> int:
+    """The exit status `run` returns for the container's final state (docker run's convention)."""
+    if event.get("exit_code") is not None:
+        return int(event["exit_code"])
+    if event.get("exit_signal"):
+        return 128 + int(event["exit_signal"])
+    return EXIT_FAIL
+
+
+def _write(fd_stream, data: bytes) -> None:
+    fd_stream.buffer.write(data)
+    fd_stream.flush()
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_run(args, client) -> int:
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv and not args.bundle:
+        raise UsageError("run: give the command after --, e.g. agentctl run -- /bin/echo hi")
+    name = args.name or "c-" + os.urandom(4).hex()
+    body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
+            "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
+            "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
+            "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
+            "detach": args.detach}
+    body = {k: v for k, v in body.items() if v is not None}
+    if args.detach:
+        info = client.call("POST", "/v1/containers", body=body)
+        print(info.get("id") or info.get("name"))
+        return EXIT_OK
+    return _attach(client, name, client.stream("POST", "/v1/containers", body=body))
+
+
+def _attach(client, name: str, frames) -> int:
+    """Copy a run stream to stdout/stderr; forward SIGINT/SIGTERM/SIGHUP to the container."""
+    import signal
+
+    from agent.client import EVENT, STDERR, STDOUT
+
+    def forward(signum, frame):
+        try:
+            client.call("POST", f"/v1/containers/{name}/kill", {"signal": str(signum)})
+        except Exception:  # noqa: BLE001 - best effort, like docker's sig-proxy
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for stream, data in frames:
+            if stream == STDOUT:
+                _write(sys.stdout, data)
+            elif stream == STDERR:
+                _write(sys.stderr, data)
+            elif stream == EVENT:
+                ev = json.loads(data)
+                if ev.get("event") == "exited":
+                    if ev.get("oom_killed"):
+                        print(f"agentctl: container {name} was OOM killed", file=sys.stderr)
+                    return exit_status(ev)
+                if ev.get("event") == "error":
+                    print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
+                    return EXIT_FAIL
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"agentctl: the output stream of {name} ended before it exited (agentd stopped?)", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_ps(args, client) -> int:
+    items = client.call("GET", "/v1/containers", {"all": "1" if args.all else "0"})
+    if args.json:
+        _print_json(items)
+        return EXIT_OK
+    import time
+
+    now = time.time()
+    rows = [[c["name"], c["id"], c["state"], c.get("pid") or "-", _status(c) or "-", c.get("restart_count", 0),
+             _age(c.get("created_at"), now), c.get("image") or "/"] for c in items]
+    print(table(["NAME", "ID", "STATE", "PID", "STATUS", "RESTARTS", "CREATED", "IMAGE"], rows))
+    return EXIT_OK
+
+
+def cmd_inspect(args, client) -> int:
+    _print_json(client.call("GET", f"/v1/containers/{args.name}"))
+    return EXIT_OK
+
+
+def _done(args, info) -> int:
+    if getattr(args, "json", False):
+        _print_json(info)
+    else:
+        print(args.name)
+    return EXIT_OK
+
+
+def cmd_stop(args, client) -> int:
+    q = {"timeout": args.time} if args.time is not None else None
+    return _done(args, client.call("POST", f"/v1/containers/{args.name}/stop", q))
+
+
+def cmd_kill(args, client) -> int:
+    return _done(args, client.call("POST", f"/v1/containers/{args.name}/kill", {"signal": args.signal}))
+
+
+def cmd_rm(args, client) -> int:
+    return _done(args, client.call("DELETE", f"/v1/containers/{args.name}", {"force": "1" if args.force else "0"}))
+
+
+def cmd_freeze(args, client) -> int:
+    return _done(args, client.call("POST", f"/v1/containers/{args.name}/freeze"))
+
+
+def cmd_thaw(args, client) -> int:
+    return _done(args, client.call("POST", f"/v1/containers/{args.name}/thaw"))
+
+
+def cmd_logs(args, client) -> int:
+    from agent.client import STDERR, STDOUT
+
+    q = {"follow": "1"} if args.follow else None
+    for stream, data in client.stream("GET", f"/v1/containers/{args.name}/logs", q):
+        if args.json:
+            label = {STDOUT: "stdout", STDERR: "stderr"}.get(stream, "event")
+            print(json.dumps({"stream": label, "data": data.decode("utf-8", "replace")}), flush=True)
+        elif stream == STDOUT:
+            _write(sys.stdout, data)
+        elif stream == STDERR:
+            _write(sys.stderr, data)
+    return EXIT_OK
+
+
+def describe_limits(doc: dict) -> list[tuple[str, str]]:
+    """Limits JSON (runtime Limits.to_json) -> (field, human value) lines."""
+    try:
+        from runtime.limits import Limits
+
+        return sorted(Limits.from_json(doc).describe().items())
+    except Exception:  # noqa: BLE001 - show the raw values rather than nothing
+        return sorted((k, json.dumps(v) if not isinstance(v, str) else v) for k, v in doc.items())
+
+
+def cmd_limit(args, client) -> int:
+    body = _limits_body(args)
+    if body:
+        held = client.call("PATCH", f"/v1/containers/{args.name}/limits", body=body)
+    else:  # no flags: show what is applied
+        held = client.call("GET", f"/v1/containers/{args.name}").get("limits") or {}
+    if args.json:
+        _print_json(held)
+        return EXIT_OK
+    lines = describe_limits(held)
+    if not lines:
+        print(f"{args.name}: no limits set")
+    for k, v in lines:
+        print(f"{k}: {v}")
+    return EXIT_OK
+
+
+def cmd_stats(args, client) -> int:
+    from agent import stats_view
+
+    path = f"/v1/containers/{args.name}/stats" if args.name else "/v1/stats"
+    query = None if args.name else {"all": "1" if args.all else "0"}
+    return stats_view.run(lambda: client.call("GET", path, query), stream=not args.no_stream,
+                          as_json=args.json, out=sys.stdout)
+
+
+def cmd_usage(args, client) -> int:
+    import agent.cli_usage as cli_usage
+
+    rc = cli_usage.run(args, client)
+    return EXIT_OK if rc is None else rc
+
+
+COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_logs, "stop": cmd_stop,
+            "kill": cmd_kill, "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw,
+            "stats": cmd_stats, "usage": cmd_usage}
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    return 0
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from agent.client import ApiError, Client, ConnectError, ProtocolError
+
+    client = Client(args.socket)
+    try:
+        return COMMANDS[args.command](args, client)
+    except UsageError as e:
+        print(f"agentctl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiError as e:
+        if e.status == 403:
+            print(f"agentctl: {e.message}" if e.message.startswith("permission denied")
+                  else f"agentctl: permission denied: {e.message}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"agentctl: error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE if e.status == 400 else EXIT_FAIL
+    except (ConnectError, ProtocolError) as e:
+        print(f"agentctl: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # agentctl ps | head
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
 
 
 if __name__ == "__main__":
