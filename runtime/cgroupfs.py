@@ -187,7 +187,7 @@ class Cgroup:
         """Write ``text`` to a cgroup file in one write(2)."""
         data = text.encode()
         try:
-            fd = os.open(self.file(file), os.O_WRONLY)
+            fd = os.open(self.file(file), os.O_WRONLY | os.O_TRUNC)
         except FileNotFoundError:
             if not os.path.isdir(self.path):
                 raise CgroupGone(f"cgroup {self.path} does not exist", errno.ENOENT) from None
@@ -309,8 +309,8 @@ def v1_mountpoint(controller: str, mounts=None) -> str | None:
     return None
 
 
-def controller_status(cg) -> dict[str, str]:
-    """For each of cpu memory io pids cpuset: "enabled" or why not.
+def controller_status(cg, names=V2_CONTROLLERS) -> dict[str, str]:
+    """For each of cpu memory io pids cpuset (or ``names``): "enabled" or why not.
 
     "enabled" means the controller is in ``cg``'s cgroup.controllers, i.e.
     its files exist in ``cg`` and limits can be written there. Reasons are
@@ -324,7 +324,7 @@ def controller_status(cg) -> dict[str, str]:
     root = Cgroup(mount) if mount else None
     root_available = root.controllers() if root else set()
     status = {}
-    for name in V2_CONTROLLERS:
+    for name in names:
         if name in available:
             status[name] = "enabled"
             continue
