@@ -1,0 +1,103 @@
+"""Exports from a real ledger file: JSON lines field names, CSV, FOCUS rows
+that add up to the records, and query parameter errors naming the field."""
+import csv
+import io
+import json
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import UserError
+from agent.ledger import RECORD_FIELDS, Ledger
+from agent.model import ContainerInfo
+from exporters.billing import FOCUS_COLUMNS, render
+from runtime.stats import CgroupEvents, CgroupSample, CpuStat, IoStat
+
+ISSUE_FIELDS = ("record_id host container_id name labels cgroup_inode period_start period_end running_seconds "
+                "frozen_seconds cpu_seconds cpu_user_seconds cpu_system_seconds cpu_throttled_seconds "
+                "memory_byte_seconds memory_peak_bytes swap_byte_seconds io_read_bytes io_write_bytes io_read_ops "
+                "io_write_ops pids_peak cpu_limit_cores memory_limit_bytes reserved_cpu_seconds "
+                "reserved_memory_byte_seconds cost currency").split()
+T0 = 1_900_000_800  # an hour boundary
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    cfg = load_config(None, {"billing.period": "60s", "agent.host": "h1", "billing.price_cpu_core_hour": "0.036",
+                             "billing.price_memory_gib_hour": "0.0045", "billing.price_io_write_gib": "0.02"})
+    led = Ledger(cfg, str(tmp_path / "ledger.db"))
+    infos = [ContainerInfo(id=f"c{i}", name=f"svc{i % 2}", cgroup=f"/cg/c{i}", limits=None, state="running",
+                           labels={"team": "red" if i < 2 else "blue"}) for i in range(3)]
+    for step in range(0, 2 * 3600 + 120, 30):   # two hours and a bit, 30 s samples
+        samples = {}
+        for i, info in enumerate(infos):
+            u = step * 1000 * (i + 1) + 7
+            samples[info.cgroup] = CgroupSample(inode=10 + i, cpu=CpuStat(u, u // 3, u - u // 3, 0, 0, 0),
+                                                memory_current=(i + 1) << 24,
+                                                io={(8, 0): IoStat(step, step * 4096, step, step, 0, 0)},
+                                                events=CgroupEvents(True, False))
+        led.observe(SimpleNamespace(taken_at=T0 + step + 0.5, monotonic=50.0 + step, samples=samples,
+                                    containers={i.id: i for i in infos}))
+    yield led
+    led.close()
+
+
+def test_jsonl_has_the_issue_field_names(ledger):
+    out = render(ledger.query({"format": "jsonl"}), "jsonl")
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert len(recs) > 200
+    assert tuple(recs[0]) == tuple(ISSUE_FIELDS) == RECORD_FIELDS
+    assert recs[0]["period_start"].endswith("Z") and recs[0]["labels"]["team"] in ("red", "blue")
+
+
+def test_csv_records_and_groups(ledger):
+    rows = list(csv.DictReader(io.StringIO(render(ledger.query({"format": "csv"}), "csv"))))
+    assert list(rows[0]) == ISSUE_FIELDS
+    total = sum(Decimal(r["cost"]) for r in rows)
+    grouped = ledger.query({"format": "csv", "group_by": "label:team"})
+    assert {r["group"] for r in grouped["rows"]} == {"red", "blue"}
+    assert Decimal(grouped["totals"]["cost"]) == total
+    assert sum(Decimal(r["cost"]) for r in grouped["rows"]) == total
+
+
+def test_focus_rows_add_up_to_the_records(ledger):
+    res = ledger.query({"format": "focus", "since": str(T0 + 1800), "until": str(T0 + 5400 + 37)})
+    rows = list(csv.DictReader(io.StringIO(render(res, "focus"))))
+    assert tuple(rows[0]) == FOCUS_COLUMNS
+    recs = ledger.query({"format": "jsonl", "since": str(T0 + 1800), "until": str(T0 + 5400 + 37)})["rows"]
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == sum(Decimal(r["cost"]) for r in recs) > 0
+    cpu_hours = sum(Decimal(r["ConsumedQuantity"]) for r in rows if r["x_Meter"] == "cpu")
+    cpu_us = sum(round(r["cpu_seconds"] * 1e6) for r in recs)
+    assert abs(cpu_hours * 3_600_000_000 - cpu_us) < 3_600_000_000 * Decimal("1e-12") * len(rows)
+    assert {r["ChargeCategory"] for r in rows} == {"Usage"}
+    assert {(r["ChargePeriodStart"][-6:], r["ChargePeriodEnd"][-6:]) for r in rows} == {("00:00Z", "00:00Z")}
+    # one row per container instance, meter and hour
+    keys = [(r["ResourceId"], r["x_Meter"], r["ChargePeriodStart"]) for r in rows]
+    assert len(keys) == len(set(keys))
+
+
+def test_group_by_hour_and_filters(ledger):
+    by_hour = ledger.query({"group_by": "hour"})
+    assert all(r["group"].endswith(":00:00Z") for r in by_hour["rows"])
+    assert len(by_hour["rows"]) == 3
+    assert sum(r["records"] for r in by_hour["rows"]) == by_hour["totals"]["records"]
+    everything = ledger.query({})["totals"]
+    red = ledger.query({"label": "team=red"})["totals"]
+    blue = ledger.query({"label": ["team=blue"]})["totals"]
+    assert red["records"] + blue["records"] == everything["records"]
+    assert Decimal(red["cost"]) + Decimal(blue["cost"]) == Decimal(everything["cost"])
+    only = ledger.query({"name": "svc1"})
+    assert [r["group"] for r in only["rows"]] == ["svc1"]
+    assert "TOTAL" in render(only, "table")
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"since": "yesterday"}, "since"), ({"until": "2026-13-01"}, "until"),
+    ({"group_by": "team"}, "group_by"), ({"format": "xml"}, "format"), ({"label": "team"}, "label"),
+    ({"since": "2026-11-02", "until": "2026-11-01"}, "until"),
+])
+def test_bad_params_name_the_field(ledger, params, field):
+    with pytest.raises(UserError, match=f"^{field}: "):
+        ledger.query(params)
