@@ -659,6 +659,7 @@ def _count_error(where: str) -> None:
 # ---------------------------------------------------------------- usage queries
 
 GROUPS = ("name", "hour", "day")
+QUERY_KEYS = ("since", "until", "name", "label", "group_by", "format")
 FORMATS = ("table", "csv", "jsonl", "focus")
 _AGO_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
 _AGO_UNITS = {"s": 1, "m": 60, "h": HOUR, "d": DAY, "w": 7 * DAY}
@@ -709,6 +710,9 @@ def parse_time(field: str, value, now: float) -> int:
 
 def parse_usage_params(params: dict, now: float) -> UsageQuery:
     params = params or {}
+    unknown = sorted(set(params) - set(QUERY_KEYS))
+    if unknown:
+        raise _user_error(f"{unknown[0]}: is not a usage query parameter; accepted: {', '.join(QUERY_KEYS)}")
     since = _one(params, "since")
     until = _one(params, "until")
     since = 0 if since is None else parse_time("since", since, now)
@@ -717,7 +721,7 @@ def parse_usage_params(params: dict, now: float) -> UsageQuery:
         raise _user_error("until: must be later than since")
     labels = params.get("label") or ()
     if isinstance(labels, str):
-        labels = [labels]
+        labels = labels.split(",")     # K=V[,K=V...]: one query parameter
     elif isinstance(labels, dict):
         labels = [f"{k}={v}" for k, v in labels.items()]
     pairs = []
