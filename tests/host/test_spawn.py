@@ -1,0 +1,424 @@
+"""Containers spawned through a real launcher on this machine's cgroup2 mount:
+cgroup from the first instruction, namespaces, /proc, mounts, rootfs with
+pivot_root, user switch, capabilities, no_new_privs, seccomp, exit statuses,
+launch failures, logs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from typing import NamedTuple
+
+import pytest
+
+from agent.launcher import LaunchError, LauncherClient, ExitRecord
+from runtime.cgroupfs import find_mount
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BUSYBOX = "/bin/busybox"
+
+
+class Env(NamedTuple):
+    client: LauncherClient
+    base: str
+    state_dir: str
+    launcher_pid: int
+
+
+class Result(NamedTuple):
+    id: str
+    pid: int
+    exit: ExitRecord
+    out: str
+    err: str
+
+
+def kill_tree(path: str) -> None:
+    if not os.path.isdir(path):
+        return
+    for name in os.listdir(path):
+        if os.path.isdir(os.path.join(path, name)):
+            kill_tree(os.path.join(path, name))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def stop_launcher(client: LauncherClient, pid: int) -> None:
+    try:
+        client.shutdown()
+    except Exception:
+        pass
+    client.close()
+    for _ in range(500):
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
+def zombie_children(ppid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid and fields[0] == "Z":
+            out.append(int(name))
+    return out
+
+
+def wait_exit(client: LauncherClient, cid: str, pid: int, timeout: float = 30) -> ExitRecord:
+    """Hang guard only: returns as soon as the launcher has the record."""
+    import select
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in client.exits():
+            if rec.id == cid and rec.pid == pid:
+                return rec
+        select.select([client.fileno()], [], [], 0.2)
+        client.read_events()
+    raise AssertionError(f"no exit record for {cid}/{pid}")
+
+
+def new_cgroup(env: Env) -> tuple[str, str]:
+    cid = "t" + uuid.uuid4().hex[:11]
+    cg = os.path.join(env.base, "containers", cid)
+    os.mkdir(cg)
+    return cid, cg
+
+
+def make_spec(ctx: Env, cid: str, cg: str, argv, **kw) -> dict:
+    spec = {"argv": argv, "env": {"PATH": PATH}, "cgroup": cg,
+            "stdout": os.path.join(ctx.state_dir, cid + ".out"),
+            "stderr": os.path.join(ctx.state_dir, cid + ".err")}
+    spec.update(kw)
+    return spec
+
+
+def read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def run(ctx: Env, /, argv, **kw) -> Result:
+    cid, cg = new_cgroup(ctx)
+    spec = make_spec(ctx, cid, cg, argv, **kw)
+    pid = ctx.client.spawn(cid, spec)
+    rec = wait_exit(ctx.client, cid, pid)
+    assert ctx.client.ack(cid, pid) is True
+    kill_tree(cg)
+    return Result(cid, pid, rec, read(spec["stdout"]), read(spec["stderr"]))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}")
+    os.mkdir(base)
+    os.mkdir(os.path.join(base, "containers"))
+    state_dir = str(tmp_path_factory.mktemp("launcher"))
+    client = LauncherClient.connect_or_start(state_dir, os.path.join(base, "launcher"))
+    lpid = client.ping()["pid"]
+    try:
+        yield Env(client, base, state_dir, lpid)
+    finally:
+        stop_launcher(client, lpid)
+        kill_tree(base)
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rootfs")
+    (root / "bin").mkdir()
+    shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    for applet in ("sh", "ls", "cat", "hostname", "touch", "id", "mount", "echo", "ip"):
+        os.symlink("busybox", root / "bin" / applet)
+    return str(root)
+
+
+# ------------------------------------------------------------------ cgroup and namespaces
+
+def test_first_instruction_runs_in_the_container_cgroup(env):
+    r = run(env, ["cat", "/proc/self/cgroup"])
+    rel = os.path.relpath(os.path.join(env.base, "containers", r.id), find_mount())
+    assert f"0::/{rel}\n" in r.out
+    assert r.exit.exit_code == 0 and r.exit.signal is None
+
+
+def test_pid1_private_proc_and_hostname(env):
+    r = run(env, ["sh", "-c", "echo $$; hostname; ls /proc"], hostname="box-1")
+    lines = r.out.split()
+    assert lines[0] == "1"
+    assert lines[1] == "box-1"
+    pids = sorted(int(x) for x in lines[2:] if x.isdigit())
+    assert pids[0] == 1 and len(pids) <= 2        # sh itself and its ls
+    assert os.uname().nodename != "box-1"
+
+
+def test_docker_default_capabilities_no_new_privs_and_seccomp(env):
+    r = run(env, ["grep", "-E", "^(CapEff|CapPrm|CapBnd|CapInh|CapAmb|NoNewPrivs|Seccomp):",
+                  "/proc/self/status"])
+    st = dict(line.split(":\t") for line in r.out.splitlines())
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(st[field], 16) == 0xA80425FB, field
+        assert not int(st[field], 16) >> 21 & 1       # no CAP_SYS_ADMIN
+    assert int(st["CapInh"], 16) == 0 and int(st["CapAmb"], 16) == 0
+    assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"
+
+
+def test_explicit_capability_list(env):
+    r = run(env, ["grep", "^CapEff:", "/proc/self/status"], capabilities=["CHOWN", "KILL"])
+    assert int(r.out.split()[1], 16) == (1 << 0) | (1 << 5)
+
+
+def test_uid_gid_switch_drops_capabilities(env):
+    r = run(env, ["sh", "-c", "id -u; id -g; id -G; grep ^CapEff: /proc/self/status"],
+            uid=65534, gid=65534)
+    lines = r.out.splitlines()
+    assert lines[:3] == ["65534", "65534", "65534"]
+    assert int(lines[3].split()[1], 16) == 0
+
+
+def test_no_new_privs_and_seccomp_can_be_turned_off(env):
+    r = run(env, ["grep", "-E", "^(NoNewPrivs|Seccomp):", "/proc/self/status"],
+            no_new_privs=False, seccomp=False)
+    assert r.out.split() == ["NoNewPrivs:", "0", "Seccomp:", "0"]
+
+
+def test_network_none_has_only_loopback_and_it_is_up(env):
+    r = run(env, ["sh", "-c", f"cat /proc/net/dev; {BUSYBOX} ip link show lo"], network="none")
+    ifaces = [line.split(":")[0].strip() for line in r.out.splitlines() if ":" in line
+              and not line.startswith((" face", "Inter", "1:", "    link"))]
+    assert ifaces == ["lo"]
+    assert "<LOOPBACK,UP" in r.out
+
+
+def test_network_host_sees_host_interfaces(env):
+    r = run(env, ["cat", "/proc/net/dev"])
+    with open("/proc/net/dev") as f:
+        assert len(r.out.splitlines()) == len(f.read().splitlines())
+
+
+# ------------------------------------------------------------------ seccomp in effect
+
+SYSCALL_PROBE = r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def sc(nr, *a):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(x) for x in a])
+    return 0 if r >= 0 else ctypes.get_errno()
+print("keyctl", sc(250, 0, -3, 0))
+print("personality", sc(135, 0x0400000))
+print("clone3", sc(435, 0, 0))
+print("unshare_user", sc(272, 0x10000000))
+"""
+
+
+def probe(env, seccomp_on: bool) -> dict[str, int]:
+    r = run(env, [os.path.realpath(sys.executable), "-c", SYSCALL_PROBE], seccomp=seccomp_on)
+    assert r.exit.exit_code == 0, r.err
+    return {k: int(v) for k, v in (line.split() for line in r.out.splitlines())}
+
+
+def test_seccomp_filter_refuses_what_capabilities_alone_allow(env):
+    import errno
+    with_filter, without = probe(env, True), probe(env, False)
+    assert with_filter == {"keyctl": errno.EPERM, "personality": errno.EPERM,
+                           "clone3": errno.ENOSYS, "unshare_user": errno.EPERM}
+    # the control: the same calls, same capabilities, no filter: not refused
+    assert without["keyctl"] != errno.EPERM
+    assert without["personality"] == 0
+    assert without["clone3"] == errno.EINVAL
+    assert without["unshare_user"] == 0
+
+
+def test_reboot_swapoff_unshare_fail_with_eperm(env):
+    r = run(env, ["sh", "-c", f"{BUSYBOX} reboot -f; {BUSYBOX} swapoff /nonexistent; unshare -U true"])
+    assert "reboot" in r.err and r.err.count("Operation not permitted") == 3, r.err
+
+
+# ------------------------------------------------------------------ mounts and rootfs
+
+def host_mountinfo() -> str:
+    with open("/proc/self/mountinfo") as f:
+        return f.read()
+
+
+def test_bind_mounts_ro_and_rw_and_nothing_leaks_to_the_host(env, tmp_path):
+    ro_src, rw_src = tmp_path / "ro", tmp_path / "rw"
+    ro_dst, rw_dst = tmp_path / "ro-dst", tmp_path / "rw-dst"
+    for d in (ro_src, rw_src, ro_dst, rw_dst):
+        d.mkdir()
+    (ro_src / "f").write_text("from host\n")
+    r = run(env, ["sh", "-c", f"cat {ro_dst}/f; echo x > {ro_dst}/new; echo ro=$?; "
+                  f"echo y > {rw_dst}/new; echo rw=$?"],
+            mounts=[{"src": str(ro_src), "dst": str(ro_dst), "ro": True},
+                    {"src": str(rw_src), "dst": str(rw_dst), "ro": False}])
+    lines = r.out.splitlines()
+    assert lines[0] == "from host" and lines[1] != "ro=0" and lines[2] == "rw=0"
+    assert "Read-only file system" in r.err
+    assert not (ro_src / "new").exists()
+    assert (rw_src / "new").read_text() == "y\n"
+    assert not (rw_dst / "new").exists()             # the host's view never had the mount
+    assert str(ro_dst) not in host_mountinfo()
+
+
+def test_rootfs_pivot_root_dev_sys_proc(env, rootfs, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("hello\n")
+    script = ("ls /; echo --; ls /dev; echo --; hostname; cat /data/f; "
+              "touch /sys/x; echo sys=$?; touch /data/g; echo data=$?; "
+              "echo hi > /dev/null; echo null=$?; cat /proc/1/cmdline; echo")
+    r = run(env, ["sh", "-c", script], rootfs=rootfs, hostname="inside",
+            env={"PATH": "/bin"}, mounts=[{"src": str(data), "dst": "/data", "ro": True}])
+    top, dev, rest = r.out.split("--\n")
+    assert top.split() == ["bin", "data", "dev", "proc", "sys"]
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm"} <= set(dev.split())
+    lines = rest.splitlines()
+    assert lines[:3] == ["inside", "hello", "sys=1"]
+    assert lines[3] == "data=1" and lines[4] == "null=0"
+    assert lines[5].startswith("sh")
+    assert rootfs not in host_mountinfo()
+
+
+def test_rootfs_mount_destination_escaping_by_symlink_is_refused(env, rootfs, tmp_path):
+    os.symlink("/etc", os.path.join(rootfs, "escape"))
+    try:
+        cid, cg = new_cgroup(env)
+        with pytest.raises(LaunchError, match=r"^mount destination /escape/sub: resolves outside the rootfs$"):
+            env.client.spawn(cid, make_spec(env, cid, cg, ["true"], rootfs=rootfs,
+                                            mounts=[{"src": str(tmp_path), "dst": "/escape/sub", "ro": True}]))
+        assert not os.path.exists("/etc/sub")
+        kill_tree(cg)
+    finally:
+        os.unlink(os.path.join(rootfs, "escape"))
+
+
+# ------------------------------------------------------------------ exit statuses
+
+def test_exit_code_is_reported(env):
+    r = run(env, ["sh", "-c", "exit 7"])
+    assert (r.exit.exit_code, r.exit.signal) == (7, None)
+
+
+def test_signal_is_reported_and_event_pushed(env):
+    cid, cg = new_cgroup(env)
+    pid = env.client.spawn(cid, make_spec(env, cid, cg, ["sleep", "1000"]))
+    assert env.client.running()[cid] == pid
+    env.client.signal(pid, signal.SIGKILL)
+    rec = wait_exit(env.client, cid, pid)
+    assert (rec.exit_code, rec.signal) == (128 + 9, 9)
+    assert cid not in env.client.running()
+    env.client.ack(cid, pid)
+    kill_tree(cg)
+
+
+def test_signal_to_unknown_pid_is_refused(env):
+    with pytest.raises(ProcessLookupError, match="no running container"):
+        env.client.signal(os.getpid(), 0)
+
+
+# ------------------------------------------------------------------ launch failures
+
+def assert_nothing_left(env, cid, cg):
+    assert cid not in env.client.running()
+    assert all(r.id != cid for r in env.client.exits())
+    with open(os.path.join(cg, "cgroup.procs")) as f:
+        assert f.read() == ""
+    assert zombie_children(env.launcher_pid) == []
+
+
+@pytest.mark.parametrize("argv,kw,message", [
+    (["/bin/nope"], {}, "exec /bin/nope: No such file or directory"),
+    (["nope-cga"], {}, "exec nope-cga: executable file not found in $PATH"),
+    (["/etc/passwd"], {}, "exec /etc/passwd: Permission denied"),
+    (["true"], {"cwd": "/nonexistent"}, "cwd /nonexistent: No such file or directory"),
+    (["true"], {"mounts": [{"src": "/nonexistent-src", "dst": "/tmp", "ro": False}]},
+     "bind mount /nonexistent-src on /tmp: No such file or directory"),
+    (["true"], {"rootfs": "/nonexistent-root"}, "rootfs /nonexistent-root: not a directory"),
+])
+def test_launch_failure_is_one_clear_line_and_leaves_nothing(env, argv, kw, message):
+    cid, cg = new_cgroup(env)
+    with pytest.raises(LaunchError) as e:
+        env.client.spawn(cid, make_spec(env, cid, cg, argv, **kw))
+    assert str(e.value) == message
+    assert_nothing_left(env, cid, cg)
+    kill_tree(cg)
+
+
+def test_missing_cgroup_is_refused_before_forking(env):
+    cid = "t" + uuid.uuid4().hex[:11]
+    cg = os.path.join(env.base, "containers", cid)
+    with pytest.raises(LaunchError, match="no such cgroup"):
+        env.client.spawn(cid, make_spec(env, cid, cg, ["true"]))
+
+
+def test_malformed_spec_names_the_field(env):
+    cid, cg = new_cgroup(env)
+    with pytest.raises(ValueError, match=r"^spec\.network: accepted: host, none$"):
+        env.client.spawn(cid, make_spec(env, cid, cg, ["true"], network="bridge"))
+    with pytest.raises(ValueError, match=r"^id: "):
+        env.client.spawn("../x", make_spec(env, cid, cg, ["true"]))
+    kill_tree(cg)
+
+
+def test_same_id_twice_is_refused_while_running(env):
+    cid, cg = new_cgroup(env)
+    spec = make_spec(env, cid, cg, ["sleep", "1000"])
+    pid = env.client.spawn(cid, spec)
+    with pytest.raises(LaunchError, match=f"already running with pid {pid}"):
+        env.client.spawn(cid, spec)
+    env.client.signal(pid, signal.SIGKILL)
+    wait_exit(env.client, cid, pid)
+    env.client.ack(cid, pid)
+    kill_tree(cg)
+
+
+# ------------------------------------------------------------------ logs
+
+def test_stdout_and_stderr_go_to_their_files(env):
+    r = run(env, ["sh", "-c", "echo to-out; echo to-err >&2"])
+    assert r.out == "to-out\n" and r.err == "to-err\n"
+
+
+def test_log_cap_rotates_to_dot_one(env):
+    cid, cg = new_cgroup(env)
+    log = os.path.join(env.state_dir, cid + ".log")
+    script = "i=0; while [ $i -lt 300 ]; do echo line-$i-................................; i=$((i+1)); done"
+    pid = env.client.spawn(cid, make_spec(env, cid, cg, ["sh", "-c", script], stdout=log, stderr=log,
+                                          log_max_bytes=2048))
+    wait_exit(env.client, cid, pid)
+    env.client.ack(cid, pid)
+    kill_tree(cg)
+    cur, old = read(log), read(log + ".1")
+    assert len(cur) <= 2048 and len(old) == 2048
+    total = sum(len(f"line-{i}-................................\n") for i in range(300))
+    assert total > 2 * 2048
+    assert (old + cur).endswith("line-299-................................\n")
+    assert "line-0-" not in old + cur
