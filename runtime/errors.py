@@ -37,7 +37,11 @@ class ControllerMissing(CgroupError):
 
 
 class FreezeTimeout(CgroupError):
-    """cgroup.events did not confirm a freeze/thaw/kill in time."""
+    """cgroup.events did not confirm a freeze/thaw in time."""
+
+
+class KillTimeout(FreezeTimeout):
+    """A cgroup was still populated when kill() gave up (a FreezeTimeout too)."""
 
 
 _NO_VALUE = object()
