@@ -27,11 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "cgroup-agent.service"
 WAIT = 60  # upper bound for anything that must happen; never a measured timing
 
-# TEMPORARY (removed once agent/daemon.py is wired up in this tree): agentd is
-# still the skeleton that only parses its arguments.
-if not (ROOT / "agent" / "supervisor.py").exists():
-    pytest.skip("agentd not wired up yet (no agent/supervisor.py)", allow_module_level=True)
-
 
 def unit_bounding_set_args() -> list[str]:
     """setpriv arguments dropping what the unit's CapabilityBoundingSet=~... drops."""
