@@ -1,0 +1,102 @@
+"""The ledger on real cgroups of this host: exact CPU of a 50 ms container
+from its final reading, periods across a burner's life, frozen time from
+cgroup.freeze, a new cgroup instance (inode) billed from zero."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+
+from agent.collector import Snapshot
+from agent.config import load_config
+from agent.ledger import Ledger
+from agent.model import ContainerInfo
+from runtime.stats import read_sample
+
+BURN_50MS = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.05: pass\n"
+BURNER = ("import time\nwhile True:\n t = time.perf_counter()\n"
+          " while time.perf_counter() - t < 0.004: pass\n time.sleep(0.008)\n")
+
+
+def _ledger(tmp_path, **over):
+    cfg = load_config(None, {"billing.period": "1s", "agent.host": "host-test",
+                             "billing.price_cpu_core_hour": "0.036", **over})
+    return Ledger(cfg, str(tmp_path / "ledger.db"))
+
+
+def _wait_empty(cg):
+    while read_sample(cg).events.populated:
+        time.sleep(0.005)
+
+
+def test_fifty_ms_container_gets_its_exact_cpu_time(cgroup, spawn, tmp_path):
+    led = _ledger(tmp_path, **{"billing.period": "60s"})
+    started = time.time()
+    p = spawn([sys.executable, "-c", BURN_50MS], cgroup=cgroup)
+    assert p.wait() == 0
+    _wait_empty(cgroup)
+    info = ContainerInfo(id="0123456789ab", name="short", cgroup=cgroup.path, limits=None, state="exited",
+                         started_at=started, finished_at=time.time())
+    sample = read_sample(cgroup)
+    led.final(info, sample)      # before the cgroup is removed, whatever the interval
+    rows = sqlite3.connect(led.db_path).execute(
+        "SELECT cpu_usec, cpu_user_usec + cpu_system_usec, running_usec, cgroup_inode, cost_nanos FROM records").fetchall()
+    led.close()
+    assert len(rows) == 1
+    cpu, user_sys, running, inode, cost = rows[0]
+    assert cpu == sample.cpu.usage_usec >= 50_000
+    assert user_sys == sample.cpu.user_usec + sample.cpu.system_usec
+    assert inode == os.stat(cgroup.path).st_ino
+    assert running > 0 and cost > 0
+
+
+def test_periods_freeze_and_new_instance(cgroup, spawn, tmp_path):
+    led = _ledger(tmp_path)
+    info = ContainerInfo(id="abcdefabcdef", name="burner", cgroup=cgroup.path, limits=None, state="running",
+                         labels={"team": "infra"})
+    spawn([sys.executable, "-c", BURNER], cgroup=cgroup)
+
+    def observe():
+        led.observe(Snapshot(taken_at=time.time(), monotonic=time.monotonic(), duration=0.0,
+                             samples={cgroup.path: read_sample(cgroup)}, containers={info.id: info}))
+
+    def run_for(n):
+        for _ in range(n):
+            observe()
+            time.sleep(0.05)
+
+    run_for(20)
+    cgroup.write("cgroup.freeze", "1")
+    while not read_sample(cgroup).events.frozen:
+        time.sleep(0.005)
+    frozen_cpu = read_sample(cgroup).cpu.usage_usec
+    run_for(20)
+    assert read_sample(cgroup).cpu.usage_usec == frozen_cpu   # the kernel agrees: frozen
+    cgroup.write("cgroup.freeze", "0")
+    run_for(10)
+    cgroup.write("cgroup.kill", "1")
+    _wait_empty(cgroup)
+    final = read_sample(cgroup)
+    led.final(info, final)
+    con = sqlite3.connect(led.db_path)
+    billed, frozen, running, n = con.execute(
+        "SELECT SUM(cpu_usec), SUM(frozen_usec), SUM(running_usec), COUNT(*) FROM records").fetchone()
+    assert billed == final.cpu.usage_usec
+    assert frozen > 0 and running > 0 and n >= 2
+    res = led.query({"group_by": "label:team"})
+    assert [r["group"] for r in res["rows"]] == ["infra"]
+    assert round(res["totals"]["cpu_seconds"] * 1e6) == billed
+
+    # the same container id in a new cgroup (new inode): a new instance, billed from zero
+    os.rmdir(cgroup.path)
+    os.mkdir(cgroup.path)
+    p = spawn([sys.executable, "-c", BURN_50MS], cgroup=cgroup)
+    p.wait()
+    _wait_empty(cgroup)
+    second = read_sample(cgroup)
+    assert second.inode != final.inode
+    led.final(info, second)
+    rows = con.execute("SELECT cgroup_inode, SUM(cpu_usec) FROM records GROUP BY cgroup_inode ORDER BY MIN(seq)").fetchall()
+    assert rows == [(final.inode, final.cpu.usage_usec), (second.inode, second.cpu.usage_usec)]
+    led.close()
