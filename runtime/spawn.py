@@ -44,6 +44,12 @@ from . import seccomp
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# as Docker's defaults (moby oci/defaults.go): read-only and masked kernel files
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
 
 
 class SpecError(ValueError):
@@ -263,13 +269,18 @@ def _container_init(spec: SpawnSpec) -> None:
         _step(f"bind rootfs {root}", ns.mount, root, root, None, ns.MS_BIND | ns.MS_REC)
         _mount_proc(_inside(root, "/proc", make_dir=True))
         _mount_dev(_inside(root, "/dev", make_dir=True))
-        _step("mount /sys", ns.mount, "sysfs", _inside(root, "/sys", make_dir=True), "sysfs",
-              ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+        _mount_sys(_inside(root, "/sys", make_dir=True))
+        _harden(root)
         for m in spec.mounts:
             _bind(m, _inside(root, m.dst, make_for=m.src))
         _pivot(root)
     else:
+        # host root: a fresh /proc, and a fresh read-only /sys, which also
+        # hides the host's cgroupfs (root could otherwise move itself out
+        # of its cgroup by writing another cgroup.procs)
         _mount_proc("/proc")
+        _mount_sys("/sys")
+        _harden("/")
         for m in spec.mounts:
             _bind(m, m.dst)
     if spec.hostname:
@@ -312,6 +323,35 @@ def _inside(root: str, dst: str, make_dir: bool = False, make_for: str | None = 
 def _mount_proc(target: str) -> None:
     _step("mount /proc", ns.mount, "proc", target, "proc",
           ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
+def _mount_sys(target: str) -> None:
+    flags = ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC
+    if target == "/sys":
+        # the kernel refuses the same superblock again on its own mount point
+        # (EBUSY): bind it without its submounts instead, then make that
+        # read-only
+        _step("bind /sys", ns.mount, "/sys", "/sys", None, ns.MS_BIND)
+        _step("remount /sys read-only", ns.mount, None, "/sys", None,
+              ns.MS_REMOUNT | ns.MS_BIND | flags)
+    else:
+        _step("mount /sys", ns.mount, "sysfs", target, "sysfs", flags)
+
+
+def _harden(root: str) -> None:
+    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys."""
+    for rel in READONLY_PATHS:
+        path = os.path.join(root, rel.lstrip("/"))
+        if os.path.exists(path):
+            _step(f"bind {rel}", ns.mount, path, path, None, ns.MS_BIND | ns.MS_REC)
+            _step(f"remount {rel} read-only", ns.mount, None, path, None,
+                  ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+    for rel in MASKED_PATHS:
+        path = os.path.join(root, rel.lstrip("/"))
+        if os.path.isdir(path):
+            _step(f"mask {rel}", ns.mount, "tmpfs", path, "tmpfs", ns.MS_RDONLY, "size=0")
+        elif os.path.exists(path):
+            _step(f"mask {rel}", ns.mount, "/dev/null", path, None, ns.MS_BIND)
 
 
 def _mount_dev(dev: str) -> None:

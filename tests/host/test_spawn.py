@@ -422,3 +422,26 @@ def test_log_cap_rotates_to_dot_one(env):
     assert total > 2 * 2048
     assert (old + cur).endswith("line-299-................................\n")
     assert "line-0-" not in old + cur
+
+
+# ------------------------------------------------------------------ kernel files out of reach
+
+@pytest.mark.parametrize("with_rootfs", [False, True])
+def test_proc_sys_read_only_kcore_masked_no_cgroupfs(env, rootfs, with_rootfs):
+    sh = "/bin/sh" if with_rootfs else "sh"
+    script = ("echo 1 > /proc/sys/kernel/ns_last_pid; echo sys=$?; "
+              "cat /proc/kcore | wc -c; ls /sys/fs/cgroup | wc -l; "
+              f"echo $$ > {env.base}/cgroup.procs; echo move=$?; cat /proc/self/cgroup")
+    kw = {"rootfs": rootfs, "env": {"PATH": "/bin"}} if with_rootfs else {}
+    if with_rootfs:
+        for applet in ("wc",):
+            if not os.path.exists(os.path.join(rootfs, "bin", applet)):
+                os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    r = run(env, [sh, "-c", script], **kw)
+    lines = r.out.split()
+    assert lines[0] != "sys=0" and "Read-only file system" in r.err
+    assert lines[1] == "0"                    # /proc/kcore is /dev/null
+    assert lines[2] == "0"                    # no cgroupfs under /sys
+    assert lines[3] != "move=0"
+    rel = os.path.relpath(os.path.join(env.base, "containers", r.id), find_mount())
+    assert lines[-1] == f"0::/{rel}"          # still accounted where it belongs
