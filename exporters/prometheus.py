@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import platform
 import re
+import threading
 
 from agent import selfmetrics
 
@@ -140,7 +141,7 @@ def _base_labels(path, info, mount, allowlist) -> str:
     return ",".join(parts)
 
 
-def _emit_cgroup(out, lb, s, info, devices, taken_at):
+def _emit_cgroup(out, lb, s, info, devices):
     """Append every series of one cgroup to the per-family lists in ``out``."""
     cpu = s.cpu
     if cpu is not None:
@@ -231,7 +232,6 @@ def _emit_cgroup(out, lb, s, info, devices, taken_at):
         start = info.started_at or info.created_at
         if start is not None:
             out[33].append(f"container_start_time_seconds{{{lb}}} {_num(start)}")
-    out[34].append(f"container_last_seen{{{lb}}} {_num(taken_at)}")
 
 
 def _emit_container_state(out, lb, info, sample):
@@ -282,6 +282,14 @@ def _selfmetric_lines(lines, om):
     lines.append(f"cgroup_agent_build_info{{{info_labels}}} 1")
 
 
+# Rendered series per cgroup, reused while the collector hands over the very
+# same (immutable) CgroupSample and ContainerInfo objects: the collector keeps
+# the previous sample object for a cgroup whose files did not change, so idle
+# cgroups cost a list extend per family instead of formatting every series.
+_chunks: dict[str, tuple] = {}
+_cache_lock = threading.Lock()
+
+
 def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
     """Render ``snapshot`` (or None before the first pass) as exposition text."""
     out = [[] for _ in FAMILIES]
@@ -291,10 +299,28 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
         devices = getattr(snapshot, "devices", None) or {}
         by_cgroup = {info.cgroup: info for info in snapshot.containers.values()}
         taken_at = snapshot.taken_at
-        for path in sorted(snapshot.samples):
-            info = by_cgroup.get(path)
-            lb = _base_labels(path, info, mount, allow)
-            _emit_cgroup(out, lb, snapshot.samples[path], info, devices, taken_at)
+        seen = _num(taken_at)
+        last_seen = out[34]
+        with _cache_lock:
+            cache = _chunks
+            for path in sorted(snapshot.samples):
+                info = by_cgroup.get(path)
+                sample = snapshot.samples[path]
+                hit = cache.get(path)
+                if hit is not None and hit[0] is sample and hit[1] is info and hit[2] == allow:
+                    lb = hit[3]
+                    for i, lines in hit[4]:
+                        out[i].extend(lines)
+                else:
+                    lb = _base_labels(path, info, mount, allow)
+                    before = [len(x) for x in out]
+                    _emit_cgroup(out, lb, sample, info, devices)
+                    chunk = tuple((i, out[i][n:]) for i, n in enumerate(before) if len(out[i]) > n)
+                    cache[path] = (sample, info, allow, lb, chunk)
+                last_seen.append(f"container_last_seen{{{lb}}} {seen}")
+            if len(cache) > 2 * len(snapshot.samples) + 64:
+                for path in [p for p in cache if p not in snapshot.samples]:
+                    del cache[path]
         for info in sorted(snapshot.containers.values(), key=lambda i: i.id):
             lb = _base_labels(info.cgroup, info, mount, allow)
             _emit_container_state(out, lb, info, snapshot.samples.get(info.cgroup))

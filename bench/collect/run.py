@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Collection and /metrics benchmark: our collector against two peers, same run.
+
+    python3 bench/collect/run.py [--sizes 100,1000,5000] [--load-seconds 30]
+
+Creates N real cgroups on this host's unified hierarchy (under a unique
+cga-bench-<hex> directory), one sleeping process in each, then measures per
+pass over the same cgroups:
+
+  C floor     bench/collect/creader.c: descriptors kept open, pread + parse
+              every number, every file every pass (compiled with gcc -O2)
+  psutil      a plain per-process collector: psutil.Process(pid) cpu_times,
+              memory_info, io_counters, num_threads for each cgroup's process
+  ours/full   agent.collector.Collector reading every file every pass
+              (slow_every=1, idle_every=1)
+  ours/tiered the default: fast/medium/slow tiers, idle cgroups skipped
+
+and /metrics render time (exporters.prometheus.render) against
+prometheus_client.generate_latest over the same series. Then agent RSS and
+CPU% with 1000 containers at a 1 s interval (Collector thread + MetricsServer
+in a child process, scraped every 15 s). Results print as ratios; timings are
+only compared within this run. Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from types import MappingProxyType
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+import psutil  # noqa: E402
+
+from agent.collector import Collector, Snapshot  # noqa: E402
+from agent.model import ContainerInfo  # noqa: E402
+from exporters import prometheus  # noqa: E402
+from runtime import stats  # noqa: E402
+from runtime.cgroupfs import find_mount  # noqa: E402
+
+FILES = [file for file, _ in stats.SAMPLE_FILES.values()]
+
+
+class Cfg:
+    """The two config sections the collector and server read."""
+
+    def __init__(self, interval=1.0, listen="127.0.0.1:0"):
+        self.collector = type("C", (), {"interval": interval, "watch_roots": (), "label_allowlist": ()})()
+        self.agent = type("A", (), {"metrics_listen": listen})()
+
+
+def make_cgroups(root: str, n: int) -> tuple[list[str], list[int]]:
+    os.mkdir(root)
+    paths, pids = [], []
+    for i in range(n):
+        p = os.path.join(root, f"c{i:05d}")
+        os.mkdir(p)
+        pid = os.posix_spawn("/bin/sleep", ["sleep", "36000"], os.environ)
+        with open(os.path.join(p, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        paths.append(p)
+        pids.append(pid)
+    return paths, pids
+
+
+def remove_cgroups(root: str, paths: list[str], pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    for p in paths:
+        for _ in range(50):
+            try:
+                os.rmdir(p)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+    os.rmdir(root)
+
+
+def infos_for(paths):
+    return [ContainerInfo(id=f"{i:012x}", name=f"bench-{i}", cgroup=p, limits=None, state="running",
+                          image="/srv/bench/rootfs", started_at=time.time())
+            for i, p in enumerate(paths)]
+
+
+def time_c(creader: str, paths, passes: int) -> float:
+    out = subprocess.run([creader, str(passes), *FILES, "--"], input="\n".join(paths),
+                         capture_output=True, text=True, check=True).stdout
+    fields = dict(kv.split("=") for kv in out.split())
+    return float(fields["seconds_per_pass"])
+
+
+def time_psutil(pids, passes: int) -> float:
+    best = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                p.cpu_times()
+                p.memory_info()
+                p.io_counters()
+                p.num_threads()
+            except psutil.Error:
+                pass
+        best.append(time.perf_counter() - t0)
+    return statistics.median(best)
+
+
+def time_ours(paths, passes: int, **kw) -> tuple[float, Snapshot]:
+    infos = infos_for(paths)
+    col = Collector(Cfg(), lambda: infos, **kw)
+    col.collect_once()                      # opens descriptors
+    times, snap = [], None
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        snap = col.collect_once()
+        times.append(time.perf_counter() - t0)
+    col.stop()
+    return statistics.median(times), snap
+
+
+def full_v2_snapshot(n: int) -> Snapshot:
+    """n containers with every file a full cgroup v2 host has (VM fixture texts)."""
+    fx = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "unit", "fixtures", "kernel-6.1")
+    texts = {}
+    for file in FILES:
+        fp = os.path.join(fx, file)
+        if os.path.isfile(fp):
+            with open(fp) as f:
+                texts[file] = f.read()
+    values = {fld: (parser(texts[file]) if file in texts else None)
+              for fld, (file, parser) in stats.SAMPLE_FILES.items()}
+    sample = stats.CgroupSample(inode=1, **values)
+    paths = [f"/sys/fs/cgroup/agent/containers/{i:012x}" for i in range(n)]
+    infos = infos_for(paths)
+    return Snapshot(time.time(), time.monotonic(), 0.0, MappingProxyType({p: sample for p in paths}),
+                    MappingProxyType({i.id: i for i in infos}), mount="/sys/fs/cgroup")
+
+
+def time_render(snap, reps=5) -> tuple[float, float, int, int]:
+    """(cold, warm) seconds: cold = every cgroup changed since the last render
+    (per-cgroup cache emptied), warm = none changed (idle cgroups)."""
+    cold, warm = [], []
+    for _ in range(reps):
+        prometheus._chunks.clear()
+        t0 = time.perf_counter()
+        body = prometheus.render(snap)
+        cold.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        prometheus.render(snap)
+        warm.append(time.perf_counter() - t0)
+    series = sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
+    return statistics.median(cold), statistics.median(warm), series, len(body)
+
+
+def time_generate_latest(body: bytes, reps=3) -> float:
+    """prometheus_client rendering the same families (built as MetricFamily objects)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.registry import CollectorRegistry
+    fams = list(text_string_to_metric_families(body.decode()))
+
+    class Fixed:
+        def collect(self):
+            return fams
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Fixed())
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        generate_latest(reg)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+LOAD_CHILD = r"""
+import sys, time, json
+sys.path.insert(0, sys.argv[1])
+from agent.collector import Collector
+from agent.model import ContainerInfo
+from exporters.metrics_server import MetricsServer
+paths = [l for l in sys.stdin.read().split("\n") if l]
+class Cfg:
+    class collector: interval = 1.0; watch_roots = (); label_allowlist = ()
+    class agent: metrics_listen = "127.0.0.1:0"
+infos = [ContainerInfo(id=f"{i:012x}", name=f"bench-{i}", cgroup=p, limits=None, state="running")
+         for i, p in enumerate(paths)]
+col = Collector(Cfg, lambda: infos)
+srv = MetricsServer(Cfg, col)
+col.start(); srv.start()
+print(srv.port, flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def agent_load(paths, seconds: float) -> tuple[float, float]:
+    repo = os.path.dirname(os.path.dirname(HERE))
+    child = subprocess.Popen([sys.executable, "-c", LOAD_CHILD, repo, str(seconds + 30)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child.stdin.write("\n".join(paths))
+    child.stdin.close()
+    port = int(child.stdout.readline())
+    proc = psutil.Process(child.pid)
+    time.sleep(5)                           # warm up: descriptors opened, first passes done
+    c0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+    next_scrape = t0
+    while time.monotonic() - t0 < seconds:
+        if time.monotonic() >= next_scrape:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+            next_scrape += 15
+        time.sleep(0.2)
+    c1, t1 = sum(proc.cpu_times()[:2]), time.monotonic()
+    rss = proc.memory_info().rss
+    child.kill()
+    child.wait()
+    return (c1 - c0) / (t1 - t0) * 100, rss / 2**20
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100,1000,5000")
+    ap.add_argument("--load-seconds", type=float, default=30)
+    ap.add_argument("--load-size", type=int, default=1000)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    mount = find_mount()
+    with tempfile.TemporaryDirectory() as tmp:
+        creader = os.path.join(tmp, "creader")
+        subprocess.run(["gcc", "-O2", "-o", creader, os.path.join(HERE, "creader.c")], check=True)
+        root = os.path.join(mount, f"cga-bench-{uuid.uuid4().hex[:8]}")
+        n_max = max(sizes + [args.load_size])
+        print(f"host: {mount}, kernel {os.uname().release}, {os.cpu_count()} CPUs; creating {n_max} "
+              f"cgroups with one sleeping process each ...", flush=True)
+        paths, pids = make_cgroups(root, n_max)
+        try:
+            present = [f for f in FILES if os.path.exists(os.path.join(paths[0], f))]
+            print(f"stat files present per cgroup here: {', '.join(present)}")
+            print()
+            print(f"{'cgroups':>8} {'C floor':>10} {'psutil':>10} {'ours/full':>10} {'ours/tier':>10}"
+                  f" {'full/C':>7} {'tier/C':>7} {'psutil/C':>8}   (us per cgroup per pass)")
+            for n in sizes:
+                sub, subpids = paths[:n], pids[:n]
+                passes = max(3, 20000 // n)
+                c = time_c(creader, sub, passes) / n * 1e6
+                ps = time_psutil(subpids, max(3, passes // 4)) / n * 1e6
+                full, _ = time_ours(sub, passes, slow_every=1, idle_every=1)
+                tier, snap = time_ours(sub, passes)
+                full, tier = full / n * 1e6, tier / n * 1e6
+                print(f"{n:>8} {c:>10.1f} {ps:>10.1f} {full:>10.1f} {tier:>10.1f}"
+                      f" {full / c:>7.2f} {tier / c:>7.2f} {ps / c:>8.2f}", flush=True)
+            print()
+            print("/metrics render (this host's files, and a full cgroup v2 file set from the VM fixture):")
+            print(f"{'containers':>10} {'files':>6} {'series':>8} {'MB':>6} {'cold ms':>8} {'warm ms':>8}"
+                  f" {'prom_client ms':>15} {'pc/cold':>8}")
+            for n in sizes:
+                _, snap = time_ours(paths[:n], 1, slow_every=1, idle_every=1)
+                for label, s in (("host", snap), ("v2", full_v2_snapshot(n))):
+                    cold, warm, nseries, size = time_render(s)
+                    g = time_generate_latest(prometheus.render(s))
+                    print(f"{n:>10} {label:>6} {nseries:>8} {size / 1e6:>6.2f} {cold * 1e3:>8.1f}"
+                          f" {warm * 1e3:>8.1f} {g * 1e3:>15.1f} {g / cold:>7.1f}x", flush=True)
+            print()
+            cpu, rss = agent_load(paths[:args.load_size], args.load_seconds)
+            print(f"agent at {args.load_size} containers, 1 s interval, scraped every 15 s, "
+                  f"{args.load_seconds:.0f} s: CPU {cpu:.2f}% of one core, RSS {rss:.1f} MiB")
+        finally:
+            remove_cgroups(root, paths, pids)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
