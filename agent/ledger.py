@@ -531,18 +531,20 @@ class Ledger:
     # ------------------------------------------------------------ shipping support
 
     def shipped_cursor(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (SINK_CURSOR_KEY,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (SINK_CURSOR_KEY,)).fetchone()
         return int(row[0]) if row else 0
 
     def unshipped(self, after_seq: int, limit: int) -> list[tuple[int, dict]]:
-        """Records with seq > after_seq in seq order, as (seq, record dict)."""
+        """Records with seq > after_seq in seq order, as (seq, raw row dict with
+        the REC_COLS integer columns: µs, byte-seconds, nano-units)."""
         db = self._reader()
         try:
             rows = db.execute(f"SELECT seq, {', '.join(REC_COLS)} FROM records WHERE seq > ? "
                               f"ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
         finally:
             db.close()
-        return [(r[0], record_dict(dict(zip(REC_COLS, r[1:])))) for r in rows]
+        return [(r[0], dict(zip(REC_COLS, r[1:]))) for r in rows]
 
     def mark_shipped(self, seq: int) -> None:
         """Advance the shipping cursor (after the remote commit succeeded)."""

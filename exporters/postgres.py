@@ -1,0 +1,199 @@
+"""Ship billing records to a central PostgreSQL (the fleet store).
+
+At-least-once delivery with idempotent inserts: a shipping thread reads
+records after the local cursor (agent.ledger: records.seq, a never-reused
+AUTOINCREMENT key), inserts them in batches with
+``INSERT ... ON CONFLICT (record_id) DO NOTHING`` in one remote transaction,
+and only after the remote COMMIT succeeded advances the cursor in the local
+ledger. A crash or a lost acknowledgement between the two re-sends the batch,
+which the primary key turns into a no-op: exactly one row per record.
+
+The thread never holds the ledger's lock while talking to the network, so a
+dead or slow database never blocks collection; records wait in the local
+ledger (retention never deletes unshipped records) and the lag is exported:
+``cgroup_agent_sink_lag_seconds{sink="postgres"}`` (age of the oldest
+unshipped record's period end; 0 when everything is shipped), plus
+``cgroup_agent_sink_rows_total`` and ``cgroup_agent_sink_errors_total``.
+
+psycopg 3 is imported only when a sink is configured (optional extra
+``cgroup-agent[postgres]``).
+"""
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import structlog
+
+from agent import selfmetrics
+
+log = structlog.get_logger("agentd.sink")
+
+DEFAULT_TABLE = "cgroup_agent_usage"
+_TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 60.0
+
+COLUMNS = (
+    ("record_id", "text PRIMARY KEY"), ("host", "text NOT NULL"), ("container_id", "text NOT NULL"),
+    ("name", "text NOT NULL"), ("labels", "jsonb NOT NULL"), ("cgroup_inode", "bigint NOT NULL"),
+    ("period_start", "timestamptz NOT NULL"), ("period_end", "timestamptz NOT NULL"),
+    ("running_seconds", "numeric NOT NULL"), ("frozen_seconds", "numeric NOT NULL"),
+    ("cpu_seconds", "numeric NOT NULL"), ("cpu_user_seconds", "numeric NOT NULL"),
+    ("cpu_system_seconds", "numeric NOT NULL"), ("cpu_throttled_seconds", "numeric NOT NULL"),
+    ("memory_byte_seconds", "numeric NOT NULL"), ("memory_peak_bytes", "bigint NOT NULL"),
+    ("swap_byte_seconds", "numeric NOT NULL"),
+    ("io_read_bytes", "bigint NOT NULL"), ("io_write_bytes", "bigint NOT NULL"),
+    ("io_read_ops", "bigint NOT NULL"), ("io_write_ops", "bigint NOT NULL"), ("pids_peak", "bigint NOT NULL"),
+    ("cpu_limit_cores", "double precision"), ("memory_limit_bytes", "bigint"),
+    ("reserved_cpu_seconds", "numeric NOT NULL"), ("reserved_memory_byte_seconds", "numeric NOT NULL"),
+    ("cost", "numeric(30,9) NOT NULL"), ("currency", "text NOT NULL"),
+)
+
+for _name, _kind, _help, _labels in (
+        ("sink_lag_seconds", "gauge", "Age of the oldest billing record not yet shipped (0 = all shipped).", ("sink",)),
+        ("sink_rows_total", "counter", "Billing records shipped to a sink.", ("sink",)),
+        ("sink_errors_total", "counter", "Failed shipping attempts (retried with backoff).", ("sink",))):
+    try:
+        selfmetrics.declare(_name, _kind, _help, _labels)
+    except ValueError:  # pragma: no cover - declared elsewhere with other labels
+        pass
+
+
+def _usec(v: int) -> Decimal:
+    return Decimal(int(v)).scaleb(-6)
+
+
+def remote_row(r: dict) -> tuple:
+    """A ledger row (integer µs, byte-seconds, nano-units) -> the remote columns, exactly."""
+    ts = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
+    return (
+        r["record_id"], r["host"], r["container_id"], r["name"], r["labels"], r["cgroup_inode"],
+        ts(r["period_start"]), ts(r["period_end"]),
+        _usec(r["running_usec"]), _usec(r["frozen_usec"]), _usec(r["cpu_usec"]), _usec(r["cpu_user_usec"]),
+        _usec(r["cpu_system_usec"]), _usec(r["cpu_throttled_usec"]),
+        Decimal(r["memory_byte_seconds"]), r["memory_peak_bytes"], Decimal(r["swap_byte_seconds"]),
+        r["io_read_bytes"], r["io_write_bytes"], r["io_read_ops"], r["io_write_ops"], r["pids_peak"],
+        r["cpu_limit_cores"], r["memory_limit_bytes"],
+        _usec(r["reserved_cpu_usec"]), Decimal(r["reserved_memory_byte_seconds"]),
+        Decimal(int(r["cost_nanos"])).scaleb(-9), r["currency"],
+    )
+
+
+def create_table_sql(table: str) -> list[str]:
+    cols = ",\n  ".join(f"{n} {t}" for n, t in COLUMNS)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)",
+        f"CREATE INDEX IF NOT EXISTS {table}_period ON {table} (period_start)",
+        f"CREATE INDEX IF NOT EXISTS {table}_labels ON {table} USING gin (labels)",
+    ]
+
+
+class PostgresSink:
+    """The shipping thread. ``start()``, ``stop()``, ``ship_once()`` (one batch,
+    for tests and tools), ``lag_seconds()``."""
+
+    def __init__(self, config, ledger, table: str = DEFAULT_TABLE):
+        sec = config.sink_postgres
+        if sec is None:
+            raise ValueError("sink.postgres: not configured")
+        if not _TABLE_RE.match(table):
+            raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
+        self.dsn = sec.dsn
+        self.batch = int(sec.batch)
+        self.interval = float(sec.interval)
+        self.ledger = ledger
+        self.table = table
+        self._insert = (f"INSERT INTO {table} ({', '.join(n for n, _ in COLUMNS)}) "
+                        f"VALUES ({', '.join(['%s'] * len(COLUMNS))}) ON CONFLICT (record_id) DO NOTHING")
+        self._conn = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="sink-postgres", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._drop()
+
+    def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                n = self.ship_once()
+            except Exception as exc:  # network, server, anything: retry later
+                self._drop()
+                self.last_error = f"{type(exc).__name__}: {exc}".strip()
+                selfmetrics.inc("sink_errors_total", sink="postgres")
+                log.warning("sink.ship_failed", sink="postgres", error=self.last_error, retry_in=round(backoff, 2))
+                self._update_lag()
+                self._stop.wait(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_MIN
+            self._update_lag()
+            if n < self.batch:   # drained: wait for the next interval
+                self._stop.wait(self.interval)
+
+    # -- one batch ---------------------------------------------------------
+
+    def _connection(self):
+        if self._conn is None or self._conn.closed:
+            import psycopg  # optional dependency: only when a sink is configured
+
+            conn = psycopg.connect(self.dsn, connect_timeout=10, application_name="cgroup-agent-sink")
+            with conn.transaction():
+                for sql in create_table_sql(self.table):
+                    conn.execute(sql)
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def ship_once(self) -> int:
+        """Ship up to ``batch`` records after the cursor; returns how many.
+        The cursor moves only after the remote COMMIT returned."""
+        cursor = self.ledger.shipped_cursor()
+        rows = self.ledger.unshipped(cursor, self.batch)
+        if not rows:
+            return 0
+        conn = self._connection()
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany(self._insert, [remote_row(r) for _, r in rows])
+        self.ledger.mark_shipped(rows[-1][0])
+        selfmetrics.inc("sink_rows_total", len(rows), sink="postgres")
+        return len(rows)
+
+    # -- lag ---------------------------------------------------------------
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        end = self.ledger.oldest_unshipped_end(self.ledger.shipped_cursor())
+        if end is None:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - end)
+
+    def _update_lag(self) -> None:
+        try:
+            selfmetrics.set_gauge("sink_lag_seconds", self.lag_seconds(), sink="postgres")
+        except Exception:  # the ledger closing under us
+            pass
