@@ -206,7 +206,7 @@ SAMPLE_FILES = {
     "cpuset_cpus_effective": ("cpuset.cpus.effective", parse_cpuset),
 }
 
-_PREAD_SIZE = 65536
+_PREAD_SIZE = 16384
 
 
 def _as_cgroup(cg) -> Cgroup:
@@ -214,31 +214,41 @@ def _as_cgroup(cg) -> Cgroup:
 
 
 def _pread(cg: Cgroup, fd: int, file: str) -> str:
+    """Fresh contents of a kept-open cgroup file (pread at offset 0)."""
+    size = _PREAD_SIZE
     try:
-        return os.pread(fd, _PREAD_SIZE, 0).decode()
+        data = os.pread(fd, size, 0)
+        while len(data) == size:  # a big io.stat / memory.stat: read it whole
+            size *= 4
+            data = os.pread(fd, size, 0)
+        return data.decode()
     except OSError as exc:
         if exc.errno in (errno.ENODEV, errno.ENOENT) or not os.path.isdir(cg.path):
             raise CgroupGone(f"cgroup {cg.path} was removed", exc.errno) from None
         raise CgroupError(f"cannot read {cg.file(file)}: {exc.strerror}", exc.errno) from None
 
 
-def read_sample(cg, fds: dict[str, int] | None = None) -> CgroupSample:
+def read_sample(cg, fds: dict[str, int] | None = None,
+                inode: int | None = None) -> CgroupSample:
     """Read every stat file of a cgroup once.
 
     ``fds`` optionally maps file names to descriptors kept open by the
     caller (runtime.reader); those files are re-read with os.pread and a
-    file not in ``fds`` counts as absent. Raises CgroupGone if the cgroup
-    vanished.
+    file not in ``fds`` counts as absent. ``inode`` (known to the caller)
+    saves a stat. Raises CgroupGone if the cgroup vanished.
     """
     cg = _as_cgroup(cg)
-    inode = cg.inode()
+    if inode is None:
+        inode = cg.inode()
     values = {"inode": inode}
+    absent = False
     for field, (file, parser) in SAMPLE_FILES.items():
         if fds is not None:
             fd = fds.get(file)
             text = None if fd is None else _pread(cg, fd, file)
         else:
-            text = cg.read(file)
+            text = _read_or_none(cg, file)
+            absent = absent or text is None
         if text is None:
             values[field] = None
             continue
@@ -246,7 +256,23 @@ def read_sample(cg, fds: dict[str, int] | None = None) -> CgroupSample:
             values[field] = parser(text)
         except (ValueError, KeyError):
             values[field] = None  # unreadable contents: absent, never zero
+    if absent and not os.path.isdir(cg.path):
+        raise CgroupGone(f"cgroup {cg.path} was removed", errno.ENOENT)
     return CgroupSample(**values)
+
+
+def _read_or_none(cg: Cgroup, file: str) -> str | None:
+    """Like Cgroup.read without the per-file existence check (read_sample checks once)."""
+    try:
+        fd = os.open(cg.file(file), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CgroupError(f"cannot read {cg.file(file)}: {exc.strerror}", exc.errno) from None
+    try:
+        return _pread(cg, fd, file)
+    finally:
+        os.close(fd)
 
 
 def _read(cg, file, parser):

@@ -155,3 +155,56 @@ def test_enable_controllers_returns_what_is_enabled(cgroup):
     assert "nosuch" not in got
     if "memory" not in offered:
         assert "memory" not in got
+
+
+# -- runtime.reader: kept descriptors, re-read with pread -------------------
+
+from runtime.reader import CgroupReader, raise_nofile_limit  # noqa: E402
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_reader_sees_fresh_contents_and_matches_read_sample(cgroup, spawn):
+    r = CgroupReader(cgroup.path)
+    try:
+        first = r.sample()
+        assert first == stats.read_sample(cgroup)  # idle cgroup: identical readings
+        assert first.events.populated is False and first.inode == cgroup.inode()
+        assert set(r.files()) == {f for f, _ in stats.SAMPLE_FILES.values()
+                                  if os.path.exists(cgroup.file(f))}
+        p = spawn([sys.executable, "-c", BURN], cgroup=cgroup)
+        assert r.sample().events.populated is True  # same descriptor, new contents
+        p.wait(timeout=60)
+        s = r.sample()
+        assert s.events.populated is False
+        assert s.cpu.usage_usec >= 300_000 > first.cpu.usage_usec
+    finally:
+        r.close()
+
+
+def test_reader_never_reopens_silently(cgroup):
+    child = cgroup.child("r").create()
+    r = CgroupReader(child)
+    r.sample()
+    child.remove()
+    with pytest.raises(CgroupGone):
+        r.sample()
+    child.create()  # same name, a new cgroup: the old reader must not follow it
+    with pytest.raises(CgroupGone):
+        r.sample()
+    r.close()
+    with pytest.raises(CgroupGone):
+        CgroupReader(cgroup.file("nope"))
+
+
+def test_reader_close_releases_descriptors(cgroup):
+    before = _open_fds()
+    r = CgroupReader(cgroup)
+    assert _open_fds() == before + r.fd_count()
+    r.close()
+    assert _open_fds() == before
+    with pytest.raises(CgroupError):
+        r.sample()
+    assert raise_nofile_limit() >= 1024
