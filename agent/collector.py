@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import select
 import threading
 import time
@@ -146,18 +145,6 @@ def _device_name(maj: int, mnr: int) -> str:
     return f"{maj}:{mnr}"
 
 
-def raise_nofile_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            return hard
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
 class Collector:
     """Samples container and watch-root cgroups every ``config.collector.interval``."""
 
@@ -212,6 +199,7 @@ class Collector:
         if self._started:
             return
         self._started = True
+        from runtime.reader import raise_nofile_limit
         raise_nofile_limit()
         self._setup_watches()
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -275,21 +263,24 @@ class Collector:
                 continue
             self._add_tree(path)
 
-    def _add_tree(self, top: str) -> None:
-        """Watch ``top`` and every cgroup below it (watch first, then list: no gap)."""
+    def _add_tree(self, top: str, relist: bool = False) -> None:
+        """Watch ``top`` and every cgroup below it (watch first, then list: no gap).
+        ``relist`` lists already-watched directories again (after an overflow)."""
         stack = [top]
         while stack:
             path = stack.pop()
             if path in self._watched_dirs:
-                continue
-            try:
-                self._watcher.watch_dir(path)
-            except Exception as exc:  # noqa: BLE001 - vanished, or out of watches
-                if os.path.isdir(path):
-                    log.warning("collector.watch_failed", path=path, error=str(exc))
-                    selfmetrics.inc("collection_errors_total", reason="inotify")
-                continue
-            self._watched_dirs.add(path)
+                if not relist:
+                    continue
+            else:
+                try:
+                    self._watcher.watch_dir(path)
+                except Exception as exc:  # noqa: BLE001 - vanished, or out of watches
+                    if os.path.isdir(path):
+                        log.warning("collector.watch_failed", path=path, error=str(exc))
+                        selfmetrics.inc("collection_errors_total", reason="inotify")
+                    continue
+                self._watched_dirs.add(path)
             t = self._track(path)
             if t is not None:
                 t.in_watch = True
@@ -322,12 +313,25 @@ class Collector:
             selfmetrics.inc("collection_errors_total", reason="inotify")
             return
         for ev in events:
+            if ev.kind == "overflow":     # events were lost: the one case for a rescan
+                log.warning("collector.inotify_overflow")
+                selfmetrics.inc("collection_errors_total", reason="inotify_overflow")
+                self._rescan()
+                continue
             full = os.path.join(ev.path, ev.name) if ev.name else ev.path
             if ev.kind == "created":
                 if os.path.isdir(full):
                     self._add_tree(full)
             elif ev.kind == "deleted":
                 self._drop_tree(full)
+
+    def _rescan(self) -> None:
+        for path in [p for p in self._watched_dirs if not os.path.isdir(p)]:
+            self._drop_tree(path)
+        for root in self.watch_roots:
+            path = os.path.normpath(os.path.join(self.mount, root.lstrip("/")))
+            if os.path.isdir(path):
+                self._add_tree(path, relist=True)
 
     def _track(self, path: str) -> _Tracked | None:
         t = self._tracked.get(path)
