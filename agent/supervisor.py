@@ -750,17 +750,7 @@ class Supervisor:
     # ------------------------------------------------------------- live restore
 
     def _restore(self) -> None:
-        try:
-            running = dict(self.launcher.running())
-        except Exception as err:
-            log.error("launcher.running_failed", error=str(err))
-            running = {}
-        try:
-            exits = list(self.launcher.exits())
-        except Exception as err:
-            log.error("launcher.exits_failed", error=str(err))
-            exits = []
-        exit_by_key = {(x.id, x.pid): x for x in exits}
+        from runtime.limits import Limits
         with self._cond:
             for row in self.store.all():
                 try:
@@ -768,23 +758,42 @@ class Supervisor:
                 except Exception as err:
                     log.error("store.bad_spec", id=row.id, error=str(err))
                     continue
-                from runtime.limits import Limits
                 e = _Entry(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
                 self._entries[row.id] = e
                 self._names[row.name] = row.id
+        self._reconcile(adopting=True)
+
+    def _reconcile(self, adopting: bool) -> None:
+        """Match live containers with what the launcher knows: adopt those still
+        running, apply exit records of those that ended meanwhile."""
+        try:
+            running = dict(self.launcher.running())
+            exits = list(self.launcher.exits())
+        except Exception as err:
+            log.error("launcher.query_failed", error=str(err))
+            return
+        exit_by_key = {(x.id, x.pid): x for x in exits}
+        with self._cond:
+            for e in list(self._entries.values()):
+                row = e.row
                 if row.state not in LIVE_STATES:
                     continue
                 rec = exit_by_key.get((row.id, row.pid))
-                if rec is not None:
-                    self._read_oom_baseline_from_row(e)
+                if rec is not None and row.state != "restarting":
+                    if adopting:
+                        self._read_oom_baseline_from_row(e)
                     self._on_exit(row.id, rec.pid, rec.exit_code, rec.signal, rec.at)
-                    log.info("container.exit_applied_after_restart", name=row.name, exit_code=rec.exit_code)
+                    log.info("container.exit_applied_late", name=row.name, exit_code=rec.exit_code,
+                             signal=rec.signal)
                     continue
                 if row.state == "restarting":
-                    e.timer = self._schedule(BACKOFF_BASE, lambda cid=row.id: self._restart(cid))
+                    if e.timer is None:
+                        e.timer = self._schedule(BACKOFF_BASE, lambda cid=row.id: self._restart(cid))
                     continue
                 alive = self._populated(e)
                 if running.get(row.id) == row.pid and alive:
+                    if not adopting:
+                        continue
                     self._read_oom_baseline_from_row(e)
                     frozen = False
                     try:
@@ -799,10 +808,13 @@ class Supervisor:
                     self.store.add_event(row.id, row.name, "adopted", pid=row.pid)
                     log.info("container.adopted", name=row.name, id=row.id, pid=row.pid, cgroup=row.cgroup)
                 elif alive and row.pid and _pid_alive(row.pid):
+                    if e.orphan:
+                        continue
                     e.orphan = True
                     self._watch(e)
                     self.store.add_event(row.id, row.name, "adopted_orphan", pid=row.pid)
-                    log.warning("container.adopted_without_launcher", name=row.name, pid=row.pid)
+                    log.warning("container.adopted_without_launcher", name=row.name, pid=row.pid,
+                                note="exit status will be unknown")
                 else:
                     if alive:
                         self._kill_cgroup(e)
@@ -814,6 +826,30 @@ class Supervisor:
                 e = self._entries.get(x.id)
                 if e is None or e.row.pid != x.pid or e.row.state not in ("running", "paused"):
                     self._ack(x.id, x.pid)
+
+    def _reconnect_launcher(self) -> None:
+        """The launcher connection broke: start/reconnect, then catch up on exits."""
+        from agent.launcher import LauncherClient
+        old = self.launcher
+        delay = 0.1
+        while not self._stop:
+            try:
+                new = LauncherClient.connect_or_start(self.config.agent.state_dir, self.layout.launcher.path)
+                break
+            except Exception as err:
+                log.error("launcher.reconnect_failed", error=str(err), retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        else:
+            return
+        with self._cond:
+            self.launcher = new
+        try:
+            old.close()
+        except Exception:
+            pass
+        log.warning("launcher.reconnected")
+        self._reconcile(adopting=False)
 
     def _read_oom_baseline_from_row(self, e: _Entry) -> None:
         """After a restart of agentd the kernel counter may be ahead of oom_kills we
@@ -874,6 +910,10 @@ class Supervisor:
             time.sleep(0.5)
             return
         for ev in events or ():
+            if isinstance(ev, dict) and ev.get("event") == "disconnected":
+                log.error("launcher.disconnected")
+                self._reconnect_launcher()
+                continue
             if not isinstance(ev, dict) or ev.get("event") != "exit":
                 continue
             try:
