@@ -411,9 +411,12 @@ def from_json(body: Any, config=None) -> ContainerSpec:
     rootfs = ""
     raw_root = body.get("rootfs")
     if raw_root not in (None, ""):
-        rootfs = _host_path("rootfs", raw_root, config, want_dir=True)
-        if rootfs == "/":
-            rootfs = ""
+        if isinstance(raw_root, str) and raw_root.startswith("/") and os.path.realpath(raw_root) == "/":
+            rootfs = ""  # the host's root, as when no rootfs is given
+        else:
+            # a rootfs is the container's whole view: it may hold anything but the
+            # kernel's trees and /etc (the state dir inside it would be the user's choice)
+            rootfs = _host_path("rootfs", raw_root, None, want_dir=True)
         image = image or raw_root
     volumes_in = body.get("volumes") or []
     if not isinstance(volumes_in, list):

@@ -1,0 +1,265 @@
+"""agent/spec.py: container specs from the API's JSON and from OCI bundles."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import UserError
+from agent.spec import ContainerSpec, RestartPolicy, from_bundle, from_json, parse_restart
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(None, {"agent.state_dir": str(tmp_path / "state"), "agent.socket": str(tmp_path / "run/agent.sock")})
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A scratch tree with a data dir, a rootfs and symlinks pointing out of it."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "data").mkdir()
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "etc").symlink_to("/etc")
+    (rootfs / "inner").symlink_to("bin")
+    (tmp_path / "to-etc").symlink_to("/etc")
+    (tmp_path / "to-state").symlink_to(tmp_path / "state")
+    return tmp_path
+
+
+def spec(config, **kw):
+    body = {"name": "web", "argv": ["sh", "-c", "echo hi"]}
+    body.update(kw)
+    return from_json(body, config)
+
+
+def test_full_body(config, host):
+    s = spec(config, env={"A": "1"}, workdir="/srv", user="1000:100", hostname="web-1", rootfs=str(host / "rootfs"),
+             volumes=[f"{host}/data:/data:ro", {"src": str(host / "data"), "dst": "/rw"}], network="none",
+             limits={"memory": "64M", "cpus": "0.5", "pids": 10}, restart="on-failure:3",
+             labels=["team=core", "tier=web"], log_max_bytes="1M", rm=True)
+    assert s.name == "web" and s.argv == ("sh", "-c", "echo hi")
+    assert s.env == {"A": "1"} and s.workdir == "/srv"
+    assert (s.uid, s.gid) == (1000, 100)
+    assert s.hostname == "web-1" and s.network == "none"
+    assert s.rootfs == str(host / "rootfs") and s.image == str(host / "rootfs")
+    assert [(v.src, v.dst, v.ro) for v in s.volumes] == [(str(host / "data"), "/data", True),
+                                                         (str(host / "data"), "/rw", False)]
+    assert s.limits.memory_max == 64 << 20 and s.limits.cpu_quota_us == 50000 and s.limits.pids_max == 10
+    assert s.restart == RestartPolicy("on-failure", 3)
+    assert s.labels == {"team": "core", "tier": "web"}
+    assert s.log_max_bytes == 1 << 20 and s.auto_remove and s.start
+
+
+def test_defaults(config):
+    s = spec(config)
+    assert s.env == {} and s.workdir == "/" and (s.uid, s.gid) == (0, 0)
+    assert s.rootfs == "" and s.network == "host" and s.hostname == "web"
+    assert s.limits.is_empty() and s.restart == RestartPolicy("no")
+    assert s.log_max_bytes == config.logs.max_bytes and not s.auto_remove
+
+
+def test_round_trip_through_the_store_form(config, host):
+    s = spec(config, env=["A=1"], user="5", volumes=[f"{host}/data:/d"], limits={"memory": "1G", "io_weight": 50},
+             restart="always", labels={"k": "v"})
+    back = ContainerSpec.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "../etc", "a/b", "x" * 64, "sp ace", "é", 5, None])
+def test_bad_names(config, name):
+    with pytest.raises(UserError, match=r"^name: "):
+        spec(config, name=name)
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "A.b_c", "0" * 63])
+def test_good_names(config, name):
+    assert spec(config, name=name).name == name
+
+
+@pytest.mark.parametrize("field,value,prefix", [
+    ("argv", [], "argv"), ("argv", "echo", "argv"), ("argv", ["a", 1], "argv[1]"), ("argv", ["a\x00b"], "argv[0]"),
+    ("env", {"1A": "x"}, "env.1A"), ("env", ["NOEQUALS"], "env[0]"), ("env", "A=1", "env"),
+    ("workdir", "relative", "workdir"), ("workdir", "/a/../b", "workdir"),
+    ("user", "root", "user"), ("user", "1:2:3", "user"), ("user", "99999999999", "user"),
+    ("hostname", "bad_host!", "hostname"), ("hostname", "x" * 65, "hostname"),
+    ("network", "bridge", "network"),
+    ("limits", {"memory": "12Q"}, "limits.memory"), ("limits", {"cpus": "-1"}, "limits.cpus"),
+    ("limits", {"frobs": 1}, "limits.frobs"), ("limits", "64M", "limits"),
+    ("restart", "sometimes", "restart"), ("restart", "always:3", "restart"), ("restart", "on-failure:-1", "restart"),
+    ("labels", {"bad key": "v"}, "labels.bad key"), ("labels", ["novalue"], "labels[0]"),
+    ("labels", {"k": "line\nbreak"}, "labels.k"),
+    ("log_max_bytes", "huge", "log_max_bytes"), ("log_max_bytes", 10, "log_max_bytes"),
+    ("rm", "yes", "rm"), ("start", 1, "start"),
+    ("volumes", ["/tmp"], "volumes[0]"), ("volumes", "/a:/b", "volumes"), ("volumes", [{"src": "/tmp", "dst": "/x", "rw": 1}], "volumes[0].rw"),
+    ("rootfs", "relative/dir", "rootfs"), ("rootfs", "/no/such/dir", "rootfs"),
+    ("bogus", 1, "bogus"),
+])
+def test_each_bad_field_is_named(config, field, value, prefix):
+    with pytest.raises(UserError) as exc:
+        spec(config, **{field: value})
+    msg = str(exc.value)
+    assert msg.startswith(prefix), msg
+    assert "\n" not in msg
+
+
+def test_rm_with_restart_always_is_refused(config):
+    with pytest.raises(UserError, match="^rm: "):
+        spec(config, rm=True, restart="always")
+
+
+@pytest.mark.parametrize("src", ["/", "/etc", "/etc/ssl", "/proc", "/sys/fs", "/dev", "/dev/null"])
+def test_sensitive_host_paths_are_refused(config, src):
+    with pytest.raises(UserError, match=r"^volumes\[0\] source: .*allow_sensitive_binds"):
+        spec(config, volumes=[f"{src}:/x"])
+
+
+def test_state_dir_socket_and_symlinks_to_them_are_refused(config, host):
+    for src in (host / "state", host / "to-state", host / "to-etc", host, host / "run"):
+        with pytest.raises(UserError, match=r"^volumes\[0\] source: "):
+            spec(config, volumes=[f"{src}:/x"])
+
+
+def test_allow_sensitive_binds(host):
+    cfg = load_config(None, {"agent.state_dir": str(host / "state")})
+    cfg = cfg.replace(security=type(cfg.security)(allow_sensitive_binds=True))
+    s = spec(cfg, volumes=["/etc:/host-etc:ro"])
+    assert s.volumes[0].src == "/etc"
+
+
+def test_resolved_source_is_what_the_launcher_gets(config, host):
+    (host / "alias").symlink_to(host / "data")
+    s = spec(config, volumes=[f"{host}/alias:/d"])
+    assert s.volumes[0].src == str(host / "data")
+
+
+def test_destination_must_not_leave_the_rootfs(config, host):
+    rootfs = str(host / "rootfs")
+    with pytest.raises(UserError, match=r"volumes\[0\] destination: .*leads out of the rootfs"):
+        spec(config, rootfs=rootfs, volumes=[f"{host}/data:/etc/x"])
+    ok = spec(config, rootfs=rootfs, volumes=[f"{host}/data:/inner/x"])
+    assert ok.volumes[0].dst == "/inner/x"
+    with pytest.raises(UserError, match=r"volumes\[0\] destination"):
+        spec(config, rootfs=rootfs, volumes=[f"{host}/data:/"])
+
+
+def test_rootfs_that_is_the_host_root_means_host_root(config):
+    assert spec(config, rootfs="/").rootfs == ""
+
+
+def test_restart_policy():
+    assert parse_restart("on-failure:0") == RestartPolicy("on-failure", 0)
+    p = parse_restart("on-failure:2")
+    assert p.should_restart(1, None, 0) and p.should_restart(None, 9, 1)
+    assert not p.should_restart(1, None, 2) and not p.should_restart(0, None, 0)
+    assert parse_restart("always").should_restart(0, None, 100)
+    assert not parse_restart("no").should_restart(1, None, 0)
+    assert str(p) == "on-failure:2" and str(parse_restart("")) == "no"
+
+
+# ------------------------------------------------------------------ OCI bundles
+
+
+def runc_spec(bundle):
+    """config.json as `runc spec` writes it (the real tool when installed)."""
+    bundle.mkdir(exist_ok=True)
+    if shutil.which("runc"):
+        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    else:  # the same shape, trimmed
+        (bundle / "config.json").write_text(json.dumps({
+            "ociVersion": "1.0.2", "process": {"terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                                               "env": ["PATH=/usr/bin:/bin", "TERM=xterm"], "cwd": "/"},
+            "root": {"path": "rootfs", "readonly": True}, "hostname": "runc",
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                      "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}]}}))
+    (bundle / "rootfs" / "bin").mkdir(parents=True, exist_ok=True)
+    return json.loads((bundle / "config.json").read_text())
+
+
+def write_config(bundle, doc):
+    (bundle / "config.json").write_text(json.dumps(doc))
+
+
+def test_bundle_as_runc_spec_writes_it(config, host):
+    bundle = host / "bundle"
+    runc_spec(bundle)
+    s = from_bundle(str(bundle), config, name="oci")
+    assert s.name == "oci" and s.argv == ("sh",)
+    assert s.env.get("TERM") == "xterm"
+    assert s.rootfs == str(bundle / "rootfs") and s.image == str(bundle)
+    assert s.hostname == "runc"
+    assert s.network == "none"  # runc spec asks for a new network namespace
+    assert s.volumes == ()  # proc, tmpfs, devpts, ...: provided by the launcher, not binds
+    assert s.limits.is_empty()
+
+
+def test_bundle_resources_binds_and_user(config, host):
+    bundle = host / "bundle"
+    doc = runc_spec(bundle)
+    doc["process"].update(args=["/bin/app", "--flag"], cwd="/work", user={"uid": 1000, "gid": 1000})
+    doc["mounts"].append({"destination": "/data", "type": "bind", "source": str(host / "data"),
+                          "options": ["rbind", "ro"]})
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "network"]
+    doc["linux"]["resources"] = {"memory": {"limit": 128 << 20}, "cpu": {"quota": 50000, "period": 100000},
+                                 "pids": {"limit": 32}}
+    write_config(bundle, doc)
+    s = from_bundle(str(bundle), config, name="app", restart="on-failure:1", limits={"pids": 64})
+    assert s.argv == ("/bin/app", "--flag") and s.workdir == "/work" and (s.uid, s.gid) == (1000, 1000)
+    assert [(v.src, v.dst, v.ro) for v in s.volumes] == [(str(host / "data"), "/data", True)]
+    assert s.network == "host"
+    assert s.limits.memory_max == 128 << 20 and s.limits.cpu_quota_us == 50000
+    assert s.limits.pids_max == 64  # the request overrides the bundle
+    assert s.restart == RestartPolicy("on-failure", 1)
+
+
+def test_bundle_command_can_be_overridden(config, host):
+    bundle = host / "bundle"
+    runc_spec(bundle)
+    s = from_json({"name": "x", "bundle": str(bundle), "argv": ["echo", "hi"]}, config)
+    assert s.argv == ("echo", "hi")
+
+
+@pytest.mark.parametrize("mutate,prefix", [
+    (lambda d: d.pop("process"), "config.json process.args"),
+    (lambda d: d["process"].update(args=[]), "config.json process.args"),
+    (lambda d: d["process"].update(user={"uid": -1, "gid": 0}), "config.json process.user.uid"),
+    (lambda d: d["root"].update(path="../outside"), "config.json root.path"),
+    (lambda d: d["mounts"].append({"destination": "/x", "type": "bind", "source": "/etc"}), "volumes[0] source"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "user"}), "config.json linux.namespaces"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}), "config.json linux.namespaces"),
+    (lambda d: d["linux"].update(resources={"memory": {"limit": "lots"}}), "config.json linux.resources"),
+])
+def test_bad_bundles(config, host, mutate, prefix):
+    bundle = host / "bundle"
+    doc = runc_spec(bundle)
+    (host / "outside").mkdir()
+    mutate(doc)
+    write_config(bundle, doc)
+    with pytest.raises(UserError) as exc:
+        from_bundle(str(bundle), config, name="bad")
+    assert str(exc.value).startswith(prefix), str(exc.value)
+
+
+def test_bundle_root_symlink_out_of_the_bundle_is_refused(config, host):
+    bundle = host / "bundle"
+    runc_spec(bundle)
+    shutil.rmtree(bundle / "rootfs")
+    os.symlink("/etc", bundle / "rootfs")
+    with pytest.raises(UserError, match="^config.json root.path: .*leads out of the bundle"):
+        from_bundle(str(bundle), config, name="bad")
+
+
+def test_bundle_without_config(config, host):
+    (host / "empty").mkdir()
+    with pytest.raises(UserError, match="^bundle: .*no config.json"):
+        from_bundle(str(host / "empty"), config, name="x")
+    (host / "empty" / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="^bundle: config.json is not valid JSON"):
+        from_bundle(str(host / "empty"), config, name="x")
