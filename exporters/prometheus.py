@@ -283,7 +283,7 @@ def _selfmetric_lines(lines, om):
 
 
 # Rendered series per cgroup, reused while the collector hands over the very
-# same (immutable) CgroupSample and ContainerInfo objects: the collector keeps
+# same (immutable) CgroupSample object and an equal ContainerInfo: the collector keeps
 # the previous sample object for a cgroup whose files did not change, so idle
 # cgroups cost a list extend per family instead of formatting every series.
 _chunks: dict[str, tuple] = {}
@@ -307,7 +307,7 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
                 info = by_cgroup.get(path)
                 sample = snapshot.samples[path]
                 hit = cache.get(path)
-                if hit is not None and hit[0] is sample and hit[1] is info and hit[2] == allow:
+                if hit is not None and hit[0] is sample and (hit[1] is info or hit[1] == info) and hit[2] == allow:
                     lb = hit[3]
                     for i, lines in hit[4]:
                         out[i].extend(lines)

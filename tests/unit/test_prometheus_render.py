@@ -23,7 +23,14 @@ from exporters.metrics_server import parse_listen, wants_openmetrics
 from runtime import stats
 from runtime.limits import Limits
 
-from conftest import fixture_dirs
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def fixture_dirs() -> list[str]:
+    if not os.path.isdir(FIXTURES):
+        return []
+    return sorted(os.path.join(FIXTURES, d) for d in os.listdir(FIXTURES)
+                  if os.path.isdir(os.path.join(FIXTURES, d)))
 
 MOUNT = "/sys/fs/cgroup"
 
