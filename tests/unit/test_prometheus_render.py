@@ -310,3 +310,28 @@ def test_parse_listen():
     assert parse_listen("[::1]:0") == ("::1", 0)
     with pytest.raises(ValueError, match="metrics_listen"):
         parse_listen("localhost")
+
+
+def test_render_cache_never_serves_stale_series():
+    ci = info()
+    texts = dict(FULL_V2)
+    s1 = sample_from_texts(texts)
+    fams = parsed(make_snapshot({ci.cgroup: s1}, [ci]))
+    assert series(fams, "container_cpu_usage_seconds_total", name="web")[0].value == 2.5
+    # the same sample object again: same series (served from the cache), new last_seen
+    fams = parsed(make_snapshot({ci.cgroup: s1}, [ci], taken_at=1_700_000_009.0))
+    assert series(fams, "container_cpu_usage_seconds_total", name="web")[0].value == 2.5
+    assert series(fams, "container_last_seen", name="web")[0].value == 1_700_000_009.0
+    # a new sample: new values
+    texts["cpu.stat"] = texts["cpu.stat"].replace("usage_usec 2500000", "usage_usec 3500000")
+    fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(texts)}, [ci]))
+    assert series(fams, "container_cpu_usage_seconds_total", name="web")[0].value == 3.5
+    # same sample, container renamed / relabelled: new labels everywhere
+    s2 = sample_from_texts(texts)
+    parsed(make_snapshot({ci.cgroup: s2}, [ci]))
+    renamed = info(name="api")
+    fams = parsed(make_snapshot({ci.cgroup: s2}, [renamed]))
+    assert series(fams, "container_cpu_usage_seconds_total", name="api")
+    assert not series(fams, "container_cpu_usage_seconds_total", name="web")
+    fams = parsed(make_snapshot({ci.cgroup: s2}, [renamed]), allow=("team",))
+    assert "container_label_team" in series(fams, "container_cpu_usage_seconds_total", name="api")[0].labels
