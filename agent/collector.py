@@ -134,6 +134,16 @@ def _reader_fds(reader) -> dict | None:
     return None
 
 
+def _gone(path: str, inode) -> bool:
+    """The cgroup we opened no longer exists (removed, or replaced by a new one of that name)."""
+    try:
+        return inode is not None and os.stat(path).st_ino != inode
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def _device_name(maj: int, mnr: int) -> str:
     try:
         with open(f"/sys/dev/block/{maj}:{mnr}/uevent") as f:
@@ -437,7 +447,7 @@ class Collector:
                 sample = self._read(t, n)
             except (CgroupError, OSError) as exc:
                 errors += 1
-                if not os.path.isdir(path):
+                if _gone(path, t.inode):
                     self._tracked.pop(path).close()
                     self._watched_dirs.discard(path)
                     selfmetrics.inc("cgroups_vanished_total")
