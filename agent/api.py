@@ -327,6 +327,7 @@ class _LogTail:
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = socket.SOMAXCONN  # a burst of agentctl calls must not see EAGAIN
 
     def __init__(self, path: str, api: "ApiServer", gid: int | None):
         self.api = api
@@ -386,12 +387,13 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("api.http", message=format % args, pid=self.peer.pid, uid=self.peer.uid)
 
     def log_request(self, code="-", size="-"):
-        log.debug("api.request", method=self.command, path=self.path, status=int(code) if str(code).isdigit() else code,
+        log.debug("api.request", method=getattr(self, "command", None), path=getattr(self, "path", None), status=int(code) if str(code).isdigit() else code,
                   pid=self.peer.pid, uid=self.peer.uid)
 
     def send_error(self, code, message=None, explain=None):
         """Errors found by http.server itself (bad request line, unknown method, ...) as JSON too."""
         text = message or self.responses.get(code, ("error",))[0]
+        self.request_version = "HTTP/1.1"  # answer with a status line and headers even to garbage
         self._send_json(code, {"error": " ".join(str(text).split())}, close=True)
 
     def _send_json(self, status: int, obj, headers: dict | None = None, close: bool = True):
@@ -591,6 +593,9 @@ class _Handler(BaseHTTPRequestHandler):
             final = final or self.sup.get(name)
             self._event({"event": "exited", "exit_code": final.exit_code, "exit_signal": final.exit_signal,
                          "oom_killed": final.oom_killed, "container": container_json(final)})
+            if remove:  # before the stream ends: once `run --rm` returns, the container is gone
+                remove = False
+                self.api.remove_after_exit(name)
             self._end_stream()
         except OSError:
             log.info("api.attach_client_gone", name=name)

@@ -109,9 +109,11 @@ class Client:
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
+            # Blocking connect: with a full listen backlog it waits for room instead of failing
+            # with EAGAIN, as a non-blocking (timeout) socket would.
             sock.connect(self.path)
+            sock.settimeout(self.timeout)
         except OSError as e:
             sock.close()
             hint = ""
