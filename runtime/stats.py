@@ -115,6 +115,8 @@ def parse_devno(text: str) -> tuple[int, int]:
 def parse_io_stat(text: str) -> dict[tuple[int, int], IoStat]:
     out = {}
     for dev, fields in parse_nested_keyed(text).items():
+        if not fields:
+            continue  # the root cgroup lists idle devices with no keys at all
         try:
             key = parse_devno(dev)
         except ValueError:

@@ -2,7 +2,8 @@
 
 tests/unit/fixtures/<kernel>/ holds flat copies of cgroup files (cpu.stat,
 memory.stat, io.stat, cgroup.events, cpu.pressure, ...) read from one real
-cgroup of that kernel. Tests iterate over every folder present.
+cgroup of that kernel, and possibly subfolders for more cgroups (frozen/,
+oom/, root/, ...). Tests iterate over every folder present, nested ones too.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 def fixture_dirs() -> list[str]:
-    if not os.path.isdir(FIXTURES):
-        return []
-    return sorted(os.path.join(FIXTURES, d) for d in os.listdir(FIXTURES)
-                  if os.path.isdir(os.path.join(FIXTURES, d)))
+    """Every captured cgroup folder (a folder holding cgroup.* or cpu.* files)."""
+    found = []
+    for dirpath, _dirs, files in os.walk(FIXTURES):
+        if dirpath != FIXTURES and any(f.startswith(("cgroup.", "cpu.")) for f in files):
+            found.append(dirpath)
+    return sorted(found)
 
 
 def fixture_files(name: str) -> list[str]:
@@ -31,7 +34,7 @@ def read_fixture(path: str) -> str:
         return f.read()
 
 
-@pytest.fixture(params=fixture_dirs(), ids=os.path.basename)
+@pytest.fixture(params=fixture_dirs(), ids=lambda d: os.path.relpath(d, FIXTURES))
 def fixture_dir(request):
     """One captured kernel folder per parametrised run."""
     return request.param

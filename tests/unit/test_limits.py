@@ -157,7 +157,7 @@ def limits_values(draw):
         cpuset_cpus=draw(opt(cpusets)), cpuset_mems=draw(opt(cpusets)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(limits_values())
 def test_files_parse_back_round_trip(lim):
     texts = {f: t + "\n" for f, t in lim.files().items()}
@@ -235,3 +235,58 @@ def test_apply_refuses_before_writing_when_controller_missing(tmp_path):
         apply_limits(cg, Limits.parse(memory="64M", pids=10))
     assert ei.value.controller == "pids"
     assert (tmp_path / "memory.max").read_text() == "max\n"
+
+
+# -- limits files captured from the VM's kernel (tests/vm/capture_fixtures.py) --
+
+import os  # noqa: E402
+
+KERNEL61 = os.path.join(os.path.dirname(__file__), "fixtures", "kernel-6.1")
+needs_61 = pytest.mark.skipif(not os.path.isdir(KERNEL61), reason="no kernel-6.1 capture")
+
+# What tests/vm/capture_fixtures.py wrote into the "busy" cgroup (CAPTURED.txt).
+BUSY_WRITTEN = {
+    "cpu.max": "50000 100000", "cpu.weight": "200", "memory.max": "268435456",
+    "memory.high": "67108864", "memory.low": "16777216", "memory.swap.max": "0",
+    "pids.max": "64", "cpuset.cpus": "0-1", "cpuset.mems": "0", "io.weight": "default 150",
+    "io.max": "7:0 wbps=8388608 riops=2000\n7:1 rbps=16777216 wiops=500",
+}
+
+
+@needs_61
+def test_read_limits_of_captured_busy_cgroup():
+    lim = read_limits(Cgroup(KERNEL61))
+    assert lim == Limits(
+        memory_max=256 * M, memory_high=64 * M, memory_low=16 * M, memory_swap_max=0,
+        memory_oom_group=False, cpu_quota_us=50000, cpu_period_us=100000, cpu_weight=200,
+        io_weight=150, io_max=(IoMax(7, 0, wbps=8 * M, riops=2000),
+                               IoMax(7, 1, rbps=16 * M, wiops=500)),
+        pids_max=64, cpuset_cpus="0-1", cpuset_mems="0")
+    # what we render for those limits is what the capture wrote, key for key
+    # (io.max: we always spell out all four keys, "max" for the unset ones)
+    mine = Limits.parse(cpus="0.5", cpu_weight=200, memory="256M", memory_high="64M",
+                        memory_low="16M", memory_swap=0, pids=64, cpuset_cpus="0-1",
+                        cpuset_mems="0", io_weight=150,
+                        io_max=["7:0 wbps=8M,riops=2000", "7:1 rbps=16M wiops=500"])
+    files = mine.files()
+    for f, text in BUSY_WRITTEN.items():
+        if f == "io.max":
+            assert [parse_io_max(x) for x in files[f].splitlines()] == \
+                   [parse_io_max(x) for x in text.splitlines()]
+        else:
+            assert files[f] == text, f
+    assert mine == lim.merge(Limits()).__class__(**{**lim.__dict__, "memory_oom_group": None})
+
+
+@needs_61
+def test_read_limits_of_captured_unlimited_cgroup():
+    lim = read_limits(Cgroup(os.path.join(KERNEL61, "unlimited")))
+    assert lim == Limits(memory_max=MAX, memory_high=MAX, memory_low=0, memory_swap_max=MAX,
+                         memory_oom_group=False, cpu_quota_us=MAX, cpu_period_us=100000,
+                         cpu_weight=100, io_weight=100, io_max=(), pids_max=MAX,
+                         cpuset_cpus="", cpuset_mems="")
+
+
+@needs_61
+def test_read_limits_of_captured_root_has_no_limit_files():
+    assert read_limits(Cgroup(os.path.join(KERNEL61, "root"))) == Limits()

@@ -142,7 +142,7 @@ def oci_resources(draw):
     }
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(oci_resources())
 def test_oci_conversion_properties(res):
     lim = from_oci(res)

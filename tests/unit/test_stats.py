@@ -101,6 +101,9 @@ def test_io_stat_missing_keys_are_none_not_zero():
 
 def test_io_stat_empty():
     assert parse_io_stat("") == {}
+    # the root cgroup (6.1) prints devices without any counters: no entry, not zeros
+    assert parse_io_stat("7:7 \n11:0 \n8:0 rbytes=1 wbytes=2 rios=3 wios=4\n") == {
+        (8, 0): IoStat(1, 2, 3, 4, None, None)}
 
 
 def test_memory_stat_doc_example():
@@ -234,3 +237,31 @@ def test_working_set():
     s = CgroupSample(memory_current=5000, memory_stat={"inactive_file": 1000})
     assert working_set(s) == 4000
     assert working_set(s._replace(memory_stat={"inactive_file": 9000})) == 0
+
+
+KERNEL61 = os.path.join(os.path.dirname(__file__), "fixtures", "kernel-6.1")
+needs_61 = pytest.mark.skipif(not os.path.isdir(KERNEL61), reason="no kernel-6.1 capture")
+
+
+@needs_61
+def test_captured_busy_cgroup_sample():
+    s = read_sample(Cgroup(KERNEL61))
+    assert s.io == {(7, 1): IoStat(2097152, 4194304, 4, 8, 0, 0),
+                    (7, 0): IoStat(35581952, 4194304, 64, 8, 0, 0)}
+    assert s.memory_current > 0 and s.memory_peak >= s.memory_current
+    assert s.memory_events["high"] > 0  # memory.high was 64M under a bigger workload
+    assert s.cpu.nr_periods > 0  # cpu.max set: the cpu controller counts periods
+    assert s.pids_current >= 1 and s.events.populated
+    assert s.cpuset_cpus_effective == frozenset({0, 1})
+    assert 0 <= working_set(s) <= s.memory_current
+
+
+@needs_61
+def test_captured_frozen_oom_and_root():
+    frozen = read_sample(Cgroup(os.path.join(KERNEL61, "frozen")))
+    assert frozen.events == CgroupEvents(populated=True, frozen=True)
+    oom = read_sample(Cgroup(os.path.join(KERNEL61, "oom")))
+    assert oom.memory_events["oom_kill"] >= 1 and oom.memory_events["max"] > 0
+    root = read_sample(Cgroup(os.path.join(KERNEL61, "root")))
+    assert root.events is None and root.memory_current is None  # the root has neither file
+    assert root.memory_stat is not None and root.cpu.usage_usec > 0
