@@ -83,9 +83,9 @@ def apply_limits(cg, limits: Limits) -> Limits:
     previous = {file: cg.read(file) for file in files}
     for file, old in previous.items():
         if old is None:  # controller present but file absent (e.g. no swap accounting)
-            raise ControllerMissing(FILE_FIELDS.get(file, file).split("_")[0],
-                                    f"missing {file} in {cg.path} (the kernel does not "
-                                    f"offer it here)")
+            raise ControllerMissing(file.split(".")[0],
+                                    f"present but the kernel offers no {file} in {cg.path}"
+                                    + (" (swap accounting off?)" if "swap" in file else ""))
     written: list[tuple[str, str]] = []
     for file, text in files.items():
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone
 
@@ -212,8 +213,21 @@ class Cgroup:
         return [int(x) for x in text.split()] if text else []
 
     def add_pid(self, pid: int) -> None:
-        """Move a process (all its threads) into this cgroup; 0 = the caller."""
-        self.write("cgroup.procs", str(int(pid)))
+        """Move a process (all its threads) into this cgroup; 0 = the caller.
+
+        EINVAL is retried a few times: a task still being forked (TASK_NEW)
+        cannot be moved yet.
+        """
+        for attempt in range(5):
+            try:
+                self.write("cgroup.procs", str(int(pid)))
+                return
+            except CgroupGone:
+                raise
+            except CgroupError as exc:
+                if exc.errno != errno.EINVAL or attempt == 4:
+                    raise
+                time.sleep(0.01)
 
     # -- controllers -----------------------------------------------------
     def controllers(self) -> set[str]:
@@ -338,7 +352,8 @@ def controller_status(cg, names=V2_CONTROLLERS) -> dict[str, str]:
             point = v1_mountpoint(name, mounts)
             if hier or point:
                 where = point or f"v1 hierarchy {hier}"
-                status[name] = (f"bound to cgroup v1 (hybrid host: {where}); cgroup2 at "
+                alias = f" as {v1name}" if v1name != name else ""
+                status[name] = (f"bound to cgroup v1{alias} (hybrid host: {where}); cgroup2 at "
                                 f"{mount} has no {name} controller")
             else:
                 status[name] = f"not offered by the cgroup2 root {mount}"
