@@ -154,7 +154,6 @@ class Daemon:
             if metrics is not None:
                 try:
                     metrics.start()
-                    log.info("metrics.listening", url=f"http://{cfg.agent.metrics_listen}/metrics")
                 except Exception as e:
                     self.parts.pop("metrics", None)
                     log.error("metrics.unavailable", listen=cfg.agent.metrics_listen, error=str(e))

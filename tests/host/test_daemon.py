@@ -187,6 +187,25 @@ def test_sigterm_leaves_containers_running(agentd):
     assert again["state"] == "running" and again["pid"] == c["pid"]
 
 
+def test_stop_containers_on_exit(cgroup, tmp_path):
+    cfg = tmp_path / "agentd.toml"
+    cfg.write_text('[agent]\nstop_containers_on_exit = true\nstop_timeout = "1s"\n')
+    a = Agentd(cgroup, tmp_path, config=str(cfg))
+    try:
+        a.start()
+        ready = tmp_path / "ready"
+        c = a.run("goes", f"trap 'exit 0' TERM; touch {ready}; while :; do sleep 0.05; done")
+        wait_for(ready.exists, what="the TERM trap")
+        a.signal(signal.SIGTERM)
+        assert a.wait() == 0
+        assert not populated(c["cgroup"])
+        a.start()
+        after = a.inspect("goes")
+        assert after["state"] == "exited" and after["exit_code"] == 0
+    finally:
+        a.stop()
+
+
 def test_bad_requests_do_not_crash_it(agentd):
     agentd.start()
     for body in ({"name": "../x", "argv": ["true"]}, {"name": "a"}, {"name": "a", "argv": "true"},

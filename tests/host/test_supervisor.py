@@ -122,18 +122,19 @@ def test_kill_gives_a_signal_exit(env):
     assert info.exit_signal == signal.SIGKILL
 
 
-def test_stop_sends_sigterm_first(env):
-    env.run("polite", "trap 'exit 0' TERM; while :; do sleep 0.05; done")
-    wait_for(lambda: env.sup.get("polite").state == "running")
-    time.sleep(0.2)  # let sh install its trap
+def test_stop_sends_sigterm_first(env, tmp_path):
+    ready = tmp_path / "ready"
+    env.run("polite", f"trap 'exit 0' TERM; touch {ready}; while :; do sleep 0.05; done")
+    wait_for(ready.exists, what="the TERM trap")
     info = env.sup.stop("polite", 10)
     assert info.state == "exited"
     assert info.exit_code == 0 and info.exit_signal is None
 
 
-def test_stop_of_a_process_ignoring_sigterm_ends_with_cgroup_kill(env):
-    env.run("stubborn", "trap '' TERM; while :; do sleep 0.05; done")
-    time.sleep(0.2)
+def test_stop_of_a_process_ignoring_sigterm_ends_with_cgroup_kill(env, tmp_path):
+    ready = tmp_path / "ready"
+    env.run("stubborn", f"trap '' TERM; touch {ready}; while :; do sleep 0.05; done")
+    wait_for(ready.exists, what="the ignoring trap")
     info = env.sup.stop("stubborn", 0.5)
     assert info.state == "exited"
     assert info.exit_signal == signal.SIGKILL
@@ -197,9 +198,10 @@ def test_freeze_and_thaw(env, tmp_path):
     wait_for(lambda: _count(counter) > c1, what="progress after thaw")
 
 
-def test_stop_of_a_paused_container_thaws_it_first(env):
-    env.run("sleepy", "trap 'exit 0' TERM; while :; do sleep 0.05; done")
-    time.sleep(0.2)
+def test_stop_of_a_paused_container_thaws_it_first(env, tmp_path):
+    ready = tmp_path / "ready"
+    env.run("sleepy", f"trap 'exit 0' TERM; touch {ready}; while :; do sleep 0.05; done")
+    wait_for(ready.exists, what="the TERM trap")
     env.sup.freeze("sleepy")
     info = env.sup.stop("sleepy", 10)
     assert info.state == "exited"
