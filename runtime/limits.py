@@ -111,6 +111,12 @@ def format_size(n) -> str:
     return str(n)
 
 
+def format_cpus(quota_us: int, period_us: int) -> str:
+    """50000, 100000 -> "0.5"; 1000000, 100000 -> "10" (cores, up to 4 decimals)."""
+    q = (Decimal(quota_us) / Decimal(period_us)).quantize(Decimal("0.0001"))
+    return format(q.normalize(), "f")
+
+
 def _parse_int(value, field, accepted, lo=None, hi=None, allow_max=False):
     if isinstance(value, bool):
         raise LimitError(field, value, accepted)
@@ -449,9 +455,7 @@ class Limits:
             if f.name.startswith("memory_") and f.name != "memory_oom_group":
                 out[f.name] = format_size(v)
             elif f.name == "cpu_quota_us":
-                out["cpus"] = (MAX if v == MAX else
-                               f"{Decimal(v) / Decimal(self.cpu_period_us):f}".rstrip("0")
-                               .rstrip("."))
+                out["cpus"] = MAX if v == MAX else format_cpus(v, self.cpu_period_us)
             elif f.name == "io_max":
                 out[f.name] = ", ".join(e.render() for e in v)
             else:

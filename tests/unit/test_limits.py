@@ -119,6 +119,22 @@ def test_io_max_device_path_resolves_to_majmin(tmp_path):
         parse_io_max("/dev/null:rbps=1M")
 
 
+def test_describe_human_forms():
+    d = Limits.parse(memory="1.5G", cpus="10", pids=5, io_max="8:0 rbps=1M").describe()
+    assert d == {"memory_max": "1536M", "cpus": "10", "pids_max": "5",
+                 "io_max": "8:0 rbps=1048576 wbps=max riops=max wiops=max"}
+    assert Limits.parse(cpus="0.5").describe() == {"cpus": "0.5"}
+    assert Limits.parse(cpus="33333/100000").describe() == {"cpus": "0.3333"}
+    assert Limits.parse(cpus="max").describe() == {"cpus": "max"}
+
+
+@given(st.integers(100, 10**6).map(lambda n: n * 10))
+def test_format_cpus_round_trip(quota):
+    from runtime.limits import format_cpus
+    # 4 decimals of a core at the default period are exact to 10 microseconds
+    assert parse_cpus(format_cpus(quota, 100000)) == (quota, 100000)
+
+
 def test_merge_and_json():
     a = Limits.parse(memory="1G", cpus="1", pids=10)
     b = Limits.parse(memory="2G", io_max="8:0 rbps=1M")
