@@ -131,16 +131,19 @@ class Daemon:
         watcher = self._optional("watcher", self._watcher)
         sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
         self.parts["supervisor"] = sup
+        # the ledger's final-reading hook is in place before live restore, which
+        # may remove (--rm) containers that exited while agentd was down
+        ledger = self._optional("ledger", lambda: self._ledger(cfg))
+        if ledger is not None:
+            sup.before_remove.append(ledger.final)
         sup.boot()
         log.info("supervisor.ready", containers=len(sup.containers()),
                  running=len(sup.containers(all=False)))
 
         collector = self._optional("collector", lambda: self._collector(cfg, sup))
-        ledger = self._optional("ledger", lambda: self._ledger(cfg))
         if collector is not None and ledger is not None:
             collector.subscribe(ledger.observe)
         if ledger is not None:
-            sup.before_remove.append(ledger.final)
             try:
                 ledger.start()
             except Exception as e:

@@ -291,3 +291,19 @@ def test_created_only_then_started(env):
     assert env.sup.get("later").state == "created"
     env.sup.start("later")
     assert env.sup.wait("later", 15).exit_code == 5
+
+
+def test_a_vanished_cgroup_is_survived(env):
+    info = env.run("vanish", "exit 0")
+    env.sup.wait("vanish", 15)
+    os.rmdir(info.cgroup)  # someone else removed it behind the agent's back
+    with pytest.raises(UserError):
+        env.sup.freeze("vanish")  # not running: a clear error, no crash
+    env.sup.start("vanish")  # a new cgroup instance is made
+    again = env.sup.wait("vanish", 15)
+    assert again.exit_code == 0 and os.path.isdir(again.cgroup)
+    assert again.cgroup_inode != info.cgroup_inode  # counters start again from zero
+    os.rmdir(again.cgroup)
+    env.sup.remove("vanish")
+    with pytest.raises(NotFound):
+        env.sup.get("vanish")
