@@ -799,7 +799,7 @@ class ApiServer:
             raise
         self._server = server
         self.stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="api", daemon=True)
         self._thread.start()
         log.info("api.listening", socket=self.path, socket_group=self.config.agent.socket_group or None,
@@ -820,7 +820,16 @@ class ApiServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
+        stopper = threading.Thread(target=server.shutdown, name="api-stop")
+        stopper.start()
+        try:  # wake the accept loop now instead of at its next poll
+            poke = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            poke.settimeout(1)
+            poke.connect(self.path)
+            poke.close()
+        except OSError:
+            pass
+        stopper.join()
         server.server_close()
         try:
             os.unlink(self.path)
