@@ -232,29 +232,33 @@ class Launcher:
     def serve(self) -> None:
         self.log.info("launcher.serving", pid=os.getpid(), state_dir=self.state_dir)
         while not self.stopping:
-            self.reap()
-            rlist = [self.listener, self.wake_r, *self.clients, *self.pipe_owner]
             try:
-                ready, _, _ = select.select(rlist, [], [], 5.0)
-            except InterruptedError:
-                continue
-            for r in ready:
-                if r is self.listener:
-                    self._accept()
-                elif r == self.wake_r:
-                    try:
-                        while os.read(self.wake_r, 512):
-                            pass
-                    except BlockingIOError:
-                        pass
-                elif r in self.clients:
-                    self._client_readable(r)
-                elif r in self.pipe_owner:
-                    self._pipe_readable(r)
+                self._iterate()
+            except Exception:           # a bug must not take the containers' reaper down
+                self.log.exception("launcher.loop_error")
+                time.sleep(0.1)
         self.log.info("launcher.stopping", containers=len(self.by_id))
         for c in list(self.clients.values()):
             c.sock.close()
         self.listener.close()
+
+    def _iterate(self) -> None:
+        self.reap()
+        rlist = [self.listener, self.wake_r, *self.clients, *self.pipe_owner]
+        ready, _, _ = select.select(rlist, [], [], 5.0)
+        for r in ready:
+            if r is self.listener:
+                self._accept()
+            elif r == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif r in self.clients:
+                self._client_readable(r)
+            elif r in self.pipe_owner:
+                self._pipe_readable(r)
 
     def _accept(self):
         try:
@@ -407,8 +411,13 @@ class Launcher:
         for fd in (out_w, err_w, fail_w, pid_w):
             os.close(fd)
         pid_text = _read_to_eof(pid_r, SETUP_TIMEOUT)
-        _, status = os.waitpid(child, 0)
         pid1 = int(pid_text) if pid_text.strip().isdigit() else None
+        if pid1 is None:                # failed or stuck before forking PID 1
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(child, 0)
         failure = _read_to_eof(fail_r, SETUP_TIMEOUT, stop_at_newline=True)
         os.close(pid_r)
         os.close(fail_r)
