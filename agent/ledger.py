@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import os
 import re
 import sqlite3
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (
     {", ".join(STATE_COLS)},
     PRIMARY KEY (container_id, cgroup_inode)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     record_id TEXT NOT NULL UNIQUE,
@@ -126,25 +127,47 @@ _SAVE_STATE = (f"INSERT OR REPLACE INTO instances ({', '.join(STATE_COLS)}) "
 
 
 class Instance:
-    """Committed (or about to be committed) state of one container instance."""
+    """Committed (or about to be committed) state of one container instance.
+    ``io`` (per-device counters) and ``labels_src`` are in-memory helpers:
+    ``c_io`` is their persisted form."""
 
-    __slots__ = STATE_COLS
+    __slots__ = STATE_COLS + ("io", "labels_src")
 
     def __init__(self, **values):
         for c in STATE_COLS:
             setattr(self, c, values.get(c))
+        self.io = _io_decode(self.c_io)
+        self.labels_src = None
 
     @classmethod
     def new(cls, container_id: str, inode: int, name: str, labels: str) -> "Instance":
         return cls(container_id=container_id, cgroup_inode=inode, name=name, labels=labels,
-                   open_start=None, next_min=0, last_state=IDLE, c_io="{}", finished=0, **ACC_ZERO)
+                   open_start=None, next_min=0, last_state=IDLE, c_io="", finished=0, **ACC_ZERO)
 
     def row(self) -> tuple:
-        return tuple(getattr(self, c) for c in STATE_COLS)
+        return _STATE_ROW(self)
 
     @property
     def key(self) -> tuple:
         return (self.container_id, self.cgroup_inode)
+
+
+_STATE_ROW = operator.attrgetter(*STATE_COLS)
+
+
+def _io_decode(text) -> dict:
+    """"8:0=rbytes,wbytes,rios,wios;..." -> {"8:0": [..4 ints or None..]}."""
+    out = {}
+    for part in (text or "").split(";"):
+        if part:
+            dev, _, vals = part.partition("=")
+            out[dev] = [int(v) if v else None for v in vals.split(",")]
+    return out
+
+
+def _io_encode(io: dict) -> str:
+    return ";".join(dev + "=" + ",".join("" if v is None else str(v) for v in vals)
+                    for dev, vals in io.items())
 
 
 def record_id(host: str, container_id: str, inode: int, period_start: int) -> str:
@@ -186,19 +209,12 @@ def _sample_state(info, sample) -> int:
     return RUNNING if state == "running" else FROZEN if state == "paused" else IDLE
 
 
-def _io_totals(io) -> dict[str, list]:
-    out = {}
-    for dev, st in (io or {}).items():
-        key = f"{dev[0]}:{dev[1]}" if isinstance(dev, tuple) else str(dev)
-        out[key] = [st.rbytes, st.wbytes, st.rios, st.wios]
-    return out
-
-
 class Ledger:
     """Exactly-once usage records. Thread-safe: observe() (collector thread),
     final() (supervisor), query() (API threads) and the sink may run at once."""
 
-    def __init__(self, config, db_path: str, rate_card: RateCard | None = None):
+    def __init__(self, config, db_path: str, rate_card: RateCard | None = None,
+                 checkpoint_interval: float = 0.0):
         period = float(config.billing.period)
         if period < 1 or period != int(period):
             raise ValueError(f"billing.period: {period:g}s is not a whole number of seconds >= 1")
@@ -212,6 +228,15 @@ class Ledger:
         self._lock = threading.RLock()
         self._sink = None
         self._last_maintain = time.monotonic()
+        # 0: commit every instance's counters and partial accumulators on every
+        # pass. N > 0: only every N seconds (and always for an instance whose
+        # period closes, in the records' transaction). Either way the committed
+        # (counters, accumulators) pair is consistent: CPU and IO stay exact
+        # after a crash; only memory byte-seconds of the last N seconds before
+        # a crash become a trapezoid across the gap.
+        self.checkpoint_interval = float(checkpoint_interval)
+        self._last_checkpoint = -1e18
+        self._unsaved: dict[tuple, Instance] = {}
         d = os.path.dirname(os.path.abspath(db_path))
         os.makedirs(d, exist_ok=True)
         self._db = self._connect()
@@ -256,10 +281,21 @@ class Ledger:
             self._sink = PostgresSink(self.config, self)
             self._sink.start()
 
+    def flush(self) -> None:
+        """Commit every instance's state now (checkpoint_interval > 0)."""
+        with self._lock:
+            if self._unsaved:
+                self._commit([], list(self._unsaved.values()), [])
+                self._unsaved.clear()
+
     def close(self) -> None:
         if self._sink is not None:
             self._sink.stop()
             self._sink = None
+        try:
+            self.flush()
+        except Exception as exc:
+            log.error("ledger.flush_failed", error=str(exc))
         with self._lock:
             try:
                 self._db.close()
@@ -288,24 +324,42 @@ class Ledger:
         mono = float(snapshot.monotonic)
         pw = self._period_of(wall)
         records: list[tuple] = []
-        dirty: dict[tuple, Instance] = {}
+        seen: set = set()
+        closed: dict[tuple, Instance] = {}
+        unsaved = self._unsaved
         samples = snapshot.samples
         for info in _containers(snapshot):
             sample = _lookup(samples, info.cgroup)
             if sample is None:
                 continue
+            n = len(records)
             inst = self._advance(info, sample, wall, mono, pw, records)
-            dirty[inst.key] = inst
+            key = (inst.container_id, inst.cgroup_inode)
+            seen.add(key)
+            unsaved[key] = inst
+            if len(records) != n:
+                closed[key] = inst
         gone = []
         for key, inst in self._instances.items():
-            if key in dirty:
+            if key in seen:
                 continue
             if inst.open_start is not None and pw > inst.open_start:
                 records.append(self._close(inst))
-                dirty[key] = inst
+                closed[key] = inst
             elif inst.open_start is None and (inst.last_wall or 0) < wall - GC_AFTER:
                 gone.append(key)
-        self._commit(records, dirty.values(), gone)
+        if self.checkpoint_interval <= 0 or mono - self._last_checkpoint >= self.checkpoint_interval \
+                or mono < self._last_checkpoint:
+            save = list(unsaved.values()) + [i for k, i in closed.items() if k not in unsaved]
+            self._commit(records, save, gone)
+            unsaved.clear()
+            self._last_checkpoint = mono
+        else:
+            self._commit(records, closed.values(), gone)
+            for key in closed:
+                unsaved.pop(key, None)
+        for key in gone:
+            unsaved.pop(key, None)
 
     def final(self, info, sample) -> None:
         """The supervisor's last reading before it removes the cgroup: account
@@ -331,6 +385,7 @@ class Ledger:
                     records.append(self._close(inst))
                 inst.finished = 1
                 self._commit(records, [inst], [])
+                self._unsaved.pop(inst.key, None)
         except Exception as exc:
             _count_error("final")
             log.error("ledger.final_failed", container_id=getattr(info, "id", None), error=str(exc))
@@ -344,7 +399,7 @@ class Ledger:
         return int(math.floor(wall / self.period)) * self.period
 
     def _advance(self, info, sample, wall, mono, pw, records, final=False) -> Instance:
-        inode = int(getattr(sample, "inode", None) or 0)
+        inode = sample.inode or 0
         key = (info.id, inode)
         inst = self._instances.get(key)
         new = inst is None
@@ -357,33 +412,39 @@ class Ledger:
         if inst.open_start is None:
             inst.open_start = max(pw, inst.next_min)
         inst.name = info.name
-        inst.labels = labels_json(info.labels)
+        if info.labels is not inst.labels_src:
+            inst.labels = labels_json(info.labels)
+            inst.labels_src = info.labels
 
         state = _sample_state(info, sample)
-        cores = _limit_cores(info.limits)
-        mem_limit = getattr(info.limits, "memory_max", None)
+        limits = info.limits
+        cores = _limit_cores(limits) if limits is not None else None
+        mem_limit = getattr(limits, "memory_max", None) if limits is not None else None
         # durations: monotonic since the last committed sample
-        if inst.last_mono is not None:
-            dt = max(0.0, mono - inst.last_mono)
+        last_mono = inst.last_mono
+        if last_mono is not None:
+            dt = mono - last_mono
+            if dt < 0:
+                dt = 0.0
             prev = inst.last_state
         else:
             dt, prev = 0.0, IDLE
-            started = getattr(info, "started_at", None)
+            started = info.started_at
             if new and started:
-                end = getattr(info, "finished_at", None) if final else None
+                end = info.finished_at if final else None
                 dt = max(0.0, (end or wall) - started)
                 prev = FROZEN if state == FROZEN else RUNNING
         if prev == RUNNING:
             inst.a_running += dt
         elif prev == FROZEN:
             inst.a_frozen += dt
-        if prev in (RUNNING, FROZEN):
+        if prev != IDLE:
             if cores:
                 inst.a_res_cpu += cores * dt
             if mem_limit:
                 inst.a_res_mem += mem_limit * dt
 
-        cpu = getattr(sample, "cpu", None)
+        cpu = sample.cpu
         if cpu is not None:
             d, inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
             inst.a_cpu += d
@@ -393,38 +454,42 @@ class Ledger:
             inst.a_system += d
             d, inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
             inst.a_throttled += d
-        io = getattr(sample, "io", None)
-        if io is not None:
-            last_io = json.loads(inst.c_io or "{}")
-            for dev, cur in _io_totals(io).items():
-                last = last_io.get(dev, [None] * 4)
-                deltas = []
-                for i in range(4):
-                    d, last[i] = _delta(cur[i], last[i])
-                    deltas.append(d)
-                last_io[dev] = last
-                inst.a_rbytes += deltas[0]
-                inst.a_wbytes += deltas[1]
-                inst.a_rios += deltas[2]
-                inst.a_wios += deltas[3]
-            inst.c_io = json.dumps(last_io, separators=(",", ":"), sort_keys=True)
+        io = sample.io
+        if io:
+            last_io = inst.io
+            for dev, st in io.items():
+                dkey = f"{dev[0]}:{dev[1]}" if isinstance(dev, tuple) else str(dev)
+                last = last_io.get(dkey)
+                if last is None:
+                    last = last_io[dkey] = [None, None, None, None]
+                d, last[0] = _delta(st.rbytes, last[0])
+                inst.a_rbytes += d
+                d, last[1] = _delta(st.wbytes, last[1])
+                inst.a_wbytes += d
+                d, last[2] = _delta(st.rios, last[2])
+                inst.a_rios += d
+                d, last[3] = _delta(st.wios, last[3])
+                inst.a_wios += d
+            inst.c_io = _io_encode(last_io)
 
-        mem = getattr(sample, "memory_current", None)
+        mem = sample.memory_current
         if mem is not None:
-            if inst.last_mem is not None and dt > 0 and inst.last_mono is not None:
+            if inst.last_mem is not None and dt > 0 and last_mono is not None:
                 inst.a_mem_bs += (inst.last_mem + mem) / 2.0 * dt
-            inst.a_mem_peak = max(inst.a_mem_peak, mem)
-        swap = getattr(sample, "memory_swap_current", None)
-        if swap is not None and inst.last_swap is not None and dt > 0 and inst.last_mono is not None:
+            if mem > inst.a_mem_peak:
+                inst.a_mem_peak = mem
+        swap = sample.memory_swap_current
+        if swap is not None and inst.last_swap is not None and dt > 0 and last_mono is not None:
             inst.a_swap_bs += (inst.last_swap + swap) / 2.0 * dt
-        peak = getattr(sample, "memory_peak", None)
+        peak = sample.memory_peak
         if peak is not None:
             if peak != inst.last_mem_peak:  # a new lifetime peak (or a reset) since the last sample
-                inst.a_mem_peak = max(inst.a_mem_peak, peak)
+                if peak > inst.a_mem_peak:
+                    inst.a_mem_peak = peak
             inst.last_mem_peak = peak
-        pids = getattr(sample, "pids_current", None)
-        if pids is not None:
-            inst.a_pids_peak = max(inst.a_pids_peak, pids)
+        pids = sample.pids_current
+        if pids is not None and pids > inst.a_pids_peak:
+            inst.a_pids_peak = pids
 
         inst.last_mem = mem
         inst.last_swap = swap
@@ -492,6 +557,7 @@ class Ledger:
             try:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._unsaved.clear()
                 self._load()
             except Exception as exc:  # pragma: no cover - database gone
                 log.error("ledger.reload_failed", error=str(exc))

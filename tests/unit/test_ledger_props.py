@@ -29,12 +29,13 @@ class Crash(Exception):
 class Sim:
     """Two containers with kernel-like cumulative counters."""
 
-    def __init__(self, path):
+    def __init__(self, path, checkpoint=0.0):
         self.path = path
+        self.checkpoint = checkpoint
         self.cfg = load_config(None, {"billing.period": f"{PERIOD}s", "agent.host": "h",
                                       "billing.price_cpu_core_hour": "0.05",
                                       "billing.price_io_write_gib": "0.01"})
-        self.ledger = Ledger(self.cfg, path)
+        self.ledger = Ledger(self.cfg, path, checkpoint_interval=checkpoint)
         self.wall, self.mono = T0, 1000.0
         self.inode = {"a": 1, "b": 100}
         self.cpu = {"a": 0, "b": 0}
@@ -101,7 +102,7 @@ class Sim:
             self.ledger._db.close()
         except sqlite3.Error:
             pass
-        self.ledger = Ledger(self.cfg, self.path)
+        self.ledger = Ledger(self.cfg, self.path, checkpoint_interval=self.checkpoint)
 
     def final_and_recreate(self, c, mem):
         self.ledger.final(self.info(c), self.sample(c, mem))
@@ -124,9 +125,10 @@ ops = st.one_of(
 
 
 def _check(sim: Sim):
-    led = sim.ledger
     # one last clean pass so every counter value the truth knows was observed
     sim.tick(0.5, 0.5, ((0, 0), (0, 0)), 4096)
+    led = sim.ledger
+    led.flush()
     db = sqlite3.connect(sim.path)
     got_cpu, got_wb = defaultdict(int), defaultdict(int)
     for cid, inode, cpu, wb in db.execute(
@@ -168,9 +170,10 @@ def _check(sim: Sim):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(ops, max_size=40))
-def test_totals_equal_true_increase(tmp_path_factory, seq):
-    sim = Sim(str(tmp_path_factory.mktemp("ledger") / "ledger.db"))
+@given(st.lists(ops, max_size=40), st.sampled_from([0.0, 3.0]))
+def test_totals_equal_true_increase(tmp_path_factory, seq, checkpoint):
+    """checkpoint 0: state committed every pass; 3.0: every 3 s (and with every record)."""
+    sim = Sim(str(tmp_path_factory.mktemp("ledger") / "ledger.db"), checkpoint)
     for op in seq:
         kind = op[0]
         if kind == "tick":
