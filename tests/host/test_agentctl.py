@@ -41,7 +41,7 @@ def start_agentd(root, top, extra_toml: str = "") -> SimpleNamespace:
     conf = os.path.join(top, "agentd.toml")
     with open(conf, "w") as f:
         f.write(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{root.path}"\nsocket = "{sock}"\n'
-                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}')
+                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "200ms"\n')
     log = open(os.path.join(top, "agentd.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
@@ -163,6 +163,23 @@ def test_a_signal_ends_run_with_128_plus_the_signal(agentd):
         assert p.wait(60) == 128 + signal.SIGKILL
         info = inspect(agentd, name)
         assert info["state"] == "exited" and info["exit_signal"] == signal.SIGKILL
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_run_forwards_sigterm_to_the_container(agentd):
+    """Like docker's sig-proxy: a signal to `agentctl run` goes to the container, whose status ends run."""
+    name = uname()
+    p = subprocess.Popen([*AGENTCTL, "--socket", agentd.sock, "run", "--name", name, "--", "sh", "-c",
+                          "trap 'echo caught; exit 42' TERM; echo ready; while :; do sleep 0.05; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 42, err
+        assert out == "caught\n"
     finally:
         p.kill()
         p.wait()
