@@ -82,7 +82,8 @@ class Agentd:
     """One agentd process with its stdout collected line by line."""
 
     def __init__(self, config: Path, notify: Notify, cwd: Path):
-        env = dict(os.environ, NOTIFY_SOCKET=notify.path, PYTHONUNBUFFERED="1")
+        # PYTHONFAULTHANDLER: on a hang the test sends SIGABRT and shows every thread's stack
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         env.pop("WATCHDOG_USEC", None)
         env.pop("WATCHDOG_PID", None)
         agentd = shutil.which("agentd")
@@ -103,7 +104,16 @@ class Agentd:
         return [json.loads(l) for l in self.lines if l.strip()]
 
     def wait_exit(self) -> int:
-        rc = self.proc.wait(timeout=WAIT)
+        try:
+            rc = self.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler dumps the stacks
+            try:
+                self.proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self._reader.join(timeout=WAIT)
+            pytest.fail("agentd did not exit after SIGTERM; its last output:\n" + "\n".join(self.lines[-80:]))
         self._reader.join(timeout=WAIT)
         return rc
 
@@ -195,10 +205,17 @@ def test_sighup_reload_names_what_cannot_change(setup):
     assert mono and int(mono[0].split("=")[1]) > 0
     # still serving on the old metrics port: metrics_listen cannot change live
     assert_listening(setup["sock"], setup["port"])
+    with pytest.raises(ConnectionRefusedError):  # ... and nothing moved to the new one
+        socket.create_connection(("127.0.0.1", other_port), timeout=WAIT).close()
+    # the API still answers after the reload, and the log already names the key
+    assert Client(setup["sock"], timeout=WAIT).call("GET", "/v1/health")["pid"] == a.proc.pid
+    named = [json.loads(l) for l in a.lines if "metrics_listen" in l]
+    assert named, "no log line names metrics_listen as needing a restart:\n" + "\n".join(a.lines[-30:])
+    assert any("agent.metrics_listen" in json.dumps(e) and e.get("level") == "warning" for e in named)
+    # log_level is live: debug events may now appear; the reload itself is logged
+    assert any(e.get("event", "").startswith("config.reload") for e in a.events())
     a.proc.send_signal(signal.SIGTERM)
     assert a.wait_exit() == 0
-    named = [l for l in a.lines if "metrics_listen" in l]
-    assert named, "no log line names metrics_listen as needing a restart:\n" + "\n".join(a.lines[-30:])
 
 
 def test_sigterm_leaves_container_running_and_next_agentd_readopts(setup):
