@@ -715,6 +715,18 @@ def _boot_id() -> str:
         return "unknown"
 
 
+def _declare_metrics() -> None:
+    try:
+        from agent import selfmetrics
+        selfmetrics.declare("ledger_errors_total", "counter",
+                            "Billing ledger transactions that failed (the committed state is reloaded).", ("stage",))
+    except Exception:  # pragma: no cover
+        pass
+
+
+_declare_metrics()
+
+
 def _count_error(where: str) -> None:
     try:
         from agent import selfmetrics
