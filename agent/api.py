@@ -515,7 +515,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(raw_len)
         if length > MAX_BODY:
             raise HttpError(413, f"request body of {length} bytes is too large; the limit is {MAX_BODY} bytes")
-        data = self.rfile.read(length) if length else b""
+        try:
+            data = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            raise HttpError(408, f"request body not received within {self.timeout} seconds") from None
         if len(data) < length:
             raise HttpError(400, "request body shorter than Content-Length")
         return data

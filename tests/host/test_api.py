@@ -294,6 +294,15 @@ def test_body_too_large_is_413_without_reading_it(server):
     assert status == 413 and "too large" in json.loads(body)["error"]
 
 
+def test_a_body_that_never_arrives_is_408_and_frees_the_thread(server, monkeypatch):
+    import agent.api
+
+    monkeypatch.setattr(agent.api._Handler, "timeout", 0.3)
+    status, _, body = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+    assert status == 408 and "not received" in json.loads(body)["error"]
+    assert server.client.call("GET", "/v1/health")["status"] == "ok"
+
+
 def test_chunked_request_is_411(server):
     status, _, body = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert status == 411 and json.loads(body)["error"]
