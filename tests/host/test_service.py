@@ -81,11 +81,13 @@ class Notify:
 class Agentd:
     """One agentd process with its stdout collected line by line."""
 
-    def __init__(self, config: Path, notify: Notify, cwd: Path):
+    def __init__(self, config: Path, notify: Notify, cwd: Path, watchdog_usec: int | None = None):
         # PYTHONFAULTHANDLER: on a hang the test sends SIGABRT and shows every thread's stack
         env = dict(os.environ, NOTIFY_SOCKET=notify.path, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         env.pop("WATCHDOG_USEC", None)
         env.pop("WATCHDOG_PID", None)
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)  # WATCHDOG_PID unset: meant for us
         agentd = shutil.which("agentd")
         assert agentd, "agentd not on PATH (pip install -e .)"
         self.proc = subprocess.Popen(
@@ -141,8 +143,8 @@ def setup(tmp_path, cgroup):
     notify = Notify(str(tmp_path / "notify.sock"))
     started: list[Agentd] = []
 
-    def start() -> Agentd:
-        a = Agentd(cfg, notify, tmp_path)
+    def start(**kw) -> Agentd:
+        a = Agentd(cfg, notify, tmp_path, **kw)
         started.append(a)
         return a
 
@@ -171,11 +173,15 @@ def wait_ready(setup, agentd: Agentd) -> list[str]:
     return msgs
 
 
-def test_ready_only_once_listening_and_json_logs(setup):
-    a = setup["start"]()
-    wait_ready(setup, a)
+def test_ready_only_once_listening_watchdog_and_json_logs(setup):
+    a = setup["start"](watchdog_usec=200_000)  # WatchdogSec=200ms: a ping every 100 ms
+    msgs = wait_ready(setup, a)
     assert_listening(setup["sock"], setup["port"])
     assert a.proc.poll() is None
+    ready = next(m for m in msgs if "READY=1" in m.split("\n"))
+    assert any(l.startswith("STATUS=") for l in ready.split("\n"))  # what systemctl status shows
+    setup["notify"].wait_for("WATCHDOG=1")
+    setup["notify"].wait_for("WATCHDOG=1")
     health = Client(setup["sock"], timeout=WAIT).call("GET", "/v1/health")
     assert health["pid"] == a.proc.pid
     # it moved itself into R/agentd (Delegate=yes layout)
