@@ -387,8 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("api.http", message=format % args, pid=self.peer.pid, uid=self.peer.uid)
 
     def log_request(self, code="-", size="-"):
-        log.debug("api.request", method=getattr(self, "command", None), path=getattr(self, "path", None), status=int(code) if str(code).isdigit() else code,
-                  pid=self.peer.pid, uid=self.peer.uid)
+        log.debug("api.request", method=getattr(self, "command", None), path=getattr(self, "path", None),
+                  status=int(code) if str(code).isdigit() else code, pid=self.peer.pid, uid=self.peer.uid)
 
     def send_error(self, code, message=None, explain=None):
         """Errors found by http.server itself (bad request line, unknown method, ...) as JSON too."""
@@ -451,6 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(403, str(e))
         except UserError as e:
             self._fail(getattr(e, "status", 400), str(e))
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up (agentctl logs -f, then Ctrl-C)
+            log.debug("api.client_gone", method=self.command, path=self.path, pid=self.peer.pid)
+            self.close_connection = True
         except Exception as e:  # noqa: BLE001 - the server must survive anything
             status, message = _classify(e)
             if status >= 500:
