@@ -329,3 +329,41 @@ def test_promtool_accepts_the_deploy_files(args):
     p = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120, cwd=DEPLOY)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCESS" in p.stdout
+
+
+def test_promtool_check_metrics_on_every_family():
+    """Families this host's kernel cannot show (memory, io, cfs), rendered from
+    files captured on a full cgroup v2 kernel (tests/unit/fixtures/kernel-6.1)."""
+    from types import MappingProxyType
+
+    from agent import selfmetrics
+    from agent.collector import Snapshot
+    from agent.model import ContainerInfo
+    from exporters import prometheus
+    from runtime.limits import Limits
+
+    fx = os.path.join(REPO, "tests", "unit", "fixtures", "kernel-6.1")
+    if not os.path.isdir(fx):
+        pytest.skip("no kernel-6.1 fixture captured")
+    values = {}
+    for fld, (file, parser) in stats.SAMPLE_FILES.items():
+        path = os.path.join(fx, file)
+        values[fld] = parser(open(path).read()) if os.path.isfile(path) else None
+    sample = stats.CgroupSample(inode=1, **values)
+    infos = [ContainerInfo(id=f"{i:012x}", name=f"c{i}", cgroup=f"/sys/fs/cgroup/a/containers/{i:012x}",
+                           labels={"team": "t"}, image="/srv/rootfs", state="running", started_at=1.0,
+                           limits=Limits(memory_max=1 << 30, memory_low=1 << 20, memory_swap_max=0,
+                                         cpu_quota_us=50000, cpu_period_us=100000, cpu_weight=100))
+             for i in range(3)]
+    snap = Snapshot(2.0, 1.0, 0.0, MappingProxyType({i.cgroup: sample for i in infos}),
+                    MappingProxyType({i.id: i for i in infos}), mount="/sys/fs/cgroup")
+    selfmetrics.inc("launches_total", result="ok")
+    selfmetrics.observe_collection(0.01)
+    body = prometheus.render(snap, ("team",))
+    names = {line.split("{")[0].split(" ")[0] for line in body.decode().splitlines() if not line.startswith("#")}
+    for fam in ("container_memory_working_set_bytes", "container_fs_writes_bytes_total",
+                "container_cpu_cfs_throttled_periods_total", "container_blkio_device_usage_total",
+                "container_oom_events_total", "container_spec_cpu_shares", "cgroup_agent_launches_total"):
+        assert fam in names, fam
+    p = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == b"" and p.stderr == b"", (p.stdout, p.stderr)

@@ -5,7 +5,9 @@ Each test drives a real workload into a kernel state (throttled by cpu.max,
 OOM-killed by memory.max, writing to a loop device), lets it end so the
 counters stand still, then runs one real Collector pass over the cgroup and
 renders the snapshot; the rendered values are compared with the cgroup's own
-files read right afterwards. `promtool check metrics` must accept the output.
+files read right afterwards. `promtool check metrics` must accept the output
+(run once, on the OOM test's memory-heavy output: it is slow under TCG; the
+host tier checks a render of every family too).
 """
 from __future__ import annotations
 
@@ -87,7 +89,6 @@ def test_throttling_counters_match_cpu_stat(v2_cgroup, run_in_cgroup):
     assert m[("container_cpu_usage_seconds_total", ("cpu", "total"))] == pytest.approx(k.usage_usec / 1e6)
     assert m[("container_spec_cpu_quota",)] == 10000
     assert m[("container_spec_cpu_period",)] == 100000
-    promtool_accepts(body)
 
 
 def test_oom_kill_counted_as_the_kernel_counts_it(v2_cgroup, run_in_cgroup, python):
@@ -130,4 +131,3 @@ def test_io_counters_match_io_stat(v2_cgroup, run_in_cgroup, loop_block_device):
     key = ("container_blkio_device_usage_total", d, ("major", str(dev.major)), ("minor", str(dev.minor)),
            ("operation", "Write"))
     assert m[key] == st.wbytes
-    promtool_accepts(body)
