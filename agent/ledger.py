@@ -472,18 +472,21 @@ class Ledger:
                 inst.a_wios += d
             inst.c_io = _io_encode(last_io)
 
+        # memory and pids of a cgroup with no process (an exited container whose
+        # cgroup is kept for a restart) are not billed: no time, no peak
+        active = prev != IDLE or state != IDLE
         mem = sample.memory_current
-        if mem is not None:
+        if mem is not None and active:
             if inst.last_mem is not None and dt > 0 and last_mono is not None:
                 inst.a_mem_bs += (inst.last_mem + mem) / 2.0 * dt
             if mem > inst.a_mem_peak:
                 inst.a_mem_peak = mem
         swap = sample.memory_swap_current
-        if swap is not None and inst.last_swap is not None and dt > 0 and last_mono is not None:
+        if swap is not None and active and inst.last_swap is not None and dt > 0 and last_mono is not None:
             inst.a_swap_bs += (inst.last_swap + swap) / 2.0 * dt
         peak = sample.memory_peak
         if peak is not None:
-            if peak != inst.last_mem_peak:  # a new lifetime peak (or a reset) since the last sample
+            if peak != inst.last_mem_peak and active:  # a new lifetime peak (or a reset) since the last sample
                 if peak > inst.a_mem_peak:
                     inst.a_mem_peak = peak
             inst.last_mem_peak = peak
@@ -524,20 +527,25 @@ class Ledger:
             "cost_io_read_nanos": costs.io_read, "cost_io_write_nanos": costs.io_write,
             "cost_nanos": costs.total,
         }
-        row = (record_id(self.host, inst.container_id, inst.cgroup_inode, start), self.host,
-               inst.container_id, inst.name, inst.labels, inst.cgroup_inode, start, start + self.period,
-               *(sums[c] for c in SUM_COLS), inst.a_mem_peak, inst.a_pids_peak,
-               inst.cpu_limit, inst.mem_limit, self.card.currency)
+        peaks = (inst.a_mem_peak, inst.a_pids_peak)
         for k, v in ACC_ZERO.items():
             setattr(inst, k, v)
         inst.next_min = start + self.period
         inst.open_start = None
+        if not any(sums.values()) and not any(peaks):
+            return None   # an idle period (e.g. an exited container's cgroup): no record
+        row = (record_id(self.host, inst.container_id, inst.cgroup_inode, start), self.host,
+               inst.container_id, inst.name, inst.labels, inst.cgroup_inode, start, start + self.period,
+               *(sums[c] for c in SUM_COLS), *peaks,
+               inst.cpu_limit, inst.mem_limit, self.card.currency)
         return row
 
     def _commit(self, records, instances, gone) -> None:
         with self._tx():
             cur = self._db.cursor()
             for row in records:
+                if row is None:
+                    continue
                 cur.execute(_INSERT_RECORD, row)
                 if cur.rowcount == 1:
                     r = dict(zip(REC_COLS, row))
@@ -697,7 +705,7 @@ RECORD_FIELDS = tuple(record_dict({c: (0 if c not in ("labels",) else "{}") for 
 
 def _containers(snapshot):
     c = snapshot.containers
-    return c.values() if isinstance(c, dict) else c
+    return c.values() if hasattr(c, "values") else c   # a Mapping (dict, MappingProxyType) or a list
 
 
 def _lookup(samples, cgroup: str):
