@@ -120,3 +120,24 @@ def test_example_documents_no_unknown_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p, {})
     assert "logs.max_byte" in str(e.value)
+
+
+def _comment_block_above(lines, idx):
+    block = []
+    i = idx - 1
+    while i >= 0 and lines[i].startswith("#"):
+        block.append(lines[i])
+        i -= 1
+    return "\n".join(reversed(block))
+
+
+@pytest.mark.parametrize("section,key", [(s, k) for s, ks in config_keys().items() for k in ks])
+def test_live_marks_match_the_daemon(section, key):
+    """A key is documented as changing live on SIGHUP exactly when agentd applies it live."""
+    from agent.daemon import LIVE_KEYS
+
+    original = EXAMPLE.read_text().splitlines()
+    idx = next(i for i, l in enumerate(original) if re.match(rf"(# )?{key} = ", l)
+               and _section_at(original, i) == section)
+    says_live = "Changes live on SIGHUP" in _comment_block_above(original, idx)
+    assert says_live == (f"{section}.{key}" in LIVE_KEYS), f"{section}.{key}: live mark wrong"
