@@ -141,3 +141,20 @@ def test_live_marks_match_the_daemon(section, key):
                and _section_at(original, i) == section)
     says_live = "Changes live on SIGHUP" in _comment_block_above(original, idx)
     assert says_live == (f"{section}.{key}" in LIVE_KEYS), f"{section}.{key}: live mark wrong"
+
+
+def test_agentd_check_accepts_the_example_and_names_a_bad_key(tmp_path):
+    """The README's `agentd --config F --check`: 0 for the example, 2 and one line for a typo."""
+    import shutil
+    import subprocess
+
+    agentd = shutil.which("agentd")
+    assert agentd, "agentd not on PATH (pip install -e .)"
+    ok = subprocess.run([agentd, "--config", str(EXAMPLE), "--check"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "typo.toml"
+    bad.write_text(EXAMPLE.read_text().replace('stop_timeout = "10s"', 'stop_timeout = "soon"'))
+    r = subprocess.run([agentd, "--config", str(bad), "--check"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    err = (r.stdout + r.stderr).strip().splitlines()
+    assert len(err) == 1 and "agent.stop_timeout" in err[0] and "soon" in err[0], err
