@@ -192,11 +192,20 @@ def _delta(cur, last):
 
 
 def _limit_cores(limits) -> float | None:
+    """cpu.max quota/period in cores; None when unlimited ("max") or unset."""
     quota = getattr(limits, "cpu_quota_us", None)
-    if not quota:
+    if not isinstance(quota, int) or isinstance(quota, bool) or quota <= 0:
         return None
-    period = getattr(limits, "cpu_period_us", None) or 100000
+    period = getattr(limits, "cpu_period_us", None)
+    if not isinstance(period, int) or period <= 0:
+        period = 100000
     return quota / period
+
+
+def _limit_bytes(limits) -> int | None:
+    """memory.max in bytes; None when unlimited ("max") or unset."""
+    v = getattr(limits, "memory_max", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _sample_state(info, sample) -> int:
@@ -419,7 +428,7 @@ class Ledger:
         state = _sample_state(info, sample)
         limits = info.limits
         cores = _limit_cores(limits) if limits is not None else None
-        mem_limit = getattr(limits, "memory_max", None) if limits is not None else None
+        mem_limit = _limit_bytes(limits) if limits is not None else None
         # durations: monotonic since the last committed sample
         last_mono = inst.last_mono
         if last_mono is not None:

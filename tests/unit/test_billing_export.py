@@ -101,3 +101,30 @@ def test_group_by_hour_and_filters(ledger):
 def test_bad_params_name_the_field(ledger, params, field):
     with pytest.raises(UserError, match=f"^{field}: "):
         ledger.query(params)
+
+
+def test_reserved_and_max_bases_from_real_limits(tmp_path):
+    from runtime.limits import Limits
+    cfg = load_config(None, {"billing.period": "60s", "agent.host": "h1", "billing.basis": "max",
+                             "billing.price_cpu_core_hour": "1", "billing.price_memory_gib_hour": "1"})
+    led = Ledger(cfg, str(tmp_path / "ledger.db"))
+    limited = ContainerInfo(id="l", name="limited", cgroup="/cg/l", state="running",
+                            limits=Limits(cpu_quota_us=50000, cpu_period_us=100000, memory_max=1 << 30))
+    unlimited = ContainerInfo(id="u", name="unlimited", cgroup="/cg/u", state="running",
+                              limits=Limits(cpu_quota_us="max", memory_max="max"))
+    infos = {"l": limited, "u": unlimited}
+    for step in range(11):   # 10 s running, 0.1 core used, 256 MiB held
+        samples = {i.cgroup: CgroupSample(inode=1, cpu=CpuStat(step * 100_000, 0, step * 100_000, 0, 0, 0),
+                                          memory_current=1 << 28, events=CgroupEvents(True, False))
+                   for i in infos.values()}
+        led.observe(SimpleNamespace(taken_at=T0 + step, monotonic=10.0 + step, samples=samples, containers=infos))
+    led.observe(SimpleNamespace(taken_at=T0 + 61, monotonic=71.0, samples={}, containers={}))
+    recs = {r["name"]: r for r in led.query({"format": "jsonl"})["rows"]}
+    lim, unl = recs["limited"], recs["unlimited"]
+    assert lim["cpu_limit_cores"] == 0.5 and lim["memory_limit_bytes"] == 1 << 30
+    assert lim["reserved_cpu_seconds"] == 5.0 and lim["reserved_memory_byte_seconds"] == 10 << 30
+    assert unl["cpu_limit_cores"] is None and unl["reserved_cpu_seconds"] == 0.0
+    # max basis: reserved for the limited one (5 core-s, 10 GiB-s), usage for the other (1 core-s, 2.5 GiB-s)
+    assert Decimal(lim["cost"]) == (Decimal(5) / 3600 + Decimal(10) / 3600).quantize(Decimal("1e-9"))
+    assert Decimal(unl["cost"]) == (Decimal(1) / 3600 + Decimal("2.5") / 3600).quantize(Decimal("1e-9"))
+    led.close()
