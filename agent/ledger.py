@@ -103,25 +103,39 @@ CREATE TABLE IF NOT EXISTS records (
     cpu_limit_cores REAL, memory_limit_bytes INTEGER, currency TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_period ON records (period_start);
-CREATE TABLE IF NOT EXISTS rollups (
-    hour INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS rollups_hour (
+    start INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
     name TEXT NOT NULL, labels TEXT NOT NULL, n INTEGER NOT NULL,
     {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
     {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
-    PRIMARY KEY (hour, container_id, cgroup_inode, name, labels)
+    PRIMARY KEY (start, container_id, cgroup_inode, name, labels)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups_day (
+    start INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
+    name TEXT NOT NULL, labels TEXT NOT NULL, n INTEGER NOT NULL,
+    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
+    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    PRIMARY KEY (start, container_id, cgroup_inode, name, labels)
 ) WITHOUT ROWID;
 """
 
+# Rollups: (table, bucket seconds). A record belongs to the bucket of its period_start.
+ROLLUPS = (("rollups_day", DAY), ("rollups_hour", HOUR))
 _INSERT_RECORD = (f"INSERT OR IGNORE INTO records ({', '.join(REC_COLS)}) "
                   f"VALUES ({', '.join('?' * len(REC_COLS))})")
-_ROLLUP_KEY = ("hour", "container_id", "cgroup_inode", "name", "labels")
-_UPSERT_ROLLUP = (
-    f"INSERT INTO rollups ({', '.join(_ROLLUP_KEY)}, n, {', '.join(SUM_COLS)}, {', '.join(MAX_COLS)}) "
-    f"VALUES ({', '.join('?' * (len(_ROLLUP_KEY) + 1 + len(SUM_COLS) + len(MAX_COLS)))}) "
-    f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET n = n + 1, "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLS) + ", "
-    + ", ".join(f"{c} = max({c}, excluded.{c})" for c in MAX_COLS)
-)
+_ROLLUP_KEY = ("start", "container_id", "cgroup_inode", "name", "labels")
+
+
+def _upsert_rollup(table: str) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(_ROLLUP_KEY)}, n, {', '.join(SUM_COLS)}, {', '.join(MAX_COLS)}) "
+        f"VALUES ({', '.join('?' * (len(_ROLLUP_KEY) + 1 + len(SUM_COLS) + len(MAX_COLS)))}) "
+        f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET n = n + 1, "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLS) + ", "
+        + ", ".join(f"{c} = max({c}, excluded.{c})" for c in MAX_COLS))
+
+
+_UPSERTS = tuple((_upsert_rollup(t), size) for t, size in ROLLUPS)
 _SAVE_STATE = (f"INSERT OR REPLACE INTO instances ({', '.join(STATE_COLS)}) "
                f"VALUES ({', '.join('?' * len(STATE_COLS))})")
 
@@ -558,9 +572,10 @@ class Ledger:
                 cur.execute(_INSERT_RECORD, row)
                 if cur.rowcount == 1:
                     r = dict(zip(REC_COLS, row))
-                    cur.execute(_UPSERT_ROLLUP, (
-                        r["period_start"] // HOUR * HOUR, r["container_id"], r["cgroup_inode"],
-                        r["name"], r["labels"], 1, *(r[c] for c in SUM_COLS), *(r[c] for c in MAX_COLS)))
+                    vals = (r["container_id"], r["cgroup_inode"], r["name"], r["labels"], 1,
+                            *(r[c] for c in SUM_COLS), *(r[c] for c in MAX_COLS))
+                    for sql, size in _UPSERTS:
+                        cur.execute(sql, (r["period_start"] // size * size, *vals))
             cur.executemany(_SAVE_STATE, [i.row() for i in instances])
             if gone:
                 cur.executemany("DELETE FROM instances WHERE container_id=? AND cgroup_inode=?", gone)
@@ -593,11 +608,11 @@ class Ledger:
             log.error("ledger.retention_failed", error=str(exc))
 
     def maintain(self, now: float | None = None) -> int:
-        """Delete records (and their rollup hours) older than [billing] retention;
-        with a sink, only records already shipped. Whole hours only, so rollups
-        and records always reconcile. Returns the number of records deleted."""
+        """Delete records (and their rollups) older than [billing] retention;
+        with a sink, only records already shipped. Whole UTC days only, so
+        rollups and records always reconcile. Returns the number of records deleted."""
         now = time.time() if now is None else now
-        cutoff = int(now - self.retention) // HOUR * HOUR
+        cutoff = int(now - self.retention) // DAY * DAY
         with self._lock:
             limit = cutoff
             if self.sink_configured:
@@ -605,10 +620,11 @@ class Ledger:
                 row = self._db.execute("SELECT MIN(period_start) FROM records WHERE seq > ?",
                                        (cursor,)).fetchone()
                 if row[0] is not None:
-                    limit = min(limit, row[0] // HOUR * HOUR)
+                    limit = min(limit, row[0] // DAY * DAY)
             with self._tx():
                 n = self._db.execute("DELETE FROM records WHERE period_start < ?", (limit,)).rowcount
-                self._db.execute("DELETE FROM rollups WHERE hour < ?", (limit,))
+                for table, _ in ROLLUPS:
+                    self._db.execute(f"DELETE FROM {table} WHERE start < ?", (limit,))
         return n
 
     # ------------------------------------------------------------ shipping support
@@ -857,45 +873,53 @@ def _filters(q: UsageQuery) -> tuple[str, list]:
     return "".join(" AND " + s for s in sql), args
 
 
-def _key_exprs(group: str) -> tuple[list[str], list[str]]:
-    """(rollup expressions, record expressions) of the group key columns."""
+def _key_exprs(group: str, ts: str) -> list[str]:
+    """SQL expressions of the group key columns; ``ts`` is the bucket start
+    column (records: period_start, rollups: start)."""
     if group == "name":
-        return ["name"], ["name"]
+        return ["name"]
     if group == "hour":
-        return ["hour"], [f"period_start / {HOUR} * {HOUR}"]
+        return [f"{ts} / {HOUR} * {HOUR}"]
     if group == "day":
-        return [f"hour / {DAY} * {DAY}"], [f"period_start / {DAY} * {DAY}"]
+        return [f"{ts} / {DAY} * {DAY}"]
     if group == "instance-hour":
-        cols = ["container_id", "cgroup_inode", "name", "labels"]
-        return ["hour", *cols], [f"period_start / {HOUR} * {HOUR}", *cols]
-    expr = f"COALESCE(json_extract(labels, {_json_path(group[6:])}), '')"
-    return [expr], [expr]
+        return [f"{ts} / {HOUR} * {HOUR}", "container_id", "cgroup_inode", "name", "labels"]
+    return [f"COALESCE(json_extract(labels, {_json_path(group[6:])}), '')"]
+
+
+def _split(since: int, until: int, levels) -> list[tuple[str, str, int, int]]:
+    """Cover [since, until) with the coarsest buckets that fit entirely:
+    [(table, start column, lo, hi), ...]; what no bucket covers comes from records."""
+    if not levels:
+        return [("records", "period_start", since, until)]
+    (table, size), rest = levels[0], levels[1:]
+    lo = -(-since // size) * size
+    hi = until // size * size
+    if lo >= hi:
+        return _split(since, until, rest)
+    return [*_split(since, lo, rest), (table, "start", lo, hi), *_split(hi, until, rest)]
 
 
 def _grouped(db, q: UsageQuery, group: str) -> list[tuple]:
-    """Rows (key..., n, sums..., maxes...) from hourly rollups for whole hours
-    and records for the partial hours at both ends of [since, until)."""
-    kroll, krec = _key_exprs(group)
-    nk = len(kroll)
+    """Rows (key..., n, sums..., maxes...) from day rollups for whole days,
+    hour rollups for whole hours and records for the rest of [since, until).
+    Every record is in exactly one part (by its period_start)."""
+    levels = ROLLUPS if group not in ("hour", "instance-hour") else ROLLUPS[1:]
     filt, fargs = _filters(q)
     cols = ", ".join((*SUM_COLS, *MAX_COLS))
+    parts, args = [], []
+    for table, ts, lo, hi in _split(q.since, q.until, levels):
+        if lo >= hi:
+            continue
+        keys = ", ".join(f"{e} AS k{i}" for i, e in enumerate(_key_exprs(group, ts)))
+        n = "1 AS n" if table == "records" else "n"
+        parts.append(f"SELECT {keys}, {n}, {cols} FROM {table} WHERE {ts} >= ? AND {ts} < ?{filt}")
+        args += [lo, hi, *fargs]
+    nk = len(_key_exprs(group, "x"))
     ks = ", ".join(f"k{i}" for i in range(nk))
     outer = (f"SELECT {ks}, SUM(n), " + ", ".join(f"SUM({c})" for c in SUM_COLS) + ", "
              + ", ".join(f"MAX({c})" for c in MAX_COLS))
-    rec_keys = ", ".join(f"{e} AS k{i}" for i, e in enumerate(krec))
-    h1 = -(-q.since // HOUR) * HOUR
-    h2 = q.until // HOUR * HOUR
-    if h1 < h2:
-        roll_keys = ", ".join(f"{e} AS k{i}" for i, e in enumerate(kroll))
-        inner = (f"SELECT {roll_keys}, n, {cols} FROM rollups WHERE hour >= ? AND hour < ?{filt} "
-                 f"UNION ALL SELECT {rec_keys}, 1 AS n, {cols} FROM records "
-                 f"WHERE ((period_start >= ? AND period_start < ?) OR (period_start >= ? AND period_start < ?)){filt}")
-        args = [h1, h2, *fargs, q.since, h1, h2, q.until, *fargs]
-    else:
-        inner = (f"SELECT {rec_keys}, 1 AS n, {cols} FROM records "
-                 f"WHERE period_start >= ? AND period_start < ?{filt}")
-        args = [q.since, q.until, *fargs]
-    sql = f"{outer} FROM ({inner}) GROUP BY {ks} ORDER BY {ks}"
+    sql = f"{outer} FROM ({' UNION ALL '.join(parts)}) GROUP BY {ks} ORDER BY {ks}"
     return db.execute(sql, args).fetchall()
 
 
