@@ -149,7 +149,8 @@ class Client:
         """Send one request; return the whole response whatever its status."""
         sock, f, status, headers = self._send(method, path + encode_query(query), body)
         try:
-            data = b"".join(_read_body(f, headers))
+            bodiless = method == "HEAD" or status in (204, 304) or status < 200
+            data = b"" if bodiless else b"".join(_read_body(f, headers))
         except OSError as e:
             raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
         finally:

@@ -613,3 +613,47 @@ def test_an_unknown_group_is_a_clear_setup_error(tmp_path):
     cfg = default_config(socket=str(tmp_path / "a.sock"), state_dir=str(tmp_path), admin_group="cga-no-such-group")
     with pytest.raises(ApiSetupError, match="admin_group.*cga-no-such-group"):
         ApiServer(cfg, None).start()
+
+
+# -- fuzzing: whatever a client sends, the answer is a JSON 4xx (or success), never a 500 -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+_keys = st.sampled_from(["name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
+                         "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "detach",
+                         "memory", "cpus", "pids", "io_max", "cpuset", "bogus"])
+_bodies = st.one_of(
+    _json,
+    st.dictionaries(_keys, _json, max_size=6),
+    st.fixed_dictionaries({"name": st.sampled_from(["web", "f1", "..", "a/b", ""]),
+                           "argv": st.lists(st.text(max_size=8), max_size=3)},
+                          optional={"limits": st.dictionaries(_keys, _json, max_size=3),
+                                    "detach": st.booleans(), "rm": st.booleans(), "volumes": _json}),
+)
+_segment = st.one_of(st.sampled_from(["web", "nope", "busy", "..", "%2F", "%ff", "a%2Fb", "", "x" * 70]),
+                     st.text(alphabet="abc./%-_~09", max_size=8))
+_paths = st.one_of(
+    st.builds(lambda s: f"/v1/containers/{s}", _segment),
+    st.builds(lambda s, a: f"/v1/containers/{s}/{a}", _segment,
+              st.sampled_from(["start", "stop", "kill", "freeze", "thaw", "limits", "logs", "wait", "stats", "x"])),
+    st.sampled_from(["/v1/health", "/v1/containers", "/v1/stats", "/v1/usage", "/", "/v1", "//v1//health", "*"]),
+)
+_queries = st.dictionaries(st.sampled_from(["all", "force", "timeout", "signal", "follow", "stream", "x"]),
+                           st.text(alphabet="01tfKILsigTERM-.e9", max_size=6), max_size=3)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]), path=_paths,
+       query=_queries, body=st.one_of(st.none(), _bodies))
+def test_fuzzed_requests_never_get_a_500(server, method, path, query, body):
+    server.sup.exited.set()  # streams and waits end at once
+    server.sup.exit_code = 0
+    r = server.client.request(method, path, query, body=body)
+    assert r.status < 500 or r.status == 503, (r.status, r.body)
+    if r.status >= 400 and method != "HEAD":
+        error_of(r)
