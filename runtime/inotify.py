@@ -29,8 +29,12 @@ import threading
 from typing import NamedTuple
 
 import logging
+import warnings
 
-import pyinotify
+with warnings.catch_warnings():
+    # pyinotify imports asyncore, deprecated in 3.11 (pyasyncore provides it on 3.12+)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import pyinotify
 
 # pyinotify warns on stderr about events of watches we already dropped.
 pyinotify.log.setLevel(logging.CRITICAL)
