@@ -597,6 +597,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({"event": "created", "container": container_json(info)})
             final = self._pump_logs(name, "all", follow=True)
             final = final or self.sup.get(name)
+            if final.state != "exited":  # agentd is stopping: the container lives on (live restore)
+                self._event({"event": "error", "status": 503, "container": container_json(final),
+                             "error": f"agentd is stopping; container {name} keeps running "
+                                      f"(agentctl logs -f {name} once it is back)"})
+                self._end_stream()
+                return
             self._event({"event": "exited", "exit_code": final.exit_code, "exit_signal": final.exit_signal,
                          "oom_killed": final.oom_killed, "container": container_json(final)})
             if remove:  # before the stream ends: once `run --rm` returns, the container is gone

@@ -52,6 +52,7 @@ class FakeSupervisor:
         self.exited = threading.Event()
         self.state = "running"
         self.exit_code = None
+        self.created = set()
 
     def _info(self, name, **kw):
         base = dict(id="0123456789ab", name=name, cgroup=f"/sys/fs/cgroup/x/{name}", limits=Limits.parse(memory="1G"),
@@ -62,7 +63,7 @@ class FakeSupervisor:
     def _find(self, name):
         if name == "boom":
             raise RuntimeError("a bug in the supervisor")
-        if name not in ("web", "busy"):
+        if name not in ("web", "busy") and name not in self.created:
             raise NotFound(f"name: no container named {name!r}")
         if name == "busy":
             raise Conflict(f"name: container {name!r} is busy")
@@ -79,6 +80,7 @@ class FakeSupervisor:
         self.calls.append(("create", spec))
         if spec.name == "taken":
             raise Conflict("name: a container named 'taken' already exists")
+        self.created.add(spec.name)
         return self._info(spec.name)
 
     def start(self, name):
@@ -121,8 +123,7 @@ class FakeSupervisor:
         return os.path.join(self.logdir, f"{stream}.log")
 
     def wait(self, name, timeout=None):
-        if name not in ("web", "taken") and not name.startswith("run"):
-            self._find(name)
+        self._find(name)
         self.exited.wait(timeout)
         if self.exited.is_set():
             return self._info(name, state="exited", exit_code=self.exit_code)
@@ -434,6 +435,27 @@ def test_attached_run_streams_output_then_the_exit_status_and_removes_after(serv
     (create,) = [c for c in server.sup.calls if c[0] == "create"]
     assert create[1].auto_remove is False  # the API removes it itself, after the client saw the status
     assert ("remove", "run1", True) in server.sup.calls
+
+
+def test_attached_run_when_agentd_stops_says_the_container_keeps_running(server):
+    events, created = [], threading.Event()
+
+    def reader():
+        for stream, data in server.client.stream("POST", "/v1/containers", body={
+                "name": "run2", "argv": ["/bin/sleep", "600"], "rm": True, "detach": False}):
+            if stream == 3:
+                events.append(json.loads(data))
+                created.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert created.wait(30)
+    server.api.stop()  # SIGTERM of agentd: containers live on
+    t.join(30)
+    assert not t.is_alive()
+    assert [e["event"] for e in events] == ["created", "error"]
+    assert "keeps running" in events[1]["error"] and events[1]["container"]["state"] == "running"
+    assert not [c for c in server.sup.calls if c[0] == "remove"]  # --rm only once it exited
 
 
 def test_stream_frames_are_well_formed_on_the_wire(server):
