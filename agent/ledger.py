@@ -53,6 +53,7 @@ FOREVER = 1 << 62
 GC_AFTER = DAY            # forget idle, unseen instances after this long
 MAINTAIN_EVERY = 60.0     # seconds between retention passes
 SINK_CURSOR_KEY = "sink.postgres.cursor"
+RETENTION_CHUNK = 20000   # records deleted per retention transaction
 
 STATE_COLS = (
     "container_id", "cgroup_inode", "name", "labels", "open_start", "next_min",
@@ -249,6 +250,8 @@ class Ledger:
         self.db_path = db_path
         self.sink_configured = getattr(config, "sink_postgres", None) is not None
         self._lock = threading.RLock()
+        self._closed = False
+        self._maintainer: threading.Thread | None = None
         self._sink = None
         self._last_maintain = time.monotonic()
         # 0: commit every instance's counters and partial accumulators on every
@@ -320,6 +323,7 @@ class Ledger:
         except Exception as exc:
             log.error("ledger.flush_failed", error=str(exc))
         with self._lock:
+            self._closed = True
             try:
                 self._db.close()
             except sqlite3.Error:
@@ -335,6 +339,8 @@ class Ledger:
         """Account one collector Snapshot (subscriber callback; never raises)."""
         try:
             with self._lock:
+                if self._closed:
+                    return
                 self._observe(snapshot)
         except Exception as exc:  # the collector must keep going
             _count_error("observe")
@@ -389,6 +395,9 @@ class Ledger:
         it and close the instance's open period now (never raises)."""
         try:
             with self._lock:
+                if self._closed:
+                    log.warning("ledger.final_after_close", container_id=getattr(info, "id", None))
+                    return
                 wall, mono = time.time(), time.monotonic()
                 records: list[tuple] = []
                 if sample is None:
@@ -597,15 +606,26 @@ class Ledger:
     # ------------------------------------------------------------ retention
 
     def _maybe_maintain(self) -> None:
+        """Retention runs in its own short-lived thread, never in the collector's."""
         now = time.monotonic()
         if now - self._last_maintain < MAINTAIN_EVERY:
             return
         self._last_maintain = now
-        try:
-            self.maintain()
-        except Exception as exc:
-            _count_error("retention")
-            log.error("ledger.retention_failed", error=str(exc))
+        t = self._maintainer
+        if t is not None and t.is_alive():
+            return
+
+        def run():
+            try:
+                n = self.maintain()
+                if n:
+                    log.info("ledger.retention", deleted=n)
+            except Exception as exc:
+                _count_error("retention")
+                log.error("ledger.retention_failed", error=str(exc))
+
+        self._maintainer = threading.Thread(target=run, name="ledger-retention", daemon=True)
+        self._maintainer.start()
 
     def maintain(self, now: float | None = None) -> int:
         """Delete records (and their rollups) older than [billing] retention;
@@ -614,6 +634,8 @@ class Ledger:
         now = time.time() if now is None else now
         cutoff = int(now - self.retention) // DAY * DAY
         with self._lock:
+            if self._closed:
+                return 0
             limit = cutoff
             if self.sink_configured:
                 cursor = self.shipped_cursor()
@@ -621,11 +643,21 @@ class Ledger:
                                        (cursor,)).fetchone()
                 if row[0] is not None:
                     limit = min(limit, row[0] // DAY * DAY)
-            with self._tx():
-                n = self._db.execute("DELETE FROM records WHERE period_start < ?", (limit,)).rowcount
+            with self._tx():   # rollups first: queries stop using those days at once
                 for table, _ in ROLLUPS:
                     self._db.execute(f"DELETE FROM {table} WHERE start < ?", (limit,))
-        return n
+        n = 0
+        while True:   # then the records, in chunks, so collection is never held up for long
+            with self._lock:
+                if self._closed:
+                    return n
+                with self._tx():
+                    k = self._db.execute(
+                        "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE period_start < ? "
+                        "LIMIT ?)", (limit, RETENTION_CHUNK)).rowcount
+            n += k
+            if k < RETENTION_CHUNK:
+                return n
 
     # ------------------------------------------------------------ shipping support
 
