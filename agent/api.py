@@ -375,9 +375,10 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         try:
             self.peer = peer_credentials(self.connection)
-        except OSError:
+            self.access = self.server.api.access.level(self.peer)
+        except OSError:  # no credentials, no access
             self.peer = Peer(0, -1, -1, frozenset())
-        self.access = self.server.api.access.level(self.peer)
+            self.access = None
         self._streaming = False
 
     def address_string(self):
