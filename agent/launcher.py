@@ -38,6 +38,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -264,6 +265,11 @@ class Launcher:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
+            return
+        refused = _refuse_peer(sock)
+        if refused:
+            self.log.warning("client.refused", reason=refused)
+            sock.close()
             return
         sock.setblocking(False)
         self.clients[sock.fileno()] = _Client(sock)
@@ -510,6 +516,25 @@ class Launcher:
                 self.log.error("exit.record_failed", id=c.id, pid=pid, error=str(e))
             self.log.info("container.exited", **rec._asdict())
             self._broadcast({"event": "exit", **rec._asdict()})
+
+
+def _refuse_peer(sock: socket.socket) -> str | None:
+    """Only our own user, and never a process inside a container: every
+    container has its own PID namespace, so a peer whose PID namespace is not
+    ours is refused (a host-root container could otherwise reach this socket
+    through the filesystem and ask for an unconfined sibling)."""
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         struct.calcsize("3i")))
+    if uid != os.geteuid():
+        return f"peer uid {uid} is not {os.geteuid()}"
+    if pid <= 0:
+        return "peer pid unknown (peer in another PID namespace)"
+    try:
+        if os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino:
+            return f"peer pid {pid} is in another PID namespace"
+    except OSError:
+        return f"peer pid {pid} vanished"
+    return None
 
 
 def _cid(value) -> str:

@@ -445,3 +445,25 @@ def test_proc_sys_read_only_kcore_masked_no_cgroupfs(env, rootfs, with_rootfs):
     assert lines[3] != "move=0"
     rel = os.path.relpath(os.path.join(env.base, "containers", r.id), find_mount())
     assert lines[-1] == f"0::/{rel}"          # still accounted where it belongs
+
+
+SOCKET_PROBE = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b'{"seq": 1, "op": "ping"}\n')
+    data = s.recv(4096)
+except OSError:
+    data = b""
+print("answer" if data else "closed")
+"""
+
+
+def test_a_container_cannot_talk_to_the_launcher(env):
+    # host root: the socket is reachable by path and the container is uid 0,
+    # so the launcher itself refuses peers from another PID namespace
+    sock = os.path.join(env.state_dir, "launcher.sock")
+    r = run(env, [os.path.realpath(sys.executable), "-c", SOCKET_PROBE, sock])
+    assert r.out == "closed\n", r.err
+    assert env.client.ping()["pid"] == env.launcher_pid
