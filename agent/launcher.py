@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -55,6 +56,7 @@ EXITS_DIR = "exits"
 MAX_LINE = 4 << 20
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SETUP_TIMEOUT = 30.0
+CONTAINER_NOFILE: tuple[int, int] | None = None   # RLIMIT_NOFILE before the launcher raised it
 
 
 class LauncherError(Exception):
@@ -245,10 +247,14 @@ class Launcher:
 
     def _iterate(self) -> None:
         self.reap()
-        rlist = [self.listener, self.wake_r, *self.clients, *self.pipe_owner]
-        ready, _, _ = select.select(rlist, [], [], 5.0)
+        # poll, not select: a few hundred containers pass FD_SETSIZE (1024)
+        poller = select.poll()
+        listen_fd = self.listener.fileno()
+        for fd in (listen_fd, self.wake_r, *self.clients, *self.pipe_owner):
+            poller.register(fd, select.POLLIN)
+        ready = [fd for fd, _ev in poller.poll(5000)]
         for r in ready:
-            if r is self.listener:
+            if r == listen_fd:
                 self._accept()
             elif r == self.wake_r:
                 try:
@@ -411,7 +417,8 @@ class Launcher:
             raise LaunchError(f"fork: {os.strerror(e.errno)}") from None
         if child == 0:
             try:
-                run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w)
+                run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
+                          nofile=CONTAINER_NOFILE)
             finally:
                 os._exit(127)
         for fd in (out_w, err_w, fail_w, pid_w):
@@ -563,8 +570,9 @@ def _read_to_eof(fd: int, timeout: float, stop_at_newline: bool = False) -> str:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(left * 1000):
             break
         data = os.read(fd, 4096)
         if not data:
@@ -593,6 +601,11 @@ def main(argv=None) -> int:
         print("launcher: --cgroup must be an absolute cgroupfs path", file=sys.stderr)
         return 2
     os.makedirs(state_dir, 0o700, exist_ok=True)
+    global CONTAINER_NOFILE
+    CONTAINER_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = CONTAINER_NOFILE
+    if soft < hard:                 # three descriptors per container; containers keep the original
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     ready_r = ready_w = None
     if not args.foreground:

@@ -32,6 +32,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -204,11 +205,14 @@ def _report(fd: int, line: str) -> None:
 # ---------------------------------------------------------------- child side
 
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
-              err_w: int, pid_w: int) -> None:
-    """Executed in the launcher's forked child. Never returns."""
+              err_w: int, pid_w: int, nofile: tuple[int, int] | None = None) -> None:
+    """Executed in the launcher's forked child. Never returns. `nofile`:
+    the RLIMIT_NOFILE the container gets (the launcher raises its own)."""
     try:
         try:
             _join_cgroup(spec.cgroup)          # the very first thing we do
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
             _step("unshare namespaces", ns.unshare, spec.unshare_flags)
             pid = _step("fork container init", os.fork)

@@ -361,3 +361,22 @@ def test_client_is_thread_safe(ctx):
     assert len(spawned) == 4
     for cid, pid in spawned:
         assert wait_exit(client, cid, pid).exit_code == 0
+
+
+def test_launcher_raises_its_fd_limit_but_containers_keep_the_callers(ctx):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1000, hard - 1)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        client = ctx.connect()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    lpid = client.ping()["pid"]
+    with open(f"/proc/{lpid}/limits") as f:
+        line = next(x for x in f if x.startswith("Max open files"))
+    assert line.split()[3:5] == [str(hard), str(hard)]
+    cid, pid = ctx.container(client, ["sh", "-c", "ulimit -n"])
+    wait_exit(client, cid, pid)
+    with open(os.path.join(ctx.state_dir, cid + ".log")) as f:
+        assert f.read() == f"{low}\n"
