@@ -82,7 +82,7 @@ def _wait_empty(cg):
         time.sleep(0.01)
 
 
-def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, python, tmp_path):
+def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, python, tmp_path, record_property):
     import subprocess
     ledger = _ledger(tmp_path)
     info = ContainerInfo(id="0000000000a1", name="hold", cgroup=v2_cgroup.path, limits=None, state="running")
@@ -110,12 +110,15 @@ def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, pyt
     # baseline while the process ran (it exits at the very end: its memory drops
     # for the last sample only, within the error budget)
     beyond = mem_bs - baseline * running_us / 1e6
+    record_property("billed_mib_s_beyond_baseline", round(beyond / MIB, 2))
+    record_property("populate_seconds", freed.split()[1])
     assert abs(beyond - 1000 * MIB) <= 0.02 * 1000 * MIB, \
         f"billed {beyond / MIB:.1f} MiB-s beyond baseline (populate took {freed.split()[1]} s)"
     assert peak >= 100 * MIB
 
 
-def test_50_mib_o_direct_write_bills_50_mib(v2_cgroup, run_in_cgroup, python, loop_block_device, tmp_path):
+def test_50_mib_o_direct_write_bills_50_mib(v2_cgroup, run_in_cgroup, python, loop_block_device, tmp_path,
+                                            record_property):
     ledger = _ledger(tmp_path)
     info = ContainerInfo(id="0000000000b2", name="writer", cgroup=v2_cgroup.path, limits=None, state="running")
     sampler = Sampler(ledger, info, interval=0.1)
@@ -129,6 +132,7 @@ def test_50_mib_o_direct_write_bills_50_mib(v2_cgroup, run_in_cgroup, python, lo
     ledger.final(info, final)
     _, _, _, wbytes, wops, cpu = _totals(ledger)
     ledger.close()
+    record_property("billed_io_write_bytes", wbytes)
     assert abs(wbytes - 50 * MIB) <= 0.01 * 50 * MIB, f"billed {wbytes} bytes written"
     assert wbytes == sum(st.wbytes for st in final.io.values())   # exactly what io.stat says
     assert wops >= 50 and cpu == final.cpu.usage_usec
