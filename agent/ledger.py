@@ -12,7 +12,7 @@ Model (see docs/billing.md for the reasoning):
   committed counters (a decrease or a new inode counts from zero, like
   Prometheus increase()) go into the period that contains the sample's wall
   time; a period is closed (a record written) when a sample of a later period
-  arrives. Records, hourly rollups and the new state of every instance are
+  arrives. Records, day/hour rollups and the new state of every instance are
   written in ONE transaction per pass, so a SIGKILL at any instant leaves
   either the state before or after the pass: what the records plus the open
   accumulators hold is always exactly the committed counters' increase.
