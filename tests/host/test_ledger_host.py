@@ -100,3 +100,67 @@ def test_periods_freeze_and_new_instance(cgroup, spawn, tmp_path):
     rows = con.execute("SELECT cgroup_inode, SUM(cpu_usec) FROM records GROUP BY cgroup_inode ORDER BY MIN(seq)").fetchall()
     assert rows == [(final.inode, final.cpu.usage_usec), (second.inode, second.cpu.usage_usec)]
     led.close()
+
+
+def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path):
+    """The real daemon: collector -> ledger.observe, supervisor -> ledger.final
+    before rmdir, GET /v1/usage -> agentctl usage."""
+    import json
+    import shutil
+    import socket
+    import subprocess
+
+    from agent.client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = str(tmp_path / "agent.sock")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
+                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "e2e"\n'
+                   f'[collector]\ninterval = "100ms"\n'
+                   f'[billing]\nperiod = "1s"\nprice_cpu_core_hour = "3.6"\n')
+    agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    ctl = [shutil.which("agentctl"), "--socket", sock]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                Client(sock, timeout=5).call("GET", "/v1/health")
+                break
+            except Exception:
+                assert agentd.poll() is None and time.monotonic() < deadline, "agentd did not come up"
+                time.sleep(0.1)
+        cid = subprocess.run(ctl + ["run", "-d", "--name", "bill", "-l", "team=red", "--", "/bin/sh", "-c",
+                                    "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 1.5"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(ctl + ["wait", "bill"], capture_output=True, timeout=120)
+        stat = os.path.join(cgroup.path, "containers", cid, "cpu.stat")
+        while True:   # exited: the counters stand still now
+            info = json.loads(subprocess.run(ctl + ["inspect", "bill"], check=True, capture_output=True,
+                                             text=True).stdout)
+            if info.get("state") == "exited":
+                break
+            time.sleep(0.1)
+        usage = int(open(stat).read().split()[1])
+        subprocess.run(ctl + ["rm", "bill"], check=True, capture_output=True)   # final reading, then rmdir
+        assert not os.path.exists(stat)
+        out = subprocess.run(ctl + ["usage", "--format", "jsonl"], check=True, capture_output=True, text=True).stdout
+        recs = [json.loads(line) for line in out.splitlines()]
+        assert recs and {r["name"] for r in recs} == {"bill"} and {r["labels"]["team"] for r in recs} == {"red"}
+        assert sum(round(r["cpu_seconds"] * 1e6) for r in recs) == usage
+        assert len({r["record_id"] for r in recs}) == len(recs) >= 2
+        table = subprocess.run(ctl + ["usage", "--group-by", "label:team"], check=True, capture_output=True,
+                               text=True).stdout
+        assert f"{usage / 1e6:.6f}" in table.splitlines()[-1]     # TOTAL line
+        bad = subprocess.run(ctl + ["usage", "--since", "yesterday"], capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "since:" in bad.stderr
+    finally:
+        agentd.terminate()
+        try:
+            agentd.wait(30)
+        except subprocess.TimeoutExpired:
+            agentd.kill()
+            agentd.wait()
