@@ -212,12 +212,15 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         try:
             _join_cgroup(spec.cgroup)          # the very first thing we do
             if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+                _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
             _step("unshare namespaces", ns.unshare, spec.unshare_flags)
             pid = _step("fork container init", os.fork)
         except _Fail as e:
             _report(err_w, str(e))
+            os._exit(127)
+        except BaseException as e:     # a bug in here must still be one line
+            _report(err_w, f"container setup: {type(e).__name__}: {e}")
             os._exit(127)
         if pid:
             os.write(pid_w, f"{pid}\n".encode())
@@ -271,12 +274,17 @@ def _container_init(spec: SpawnSpec) -> None:
         if not os.path.isdir(root):
             raise _Fail(f"rootfs {spec.rootfs}: not a directory")
         _step(f"bind rootfs {root}", ns.mount, root, root, None, ns.MS_BIND | ns.MS_REC)
+        # nodev everywhere the container can write: CAP_MKNOD (Docker's set)
+        # can create a node for the host's disk, and cgroup v2 has no device
+        # allowlist file; nodev makes such a node unusable
+        _remount(root, ns.MS_NODEV)
         _mount_proc(_inside(root, "/proc", make_dir=True))
         _mount_dev(_inside(root, "/dev", make_dir=True))
         _mount_sys(_inside(root, "/sys", make_dir=True))
         _harden(root)
         for m in spec.mounts:
-            _bind(m, _inside(root, m.dst, make_for=m.src))
+            _bind(m, _inside(root, m.dst, make_for=m.src),
+                  nodev=not (m.src == "/dev" or m.src.startswith("/dev/")))
         _pivot(root)
     else:
         # host root: a fresh /proc, and a fresh read-only /sys, which also
@@ -359,7 +367,9 @@ def _harden(root: str) -> None:
 
 
 def _mount_dev(dev: str) -> None:
-    _step("mount /dev", ns.mount, "tmpfs", dev, "tmpfs", ns.MS_NOSUID,
+    # nodev: the null/zero/... binds below are mounts of their own and keep
+    # working; a node made with mknod in this tmpfs does not
+    _step("mount /dev", ns.mount, "tmpfs", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV,
           "mode=755,size=65536k")
     for name in DEV_NODES:
         target = os.path.join(dev, name)
@@ -379,14 +389,19 @@ def _mount_dev(dev: str) -> None:
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
 
 
-def _bind(m, target: str) -> None:
+def _remount(target: str, add: int, what: str | None = None) -> None:
+    """Add mount flags to a bind mount, keeping the ones it has (ST_* == MS_*)."""
+    keep = os.statvfs(target).f_flag & (ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+    _step(f"remount {what or target}", ns.mount, None, target, None,
+          ns.MS_REMOUNT | ns.MS_BIND | keep | add)
+
+
+def _bind(m, target: str, nodev: bool = False) -> None:
     _step(f"bind mount {m.src} on {m.dst}", ns.mount, m.src, target, None,
           ns.MS_BIND | ns.MS_REC)
-    if m.ro:
-        # keep nosuid/nodev/noexec of the source (ST_* == MS_* for these)
-        keep = os.statvfs(target).f_flag & (ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
-        _step(f"remount {m.dst} read-only", ns.mount, None, target, None,
-              ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | keep)
+    add = (ns.MS_RDONLY if m.ro else 0) | (ns.MS_NODEV if nodev else 0)
+    if add:
+        _remount(target, add, f"{m.dst} read-only" if m.ro else m.dst)
 
 
 def _pivot(root: str) -> None:

@@ -467,3 +467,34 @@ def test_a_container_cannot_talk_to_the_launcher(env):
     r = run(env, [os.path.realpath(sys.executable), "-c", SOCKET_PROBE, sock])
     assert r.out == "closed\n", r.err
     assert env.client.ping()["pid"] == env.launcher_pid
+
+
+def test_rootfs_container_cannot_use_a_device_node_it_creates(env, rootfs):
+    # CAP_MKNOD is in Docker's set and cgroup v2 has no devices allowlist file:
+    # the node can be made, but every writable mount is nodev
+    for applet in ("mknod", "head", "wc", "mkdir"):
+        if not os.path.lexists(os.path.join(rootfs, "bin", applet)):
+            os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    st = os.stat(os.path.realpath(find_root_block_device()))
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    script = (f"mkdir -p /tmp; mknod /tmp/disk b {major} {minor}; echo made=$?; "
+              f"mknod /dev/disk b {major} {minor}; echo made=$?; "
+              "head -c 512 /tmp/disk | wc -c; head -c 512 /dev/disk | wc -c; "
+              "head -c 4 /dev/zero | wc -c")
+    try:
+        r = run(env, ["sh", "-c", script], rootfs=rootfs, env={"PATH": "/bin"})
+    finally:
+        shutil.rmtree(os.path.join(rootfs, "tmp"), ignore_errors=True)
+    assert r.out.split() == ["made=0", "made=0", "0", "0", "4"]
+    assert r.err.count("Permission denied") == 2
+
+
+def find_root_block_device() -> str:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == "/":
+                source = fields[fields.index("-") + 2]
+                if source.startswith("/dev/"):
+                    return source
+    pytest.skip("the root filesystem is not on a block device here")
