@@ -62,6 +62,14 @@ def layout_cgroups(root_path: str, move_self: bool = True) -> Layout:
     """Create R/agentd, R/launcher, R/containers; move agentd into R/agentd;
     enable every controller the host offers down to the containers."""
     root = Cgroup(root_path)
+    mount = cgroupfs.find_mount()
+    parent = root.parent()
+    if parent.path == mount.rstrip("/") and parent.controllers() - parent.subtree_control():
+        # R sits right below the hierarchy root (no systemd to have done this):
+        # hand R every controller the kernel offers on cgroup2. The root cgroup
+        # is exempt from the no-internal-process rule, so this moves nothing.
+        enabled = parent.enable_controllers(sorted(parent.controllers()))
+        log.info("cgroup.root_controllers_enabled", cgroup=parent.path, controllers=sorted(enabled))
     root.create(exist_ok=True)
     agentd = root.child("agentd").create()
     launcher = root.child("launcher").create()

@@ -131,14 +131,18 @@ class Agentd:
              "--socket", self.sock, "--metrics-listen", f"127.0.0.1:{free_port()}"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
         self.client = Client(self.sock, timeout=120)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # Python under TCG in a loaded VM is slow to start
         while True:
             try:
                 self.client.call("GET", "/v1/health")
                 break
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"agentd did not start; see {self.log.name}")
+                    self.proc.kill()
+                    with open(self.log.name, errors="replace") as f:
+                        tail = f.read()[-3000:]
+                    kill_tree(root)
+                    raise SystemExit(f"agentd did not start (exit {self.proc.poll()}); its log:\n{tail}")
                 time.sleep(0.05)
 
     def close(self):
