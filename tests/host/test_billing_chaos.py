@@ -94,3 +94,83 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(cgroup_factory,
     assert len(ids) == len(set(ids))
     # nothing is left open: the final readings closed every period
     assert con.execute("SELECT COUNT(*) FROM instances WHERE open_start IS NOT NULL").fetchone()[0] == 0
+
+
+def test_sigkill_agentd_at_random_instants(cgroup, tmp_path):
+    """The same with the real daemon: agentd is SIGKILLed at random instants
+    (while starting, restoring, collecting, committing) and restarted; its
+    containers keep running under the launcher. At the end every container's
+    billed cpu_seconds equal its cpu.stat usage_usec exactly."""
+    import shutil
+    import socket
+
+    from agent.client import Client
+
+    rng = random.Random(os.getpid() + 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = str(tmp_path / "agent.sock")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
+                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "chaos"\n'
+                   f'[collector]\ninterval = "50ms"\n[billing]\nperiod = "2s"\n')
+    ctl = [shutil.which("agentctl"), "--socket", sock]
+
+    def start():
+        return subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def healthy(proc):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                Client(sock, timeout=5).call("GET", "/v1/health")
+                return
+            except Exception:
+                assert proc.poll() is None and time.monotonic() < deadline, "agentd did not come up"
+                time.sleep(0.05)
+
+    agentd = start()
+    try:
+        healthy(agentd)
+        ids = {}
+        for name in ("b1", "b2"):
+            ids[name] = subprocess.run(
+                ctl + ["run", "-d", "--name", name, "--", "/bin/sh", "-c",
+                       "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.02; done"],
+                check=True, capture_output=True, text=True).stdout.strip()
+        for _ in range(8):
+            if rng.random() < 0.7:
+                healthy(agentd)
+            time.sleep(rng.uniform(0.0, 2.0))
+            agentd.send_signal(signal.SIGKILL)
+            agentd.wait()
+            agentd = start()
+        healthy(agentd)
+        time.sleep(0.5)
+        usage = {}
+        for name, cid in ids.items():
+            subprocess.run(ctl + ["stop", "-t", "0", name], check=True, capture_output=True)
+            cg = os.path.join(cgroup.path, "containers", cid)
+            while read_sample(cg).events.populated:
+                time.sleep(0.01)
+            usage[name] = read_sample(cg).cpu.usage_usec
+            subprocess.run(ctl + ["rm", name], check=True, capture_output=True)   # final reading, then rmdir
+            assert not os.path.exists(cg)
+        out = subprocess.run(ctl + ["usage", "--format", "jsonl"], check=True, capture_output=True, text=True).stdout
+        recs = [json.loads(line) for line in out.splitlines()]
+        for name in ids:
+            mine = [r for r in recs if r["name"] == name]
+            billed = sum(round(r["cpu_seconds"] * 1e6) for r in mine)
+            assert billed == usage[name], f"{name}: billed {billed} us, kernel says {usage[name]} us"
+            starts = [r["period_start"] for r in mine]
+            assert len(starts) == len(set(starts)) >= 3
+        assert len({r["record_id"] for r in recs}) == len(recs)
+    finally:
+        agentd.terminate()
+        try:
+            agentd.wait(30)
+        except subprocess.TimeoutExpired:
+            agentd.kill()
+            agentd.wait()
