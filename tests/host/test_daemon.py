@@ -237,3 +237,15 @@ def test_sighup_reload(cgroup, tmp_path):
         a.client.call("GET", "/v1/health")
     finally:
         a.stop()
+
+
+def test_cgroup_root_resolution():
+    from agent.daemon import resolve_cgroup_root
+    from runtime.cgroupfs import find_mount, own_cgroup
+    mount = find_mount()
+    assert resolve_cgroup_root(f"{mount}/cga-x") == (f"{mount}/cga-x", "configured")
+    assert resolve_cgroup_root("/cga-y")[0] == f"{mount}/cga-y"
+    root, why = resolve_cgroup_root("")
+    if own_cgroup() == "/":
+        # the hierarchy root is never taken over: a cgroup of our own below it
+        assert root == f"{mount}/cgroup-agent" and "not delegated" in why
