@@ -100,6 +100,11 @@ class PostgresSink:
         sec = config.sink_postgres
         if sec is None:
             raise ValueError("sink.postgres: not configured")
+        try:
+            import psycopg  # noqa: F401  (optional dependency: only when a sink is configured)
+        except ImportError:
+            raise RuntimeError("sink.postgres: psycopg 3 is not installed; "
+                               "pip install 'cgroup-agent[postgres]' or remove [sink.postgres]") from None
         if not _TABLE_RE.match(table):
             raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
         self.dsn = sec.dsn
