@@ -30,23 +30,35 @@ def _pg_version() -> str:
     return sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
 
 
+def _online() -> bool:
+    return "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+
+
 def _pg(action: str) -> None:
-    subprocess.run(["pg_ctlcluster", _pg_version(), "main", action], check=True, capture_output=True, timeout=120)
+    r = subprocess.run(["pg_ctlcluster", _pg_version(), "main", action], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0 and _online() != (action == "start"):
+        raise AssertionError(f"pg_ctlcluster {action} failed: {r.stderr.strip()}")
 
 
 @pytest.fixture
 def pg():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is not reachable at {DSN} (run scripts/services.sh): {e}")
+    deadline = time.monotonic() + 60   # the cluster may be restarting (another run of this test)
+    while True:
+        try:
+            conn = psycopg.connect(DSN, autocommit=True, connect_timeout=5)
+            break
+        except psycopg.OperationalError as e:
+            if time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL is not reachable at {DSN} (run scripts/services.sh): {e}")
+            time.sleep(0.5)
     table = f"usage_test_{uuid.uuid4().hex[:10]}"
     yield conn, table
     try:
         conn.close()
     except Exception:
         pass
-    if subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.find("online") < 0:
+    if not _online():
         _pg("start")
     with psycopg.connect(DSN, autocommit=True) as c:
         c.execute(f"DROP TABLE IF EXISTS {table}")
