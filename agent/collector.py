@@ -134,6 +134,22 @@ def _reader_fds(reader) -> dict | None:
     return None
 
 
+def _read_file(cg_path: str, file: str) -> bytes:
+    """open/read/close: for cgroups beyond RLIMIT_NOFILE."""
+    fd = os.open(os.path.join(cg_path, file), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, _PREAD_SIZE)
+    finally:
+        os.close(fd)
+
+
+def _inode(path: str):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def _gone(path: str, inode) -> bool:
     """The cgroup we opened no longer exists (removed, or replaced by a new one of that name)."""
     try:
@@ -182,6 +198,7 @@ class Collector:
         self._pass_errors = 0
         self._last_infos: list = []
         self._started = False
+        self._fd_limit_logged = False
 
     # -- public API ------------------------------------------------------
 
@@ -354,8 +371,14 @@ class Collector:
         except (CgroupError, OSError) as exc:
             if getattr(exc, "errno", None) == errno.EMFILE:
                 selfmetrics.inc("collection_errors_total", reason="fd_limit")
-                log.warning("collector.fd_limit", path=path)
-                t = _Tracked(path, None, None)   # falls back to open/read/close
+                if not self._fd_limit_logged:     # once, not once per cgroup
+                    self._fd_limit_logged = True
+                    log.warning("collector.fd_limit", path=path, tracked=len(self._tracked),
+                                effect="cgroups beyond the limit are read with open/read/close; "
+                                       "raise LimitNOFILE")
+                # fall back to open/read/close of the files this cgroup has (fd None)
+                files = {f: None for f in _FILE_FIELD if os.path.exists(os.path.join(path, f))}
+                t = _Tracked(path, None, files, _inode(path))
                 self._tracked[path] = t
                 return t
             return None   # vanished before we got to it
@@ -387,8 +410,8 @@ class Collector:
 
     def _read(self, t: _Tracked, n: int):
         """Read one cgroup per the tier rules; returns its CgroupSample."""
-        if t.fds is None:
-            return stats.read_sample(t.path) if t.reader is None else t.reader.sample()
+        if t.fds is None:   # a reader that does not expose its descriptors
+            return t.reader.sample()
         fds = t.fds
         raw = t.raw
         values = t.values
@@ -396,10 +419,10 @@ class Collector:
         first = t.sample is None
         cpu_changed = True   # also when cpu.stat is absent: then never skip as idle
         for file in FAST:
-            fd = fds.get(file)
-            if fd is None:
+            if file not in fds:
                 continue
-            data = os.pread(fd, _PREAD_SIZE, 0)
+            fd = fds[file]
+            data = os.pread(fd, _PREAD_SIZE, 0) if fd is not None else _read_file(t.path, file)
             if raw.get(file) != data:
                 raw[file] = data
                 changed = True
@@ -413,10 +436,10 @@ class Collector:
         else:
             files = MEDIUM + SLOW if (n + t.phase) % self.idle_every == 0 else ()
         for file in files:
-            fd = fds.get(file)
-            if fd is None:
+            if file not in fds:
                 continue
-            data = os.pread(fd, _PREAD_SIZE, 0)
+            fd = fds[file]
+            data = os.pread(fd, _PREAD_SIZE, 0) if fd is not None else _read_file(t.path, file)
             if raw.get(file) != data:
                 raw[file] = data
                 changed = True

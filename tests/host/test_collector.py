@@ -219,3 +219,26 @@ def test_containers_callable_failure_keeps_the_last_list(cgroup, cgroup_mount, c
     snap = col.collect_once()
     assert cgroup.path in snap.samples and "c0ffee000001" in snap.containers
     assert selfmetrics.get("collection_errors_total", reason="containers") == 1
+
+
+def test_beyond_the_descriptor_limit_cgroups_are_still_read(cgroup_factory, cgroup_mount, spawn, collectors):
+    import resource
+    cgs = [cgroup_factory() for _ in range(3)]
+    for cg in cgs:
+        spawn(["sleep", "60"], cgroup=cg)
+    infos = [info_for(cg, f"{i:012x}", f"c{i}") for i, cg in enumerate(cgs)]
+    col = collectors(config(cgroup_mount), lambda: infos)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 8, hard))   # room for one reader only
+    try:
+        col.collect_once()
+        snap = col.collect_once()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert selfmetrics.get("collection_errors_total", reason="fd_limit") >= 1
+    assert set(snap.samples) == {cg.path for cg in cgs}
+    for cg in cgs:
+        s = snap.samples[cg.path]
+        assert s.cpu.usage_usec == usage(cg)           # sleeping: stable
+        assert s.events.populated is True
