@@ -5,6 +5,8 @@
    ControllerMissing names the first missing one and why, and nothing is
    written (``exc.missing`` holds every missing controller and its reason).
 2. Each file's previous contents are read, then the new contents written.
+   io.max is made exactly ``limits.io_max``: devices limited before but not
+   named any more are reset to max (``io_max=()`` clears every device).
    If a write fails, what was already written is restored (best effort,
    newest first) before the error is raised.
 3. The limits in effect are read back and returned: never report a limit
@@ -64,6 +66,20 @@ def _restore_text(file: str, old: str | None, new: str) -> list[str]:
     return [text if text else "\n"]  # an empty cpuset is written as a bare newline
 
 
+def _io_max_text(cg: Cgroup, limits: Limits) -> str:
+    """io.max lines making the cgroup's io.max exactly ``limits.io_max``:
+    devices limited now but not named any more are reset to max."""
+    wanted = {e.devno for e in limits.io_max}
+    current = cg.read("io.max") or ""
+    lines = [e.render() for e in limits.io_max]
+    for line in current.splitlines():
+        if line.strip():
+            e = parse_io_max_line(line)
+            if e.devno not in wanted:
+                lines.append(f"{e.major}:{e.minor} rbps=max wbps=max riops=max wiops=max")
+    return "\n".join(lines)
+
+
 def _write_error(cg: Cgroup, file: str, text: str, exc: CgroupError) -> Exception:
     if isinstance(exc, CgroupGone):
         return exc
@@ -80,6 +96,10 @@ def apply_limits(cg, limits: Limits) -> Limits:
     cg = Cgroup(cg)
     check_controllers(cg, limits)
     files = limits.files()
+    if limits.io_max is not None:
+        files["io.max"] = _io_max_text(cg, limits)
+        if not files["io.max"]:
+            del files["io.max"]
     previous = {file: cg.read(file) for file in files}
     for file, old in previous.items():
         if old is None:  # controller present but file absent (e.g. no swap accounting)

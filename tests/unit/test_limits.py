@@ -307,3 +307,14 @@ def test_read_limits_of_captured_unlimited_cgroup():
 @needs_61
 def test_read_limits_of_captured_root_has_no_limit_files():
     assert read_limits(Cgroup(os.path.join(KERNEL61, "root"))) == Limits()
+
+
+def test_apply_io_max_replaces_the_whole_device_set(tmp_path):
+    from runtime.apply import apply_limits
+    cg = _fake_cgroup(tmp_path, ["io"],
+                      {"io.max": "8:0 rbps=1024 wbps=max riops=max wiops=max\n"})
+    apply_limits(cg, Limits(io_max=()))
+    # (a real io.max drops the all-max line; a plain file keeps the last write)
+    assert (tmp_path / "io.max").read_text() == "8:0 rbps=max wbps=max riops=max wiops=max"
+    assert apply_limits(cg, Limits(io_max=(IoMax(8, 0, wbps=M),))).io_max == (
+        IoMax(8, 0, wbps=M),)
