@@ -307,12 +307,13 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
                 info = by_cgroup.get(path)
                 sample = snapshot.samples[path]
                 hit = cache.get(path)
-                if hit is not None and hit[0] is sample and (hit[1] is info or hit[1] == info) and hit[2] == allow:
+                same_labels = hit is not None and (hit[1] is info or hit[1] == info) and hit[2] == allow
+                if same_labels and hit[0] is sample:
                     lb = hit[3]
                     for i, lines in hit[4]:
                         out[i].extend(lines)
                 else:
-                    lb = _base_labels(path, info, mount, allow)
+                    lb = hit[3] if same_labels else _base_labels(path, info, mount, allow)
                     before = [len(x) for x in out]
                     _emit_cgroup(out, lb, sample, info, devices)
                     chunk = tuple((i, out[i][n:]) for i, n in enumerate(before) if len(out[i]) > n)
