@@ -438,6 +438,11 @@ class Ledger:
         if new:
             inst = Instance.new(info.id, inode, info.name, labels_json(info.labels))
             self._instances[key] = inst
+        elif inst.last_mono is not None and mono < inst.last_mono:
+            # a sample older than what is already accounted for (a collector pass
+            # that started before the supervisor's final reading): its counters
+            # would look like a reset. Ignore it.
+            return inst
         # A sample of a later period closes the open one; its deltas go to the new one.
         if inst.open_start is not None and pw > inst.open_start:
             records.append(self._close(inst))

@@ -247,3 +247,22 @@ def test_final_closes_the_period_at_once(tmp_path):
     assert db.execute("SELECT cpu_usec FROM records WHERE container_id='a'").fetchall() == [(50_123,)]
     sim.ledger.final(sim.info("a"), sim.sample("a", 0))   # a repeated final bills nothing twice
     assert db.execute("SELECT SUM(cpu_usec), COUNT(*) FROM records WHERE container_id='a'").fetchone()[0] == 50_123
+
+
+def test_stale_snapshot_after_final_bills_nothing_twice(tmp_path):
+    """A collector pass that started before the supervisor's final reading
+    arrives after it: its older counters must not look like a reset."""
+    import time as _time
+    sim = Sim(str(tmp_path / "l.db"))
+    old_mono = _time.monotonic() - 5          # the pass started before the final reading
+    sim.cpu["a"] = 40_000
+    stale = SimpleNamespace(taken_at=_time.time(), monotonic=old_mono,
+                            samples={"/cg/a": sim.sample("a", 0)}, containers={"a": sim.info("a")})
+    sim.cpu["a"] = 50_000
+    sim.ledger.final(sim.info("a"), sim.sample("a", 0))
+    sim.ledger.observe(stale)
+    sim.ledger.observe(SimpleNamespace(taken_at=_time.time() + 3 * PERIOD, monotonic=_time.monotonic() + 1,
+                                       samples={}, containers={}))
+    db = sqlite3.connect(sim.path)
+    assert db.execute("SELECT SUM(cpu_usec) FROM records WHERE container_id='a'").fetchone()[0] == 50_000
+    assert db.execute("SELECT a_cpu FROM instances WHERE container_id='a'").fetchone()[0] == 0
