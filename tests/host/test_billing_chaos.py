@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -34,10 +35,13 @@ cfg = load_config(None, {"billing.period": "2s", "agent.host": "chaos", "billing
 ledger = Ledger(cfg, db)
 infos = {cid: ContainerInfo(id=cid, name="burner-" + cid, cgroup=path, limits=None, state="running")
          for cid, path in cgroups.items()}
+first = True
 while True:
     mono, wall = time.monotonic(), time.time()
     samples = {i.cgroup: read_sample(i.cgroup) for i in infos.values()}
     ledger.observe(Snapshot(taken_at=wall, monotonic=mono, duration=0.0, samples=samples, containers=infos))
+    if first:
+        sys.stdout.write("ready\n"); sys.stdout.flush(); first = False
     time.sleep(0.01)
 """
 
@@ -53,14 +57,21 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(cgroup_factory,
     env = {**os.environ, "PYTHONPATH": REPO}
     arg = json.dumps({cid: cg.path for cid, cg in cgs.items()})
     kills = 0
-    for _ in range(22):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, db, arg], env=env,
-                                 stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.05, 1.3))
+    for _ in range(15):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, db, arg], env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.0, 0.3))          # while it starts and opens the ledger
+        else:                                          # while it samples and commits
+            ready, _, _ = select.select([child.stdout], [], [], 120)
+            assert ready and child.stdout.readline() == b"ready\n", \
+                f"ledger child did not start: {child.stderr.read().decode()[-2000:] if child.poll() is not None else ''}"
+            time.sleep(rng.uniform(0.0, 1.3))
         if child.poll() is not None:
             raise AssertionError(f"ledger child died by itself: {child.stderr.read().decode()[-2000:]}")
         child.send_signal(signal.SIGKILL)
         child.wait()
+        child.stdout.close()
         child.stderr.close()
         kills += 1
     # the containers end: every burner is killed and its cgroup empties
@@ -79,7 +90,7 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(cgroup_factory,
     ledger.close()
 
     con = sqlite3.connect(db)
-    assert kills == 22
+    assert kills == 15
     for cid, cg in cgs.items():
         usage = read_sample(cg).cpu.usage_usec
         assert usage > 0
