@@ -503,7 +503,11 @@ class Collector:
                 cb(snap)
             except Exception:  # noqa: BLE001 - a subscriber never kills the collector
                 selfmetrics.inc("subscriber_errors_total")
-                log.exception("collector.subscriber_failed", subscriber=getattr(cb, "__qualname__", repr(cb)))
+                try:
+                    log.exception("collector.subscriber_failed",
+                                  subscriber=getattr(cb, "__qualname__", repr(cb)))
+                except Exception:  # noqa: BLE001
+                    pass
         return snap
 
     # -- thread ----------------------------------------------------------
@@ -517,7 +521,10 @@ class Collector:
                 self._do_pass()
             except Exception:  # noqa: BLE001 - never die; count and go on
                 selfmetrics.inc("collection_errors_total", reason="pass")
-                log.exception("collector.pass_failed")
+                try:
+                    log.exception("collector.pass_failed")
+                except Exception:  # noqa: BLE001 - not even when logging fails (closed stdout)
+                    pass
             next_at += self.interval
             now = time.monotonic()
             if next_at < now:   # overran: skip missed ticks, keep the cadence

@@ -214,6 +214,8 @@ def time_generate_latest(body: bytes, reps=3) -> float:
 LOAD_CHILD = r"""
 import sys, time, json
 sys.path.insert(0, sys.argv[1])
+import structlog
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 from agent.collector import Collector
 from agent.model import ContainerInfo
 from exporters.metrics_server import MetricsServer
