@@ -127,7 +127,9 @@ class Daemon:
             log.warning("cgroup.controller_missing", controller=name, reason=reason,
                         effect=f"limits needing {name} are refused")
         store = self.parts["store"] = Store(os.path.join(cfg.agent.state_dir, "state.db"))
-        launcher = self.parts["launcher"] = LauncherClient.connect_or_start(cfg.agent.state_dir, layout.launcher.path)
+        # generous: a cold Python start on a loaded or emulated machine can take many seconds
+        launcher = self.parts["launcher"] = LauncherClient.connect_or_start(cfg.agent.state_dir, layout.launcher.path,
+                                                                            timeout=30)
         watcher = self._optional("watcher", self._watcher)
         sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
         self.parts["supervisor"] = sup

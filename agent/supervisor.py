@@ -842,7 +842,7 @@ class Supervisor:
         delay = 0.1
         while not self._stop:
             try:
-                new = LauncherClient.connect_or_start(self.config.agent.state_dir, self.layout.launcher.path)
+                new = LauncherClient.connect_or_start(self.config.agent.state_dir, self.layout.launcher.path, timeout=30)
                 break
             except Exception as err:
                 log.error("launcher.reconnect_failed", error=str(err), retry_in=delay)
