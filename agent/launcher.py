@@ -612,10 +612,13 @@ def main(argv=None) -> int:
         ready_r, ready_w = os.pipe()
         if os.fork():
             os.close(ready_w)
-            msg = _read_to_eof(ready_r, 30.0).strip()
+            # EOF comes when the daemon is ready or has died; the caller
+            # bounds the wait (a slow VM under load can take half a minute)
+            msg = _read_to_eof(ready_r, 24 * 3600.0).strip()
             if msg in ("ready", "already running"):
                 return 0
-            print(f"launcher: {msg or 'failed to start'}", file=sys.stderr)
+            print(f"launcher: {msg or 'exited while starting; see ' + os.path.join(state_dir, LOG_NAME)}",
+                  file=sys.stderr)
             return 1
         os.close(ready_r)
         os.setsid()
@@ -702,7 +705,7 @@ class LauncherClient:
                 [sys.executable, "-m", "agent.launcher", "--state-dir", state_dir,
                  "--cgroup", cgroup_path],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                env=env, cwd="/", timeout=max(timeout, 1) * 6, start_new_session=True)
+                env=env, cwd="/", timeout=max(timeout * 6, 120), start_new_session=True)
         except subprocess.TimeoutExpired:
             raise LauncherError("launcher did not start in time") from None
         if proc.returncode != 0:
