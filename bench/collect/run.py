@@ -225,7 +225,7 @@ class Cfg:
     class agent: metrics_listen = "127.0.0.1:0"
 infos = [ContainerInfo(id=f"{i:012x}", name=f"bench-{i}", cgroup=p, limits=None, state="running")
          for i, p in enumerate(paths)]
-col = Collector(Cfg, lambda: infos)
+col = Collector(Cfg, lambda: infos, **json.loads(sys.argv[3]))
 srv = MetricsServer(Cfg, col)
 col.start(); srv.start()
 print(srv.port, flush=True)
@@ -233,9 +233,10 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-def agent_load(paths, seconds: float) -> tuple[float, float]:
+def agent_load(paths, seconds: float, **kw) -> tuple[float, float]:
+    import json
     repo = os.path.dirname(os.path.dirname(HERE))
-    child = subprocess.Popen([sys.executable, "-c", LOAD_CHILD, repo, str(seconds + 30)],
+    child = subprocess.Popen([sys.executable, "-c", LOAD_CHILD, repo, str(seconds + 30), json.dumps(kw)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     child.stdin.write("\n".join(paths))
     child.stdin.close()
@@ -326,9 +327,11 @@ def main() -> int:
                           f" {busy * 1e3:>8.1f} {idle * 1e3:>8.1f} {g * 1e3:>15.1f} {g / busy:>7.1f}x",
                           flush=True)
             print()
-            cpu, rss = agent_load(paths[:args.load_size], args.load_seconds)
-            print(f"agent at {args.load_size} containers, 1 s interval, scraped every 15 s, "
-                  f"{args.load_seconds:.0f} s: CPU {cpu:.2f}% of one core, RSS {rss:.1f} MiB")
+            for mode, kw in (("tiered (default)", {}), ("full reads", {"slow_every": 1, "idle_every": 1})):
+                cpu, rss = agent_load(paths[:args.load_size], args.load_seconds, **kw)
+                print(f"agent at {args.load_size} containers, 1 s interval, scraped every 15 s, "
+                      f"{args.load_seconds:.0f} s, {mode}: CPU {cpu:.2f}% of one core, RSS {rss:.1f} MiB",
+                      flush=True)
         finally:
             remove_cgroups(root, paths, pids)
     return 0
