@@ -77,7 +77,7 @@ def test_memory_max_oom_kills(v2_cgroup, run_in_cgroup, python):
     assert applied.memory_max == 32 << 20 and applied.memory_swap_max == 0
     assert read_memory_events(v2_cgroup)["oom_kill"] == 0
 
-    proc = run_in_cgroup(v2_cgroup, [python, "-c", ALLOCATE])
+    proc = run_in_cgroup(v2_cgroup, [python, "-S", "-c", ALLOCATE])
     assert proc.wait(timeout=300) == -signal.SIGKILL
 
     events = read_memory_events(v2_cgroup)
@@ -86,7 +86,7 @@ def test_memory_max_oom_kills(v2_cgroup, run_in_cgroup, python):
     assert int(v2_cgroup.read("memory.peak")) <= 32 << 20
 
 
-def test_cpu_max_throttles_near_quota(v2_cgroup, run_in_cgroup):
+def test_cpu_max_throttles_near_quota(v2_cgroup, run_in_cgroup, record_property):
     applied = apply_limits(v2_cgroup, Limits.parse(cpus="0.2"))
     assert (applied.cpu_quota_us, applied.cpu_period_us) == (20_000, 100_000)
     assert v2_cgroup.read("cpu.max").split() == ["20000", "100000"]
@@ -99,6 +99,7 @@ def test_cpu_max_throttles_near_quota(v2_cgroup, run_in_cgroup):
     proc.kill()
 
     share = (after.usage_usec - before.usage_usec) / 1e6 / (t1 - t0)
+    record_property("cpu_share_at_quota_0.2", round(share, 3))
     assert after.nr_throttled - before.nr_throttled > 0, after
     assert after.throttled_usec > before.throttled_usec, after
     # Quota 0.2 CPU; an unthrottled burner would take ~1.0. The lower bound
@@ -110,7 +111,7 @@ def test_pids_max_makes_fork_fail(v2_cgroup, run_in_cgroup, python):
     applied = apply_limits(v2_cgroup, Limits.parse(pids="5"))
     assert applied.pids_max == 5
 
-    proc = run_in_cgroup(v2_cgroup, [python, "-c", FORK_UNTIL_REFUSED],
+    proc = run_in_cgroup(v2_cgroup, [python, "-S", "-c", FORK_UNTIL_REFUSED],
                          stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -121,7 +122,7 @@ def test_pids_max_makes_fork_fail(v2_cgroup, run_in_cgroup, python):
 
 
 def _direct_write_rate(cg, run_in_cgroup, python, dev, total) -> float:
-    proc = run_in_cgroup(cg, [python, "-c", DIRECT_WRITE, dev, str(total)],
+    proc = run_in_cgroup(cg, [python, "-S", "-c", DIRECT_WRITE, dev, str(total)],
                          stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -130,23 +131,25 @@ def _direct_write_rate(cg, run_in_cgroup, python, dev, total) -> float:
 
 
 def test_io_max_wbps_caps_direct_writes(make_v2_cgroup, run_in_cgroup, python,
-                                        loop_block_device):
-    cap = 1 << 20
-    total = 6 << 20
+                                        loop_block_device, record_property):
+    cap = 512 << 10
+    total = 3 << 20
     dev = loop_block_device
     limited, free = make_v2_cgroup("io-limited"), make_v2_cgroup("io-free")
-    applied = apply_limits(limited, Limits.parse(io_max=f"{dev.path}:wbps=1M"))
+    applied = apply_limits(limited, Limits.parse(io_max=f"{dev.path}:wbps=512K"))
     assert [(e.major, e.minor, e.wbps) for e in applied.io_max] == [(dev.major, dev.minor, cap)]
 
     free_rate = _direct_write_rate(free, run_in_cgroup, python, dev.path, total)
     rate = _direct_write_rate(limited, run_in_cgroup, python, dev.path, total)
 
+    record_property("wbps_cap_ratio", round(rate / cap, 3))
+    record_property("unlimited_wbps_MiB", round(free_rate / (1 << 20), 1))
     assert read_io_stat(limited)[(dev.major, dev.minor)].wbytes >= total
     assert free_rate > 3 * cap, f"the device itself is too slow to show a cap: {free_rate:.0f} B/s"
     assert 0.25 * cap <= rate <= 1.6 * cap, f"{rate:.0f} B/s with wbps={cap}"
 
 
-def test_cpu_weight_splits_one_cpu(make_v2_cgroup, run_in_cgroup):
+def test_cpu_weight_splits_one_cpu(make_v2_cgroup, run_in_cgroup, record_property):
     light, heavy = make_v2_cgroup("w100"), make_v2_cgroup("w300")
     assert apply_limits(light, Limits.parse(cpu_weight="100", cpuset_cpus="0")).cpu_weight == 100
     assert apply_limits(heavy, Limits.parse(cpu_weight="300", cpuset_cpus="0")).cpu_weight == 300
@@ -162,4 +165,5 @@ def test_cpu_weight_splits_one_cpu(make_v2_cgroup, run_in_cgroup):
         p.kill()
 
     ratio = (h1 - h0) / max(l1 - l0, 1)
+    record_property("weight_300_100_ratio", round(ratio, 2))
     assert 2.0 <= ratio <= 4.5, f"cpu.weight 300:100 split the CPU {ratio:.2f}:1"

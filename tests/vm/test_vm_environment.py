@@ -37,7 +37,7 @@ def test_loop_block_device_accounts_io(loop_block_device, v2_cgroup, run_in_cgro
               "for _ in range(2):\n"
               "    os.write(fd, buf)\n"
               "os.close(fd)\n")
-    proc = run_in_cgroup(v2_cgroup, [python, "-c", script])
+    proc = run_in_cgroup(v2_cgroup, [python, "-S", "-c", script])
     assert proc.wait(timeout=120) == 0
     io = v2_cgroup.read("io.stat")
     line = [ln for ln in io.splitlines() if ln.startswith(loop_block_device.majmin + " ")]
