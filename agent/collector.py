@@ -33,13 +33,30 @@ is not parsed again.
 
 Trade-off: values from the slow tier (working set, rss/cache/mapped, page
 faults, IO counters, pressure totals, peak) may be up to ``slow_every``
-intervals old for busy cgroups, and up to ``idle_every`` for idle ones;
-cpu, memory.current, OOM events, populated/frozen are always fresh. Cumulative
-counters are delayed, never lost; billing's final read (``sample_now``) reads
-every file. ``slow_every=1, idle_every=1`` reads everything every pass.
+intervals old for busy cgroups, and up to ``idle_every`` for idle ones; the
+medium tier (memory.current, memory.events, pids.current) is fresh for busy
+cgroups and up to ``idle_every`` intervals old for idle ones (nothing ran
+there: only reclaim can move their memory). cpu.stat, populated and frozen
+are always fresh. Cumulative counters are delayed, never lost; billing's final
+read (``sample_now``) reads every file. ``slow_every=1, idle_every=1`` reads
+everything every pass. An unchanged cgroup keeps the very same CgroupSample
+object from pass to pass (the renderer relies on that to reuse its output).
 
 A cgroup that vanishes mid-read is dropped and counted
-(cgroup_agent_cgroups_vanished_total); the pass goes on.
+(cgroup_agent_cgroups_vanished_total); the pass goes on. Beyond
+RLIMIT_NOFILE (runtime.reader keeps ~7 descriptors per cgroup) the collector
+reads further cgroups with open/read/close under the same tiers, logs once
+and counts collection_errors_total{reason="fd_limit"}.
+
+API (used by agent/daemon.py, agent/api.py, agent/ledger.py):
+
+    c = Collector(config, supervisor.containers)   # slow_every=5, idle_every=30
+    c.subscribe(cb)         # cb(snapshot) after each pass, collector thread
+    c.start(); c.stop()
+    c.latest() -> Snapshot | None
+    c.sample_now(info) -> CgroupSample | None      # full fresh read, any thread
+    c.wait_for(seq, timeout) -> Snapshot | None    # tests/tools
+    c.collect_once() -> Snapshot                   # one pass, thread not running
 """
 from __future__ import annotations
 
