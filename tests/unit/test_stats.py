@@ -14,7 +14,20 @@ from runtime.stats import (CgroupEvents, CgroupSample, CpuStat, IoStat, Pressure
                            parse_events, parse_flat_keyed, parse_int_or_max, parse_io_stat,
                            parse_pressure, read_sample, working_set)
 
-from conftest import fixture_dirs, fixture_files, read_fixture
+
+def _unit_helpers():
+    # tests/unit/conftest.py by path: a plain "from conftest import" can pick up
+    # tests/host/conftest.py when both tiers run in one pytest session
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "conftest.py")
+    spec = importlib.util.spec_from_file_location("cga_unit_fixture_helpers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_h = _unit_helpers()
+fixture_dirs, fixture_files, read_fixture = _h.fixture_dirs, _h.fixture_files, _h.read_fixture
 
 # As documented in cgroup-v2.rst ("io.stat ... An example read output follows").
 IO_STAT_DOC = """8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0
