@@ -338,12 +338,16 @@ def parse_limits(v: Any, fieldname: str = "limits"):
         return Limits.parse(**args)
     except LimitError as e:
         raise UserError(f"{fieldname}.{e}") from None
-    except TypeError as e:
-        m = re.search(r"'(\w+)'", str(e))
-        key = m.group(1) if m else "?"
-        raise UserError(f"{fieldname}.{key}: unknown limit") from None
-    except (ValueError, KeyError) as e:
-        raise UserError(f"{fieldname}: {e}") from None
+    except Exception:  # a value of the wrong JSON type: find the key it belongs to
+        pass
+    for key, val in args.items():
+        try:
+            Limits.parse(**{key: val})
+        except LimitError as e:
+            raise UserError(f"{fieldname}.{e}") from None
+        except Exception:
+            raise UserError(f"{fieldname}.{key}: {_q(val)} is not a valid value for this limit") from None
+    raise UserError(f"{fieldname}: {_q(v)} is not a valid set of limits")
 
 
 def _size(fieldname: str, v: Any) -> int:
@@ -537,8 +541,11 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         limits = from_oci(resources)
     except LimitError as e:
         raise UserError(f"config.json linux.resources.{e}") from None
-    except (TypeError, ValueError, KeyError) as e:
-        raise UserError(f"config.json linux.resources: {e}") from None
+    except Exception:  # a section of the wrong JSON type (e.g. "cpu": [1])
+        bad = next((k for k, val in resources.items() if not isinstance(val, (dict, list))
+                    or (isinstance(val, list) and k not in ("devices", "hugepageLimits"))), None)
+        where = f"config.json linux.resources.{bad}" if bad else "config.json linux.resources"
+        raise UserError(f"{where}: not the shape the OCI runtime spec gives it") from None
     return body, limits
 
 

@@ -92,6 +92,7 @@ def test_good_names(config, name):
     ("network", "bridge", "network"),
     ("limits", {"memory": "12Q"}, "limits.memory"), ("limits", {"cpus": "-1"}, "limits.cpus"),
     ("limits", {"frobs": 1}, "limits.frobs"), ("limits", "64M", "limits"),
+    ("limits", {"io_max": 5}, "limits.io_max"), ("limits", {"memory": "1G", "pids": {"a": 1}}, "limits.pids"),
     ("restart", "sometimes", "restart"), ("restart", "always:3", "restart"), ("restart", "on-failure:-1", "restart"),
     ("labels", {"bad key": "v"}, "labels.bad key"), ("labels", ["novalue"], "labels[0]"),
     ("labels", {"k": "line\nbreak"}, "labels.k"),
@@ -235,6 +236,8 @@ def test_bundle_command_can_be_overridden(config, host):
     (lambda d: d["linux"]["namespaces"].append({"type": "user"}), "config.json linux.namespaces"),
     (lambda d: d["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}), "config.json linux.namespaces"),
     (lambda d: d["linux"].update(resources={"memory": {"limit": "lots"}}), "config.json linux.resources"),
+    (lambda d: d["linux"].update(resources={"cpu": [1]}), "config.json linux.resources.cpu"),
+    (lambda d: d["linux"].update(resources={"pids": "many"}), "config.json linux.resources.pids"),
 ])
 def test_bad_bundles(config, host, mutate, prefix):
     bundle = host / "bundle"
