@@ -237,7 +237,6 @@ def test_bundle_command_can_be_overridden(config, host):
     (lambda d: d["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}), "config.json linux.namespaces"),
     (lambda d: d["linux"].update(resources={"memory": {"limit": "lots"}}), "config.json linux.resources"),
     (lambda d: d["linux"].update(resources={"cpu": [1]}), "config.json linux.resources.cpu"),
-    (lambda d: d["linux"].update(resources={"pids": "many"}), "config.json linux.resources.pids"),
 ])
 def test_bad_bundles(config, host, mutate, prefix):
     bundle = host / "bundle"
