@@ -118,7 +118,7 @@ class _Tracked:
     """Per-cgroup reading state, owned by the collector thread."""
 
     __slots__ = ("path", "reader", "fds", "raw", "values", "sample", "phase",
-                 "in_watch", "is_container", "inode")
+                 "in_watch", "is_container", "inode", "fast", "medium", "rest")
 
     def __init__(self, path: str, reader, fds, inode=None):
         self.path = path
@@ -131,6 +131,11 @@ class _Tracked:
         self.phase = zlib.crc32(path.encode())
         self.in_watch = False
         self.is_container = False
+        # (file, fd) per tier, only for files this cgroup has (fd None: open/read/close)
+        have = fds or {}
+        self.fast = tuple((f, have[f]) for f in FAST if f in have)
+        self.medium = tuple((f, have[f]) for f in MEDIUM if f in have)
+        self.rest = self.medium + tuple((f, have[f]) for f in SLOW if f in have)
 
     def close(self):
         try:
@@ -429,16 +434,12 @@ class Collector:
         """Read one cgroup per the tier rules; returns its CgroupSample."""
         if t.fds is None:   # a reader that does not expose its descriptors
             return t.reader.sample()
-        fds = t.fds
         raw = t.raw
         values = t.values
         changed = False
         first = t.sample is None
         cpu_changed = True   # also when cpu.stat is absent: then never skip as idle
-        for file in FAST:
-            if file not in fds:
-                continue
-            fd = fds[file]
+        for file, fd in t.fast:
             data = os.pread(fd, _PREAD_SIZE, 0) if fd is not None else _read_file(t.path, file)
             if raw.get(file) != data:
                 raw[file] = data
@@ -447,15 +448,12 @@ class Collector:
             elif file == "cpu.stat":
                 cpu_changed = False
         if first:
-            files = MEDIUM + SLOW
+            files = t.rest
         elif cpu_changed:
-            files = MEDIUM + SLOW if (n + t.phase) % self.slow_every == 0 else MEDIUM
+            files = t.rest if (n + t.phase) % self.slow_every == 0 else t.medium
         else:
-            files = MEDIUM + SLOW if (n + t.phase) % self.idle_every == 0 else ()
-        for file in files:
-            if file not in fds:
-                continue
-            fd = fds[file]
+            files = t.rest if (n + t.phase) % self.idle_every == 0 else ()
+        for file, fd in files:
             data = os.pread(fd, _PREAD_SIZE, 0) if fd is not None else _read_file(t.path, file)
             if raw.get(file) != data:
                 raw[file] = data
