@@ -4,7 +4,7 @@ byte-seconds and written bytes as the kernel saw them.
 
 - a container holding 100 MiB for 10 s: memory_byte_seconds beyond its
   baseline (memory.current before the allocation, times the time it ran) is
-  1000 MiB-s within 2%;
+  100 MiB x the holding time (nominally 1000 MiB-s) within 2%;
 - a container writing 50 MiB with O_DIRECT to a block device: io_write_bytes
   is 50 MiB within 1%.
 """
@@ -26,14 +26,12 @@ HOLD = r"""
 import mmap, sys, time
 sys.stdout.write("ready\n"); sys.stdout.flush()
 sys.stdin.readline()
-t0 = time.monotonic()
 m = mmap.mmap(-1, 100 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-ramp = time.monotonic() - t0
-# memory grew linearly during the populate (area ramp/2 x 100 MiB): hold the
-# rest, so that the container holds 100 MiB for 10 s in all (1000 MiB-s)
-time.sleep(10 - ramp / 2)
+sys.stdout.write("allocated\n"); sys.stdout.flush()
+time.sleep(10)
+t_free = time.monotonic()
 m.close()
-sys.stdout.write(f"freed {ramp:.3f}\n"); sys.stdout.flush()
+sys.stdout.write(f"freed {t_free!r}\n"); sys.stdout.flush()
 sys.stdin.readline()
 """
 
@@ -55,11 +53,14 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.ledger, self.info, self.interval = ledger, info, interval
         self.stop = threading.Event()
+        self.first_mono = None
 
     def run(self):
         while not self.stop.is_set():
             mono, wall = time.monotonic(), time.time()
             sample = read_sample(self.info.cgroup)
+            if self.first_mono is None:
+                self.first_mono = mono
             self.ledger.observe(Snapshot(taken_at=wall, monotonic=mono, duration=0.0,
                                          samples={self.info.cgroup: sample},
                                          containers={self.info.id: self.info}))
@@ -83,6 +84,12 @@ def _wait_empty(cg):
 
 
 def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, python, tmp_path, record_property):
+    """The container allocates 100 MiB (MAP_POPULATE), then holds it for 10 s.
+    The ledger starts sampling once it holds the memory (in a slow VM the
+    populate alone can take seconds, and its shape is not ours to model), so
+    the ledger's window sees: 100 MiB above the baseline until the free, then
+    the baseline. The holding time inside the window is measured on the same
+    CLOCK_MONOTONIC (nominally 10 s, longer if the VM is starved)."""
     import subprocess
     ledger = _ledger(tmp_path)
     info = ContainerInfo(id="0000000000a1", name="hold", cgroup=v2_cgroup.path, limits=None, state="running")
@@ -91,12 +98,13 @@ def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, pyt
     base = [read_sample(v2_cgroup).memory_current for _ in range(5)]
     baseline = sum(base) / len(base)
     sampler = Sampler(ledger, info, interval=0.02)
-    sampler.start()
-    time.sleep(0.5)
     p.stdin.write("go\n")
     p.stdin.flush()
+    assert p.stdout.readline() == "allocated\n"
+    sampler.start()
     freed = p.stdout.readline()
     assert freed.startswith("freed ")
+    t_free = float(freed.split()[1])
     time.sleep(0.5)
     p.stdin.write("bye\n")
     p.stdin.flush()
@@ -107,13 +115,13 @@ def test_holding_100_mib_for_10_s_bills_1000_mib_s(v2_cgroup, run_in_cgroup, pyt
     ledger.final(info, read_sample(v2_cgroup))
     mem_bs, running_us, peak, *_ = _totals(ledger)
     ledger.close()
-    # baseline while the process ran (it exits at the very end: its memory drops
-    # for the last sample only, within the error budget)
     beyond = mem_bs - baseline * running_us / 1e6
+    held = t_free - sampler.first_mono            # seconds of holding inside the ledger's window
+    expected = 100 * MIB * held
     record_property("billed_mib_s_beyond_baseline", round(beyond / MIB, 2))
-    record_property("populate_seconds", freed.split()[1])
-    assert abs(beyond - 1000 * MIB) <= 0.02 * 1000 * MIB, \
-        f"billed {beyond / MIB:.1f} MiB-s beyond baseline (populate took {freed.split()[1]} s)"
+    record_property("held_seconds_in_window", round(held, 3))
+    assert abs(beyond - expected) <= 0.02 * expected, \
+        f"billed {beyond / MIB:.1f} MiB-s beyond baseline for {held:.3f} s at 100 MiB ({expected / MIB:.1f} MiB-s)"
     assert peak >= 100 * MIB
 
 
