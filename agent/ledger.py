@@ -251,6 +251,8 @@ class Ledger:
         self.sink_configured = getattr(config, "sink_postgres", None) is not None
         self._lock = threading.RLock()
         self._closed = False
+        self._failures = 0
+        self._last_failure_log = -1e18
         self._maintainer: threading.Thread | None = None
         self._sink = None
         self._last_maintain = time.monotonic()
@@ -344,7 +346,13 @@ class Ledger:
                 self._observe(snapshot)
         except Exception as exc:  # the collector must keep going
             _count_error("observe")
-            log.error("ledger.observe_failed", error=str(exc), exc_type=type(exc).__name__)
+            self._failures += 1
+            now = time.monotonic()
+            if now - self._last_failure_log >= 60:   # a full disk fails every pass: log once a minute
+                log.error("ledger.observe_failed", error=str(exc), exc_type=type(exc).__name__,
+                          failures_since_last_log=self._failures)
+                self._failures = 0
+                self._last_failure_log = now
             self._recover()
         self._maybe_maintain()
 
