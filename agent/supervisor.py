@@ -23,14 +23,14 @@ import shutil
 import signal as _signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import structlog
 
 from agent.errors import Conflict, NotFound, UserError
 from agent.model import ContainerInfo
-from agent.spec import ContainerSpec, RestartPolicy, parse_restart
+from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store
 from runtime import cgroupfs
 from runtime.cgroupfs import Cgroup
