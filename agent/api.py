@@ -109,15 +109,42 @@ def _gid(key: str, name: str) -> int | None:
         raise ApiSetupError(f"agent.{key}: group {name!r} does not exist on this host") from None
 
 
-class Access:
-    """Maps a peer to "admin", "read" or None (no access)."""
+def peer_cgroup(pid: int) -> str | None:
+    """The peer's cgroup2 path (relative to the mount), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                if line.startswith("0::"):
+                    return line[3:]
+    except OSError:
+        pass
+    return None
 
-    def __init__(self, admin_group: str = "", read_group: str = ""):
+
+class Access:
+    """Maps a peer to "admin", "read" or None (no access).
+
+    A process inside one of our own containers never gets access, whatever
+    its uid: a container on the host root can reach the socket by path, and
+    root inside it is uid 0 here (no user namespaces)."""
+
+    def __init__(self, admin_group: str = "", read_group: str = "", containers_cgroup: str | None = None):
         self.admin_gid = _gid("admin_group", admin_group)
         self.read_gid = _gid("read_group", read_group)
         self.own_uid = os.geteuid()
+        self.containers_cgroup = containers_cgroup.rstrip("/") + "/" if containers_cgroup else None
+
+    def in_container(self, peer: Peer) -> bool:
+        if self.containers_cgroup is None:
+            return False
+        if peer.pid <= 0:  # the peer's pid is invisible from here: another PID namespace
+            return True
+        cg = peer_cgroup(peer.pid)
+        return cg is None or (cg.rstrip("/") + "/").startswith(self.containers_cgroup)
 
     def level(self, peer: Peer) -> str | None:
+        if self.in_container(peer):
+            return None
         if peer.uid in (0, self.own_uid):
             return "admin"
         if self.admin_gid is not None and self.admin_gid in peer.groups:
@@ -483,6 +510,8 @@ class _Handler(BaseHTTPRequestHandler):
         except UnicodeDecodeError:
             raise HttpError(400, "request path: percent-encoding is not valid UTF-8") from None
         handler, params = _match(segs, self.command)
+        if self.access is None and self.server.api.access.in_container(self.peer):
+            raise HttpError(403, "permission denied: processes inside the agent's containers have no access to its control socket")
         if self.command in ("GET", "HEAD"):
             if self.access is None:
                 raise HttpError(403, f"permission denied: uid {self.peer.uid} is not in the agent's read or admin group")
@@ -780,13 +809,27 @@ def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
     raise HttpError(404, f"no such endpoint: /{'/'.join(segs)[:200]}; see agent/openapi.json")
 
 
+def _containers_cgroup(supervisor) -> str | None:
+    """R/containers relative to the cgroup2 mount (as /proc/PID/cgroup shows it)."""
+    layout = getattr(supervisor, "layout", None)
+    if layout is None:
+        return None
+    try:
+        from runtime.cgroupfs import find_mount
+        mount = find_mount().rstrip("/")
+    except Exception:
+        return None
+    path = layout.containers.path
+    return path[len(mount):] or "/" if path.startswith(mount + "/") else None
+
+
 class ApiServer:
     def __init__(self, config, supervisor, collector=None, ledger=None):
         self.config = config
         self.supervisor = supervisor
         self.collector = collector
         self.ledger = ledger
-        self.access = Access(config.agent.admin_group, config.agent.read_group)
+        self.access = Access(config.agent.admin_group, config.agent.read_group, _containers_cgroup(supervisor))
         self.stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -447,3 +447,18 @@ def test_an_admin_group_member_may_run_containers(guarded):
     r = ctl_as(guarded, "admin", "run", "--rm", "--name", name, "--", "sh", "-c", "echo hi; exit 5")
     assert r.returncode == 5 and r.stdout == "hi\n", r.stderr
     assert name not in names(guarded)
+
+
+def test_a_process_inside_a_container_has_no_access_even_as_root(agentd):
+    # A host-root container sees the control socket by path and is uid 0: it must
+    # still not be able to drive the agent (it could start an unconfined sibling).
+    script = ("import subprocess,sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+              "print(r.returncode); print(r.stderr.strip())")
+    r = ctl(agentd, "run", "--name", uname("inside"), "--", sys.executable, "-c", script,
+            *AGENTCTL, "--socket", agentd.sock, "ps")
+    assert r.returncode == 0, r.stderr
+    code, err = r.stdout.splitlines()[:2]
+    assert code == "1", r.stdout
+    assert "processes inside the agent's containers have no access" in err, r.stdout
+    # the same command from the host, as root, works
+    assert ctl(agentd, "ps").returncode == 0
