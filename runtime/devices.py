@@ -17,7 +17,7 @@ def block_devno(path: str, field: str = "io_max") -> tuple[int, int]:
     """
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL byte
         raise LimitError(field, path, f"does not exist; {_ACCEPTED}") from None
     if not stat.S_ISBLK(st.st_mode):
         raise LimitError(field, path, f"is not a block device; {_ACCEPTED}")
