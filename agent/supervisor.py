@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import structlog
 
+from agent import selfmetrics
 from agent.errors import Conflict, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
@@ -377,11 +378,14 @@ class Supervisor:
             self._read_oom_baseline(e)
             pid = self.launcher.spawn(e.row.id, self._spawn_spec(e))
         except UserError:
+            selfmetrics.inc("launches_total", result="failed")
             raise
         except Exception as err:
+            selfmetrics.inc("launches_total", result="failed")
             self.store.add_event(e.row.id, e.row.name, "start_failed", error=str(err))
             log.error("container.start_failed", name=e.row.name, error=str(err))
             raise UserError(f"start: {err}".splitlines()[0]) from None
+        selfmetrics.inc("launches_total", result="ok")
         now = time.time()
         e.started_mono = time.monotonic()
         e.orphan = False

@@ -367,3 +367,21 @@ def test_promtool_check_metrics_on_every_family():
         assert fam in names, fam
     p = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
     assert p.returncode == 0 and p.stdout == b"" and p.stderr == b"", (p.stdout, p.stderr)
+
+
+def test_launches_are_counted_by_result(stack):
+    def launches(result):
+        _, body = get(stack["metrics"])
+        for line in body.decode().splitlines():
+            if line.startswith(f'cgroup_agent_launches_total{{result="{result}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+    ok_before, failed_before = launches("ok"), launches("failed")
+    assert ok_before >= 1  # the fixture's container
+    client = stack["client"]
+    client.call("POST", "/v1/containers", body={"name": "once", "argv": ["true"]})
+    with pytest.raises(Exception):
+        client.call("POST", "/v1/containers", body={"name": "nope", "argv": ["/nonexistent/binary"]})
+    # the exporter renders once per collector pass: wait for the next one
+    wait_for(lambda: launches("ok") == ok_before + 1 and launches("failed") == failed_before + 1,
+             what="launches counted by result")
