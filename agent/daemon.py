@@ -99,6 +99,7 @@ class Daemon:
         self.overrides = overrides
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
+        self.term_event = threading.Event()
         self.parts: dict[str, object] = {}
 
     def _optional(self, what: str, build):
@@ -193,8 +194,10 @@ class Daemon:
     # -------------------------------------------------------------- signals
 
     def install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        # stop_event only wakes the main loop; what to do is in term_event and
+        # reload_event, so a SIGTERM during a reload is never lost.
+        signal.signal(signal.SIGTERM, lambda *_: (self.term_event.set(), self.stop_event.set()))
+        signal.signal(signal.SIGINT, lambda *_: (self.term_event.set(), self.stop_event.set()))
         signal.signal(signal.SIGHUP, lambda *_: (self.reload_event.set(), self.stop_event.set()))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
@@ -253,17 +256,15 @@ class Daemon:
             watchdog = None
         log.info("agentd.ready", socket=self.config.agent.socket, state_dir=self.config.agent.state_dir,
                  cgroup_root=self.config.agent.cgroup_root, pid=os.getpid())
-        while True:
-            self.stop_event.wait()
-            if self.reload_event.is_set():
+        while not self.term_event.is_set():
+            self.stop_event.wait(1.0)
+            self.stop_event.clear()
+            if self.reload_event.is_set() and not self.term_event.is_set():
                 self.reload_event.clear()
-                self.stop_event.clear()
                 try:
                     self.reload()
                 except Exception as e:
                     log.exception("config.reload_crashed", error=str(e))
-                continue
-            break
         sdnotify.stopping()
         log.info("agentd.stopping", stop_containers=self.config.agent.stop_containers_on_exit)
         if watchdog is not None:
