@@ -129,7 +129,13 @@ def parse_io_stat(text: str) -> dict[tuple[int, int], IoStat]:
     return out
 
 
-def _pressure_line(fields: dict[str, str]) -> PressureLine:
+_PRESSURE_KEYS = ("avg10", "avg60", "avg300", "total")
+
+
+def _pressure_line(kind: str, fields: dict[str, str]) -> PressureLine:
+    missing = [k for k in _PRESSURE_KEYS if k not in fields]
+    if missing:
+        raise ValueError(f"pressure '{kind}' line has no {', '.join(missing)}")
     return PressureLine(float(fields["avg10"]), float(fields["avg60"]),
                         float(fields["avg300"]), int(fields["total"]))
 
@@ -139,7 +145,7 @@ def parse_pressure(text: str) -> Pressure:
     if "some" not in lines:
         raise ValueError("pressure file has no 'some' line")
     full = lines.get("full")
-    return Pressure(_pressure_line(lines["some"]), _pressure_line(full) if full else None)
+    return Pressure(_pressure_line("some", lines["some"]), _pressure_line("full", full) if full else None)
 
 
 def parse_events(text: str) -> CgroupEvents:
