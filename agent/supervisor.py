@@ -931,7 +931,8 @@ class Supervisor:
             try:
                 self._on_exit(ev.get("id"), ev.get("pid"), ev.get("exit_code"), ev.get("signal"), ev.get("at"))
             except Exception as err:
-                log.exception("supervisor.exit_failed", error=str(err), event=ev)
+                # not event=: that is structlog's own positional argument
+                log.exception("supervisor.exit_failed", error=str(err), launcher_event=ev)
 
     def _watch_events(self) -> None:
         try:
