@@ -70,9 +70,18 @@ class CgroupSample(NamedTuple):
 
 
 # -- parsers ---------------------------------------------------------------
+# Every parse_* takes the text of one kernel file and raises only ValueError
+# when it is malformed (wrong type included: the caller gets one exception
+# type to catch, whatever it was handed).
+
+def _need_text(text) -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"cgroup file contents must be text, not {type(text).__name__}")
+
 
 def parse_flat_keyed(text: str) -> dict[str, int]:
     """ "key value" lines (memory.stat, memory.events, pids.events, cpu.stat)."""
+    _need_text(text)
     out = {}
     for line in text.splitlines():
         parts = line.split()
@@ -91,6 +100,7 @@ def parse_cpu_stat(text: str) -> CpuStat:
 
 def parse_nested_keyed(text: str) -> dict[str, dict[str, str]]:
     """ "KEY sub=val sub=val" lines (io.stat, io.max, pressure files)."""
+    _need_text(text)
     out = {}
     for line in text.splitlines():
         parts = line.split()
@@ -106,6 +116,7 @@ def parse_nested_keyed(text: str) -> dict[str, dict[str, str]]:
 
 
 def parse_devno(text: str) -> tuple[int, int]:
+    _need_text(text)
     maj, sep, mnr = text.partition(":")
     if not sep:
         raise ValueError(f"not a MAJ:MIN device number: {text!r}")
@@ -155,12 +166,23 @@ def parse_events(text: str) -> CgroupEvents:
 
 def parse_int_or_max(text: str) -> int | None:
     """ "max" -> None, otherwise the integer."""
+    _need_text(text)
     t = text.strip()
     return None if t == "max" else int(t)
 
 
+# Highest CPU or memory node number a cpuset list may name. The kernel's own
+# ceilings are far lower (NR_CPUS <= 8192, MAX_NUMNODES <= 1024); the bound
+# keeps a list like "0-99999999999" from building a set of 10^11 numbers.
+CPUSET_MAX = 65535
+
+
 def parse_cpuset(text: str) -> frozenset[int]:
-    """ "0-3,5,7-8" -> frozenset({0,1,2,3,5,7,8}); "" -> empty set."""
+    """ "0-3,5,7-8" -> frozenset({0,1,2,3,5,7,8}); "" -> empty set.
+
+    ValueError for anything else, numbers above CPUSET_MAX included.
+    """
+    _need_text(text)
     out = set()
     for part in text.strip().split(","):
         part = part.strip()
@@ -169,12 +191,12 @@ def parse_cpuset(text: str) -> frozenset[int]:
         lo, sep, hi = part.partition("-")
         if sep:
             a, b = int(lo), int(hi)
-            if a > b or a < 0:
+            if a > b or a < 0 or b > CPUSET_MAX:
                 raise ValueError(f"bad cpu range {part!r}")
             out.update(range(a, b + 1))
         else:
             n = int(lo)
-            if n < 0:
+            if n < 0 or n > CPUSET_MAX:
                 raise ValueError(f"bad cpu number {part!r}")
             out.add(n)
     return frozenset(out)
