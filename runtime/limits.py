@@ -350,7 +350,14 @@ class Limits:
             elif name in ("cpu_weight", "io_weight"):
                 vals[name] = parse_weight(value, key)
             elif name == "io_max":
-                entries = [value] if isinstance(value, (str, IoMax)) else list(value)
+                if isinstance(value, (str, IoMax)):
+                    entries = [value]
+                elif isinstance(value, (list, tuple)):
+                    entries = list(value)
+                else:
+                    raise LimitError(key, value, "is not an io.max entry or a list of them; give "
+                                     "one entry or a list, each DEVICE:key=value,... or "
+                                     '"MAJ:MIN key=value ..." (e.g. ["/dev/vda:rbps=10M"])')
                 vals[name] = tuple(e if isinstance(e, IoMax) else parse_io_max(e, key)
                                    for e in entries)
             elif name == "pids_max":
