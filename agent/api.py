@@ -753,6 +753,9 @@ def _classify(e: Exception) -> tuple[int, str]:
         return 404, f"container cgroup vanished: {e}"
     if isinstance(e, rt.FreezeTimeout):
         return 409, str(e)
+    from agent.store import StoreFull
+    if isinstance(e, StoreFull):  # the state dir is full: 507 Insufficient Storage, nothing was changed
+        return 507, str(e)
     return 500, f"internal error ({type(e).__name__}); see the agentd log"
 
 

@@ -8,7 +8,9 @@ power loss); container state can be rebuilt from the kernel anyway.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -16,7 +18,38 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterator
 
+import structlog
+
+from agent import selfmetrics
 from agent.errors import Conflict
+
+log = structlog.get_logger("agentd.store")
+
+SQLITE_FULL = 13
+
+selfmetrics.declare("state_write_errors_total", "counter",
+                    "Writes to the state store (state_dir/state.db) that failed, by reason.", ("reason",))
+
+
+class StoreFull(Exception):
+    """The state dir has no room left: nothing was written (the API answers 507)."""
+
+    status = 507
+
+
+def _is_full(err: BaseException) -> bool:
+    if isinstance(err, sqlite3.Error):
+        code = getattr(err, "sqlite_errorcode", None)
+        return (code is not None and code & 0xFF == SQLITE_FULL) or "full" in str(err).lower()
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_error(path: str, err: BaseException) -> StoreFull:
+    """Count and log a write refused for lack of space; the StoreFull to raise."""
+    selfmetrics.inc("state_write_errors_total", reason="disk_full")
+    log.error("store.disk_full", path=path, error=str(err))
+    return StoreFull(f"state dir full: cannot write {path} ({err}); nothing was changed, "
+                     f"free space in {os.path.dirname(path) or '.'} and retry")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -109,19 +142,46 @@ class Store:
             self._db.close()
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails for lack of space raises StoreFull (counted, logged);
+        other write errors are counted too."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            if _is_full(err):
+                raise full_error(self.path, err) from None
+            selfmetrics.inc("state_write_errors_total", reason="other")
+            raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as err:  # SQLite may already have rolled back
+                log.warning("store.rollback_failed", error=str(err))
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group several writes into one commit (nested use joins the outer one)."""
+        """Group several writes into one commit (nested use joins the outer one).
+        All or nothing: a failed COMMIT (e.g. disk full) rolls back, so a later
+        transaction never silently joins a half-open one."""
         with self._lock:
             if self._db.in_transaction:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._writing():
+                self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+            try:
+                with self._writing():
+                    self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     # -- containers ----------------------------------------------------------
 
@@ -129,7 +189,7 @@ class Store:
         values = asdict(row)
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
-        with self._lock:
+        with self._lock, self._writing():
             try:
                 self._db.execute(f"INSERT INTO containers ({cols}) VALUES ({marks})",
                                  [_encode(c, values[c]) for c in _COLUMNS])
@@ -143,12 +203,12 @@ class Store:
             if key not in _COLUMNS or key == "id":
                 raise KeyError(key)
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
                              [_encode(k, v) for k, v in changes.items()] + [container_id])
 
     def delete(self, container_id: str) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def get(self, container_id: str) -> ContainerRow | None:
@@ -169,7 +229,7 @@ class Store:
     # -- events ----------------------------------------------------------------
 
     def add_event(self, container_id: str | None, name: str | None, kind: str, **detail) -> int:
-        with self._lock:
+        with self._lock, self._writing():
             cur = self._db.execute(
                 "INSERT INTO events (at, container_id, name, kind, detail) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), container_id, name, kind, json.dumps(detail, sort_keys=True, default=str)))

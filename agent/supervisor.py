@@ -15,6 +15,7 @@ Public methods may be called from any thread; a lock guards the state.
 """
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import secrets
@@ -32,7 +33,8 @@ from agent import selfmetrics
 from agent.errors import Conflict, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
-from agent.store import ContainerRow, Store
+from agent.store import ContainerRow, Store, StoreFull
+from agent.store import full_error as store_full_error
 from runtime import cgroupfs
 from runtime.cgroupfs import Cgroup
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone, ControllerMissing, LimitError
@@ -287,32 +289,45 @@ class Supervisor:
                 raise
             row = ContainerRow(id=cid, name=spec.name, spec=spec.to_dict(), state="created", cgroup=cg.path,
                                created_at=time.time(), cgroup_inode=inode, limits=limits.to_json())
+            logdir = os.path.join(self.logs_dir, cid)
             try:
+                try:
+                    os.makedirs(logdir, mode=0o750, exist_ok=True)
+                except OSError as err:
+                    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise store_full_error(logdir, err) from None
+                    raise
                 with self.store.transaction():
                     self.store.insert(row)
                     self.store.add_event(cid, spec.name, "created", cgroup=cg.path)
             except BaseException:
                 self._rmdir_quiet(cg)
+                shutil.rmtree(logdir, ignore_errors=True)
                 raise
             e = _Entry(row=row, spec=spec, cg=cg, limits=limits)
             self._entries[cid] = e
             self._names[spec.name] = cid
-            os.makedirs(os.path.join(self.logs_dir, cid), mode=0o750, exist_ok=True)
             log.info("container.created", name=spec.name, id=cid, cgroup=cg.path)
             if spec.start:
                 try:
                     self._start(e)
-                except UserError:
+                except (UserError, StoreFull):
                     self._undo_create(e)
                     raise
             return self._info(e)
 
     def _undo_create(self, e: _Entry) -> None:
-        """create() could not start it: leave nothing behind."""
+        """create() could not start it: leave nothing behind (when the store cannot
+        even record the undo, the container stays, 'created' and empty, in both)."""
+        try:
+            with self.store.transaction():
+                self.store.delete(e.row.id)
+                self.store.add_event(e.row.id, e.row.name, "create_undone")
+        except StoreFull:
+            log.error("container.create_undo_failed", name=e.row.name, id=e.row.id,
+                      note="state dir full; the container stays 'created'")
+            return
         self._rmdir_quiet(e.cg)
-        with self.store.transaction():
-            self.store.delete(e.row.id)
-            self.store.add_event(e.row.id, e.row.name, "create_undone")
         shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
         self._entries.pop(e.row.id, None)
         self._names.pop(e.row.name, None)
@@ -382,7 +397,7 @@ class Supervisor:
             raise
         except Exception as err:
             selfmetrics.inc("launches_total", result="failed")
-            self.store.add_event(e.row.id, e.row.name, "start_failed", error=str(err))
+            self._history(e, "start_failed", error=str(err))
             log.error("container.start_failed", name=e.row.name, error=str(err))
             raise UserError(f"start: {err}".splitlines()[0]) from None
         selfmetrics.inc("launches_total", result="ok")
@@ -391,11 +406,19 @@ class Supervisor:
         e.orphan = False
         changes = dict(state="running", pid=pid, started_at=now, exit_code=None, exit_signal=None,
                        oom_killed=False, finished_at=None)
+        try:
+            with self.store.transaction():
+                self.store.update(e.row.id, **changes)
+                self.store.add_event(e.row.id, e.row.name, "started", pid=pid)
+        except StoreFull:
+            # a run the store cannot record must not go on untracked: end it
+            # (its exit event will not match the row's pid and is just acked)
+            self._kill_cgroup(e)
+            log.error("container.start_unrecorded", name=e.row.name, id=e.row.id, pid=pid,
+                      note="state dir full; the process was killed")
+            raise
         for k, v in changes.items():
             setattr(e.row, k, v)
-        with self.store.transaction():
-            self.store.update(e.row.id, **changes)
-            self.store.add_event(e.row.id, e.row.name, "started", pid=pid)
         self._watch(e)
         log.info("container.started", name=e.row.name, id=e.row.id, pid=pid)
         self._changed(e)
@@ -476,7 +499,7 @@ class Supervisor:
                 self._kill_cgroup(e)
             else:
                 self._send(e, num)
-            self.store.add_event(e.row.id, e.row.name, "signalled", signal=num)
+            self._history(e, "signalled", signal=num)
             return self._info(e)
 
     # ------------------------------------------------------------- freeze / thaw
@@ -580,10 +603,15 @@ class Supervisor:
                 except CgroupError as err:
                     log.error("cgroup.remove_failed", cgroup=e.cg.path, error=str(err))
                     break
+            try:
+                with self.store.transaction():
+                    self.store.delete(e.row.id)
+                    self.store.add_event(e.row.id, e.row.name, "removed")
+            except StoreFull:
+                e.removing = False  # it stays (exited, no cgroup); a later remove retries
+                self._cond.notify_all()
+                raise
             self._unwatch(e)
-            with self.store.transaction():
-                self.store.delete(e.row.id)
-                self.store.add_event(e.row.id, e.row.name, "removed")
             shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
             self._entries.pop(e.row.id, None)
             if self._names.get(e.row.name) == e.row.id:
@@ -601,6 +629,14 @@ class Supervisor:
             return self._info(e)
 
     # ------------------------------------------------------------- helpers
+
+    def _history(self, e: _Entry, kind: str, **detail) -> None:
+        """An event-history row for something that already happened: best effort
+        (a full state dir is counted and logged by the store, the action stands)."""
+        try:
+            self.store.add_event(e.row.id, e.row.name, kind, **detail)
+        except StoreFull:
+            log.warning("store.event_dropped", name=e.row.name, kind=kind)
 
     def _set(self, e: _Entry, event: str | None, **changes) -> None:
         for k, v in changes.items():
