@@ -47,6 +47,9 @@ BACKOFF_MAX = 30.0
 BACKOFF_RESET_AFTER = 10.0  # a run this long resets the backoff
 EXIT_WAIT_AFTER_KILL = 10.0
 
+selfmetrics.declare("launcher_restarts_total", "counter",
+                    "Times the launcher connection broke and agentd started or reconnected to a launcher.")
+
 
 # ------------------------------------------------------------------ cgroup layout
 
@@ -896,6 +899,7 @@ class Supervisor:
             old.close()
         except Exception:
             pass
+        selfmetrics.inc("launcher_restarts_total")
         log.warning("launcher.reconnected")
         self._reconcile(adopting=False)
 
