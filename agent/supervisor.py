@@ -49,6 +49,8 @@ EXIT_WAIT_AFTER_KILL = 10.0
 
 selfmetrics.declare("launcher_restarts_total", "counter",
                     "Times the launcher connection broke and agentd started or reconnected to a launcher.")
+selfmetrics.declare("kills_after_grace_total", "counter",
+                    "Container stops whose process outlived the SIGTERM grace period and was ended with cgroup.kill.")
 
 
 # ------------------------------------------------------------------ cgroup layout
@@ -455,6 +457,8 @@ class Supervisor:
                 self._send(e, _signal.SIGTERM)
                 self._wait_exit(e, pid, timeout)
             if e.row.state in ("running", "paused") and e.row.pid == pid:
+                if timeout > 0:  # timeout 0 asks for the kill; only an ignored SIGTERM counts
+                    selfmetrics.inc("kills_after_grace_total")
                 log.info("container.kill_after_grace", name=e.row.name, grace=timeout)
                 self._kill_cgroup(e)
                 self._wait_exit(e, pid, EXIT_WAIT_AFTER_KILL)
