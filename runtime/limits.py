@@ -576,6 +576,32 @@ def _oci_int(value, field, lo=None):
     return value
 
 
+def _oci_object(parent: dict, key: str, where: str) -> dict:
+    """parent[key] as an object; absent or null -> {}; LimitError otherwise."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LimitError(f"{where}.{key}", value, "is not an object")
+    return value
+
+
+def _oci_list(parent: dict, key: str, where: str) -> list:
+    """parent[key] as an array; absent or null -> []; LimitError otherwise."""
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise LimitError(f"{where}.{key}", value, "is not an array")
+    return value
+
+
+def _oci_text(value, field: str) -> str:
+    if not isinstance(value, str):
+        raise LimitError(field, value, 'is not a string; use a CPU/node list like "0-1,3"')
+    return value
+
+
 def from_oci(resources: dict | None) -> Limits:
     """OCI runtime-spec ``linux.resources`` -> Limits, converted like runc/crun."""
     r = resources or {}
@@ -583,7 +609,7 @@ def from_oci(resources: dict | None) -> Limits:
         raise LimitError("linux.resources", "is not an object")
     vals: dict = {}
 
-    cpu = r.get("cpu") or {}
+    cpu = _oci_object(r, "cpu", "linux.resources")
     shares = cpu.get("shares")
     if shares is not None:
         _oci_int(shares, "linux.resources.cpu.shares", 0)
@@ -608,12 +634,13 @@ def from_oci(resources: dict | None) -> Limits:
         else:
             vals["cpu_quota_us"] = MAX
         vals["cpu_period_us"] = p
-    if cpu.get("cpus"):
-        vals["cpuset_cpus"] = parse_cpuset_list(cpu["cpus"], "linux.resources.cpu.cpus")
-    if cpu.get("mems"):
-        vals["cpuset_mems"] = parse_cpuset_list(cpu["mems"], "linux.resources.cpu.mems")
+    for key, name in (("cpus", "cpuset_cpus"), ("mems", "cpuset_mems")):
+        if cpu.get(key) is not None:
+            text = _oci_text(cpu[key], f"linux.resources.cpu.{key}")
+            if text:
+                vals[name] = parse_cpuset_list(text, f"linux.resources.cpu.{key}")
 
-    mem = r.get("memory") or {}
+    mem = _oci_object(r, "memory", "linux.resources")
     limit = mem.get("limit")
     swap = mem.get("swap")
     reservation = mem.get("reservation")
@@ -631,7 +658,7 @@ def from_oci(resources: dict | None) -> Limits:
     if swap_v2 is not None:
         vals["memory_swap_max"] = swap_v2
 
-    blkio = r.get("blockIO") or {}
+    blkio = _oci_object(r, "blockIO", "linux.resources")
     bw = blkio.get("weight")
     if bw is not None:
         _oci_int(bw, "linux.resources.blockIO.weight", 0)
@@ -644,12 +671,13 @@ def from_oci(resources: dict | None) -> Limits:
     devs: dict[tuple[int, int], dict] = {}
     for key, rate in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
                       ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
-        for i, dev in enumerate(blkio.get(key) or ()):
+        for i, dev in enumerate(_oci_list(blkio, key, "linux.resources.blockIO")):
             where = f"linux.resources.blockIO.{key}[{i}]"
-            try:
-                major, minor, value = dev["major"], dev["minor"], dev.get("rate", 0)
-            except (KeyError, TypeError):
-                raise LimitError(where, "is not a {major, minor, rate} object") from None
+            if not isinstance(dev, dict) or "major" not in dev or "minor" not in dev:
+                raise LimitError(where, "is not a {major, minor, rate} object")
+            major, minor, value = dev["major"], dev["minor"], dev.get("rate")
+            if value is None:
+                value = 0
             _oci_int(major, where + ".major", 0)
             _oci_int(minor, where + ".minor", 0)
             _oci_int(value, where + ".rate", 0)
@@ -657,8 +685,8 @@ def from_oci(resources: dict | None) -> Limits:
     if devs:
         vals["io_max"] = tuple(IoMax(maj, mnr, **rates) for (maj, mnr), rates in devs.items())
 
-    pids = r.get("pids") or {}
-    if "limit" in pids and pids["limit"] is not None:
+    pids = _oci_object(r, "pids", "linux.resources")
+    if pids.get("limit") is not None:
         n = _oci_int(pids["limit"], "linux.resources.pids.limit")
         vals["pids_max"] = MAX if n <= 0 else n
     return Limits(**vals)
