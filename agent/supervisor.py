@@ -996,9 +996,34 @@ class Supervisor:
                     continue
                 if name == "memory.events":
                     self._check_oom(e)
-                elif name == "cgroup.events" and e.orphan and e.row.state in ("running", "paused"):
-                    if not self._populated(e):
+                elif name == "cgroup.events":
+                    if e.orphan and e.row.state in ("running", "paused") and not self._populated(e):
                         self._orphan_exited(e)
+                    else:
+                        self._sync_frozen(e)
+
+    def _sync_frozen(self, e: _Entry) -> None:
+        """cgroup.events changed: a freeze or thaw made outside agentd (someone
+        wrote cgroup.freeze, or froze an ancestor) shows as paused / running.
+        freeze() and thaw() hold the lock until the kernel confirmed, so their
+        own changes always agree here."""
+        if e.row.state not in ("running", "paused"):
+            return
+        try:
+            ev = e.cg.events()
+        except CgroupError:
+            return
+        if ev is None or not ev.populated:
+            return
+        st = "paused" if ev.frozen else "running"
+        if st == e.row.state:
+            return
+        log.warning("container.frozen_externally" if ev.frozen else "container.thawed_externally",
+                    name=e.row.name, id=e.row.id, cgroup=e.cg.path)
+        try:
+            self._set(e, "paused_externally" if ev.frozen else "thawed_externally", state=st)
+        except StoreFull:
+            pass  # shown in memory now; counted and logged by the store
 
     def _check_orphans(self) -> None:
         with self._cond:
