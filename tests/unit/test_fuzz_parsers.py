@@ -16,9 +16,9 @@ The contracts checked:
 - runtime.limits kernel-text parsers (parse_limit_files, parse_io_max_line)
   raise only ValueError.
 
-A contract violation found by fuzzing is pinned below as an explicit
-example marked xfail(strict=True, reason="bug: ..."); the property test
-tolerates exactly that exception until the fix lands (then drop both).
+Violations found by this fuzzing (parse_pressure KeyError, Limits.parse
+io_max TypeError, from_oci AttributeError) were fixed by the owners; each
+is kept as a plain regression test below.
 """
 from __future__ import annotations
 
@@ -265,14 +265,13 @@ oci_values = st.recursive(_json_scalar, lambda c: st.one_of(st.lists(c, max_size
 @FUZZ
 @given(resources=st.one_of(st.dictionaries(_oci_keys, oci_values, max_size=5), json_values))
 def test_from_oci_raises_only_limit_error(resources):
-    # AttributeError/TypeError: known bug pinned by test_from_oci_with_a_non_object_section_raises_limit_error
-    _assert_limit_error(L.from_oci, resources, known=(AttributeError, TypeError))
+    _assert_limit_error(L.from_oci, resources)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runtime.limits.from_oci raises AttributeError when "
-                                       "linux.resources.cpu (or memory, pids, ...) is not an object")
 def test_from_oci_with_a_non_object_section_raises_limit_error():
-    _assert_limit_error(L.from_oci, {"cpu": [1]})
+    """Found by this fuzzing (it raised AttributeError); fixed in 18c7e49."""
+    with pytest.raises(LimitError, match="cpu"):
+        L.from_oci({"cpu": [1]})
 
 
 _kernel_limit_files = st.dictionaries(st.sampled_from(sorted(L.FILE_FIELDS)),
