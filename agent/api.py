@@ -464,6 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
+    def __getattr__(self, name):
+        # http.server answers a method with no do_<METHOD> (TRACE, CONNECT, ...)
+        # with its own 501. Route every method instead: the route table then
+        # gives a 405 naming the allowed methods (Allow header), or a 404.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+
     # -- dispatch --
 
     def _dispatch(self):
