@@ -472,7 +472,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._dispatch
         raise AttributeError(name)
 
-
     # -- dispatch --
 
     def _dispatch(self):
@@ -800,6 +799,10 @@ QUERY_PARAMS = {
 }
 
 
+# handlers that answer with a stream (or block): no HEAD for them
+_STREAMING = ("logs", "wait")
+
+
 def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
     for pattern, methods in ROUTES:
         if len(pattern) != len(segs):
@@ -811,8 +814,11 @@ def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
             elif p != s:
                 break
         else:
+            head_ok = methods.get("GET") not in (None, *_STREAMING)
+            if method == "HEAD" and head_ok:
+                method = "GET"  # HEAD is GET without the body (_send_json skips it)
             if method not in methods:
-                allow = ", ".join(sorted(methods))
+                allow = ", ".join(sorted(set(methods) | ({"HEAD"} if head_ok else set())))
                 raise HttpError(405, f"method {method} is not allowed on {'/' + '/'.join(segs)}; allowed: {allow}",
                                 {"Allow": allow})
             for p in params:
