@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, fields, replace
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import NamedTuple
 
 from runtime.errors import LimitError
@@ -187,8 +187,12 @@ def parse_cpus(value, field: str = "cpus") -> tuple[int | str, int]:
                 cores = Decimal(text)
             if not cores.is_finite() or cores < 0:
                 raise LimitError(field, value, CPUS_ACCEPTED)
+            if cores * period > SIZE_LIMIT:  # before int(): "1e999999" would make a million digits
+                raise LimitError(field, value, 'is too large; use "max" for no limit')
             quota = int((cores * period).to_integral_value(rounding=ROUND_HALF_UP))
-    except (InvalidOperation, ValueError):
+    except LimitError:
+        raise
+    except (DecimalException, ValueError):  # DecimalException: InvalidOperation, Overflow ("1e999999999")
         raise LimitError(field, value, CPUS_ACCEPTED) from None
     if quota < CPU_QUOTA_MIN_US:
         raise LimitError(field, value, "is too small; the kernel's minimum quota is 1000 "
