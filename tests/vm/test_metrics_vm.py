@@ -80,6 +80,13 @@ def test_throttling_counters_match_cpu_stat(v2_cgroup, run_in_cgroup):
     wait_until(lambda: parse_cpu_stat(cg.read("cpu.stat")).nr_throttled >= 3, what="throttling")
     p.kill()
     p.wait()
+    # the bandwidth timer may close one more period after the last task left:
+    # wait until cpu.stat stands still before comparing
+    def still():
+        before = cg.read("cpu.stat")
+        time.sleep(0.5)
+        return cg.read("cpu.stat") == before
+    wait_until(still, what="cpu.stat to stand still")
     m, body = scrape(cg)
     k = parse_cpu_stat(cg.read("cpu.stat"))
     assert k.nr_throttled >= 3
