@@ -260,7 +260,9 @@ def parse_io_max(value, field: str = "io_max") -> IoMax:
 
 
 def parse_io_max_line(line: str) -> IoMax:
-    """One line as the kernel prints io.max ("8:0 rbps=1 wbps=max ...")."""
+    """One line as the kernel prints io.max ("8:0 rbps=1 wbps=max ..."); ValueError if not."""
+    if not isinstance(line, str):
+        raise ValueError(f"io.max line must be text, not {type(line).__name__}")
     dev, _, rest = line.strip().partition(" ")
     maj, _, mnr = dev.partition(":")
     vals = {}
@@ -500,7 +502,15 @@ def _size_or_max(text: str) -> int | str:
 
 
 def parse_limit_files(texts: dict[str, str | None]) -> Limits:
-    """Limits from cgroup file contents as the kernel prints them (absent -> None)."""
+    """Limits from cgroup file contents as the kernel prints them (absent -> None).
+
+    ValueError if a text is malformed (or not a string).
+    """
+    if not isinstance(texts, dict):
+        raise ValueError(f"cgroup file texts must be a dict, not {type(texts).__name__}")
+    for file, t in texts.items():
+        if t is not None and not isinstance(t, str):
+            raise ValueError(f"{file}: contents must be text, not {type(t).__name__}")
     vals: dict = {}
     for file, name in (("memory.max", "memory_max"), ("memory.high", "memory_high"),
                        ("memory.low", "memory_low"), ("memory.swap.max", "memory_swap_max"),
