@@ -69,12 +69,62 @@ class IoMax(NamedTuple):
 
 # -- value parsers ----------------------------------------------------------
 
+_HUGE_BITS = 256  # far above any limit; str() of an int over 4300 digits raises ValueError
+
+
+def _shown(value):
+    """``value``, except an absurdly large int becomes a short description.
+
+    Python refuses str() of an int with more than 4300 digits (ValueError),
+    which would escape from a parser, or from LimitError's own message.
+    """
+    if isinstance(value, (str, bool, float)) or value is None:
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > _HUGE_BITS:
+            digits = int(value.bit_length() * 0.30103) + 1
+            return f"<a {'negative ' if value < 0 else ''}{digits}-digit number>"
+        return value
+    try:
+        str(value)  # a list or dict holding such an int
+    except ValueError:
+        return f"<{_kind(value)} holding a number too large to show>"
+    return value
+
+
+def _kind(value) -> str:
+    """The JSON kind of a value, for "is an array, not an object" messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
 def _text(value) -> str:
+    value = _shown(value)
     return value.strip() if isinstance(value, str) else str(value)
+
+
+def _int(text: str, field: str, value, accepted: str) -> int:
+    """int() of a string of digits; LimitError (not ValueError) if it has too many."""
+    try:
+        return int(text)
+    except ValueError:
+        raise LimitError(field, value, accepted) from None
 
 
 def parse_size(value, field: str = "memory", allow_max: bool = True) -> int | str:
     """ "512M" -> 536870912, "max" -> MAX; LimitError naming ``field`` otherwise."""
+    value = _shown(value)
     if isinstance(value, bool):
         raise LimitError(field, value, SIZE_ACCEPTED)
     if isinstance(value, int):
@@ -118,6 +168,7 @@ def format_cpus(quota_us: int, period_us: int) -> str:
 
 
 def _parse_int(value, field, accepted, lo=None, hi=None, allow_max=False):
+    value = _shown(value)
     if isinstance(value, bool):
         raise LimitError(field, value, accepted)
     if isinstance(value, str):
@@ -126,7 +177,7 @@ def _parse_int(value, field, accepted, lo=None, hi=None, allow_max=False):
             return MAX
         if not re.fullmatch(r"[+]?\d+", text):
             raise LimitError(field, value, accepted)
-        n = int(text)
+        n = _int(text, field, value, accepted)
     elif isinstance(value, int):
         n = value
     elif isinstance(value, float) and value.is_integer():
@@ -143,12 +194,14 @@ def parse_weight(value, field: str = "cpu_weight") -> int:
 
 
 def parse_pids(value, field: str = "pids") -> int | str:
+    value = _shown(value)
     if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
         raise LimitError(field, value, PIDS_ACCEPTED)
     return _parse_int(value, field, PIDS_ACCEPTED, 1, SIZE_LIMIT, allow_max=True)
 
 
 def parse_bool(value, field: str = "memory_oom_group") -> bool:
+    value = _shown(value)
     if isinstance(value, bool):
         return value
     text = _text(value).lower()
@@ -161,6 +214,7 @@ def parse_bool(value, field: str = "memory_oom_group") -> bool:
 
 def parse_cpus(value, field: str = "cpus") -> tuple[int | str, int]:
     """ "0.5" / "150%" / "50000/100000" / "max" -> (quota_us | MAX, period_us)."""
+    value = _shown(value)
     if isinstance(value, bool):
         raise LimitError(field, value, CPUS_ACCEPTED)
     text = _text(value)
@@ -173,7 +227,7 @@ def parse_cpus(value, field: str = "cpus") -> tuple[int | str, int]:
             q, p = q.strip(), p.strip()
             if not p.isdigit() or not (q.isdigit() or q.lower() == MAX):
                 raise LimitError(field, value, CPUS_ACCEPTED)
-            period = int(p)
+            period = _int(p, field, value, CPUS_ACCEPTED)
             if not CPU_PERIOD_MIN_US <= period <= CPU_PERIOD_MAX_US:
                 raise LimitError(field, value, "has a period out of range; the period must be "
                                  "1000 to 1000000 microseconds (e.g. 50000/100000)")
@@ -206,8 +260,9 @@ def parse_cpuset_list(value, field: str = "cpuset_cpus") -> str:
     """ "0-1,3" -> canonical "0-1,3" (validated); "" = no restriction."""
     from runtime.stats import format_cpuset, parse_cpuset
 
+    value = _shown(value)
     if isinstance(value, (list, tuple, set, frozenset)):
-        value = ",".join(str(v) for v in value)
+        value = ",".join(_text(v) for v in value)
     text = _text(value)
     if not re.fullmatch(r"[\d\s,\-]*", text):
         raise LimitError(field, value, CPUSET_ACCEPTED)
@@ -223,16 +278,22 @@ def parse_cpuset_list(value, field: str = "cpuset_cpus") -> str:
 _DEVNO_RE = re.compile(r"^(\d+):(\d+)(?:[\s:,]+(.*))?$", re.S)
 _DEVPATH_RE = re.compile(r"^(/[^:\s]+)(?:[\s:]+(.*))?$", re.S)
 _IO_RATE_KEYS = ("rbps", "wbps", "riops", "wiops")
+_MAJOR_MAX, _MINOR_MAX = 2**12 - 1, 2**20 - 1  # the kernel's dev_t: 12-bit major, 20-bit minor
 
 
 def parse_io_max(value, field: str = "io_max") -> IoMax:
     """ "/dev/vda:rbps=10M,wbps=5M" or "8:0 rbps=10M riops=100" -> IoMax."""
     from runtime.devices import block_devno
 
+    value = _shown(value)
     text = _text(value)
     m = _DEVNO_RE.match(text)
     if m:
-        devno, rest = (int(m.group(1)), int(m.group(2))), m.group(3) or ""
+        devno = (_int(m.group(1), field, value, IO_MAX_ACCEPTED), _int(m.group(2), field, value, IO_MAX_ACCEPTED))
+        rest = m.group(3) or ""
+        if devno[0] > _MAJOR_MAX or devno[1] > _MINOR_MAX:
+            raise LimitError(field, value, f"has no such device number; a major is at most {_MAJOR_MAX} "
+                             f"and a minor at most {_MINOR_MAX}")
     else:
         m = _DEVPATH_RE.match(text)
         if not m:
@@ -361,7 +422,7 @@ class Limits:
                 elif isinstance(value, (list, tuple)):
                     entries = list(value)
                 else:
-                    raise LimitError(key, value, "is not an io.max entry or a list of them; give "
+                    raise LimitError(key, _shown(value), "is not an io.max entry or a list of them; give "
                                      "one entry or a list, each DEVICE:key=value,... or "
                                      '"MAJ:MIN key=value ..." (e.g. ["/dev/vda:rbps=10M"])')
                 vals[name] = tuple(e if isinstance(e, IoMax) else parse_io_max(e, key)
@@ -582,9 +643,15 @@ def blkio_weight_to_io_weight(weight: int) -> int | None:
     return 1 + (weight - 10) * 9999 // 990
 
 
-def _oci_int(value, field, lo=None):
-    if isinstance(value, bool) or not isinstance(value, int):
+def _oci_int(value, field, lo=None, hi=SIZE_LIMIT):
+    if isinstance(value, (str, float)):
         raise LimitError(field, value, "is not an integer")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LimitError(field, f"is {_kind(value)}, not an integer")
+    if hi is not None and value > hi:
+        raise LimitError(field, _shown(value), f"is out of range; use an integer <= {hi}")
+    if value.bit_length() > _HUGE_BITS:
+        raise LimitError(field, _shown(value), "is out of range")
     if lo is not None and value < lo:
         raise LimitError(field, value, f"is out of range; use an integer >= {lo}")
     return value
@@ -596,7 +663,7 @@ def _oci_object(parent: dict, key: str, where: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise LimitError(f"{where}.{key}", value, "is not an object")
+        raise LimitError(f"{where}.{key}", f"is {_kind(value)}, not an object")
     return value
 
 
@@ -606,13 +673,13 @@ def _oci_list(parent: dict, key: str, where: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise LimitError(f"{where}.{key}", value, "is not an array")
+        raise LimitError(f"{where}.{key}", f"is {_kind(value)}, not an array")
     return value
 
 
 def _oci_text(value, field: str) -> str:
     if not isinstance(value, str):
-        raise LimitError(field, value, 'is not a string; use a CPU/node list like "0-1,3"')
+        raise LimitError(field, f'is {_kind(value)}, not a string; use a CPU/node list like "0-1,3"')
     return value
 
 
@@ -620,7 +687,7 @@ def from_oci(resources: dict | None) -> Limits:
     """OCI runtime-spec ``linux.resources`` -> Limits, converted like runc/crun."""
     r = resources or {}
     if not isinstance(r, dict):
-        raise LimitError("linux.resources", "is not an object")
+        raise LimitError("linux.resources", f"is {_kind(r)}, not an object")
     vals: dict = {}
 
     cpu = _oci_object(r, "cpu", "linux.resources")
@@ -692,8 +759,8 @@ def from_oci(resources: dict | None) -> Limits:
             major, minor, value = dev["major"], dev["minor"], dev.get("rate")
             if value is None:
                 value = 0
-            _oci_int(major, where + ".major", 0)
-            _oci_int(minor, where + ".minor", 0)
+            _oci_int(major, where + ".major", 0, _MAJOR_MAX)
+            _oci_int(minor, where + ".minor", 0, _MINOR_MAX)
             _oci_int(value, where + ".rate", 0)
             devs.setdefault((major, minor), {})[rate] = value or None  # 0 = no limit
     if devs:
