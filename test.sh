@@ -6,6 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh || { echo "setup failed"; exit 1; }
 bash scripts/services.sh || { echo "services failed"; exit 1; }
+export PATH="$PWD/.venv/bin:$PATH"   # python3, agentd, agentctl, vng from scripts/setup.sh
 export CGROUP_AGENT_TEST_PG="postgresql://agent:agent@127.0.0.1:5432/cgroup_agent_test"
 
 status=0

@@ -21,6 +21,7 @@ if [ "${SKIP_SETUP:-0}" != 1 ]; then
   bash scripts/setup.sh
 fi
 
+export PATH="$PWD/.venv/bin:$PATH"   # agentd, agentctl and python3 from scripts/setup.sh
 STATE=$(realpath -m "${STATE_DIR:-$PWD/state}")
 SOCK=$STATE/agent.sock
 METRICS=${METRICS_LISTEN:-127.0.0.1:9101}

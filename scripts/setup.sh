@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the agent and its tests need on a fresh Debian 12 machine
-# (run as root). Idempotent: a second run installs nothing new.
+# (run as root): Debian packages, then the project and its test tools in a
+# virtual environment at ./.venv (Debian's own python3 is "externally managed"
+# and refuses pip installs). Idempotent: a second run installs nothing new.
+# Afterwards: PATH=$PWD/.venv/bin:$PATH gives agentd, agentctl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +15,7 @@ APT_PACKAGES=(
   busybox-static                      # tiny rootfs for container tests
   gcc libc6-dev                       # the C reader used as a benchmark floor
   util-linux iproute2 procps e2fsprogs
+  python3 python3-venv               # the virtual environment below
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,5 +27,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test,postgres]" virtme-ng
+VENV=${VENV:-$PWD/.venv}
+if [ ! -x "$VENV/bin/python3" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+"$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".[test,postgres]" virtme-ng
