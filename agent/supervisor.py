@@ -828,9 +828,13 @@ class Supervisor:
             log.error("launcher.query_failed", error=str(err))
             return
         exit_by_key = {(x.id, x.pid): x for x in exits}
+        last_exit_by_id = {x.id: x for x in sorted(exits, key=lambda x: x.at)}
         with self._cond:
             for e in list(self._entries.values()):
                 row = e.row
+                if row.state == "created" and adopting:
+                    self._reconcile_created(e, running.get(row.id), last_exit_by_id.get(row.id))
+                    continue
                 if row.state not in LIVE_STATES:
                     continue
                 rec = exit_by_key.get((row.id, row.pid))
@@ -881,6 +885,35 @@ class Supervisor:
                 e = self._entries.get(x.id)
                 if e is None or e.row.pid != x.pid or e.row.state not in ("running", "paused"):
                     self._ack(x.id, x.pid)
+
+    def _reconcile_created(self, e: _Entry, launcher_pid: int | None, rec) -> None:
+        """A row still 'created' at boot whose process may have been spawned: agentd
+        was killed after the launcher spawned it, before 'running' was committed."""
+        row = e.row
+        alive = self._populated(e)
+        if launcher_pid and alive:
+            e.started_mono = time.monotonic()
+            self._read_oom_baseline_from_row(e)
+            self._set(e, "adopted_unrecorded_start", state="running", pid=launcher_pid, started_at=time.time(),
+                      exit_code=None, exit_signal=None, finished_at=None, oom_killed=False)
+            self._watch(e)
+            self._sync_frozen(e)
+            log.warning("container.adopted_unrecorded_start", name=row.name, id=row.id, pid=launcher_pid,
+                        note="spawned just before agentd stopped; started_at is the adoption time")
+            return
+        if rec is not None and not alive:
+            # it ran and ended while agentd was down (the exit record is acked by the caller)
+            self._set(e, "exited", state="exited", pid=rec.pid, started_at=None, exit_code=rec.exit_code,
+                      exit_signal=rec.signal, finished_at=rec.at)
+            log.info("container.exit_applied_late", name=row.name, exit_code=rec.exit_code, signal=rec.signal,
+                     note="its start was never recorded")
+            self._after_exit(e)
+            return
+        if alive:
+            # processes no launcher knows about: nothing can track them
+            self._kill_cgroup(e)
+            self._history(e, "stray_processes_killed")
+            log.warning("container.stray_processes_killed", name=row.name, id=row.id, cgroup=row.cgroup)
 
     def _reconnect_launcher(self) -> None:
         """The launcher connection broke: start/reconnect, then catch up on exits."""
