@@ -816,7 +816,28 @@ class Supervisor:
                 e = _Entry(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
                 self._entries[row.id] = e
                 self._names[row.name] = row.id
+            self._sweep_orphan_cgroups()
         self._reconcile(adopting=True)
+
+    def _sweep_orphan_cgroups(self) -> None:
+        """Boot only (no create can run yet): a cgroup under R/containers that no
+        row names was made by a create() that agentd was killed in the middle of,
+        before its row was committed. Its processes (if any: the spawn can only
+        follow the commit) are killed and the directory removed."""
+        known = {os.path.basename(e.cg.path) for e in self._entries.values()}
+        for cg in self.layout.containers.children():
+            name = os.path.basename(cg.path)
+            if name in known or not _is_container_id(name):
+                continue
+            try:
+                if cg.procs():
+                    from runtime import freezer
+                    freezer.kill(cg, timeout=5)
+                cg.remove(missing_ok=True)
+                log.warning("cgroup.orphan_removed", cgroup=cg.path, note="made by a create agentd did not finish")
+            except CgroupError as err:
+                log.error("cgroup.orphan_remove_failed", cgroup=cg.path, error=str(err))
+            shutil.rmtree(os.path.join(self.logs_dir, name), ignore_errors=True)
 
     def _reconcile(self, adopting: bool) -> None:
         """Match live containers with what the launcher knows: adopt those still
@@ -1077,6 +1098,10 @@ class Supervisor:
                 fn()
             except Exception as err:
                 log.exception("supervisor.timer_failed", error=str(err))
+
+
+def _is_container_id(name: str) -> bool:
+    return len(name) == 12 and all(c in "0123456789abcdef" for c in name)
 
 
 def _pid_alive(pid: int) -> bool:
