@@ -540,7 +540,7 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     try:
         limits = from_oci(resources)
     except LimitError as e:
-        raise UserError(f"config.json linux.resources.{e}") from None
+        raise UserError(f"config.json {e}") from None  # e names linux.resources.<field>
     except Exception:  # a section of the wrong JSON type (e.g. "cpu": [1])
         bad = next((k for k, val in resources.items() if not isinstance(val, (dict, list))
                     or (isinstance(val, list) and k not in ("devices", "hugepageLimits"))), None)
