@@ -249,8 +249,9 @@ def test_sigkill_of_the_launcher_is_noticed_replaced_and_containers_adopted(agen
     assert events(a, "launcher.disconnected")
     new = a.root.child("launcher").procs()
     assert new and old not in new
-    adopted = {e["name"] for e in events(a, "container.adopted_without_launcher")}
-    assert adopted == {"l1", "l2"}
+    # reconnected is logged before the reconcile that adopts: wait for both adoptions
+    wait_for(lambda: {e["name"] for e in events(a, "container.adopted_without_launcher")} == {"l1", "l2"},
+             what="l1 and l2 adopted")
     for n in ("l1", "l2"):
         assert a.inspect(n)["state"] == "running"
     # keeps serving: a new container runs under the new launcher and its exit status is known
