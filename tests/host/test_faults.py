@@ -211,22 +211,61 @@ def _sigkill_during_creates(a: Agentd, kind: str, attempts: int = 8) -> list:
     pytest.skip(f"the SIGKILL never landed in the {kind} window in {attempts} attempts")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: agent/supervisor.py _reconcile only looks at running/paused/"
-                                       "restarting rows: when agentd is SIGKILLed after the launcher spawned a "
-                                       "container but before the 'running' state was committed, the restarted "
-                                       "agentd shows it 'created' while its process runs in the cgroup "
-                                       "(untracked; a start would put a second process in the same cgroup)")
 def test_a_container_spawned_just_before_sigkill_is_not_left_created_but_running(agentd):
     found = _sigkill_during_creates(agentd, "created_running")
     assert not found, f"shown 'created' but running: {found}"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: agent/supervisor.py create() makes the container cgroup before "
-                                       "the state row is committed and boot never sweeps R/containers: a SIGKILL "
-                                       "in between leaves a cgroup directory that belongs to no container")
 def test_a_cgroup_made_just_before_sigkill_is_not_left_behind(agentd):
     found = _sigkill_during_creates(agentd, "orphan_cgroup")
     assert not found, f"cgroups of no container under R/containers: {found}"
+
+
+def test_a_start_the_launcher_made_but_agentd_never_recorded_is_adopted(agentd):
+    """The created_running window made deterministic: agentd dies after the
+    launcher spawned a container's process but before 'running' was committed."""
+    from agent.launcher import LauncherClient
+
+    a = agentd
+    a.start()
+    st, body = api(a, "POST", "/v1/containers", {"name": "half", "argv": ["sleep", "600"], "start": False})
+    assert st == 201, body
+    cid, cg = body["id"], body["cgroup"]
+    a.proc.kill()
+    a.proc.wait(10)
+    logdir = os.path.join(a.state, "logs", cid)
+    os.makedirs(logdir, exist_ok=True)
+    lc = LauncherClient.connect(a.state)
+    try:
+        pid = lc.spawn(cid, {"argv": ["sleep", "600"], "env": {"PATH": "/usr/bin:/bin"}, "cwd": "/", "uid": 0,
+                             "gid": 0, "hostname": "half", "rootfs": "", "mounts": [], "network": "host",
+                             "cgroup": cg, "stdout": logdir + "/stdout.log", "stderr": logdir + "/stderr.log",
+                             "log_max_bytes": 1 << 20, "no_new_privs": True, "capabilities": None,
+                             "seccomp": True})
+    finally:
+        lc.close()
+    a.start()
+    info = a.inspect("half")
+    assert info["state"] == "running" and info["pid"] == pid, info
+    assert_consistent(a)
+    st, body = api(a, "POST", "/v1/containers/half/stop?timeout=1")
+    assert st == 200 and body["state"] == "exited" and body["exit_code"] is not None, body
+
+
+def test_a_cgroup_of_no_container_is_swept_at_boot(agentd):
+    """The orphan_cgroup window made deterministic: a container cgroup exists
+    but agentd died before its row was committed."""
+    import secrets
+
+    a = agentd
+    a.start()
+    a.proc.kill()
+    a.proc.wait(10)
+    orphan = a.root.child("containers").child(secrets.token_hex(6))
+    orphan.create()
+    a.start()
+    assert not os.path.exists(orphan.path)
+    assert_consistent(a)
 
 
 # ------------------------------------------------------------------ SIGKILL of the launcher
@@ -291,13 +330,14 @@ def small_state(agentd):
 
 def _fill(path: str) -> str:
     filler = os.path.join(path, "filler")
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:  # unbuffered: a buffered close would raise ENOSPC again
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -328,10 +368,6 @@ def test_full_state_dir_keeps_reads_counts_errors_and_recovers(small_state):
     assert listed <= {c["name"] for c in containers(a)}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: POST /v1/containers with the state dir full answers 500 "
-                                       "'internal error (OperationalError)' from agent/store.py "
-                                       "Store.transaction COMMIT (sqlite 'database or disk is full'), "
-                                       "not a clear refusal naming the full state dir")
 def test_create_on_a_full_state_dir_is_a_clear_refusal(small_state):
     a = small_state
     a.start()
