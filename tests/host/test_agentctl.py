@@ -369,6 +369,7 @@ AS_USER = r"""
 import os, sys, pwd
 # the standard library lives under /root (mode 0700): import what agentctl needs before dropping root
 import argparse, json, signal, socket, struct, time, importlib.util, urllib.parse, decimal, dataclasses, locale
+import shutil, gettext, textwrap, re, errno, select, selectors, io, codecs, encodings.idna
 import agent.cli, agent.client, agent.stats_view, runtime.limits, runtime.errors
 name = sys.argv[1]
 pw = pwd.getpwnam(name)
