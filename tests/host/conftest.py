@@ -55,6 +55,11 @@ def _kill_tree(cg: Cgroup) -> None:
             time.sleep(0.01)
 
 
+def kill_tree(target) -> None:
+    """_kill_tree for a cgroup path or a Cgroup: the one clean-up every host test uses."""
+    _kill_tree(target if isinstance(target, Cgroup) else Cgroup(target))
+
+
 def _new_cgroup(parent: str) -> Cgroup:
     cg = Cgroup(os.path.join(parent, f"cga-test-{uuid.uuid4().hex[:10]}"))
     os.mkdir(cg.path)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.client import Client
+from conftest import kill_tree as _kill_tree
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]
 
@@ -85,22 +86,6 @@ def agentd(request):
             stop_agentd(d)
         _kill_tree(root)
         shutil.rmtree(top, ignore_errors=True)
-
-
-def _kill_tree(root) -> None:
-    """Kill everything left under a test cgroup root (launcher, containers), then rmdir it bottom-up."""
-    if not os.path.isdir(root.path):
-        return
-
-    def populated():
-        with open(os.path.join(root.path, "cgroup.events")) as f:
-            return dict(line.split() for line in f)["populated"] == "1"
-
-    with open(os.path.join(root.path, "cgroup.kill"), "w") as f:
-        f.write("1")
-    wait_for(lambda: not populated(), what="the test cgroup to empty")
-    for dirpath, _, _ in sorted(os.walk(root.path), key=lambda w: -w[0].count("/")):
-        os.rmdir(dirpath)
 
 
 def ctl(d, *args, timeout=60, env=None):

@@ -28,6 +28,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from agent.client import Client
 from runtime import stats
 from runtime.cgroupfs import Cgroup, find_mount
+from conftest import kill_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -52,32 +53,6 @@ def wait_for(pred, timeout=60.0, what="condition"):
             return v
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def kill_tree(path: str) -> None:
-    if not os.path.isdir(path):
-        return
-    for e in os.scandir(path):
-        if e.is_dir(follow_symlinks=False):
-            kill_tree(e.path)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with open(os.path.join(path, "cgroup.freeze"), "w") as f:
-                f.write("0")
-            with open(os.path.join(path, "cgroup.kill"), "w") as f:
-                f.write("1")
-        except OSError:
-            pass
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def get(url: str, headers=None) -> tuple[str, bytes]:

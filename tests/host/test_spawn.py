@@ -16,6 +16,7 @@ import pytest
 
 from agent.launcher import LaunchError, LauncherClient, ExitRecord
 from runtime.cgroupfs import find_mount
+from conftest import kill_tree
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"
@@ -34,30 +35,6 @@ class Result(NamedTuple):
     exit: ExitRecord
     out: str
     err: str
-
-
-def kill_tree(path: str) -> None:
-    if not os.path.isdir(path):
-        return
-    for name in os.listdir(path):
-        if os.path.isdir(os.path.join(path, name)):
-            kill_tree(os.path.join(path, name))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with open(os.path.join(path, "cgroup.kill"), "w") as f:
-                f.write("1")
-        except OSError:
-            pass
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def stop_launcher(client: LauncherClient, pid: int) -> None:
