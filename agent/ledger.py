@@ -51,6 +51,9 @@ HOUR = 3600
 DAY = 86400
 FOREVER = 1 << 62
 GC_AFTER = DAY            # forget idle, unseen instances after this long
+FINISHED_GC_AFTER = 600.0 # a finished instance (final reading taken, cgroup removed) only needs
+                          # remembering while a collector pass that raced the final reading may
+                          # still arrive: seconds. Keeping it a day grew RSS under churn.
 MAINTAIN_EVERY = 60.0     # seconds between retention passes
 SINK_CURSOR_KEY = "sink.postgres.cursor"
 RETENTION_CHUNK = 20000   # records deleted per retention transaction
@@ -383,7 +386,8 @@ class Ledger:
             if inst.open_start is not None and pw > inst.open_start:
                 records.append(self._close(inst))
                 closed[key] = inst
-            elif inst.open_start is None and (inst.last_wall or 0) < wall - GC_AFTER:
+            elif inst.open_start is None and \
+                    (inst.last_wall or 0) < wall - (FINISHED_GC_AFTER if inst.finished else GC_AFTER):
                 gone.append(key)
         if self.checkpoint_interval <= 0 or mono - self._last_checkpoint >= self.checkpoint_interval \
                 or mono < self._last_checkpoint:

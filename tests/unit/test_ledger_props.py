@@ -266,3 +266,25 @@ def test_stale_snapshot_after_final_bills_nothing_twice(tmp_path):
     db = sqlite3.connect(sim.path)
     assert db.execute("SELECT SUM(cpu_usec) FROM records WHERE container_id='a'").fetchone()[0] == 50_000
     assert db.execute("SELECT a_cpu FROM instances WHERE container_id='a'").fetchone()[0] == 0
+
+
+def test_a_finished_instance_is_forgotten_minutes_later_not_a_day(tmp_path):
+    """Churn must not grow the ledger: an instance whose final reading was taken is
+    dropped from memory and from ledger.db once no racing pass can still arrive."""
+    import time as _time
+    sim = Sim(str(tmp_path / "l.db"))
+    # final() reads the real clocks: run the simulation just behind them
+    sim.wall, sim.mono = _time.time() - 10, _time.monotonic() - 10
+    sim.tick(1, 1, ((1000, 0), (1000, 0)), 4096)
+    sim.final_and_recreate("a", 0)
+    db = sqlite3.connect(sim.path)
+    billed = db.execute("SELECT SUM(cpu_usec) FROM records WHERE container_id='a'").fetchone()[0]
+    sim.tick(60, 60, ((0, 0), (0, 0)), 4096)
+    assert ("a", 1) in sim.ledger._instances              # still remembered shortly after
+    for _ in range(12):
+        sim.tick(60, 60, ((0, 0), (0, 0)), 4096)
+    assert ("a", 1) not in sim.ledger._instances
+    assert db.execute("SELECT COUNT(*) FROM instances WHERE container_id='a' AND cgroup_inode=1").fetchone()[0] == 0
+    assert db.execute("SELECT SUM(cpu_usec) FROM records WHERE container_id='a' AND cgroup_inode=1").fetchone()[0] \
+        == billed
+    assert ("b", 100) in sim.ledger._instances             # a live one stays
