@@ -119,7 +119,7 @@ fi
 metrics_err=$(logfield metrics.unavailable error)
 echo
 echo "== try next"
-echo "   export AGENT_SOCKET=$SOCK"
+echo "   export AGENT_SOCKET=$SOCK PATH=$PWD/.venv/bin:\$PATH"
 echo "   agentctl ps                       # containers"
 echo "   agentctl stats demo               # live CPU, memory, IO, pids (--no-stream for one shot)"
 if [ ${#skipped[@]} -gt 0 ]; then
