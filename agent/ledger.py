@@ -758,6 +758,15 @@ def record_dict(r: dict) -> dict:
         "record_id": r["record_id"], "host": r["host"], "container_id": r["container_id"],
         "name": r["name"], "labels": json.loads(r["labels"]), "cgroup_inode": r["cgroup_inode"],
         "period_start": iso(r["period_start"]), "period_end": iso(r["period_end"]),
+        **_meters(r),
+        "cpu_limit_cores": r["cpu_limit_cores"], "memory_limit_bytes": r["memory_limit_bytes"],
+        **_reserved_and_cost(r, r["currency"]),
+    }
+
+
+def _meters(r) -> dict:
+    """Usage columns (a record or summed records) in the issue's units, in its order."""
+    return {
         "running_seconds": r["running_usec"] / 1e6, "frozen_seconds": r["frozen_usec"] / 1e6,
         "cpu_seconds": r["cpu_usec"] / 1e6, "cpu_user_seconds": r["cpu_user_usec"] / 1e6,
         "cpu_system_seconds": r["cpu_system_usec"] / 1e6,
@@ -766,11 +775,15 @@ def record_dict(r: dict) -> dict:
         "swap_byte_seconds": r["swap_byte_seconds"],
         "io_read_bytes": r["io_read_bytes"], "io_write_bytes": r["io_write_bytes"],
         "io_read_ops": r["io_read_ops"], "io_write_ops": r["io_write_ops"],
-        "pids_peak": r["pids_peak"], "cpu_limit_cores": r["cpu_limit_cores"],
-        "memory_limit_bytes": r["memory_limit_bytes"],
+        "pids_peak": r["pids_peak"],
+    }
+
+
+def _reserved_and_cost(r, currency: str) -> dict:
+    return {
         "reserved_cpu_seconds": r["reserved_cpu_usec"] / 1e6,
         "reserved_memory_byte_seconds": r["reserved_memory_byte_seconds"],
-        "cost": money(r["cost_nanos"]), "currency": r["currency"],
+        "cost": money(r["cost_nanos"]), "currency": currency,
     }
 
 
@@ -976,18 +989,8 @@ def usage_row(sums: dict, currency: str) -> dict:
     """Summed integer columns -> an output row in the issue's units."""
     return {
         "records": sums["n"],
-        "running_seconds": sums["running_usec"] / 1e6, "frozen_seconds": sums["frozen_usec"] / 1e6,
-        "cpu_seconds": sums["cpu_usec"] / 1e6, "cpu_user_seconds": sums["cpu_user_usec"] / 1e6,
-        "cpu_system_seconds": sums["cpu_system_usec"] / 1e6,
-        "cpu_throttled_seconds": sums["cpu_throttled_usec"] / 1e6,
-        "memory_byte_seconds": sums["memory_byte_seconds"], "memory_peak_bytes": sums["memory_peak_bytes"],
-        "swap_byte_seconds": sums["swap_byte_seconds"],
-        "io_read_bytes": sums["io_read_bytes"], "io_write_bytes": sums["io_write_bytes"],
-        "io_read_ops": sums["io_read_ops"], "io_write_ops": sums["io_write_ops"],
-        "pids_peak": sums["pids_peak"],
-        "reserved_cpu_seconds": sums["reserved_cpu_usec"] / 1e6,
-        "reserved_memory_byte_seconds": sums["reserved_memory_byte_seconds"],
-        "cost": money(sums["cost_nanos"]), "currency": currency,
+        **_meters(sums),
+        **_reserved_and_cost(sums, currency),
     }
 
 
