@@ -461,17 +461,22 @@ class Launcher:
 
     # ------------------------------------------------------------- logs
     def _pipe_readable(self, fd):
-        c = self.pipe_owner[fd]
+        self._read_chunk(self.pipe_owner[fd], fd)
+
+    def _read_chunk(self, c, fd) -> bool:
+        """Copy one chunk of a container's pipe into its log; closes the pipe at
+        EOF. True when more may be waiting."""
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
             c.pipes[fd].write(data)
-        else:
-            self._close_pipe(c, fd)
+            return True
+        self._close_pipe(c, fd)
+        return False
 
     def _close_pipe(self, c, fd):
         sink = c.pipes.pop(fd)
@@ -482,17 +487,8 @@ class Launcher:
 
     def _drain(self, c):
         for fd in list(c.pipes):
-            while fd in c.pipes:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if data:
-                    c.pipes[fd].write(data)
-                else:
-                    self._close_pipe(c, fd)
+            while self._read_chunk(c, fd):
+                pass
 
     # ------------------------------------------------------------- reaping
     def reap(self) -> None:
