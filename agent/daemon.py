@@ -284,22 +284,20 @@ class Daemon:
             except Exception as e:
                 log.error("shutdown.step_failed", step=what, error=str(e))
         p = self.parts
-        if "api" in p:
-            attempt("api", p["api"].stop)
-        if "metrics" in p:
-            attempt("metrics", p["metrics"].stop)
-        if "collector" in p:
-            attempt("collector", p["collector"].stop)
-        if "supervisor" in p:
-            attempt("supervisor", lambda: p["supervisor"].close(stop_containers=self.config.agent.stop_containers_on_exit))
-        if "ledger" in p:
-            attempt("ledger", p["ledger"].close)
-        if "store" in p:
-            attempt("store", p["store"].close)
-        if "watcher" in p:
-            attempt("watcher", p["watcher"].close)
-        if "launcher" in p:
-            attempt("launcher", p["launcher"].close)
+        stop_containers = self.config.agent.stop_containers_on_exit
+        steps = (  # in this order: stop taking requests first, release the launcher last
+            ("api", lambda: p["api"].stop()),
+            ("metrics", lambda: p["metrics"].stop()),
+            ("collector", lambda: p["collector"].stop()),
+            ("supervisor", lambda: p["supervisor"].close(stop_containers=stop_containers)),
+            ("ledger", lambda: p["ledger"].close()),
+            ("store", lambda: p["store"].close()),
+            ("watcher", lambda: p["watcher"].close()),
+            ("launcher", lambda: p["launcher"].close()),
+        )
+        for name, step in steps:
+            if name in p:
+                attempt(name, step)
 
 
 def main(argv: list[str] | None = None) -> int:
