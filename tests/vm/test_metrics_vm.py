@@ -104,7 +104,20 @@ def test_oom_kill_counted_as_the_kernel_counts_it(v2_cgroup, run_in_cgroup, pyth
     cg.write("memory.swap.max", "0")
     p = run_in_cgroup(cg, [python, "-c", ALLOCATE])
     assert p.wait(timeout=300) == -9
-    m, body = scrape(cg)
+    # the kernel keeps freeing the dead task's pages (and per-cpu charges)
+    # for a while after the kill: memory.current is a gauge, so compare only
+    # a scrape that memory.current and memory.stat stood still around
+    def settled_scrape():
+        before = (cg.read("memory.current"), cg.read("memory.stat"))
+        got = scrape(cg)
+        time.sleep(0.5)
+        return got if (cg.read("memory.current"), cg.read("memory.stat")) == before else None
+    got = None
+    deadline = time.monotonic() + 120
+    while got is None and time.monotonic() < deadline:
+        got = settled_scrape()
+    assert got is not None, "memory.current never stood still for a scrape"
+    m, body = got
     events = parse_flat_keyed(cg.read("memory.events"))
     assert events["oom_kill"] >= 1
     assert m[("container_oom_events_total",)] == events["oom_kill"]
