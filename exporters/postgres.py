@@ -10,10 +10,20 @@ which the primary key turns into a no-op: exactly one row per record.
 
 The thread never holds the ledger's lock while talking to the network, so a
 dead or slow database never blocks collection; records wait in the local
-ledger (retention never deletes unshipped records) and the lag is exported:
+ledger (retention never deletes unshipped records) and the backlog is exported:
 ``cgroup_agent_sink_lag_seconds{sink="postgres"}`` (age of the oldest
-unshipped record's period end; 0 when everything is shipped), plus
-``cgroup_agent_sink_rows_total`` and ``cgroup_agent_sink_errors_total``.
+unshipped record's period end; 0 when everything is shipped),
+``cgroup_agent_sink_backlog_records`` (records waiting), plus
+``cgroup_agent_sink_rows_total`` and ``cgroup_agent_sink_errors_total`` (one per
+failed attempt).
+
+A failed attempt is retried after an exponential backoff with jitter, from
+0.5 s up to 12 intervals, at most 60 s (60 s with the default 5 s interval):
+a dead database sees a handful of attempts a minute, never a busy loop, and a
+revived one is used again within that cap. An outage logs ``sink.down`` once
+(its first error) and ``sink.recovered`` once when a batch goes through again
+(how long, how many failed attempts); the retries in between log only at
+debug level.
 
 psycopg 3 is imported only when a sink is configured (optional extra
 ``cgroup-agent[postgres]``).
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -55,6 +66,7 @@ COLUMNS = (
 
 for _name, _kind, _help, _labels in (
         ("sink_lag_seconds", "gauge", "Age of the oldest billing record not yet shipped (0 = all shipped).", ("sink",)),
+        ("sink_backlog_records", "gauge", "Billing records waiting to be shipped.", ("sink",)),
         ("sink_rows_total", "counter", "Billing records shipped to a sink.", ("sink",)),
         ("sink_errors_total", "counter", "Failed shipping attempts (retried with backoff).", ("sink",))):
     try:
@@ -110,6 +122,7 @@ class PostgresSink:
         self.dsn = sec.dsn
         self.batch = int(sec.batch)
         self.interval = float(sec.interval)
+        self.backoff_max = min(BACKOFF_MAX, max(BACKOFF_MIN, 12 * self.interval))
         self.ledger = ledger
         self.table = table
         self._insert = (f"INSERT INTO {table} ({', '.join(n for n, _ in COLUMNS)}) "
@@ -135,7 +148,7 @@ class PostgresSink:
         self._drop()
 
     def _run(self) -> None:
-        backoff = BACKOFF_MIN
+        backoff, down_since, failures = BACKOFF_MIN, None, 0
         while not self._stop.is_set():
             try:
                 n = self.ship_once()
@@ -143,13 +156,23 @@ class PostgresSink:
                 self._drop()
                 self.last_error = f"{type(exc).__name__}: {exc}".strip()
                 selfmetrics.inc("sink_errors_total", sink="postgres")
-                log.warning("sink.ship_failed", sink="postgres", error=self.last_error, retry_in=round(backoff, 2))
-                self._update_lag()
-                self._stop.wait(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                failures += 1
+                wait = backoff * random.uniform(0.8, 1.2)
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("sink.down", sink="postgres", error=self.last_error, retry_in=round(wait, 2))
+                else:
+                    log.debug("sink.retry_failed", sink="postgres", error=self.last_error, retry_in=round(wait, 2))
+                self._update_gauges()
+                self._stop.wait(wait)
+                backoff = min(backoff * 2, self.backoff_max)
                 continue
             backoff = BACKOFF_MIN
-            self._update_lag()
+            backlog = self._update_gauges()
+            if down_since is not None:
+                log.info("sink.recovered", sink="postgres", down_seconds=round(time.monotonic() - down_since, 1),
+                         failed_attempts=failures, backlog_records=backlog)
+                down_since, failures = None, 0
             if n < self.batch:   # drained: wait for the next interval
                 self._stop.wait(self.interval)
 
@@ -189,7 +212,7 @@ class PostgresSink:
         selfmetrics.inc("sink_rows_total", len(rows), sink="postgres")
         return len(rows)
 
-    # -- lag ---------------------------------------------------------------
+    # -- backlog -----------------------------------------------------------
 
     def lag_seconds(self, now: float | None = None) -> float:
         end = self.ledger.oldest_unshipped_end(self.ledger.shipped_cursor())
@@ -197,8 +220,20 @@ class PostgresSink:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - end)
 
-    def _update_lag(self) -> None:
+    def backlog_records(self) -> int:
+        """Records after the shipping cursor (a read-only count in the ledger's records table)."""
+        db = sqlite3.connect(f"file:{self.ledger.db_path}?mode=ro", uri=True, timeout=30)
         try:
-            selfmetrics.set_gauge("sink_lag_seconds", self.lag_seconds(), sink="postgres")
+            return db.execute("SELECT count(*) FROM records WHERE seq > ?",
+                              (self.ledger.shipped_cursor(),)).fetchone()[0]
+        finally:
+            db.close()
+
+    def _update_gauges(self) -> int | None:
+        try:
+            lag, backlog = self.lag_seconds(), self.backlog_records()
         except Exception:  # the ledger closing under us
-            pass
+            return None
+        selfmetrics.set_gauge("sink_lag_seconds", lag, sink="postgres")
+        selfmetrics.set_gauge("sink_backlog_records", backlog, sink="postgres")
+        return backlog

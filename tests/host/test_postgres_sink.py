@@ -5,6 +5,8 @@ record, the collection side never blocked, a replay inserts nothing twice,
 retention only drops shipped records."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import threading
@@ -24,6 +26,7 @@ from runtime.stats import CgroupEvents, CgroupSample, CpuStat, IoStat
 
 DSN = os.environ.get("CGROUP_AGENT_TEST_PG", "postgresql://agent:agent@127.0.0.1:5432/cgroup_agent_test")
 T0 = 1_900_000_800
+LOCK = "/tmp/cgroup-agent-test-postgres.lock"
 
 
 def _pg_version() -> str:
@@ -41,27 +44,46 @@ def _pg(action: str) -> None:
         raise AssertionError(f"pg_ctlcluster {action} failed: {r.stderr.strip()}")
 
 
+@contextlib.contextmanager
+def pg_exclusive():
+    """Hold the machine-wide lock of the tests that stop the database (two runs
+    of them at once would stop it under each other), with the database up."""
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        if not _online():
+            _pg("start")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(DSN, autocommit=True, connect_timeout=5).close()
+                break
+            except psycopg.OperationalError as e:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"PostgreSQL is not reachable at {DSN} (run scripts/services.sh): {e}")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            if not _online():
+                _pg("start")
+
+
 @pytest.fixture
 def pg():
-    deadline = time.monotonic() + 60   # the cluster may be restarting (another run of this test)
-    while True:
+    with pg_exclusive():
+        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=5)
+        table = f"usage_test_{uuid.uuid4().hex[:10]}"
         try:
-            conn = psycopg.connect(DSN, autocommit=True, connect_timeout=5)
-            break
-        except psycopg.OperationalError as e:
-            if time.monotonic() > deadline:
-                pytest.fail(f"PostgreSQL is not reachable at {DSN} (run scripts/services.sh): {e}")
-            time.sleep(0.5)
-    table = f"usage_test_{uuid.uuid4().hex[:10]}"
-    yield conn, table
-    try:
-        conn.close()
-    except Exception:
-        pass
-    if not _online():
-        _pg("start")
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP TABLE IF EXISTS {table}")
+            yield conn, table
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+            if not _online():
+                _pg("start")
+            with psycopg.connect(DSN, autocommit=True) as c:
+                c.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 class Feed:
