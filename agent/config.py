@@ -89,6 +89,7 @@ class AgentSection:
     log_level: str
     stop_containers_on_exit: bool
     stop_timeout: float
+    events_max: int
 
 
 @dataclass(frozen=True)
@@ -246,10 +247,12 @@ def _currency(key: str, v: Any) -> str:
     return v
 
 
-def _positive_int(key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ConfigError(key, f"{_fmt(v)} is not a positive integer")
-    return v
+def _int_at_least(lowest: int) -> Checker:
+    def check(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
+            raise ConfigError(key, f"{_fmt(v)} is not accepted; use an integer of at least {lowest}")
+        return v
+    return check
 
 
 def _listen(key: str, v: Any) -> str:
@@ -289,6 +292,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "log_level": _choice("debug", "info", "warning", "error"),
         "stop_containers_on_exit": _bool,
         "stop_timeout": _duration(zero_ok=True),
+        "events_max": _int_at_least(100),
     },
     "collector": {
         "interval": _duration(min_seconds=0.01),
@@ -307,7 +311,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
     },
     "sink.postgres": {
         "dsn": _dsn,
-        "batch": _positive_int,
+        "batch": _int_at_least(1),
         "interval": _duration(min_seconds=0.01),
     },
     "security": {"allow_sensitive_binds": _bool},

@@ -1,7 +1,10 @@
 """agentd's durable state: SQLite in WAL mode at state_dir/state.db.
 
 Two tables: `containers` (one row per container: spec, state, pid, cgroup,
-exit status, restart count, ...) and `events` (an append-only history).
+exit status, restart count, ...; deleted when the container is removed) and
+`events` (an append-only history holding the newest `events_max` rows: older
+ones are deleted in chunks as new ones arrive, so the file stops growing
+under churn and SQLite reuses the freed pages).
 One connection guarded by a lock, so any thread may call any method.
 synchronous=NORMAL: WAL survives a crash of agentd at any instant (not a
 power loss); container state can be rebuilt from the kernel anyway.
@@ -127,8 +130,11 @@ def _decode(row: sqlite3.Row) -> ContainerRow:
 
 
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, events_max: int = 100_000):
         self.path = path
+        self.events_max = events_max
+        # prune once per chunk of inserts: at most events_max + chunk - 1 rows
+        self._prune_every = max(100, events_max // 10)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
@@ -136,6 +142,10 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        try:
+            self._prune_events()  # a lowered events_max applies at once
+        except StoreFull:  # counted and logged; agentd still starts, the next chunk retries
+            pass
 
     def close(self) -> None:
         with self._lock:
@@ -229,13 +239,28 @@ class Store:
     # -- events ----------------------------------------------------------------
 
     def add_event(self, container_id: str | None, name: str | None, kind: str, **detail) -> int:
+        """Append an event; its seq (AUTOINCREMENT: increasing, never reused).
+        Every _prune_every-th seq also deletes the rows older than the newest
+        events_max in the same transaction: both are written or neither."""
+        with self.transaction():
+            with self._writing():
+                seq = self._db.execute(
+                    "INSERT INTO events (at, container_id, name, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), container_id, name, kind, json.dumps(detail, sort_keys=True, default=str))).lastrowid
+            if seq % self._prune_every == 0:
+                self._prune_events(seq)
+            return seq
+
+    def _prune_events(self, newest: int | None = None) -> None:
+        """Delete events older than the newest events_max (a range delete on the rowid)."""
         with self._lock, self._writing():
-            cur = self._db.execute(
-                "INSERT INTO events (at, container_id, name, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), container_id, name, kind, json.dumps(detail, sort_keys=True, default=str)))
-            return cur.lastrowid
+            if newest is None:
+                newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (newest - self.events_max,))
 
     def events(self, container_id: str | None = None, since: int = 0, limit: int = 1000) -> list[dict]:
+        """Events with seq > since, oldest first. Only the newest events_max are
+        kept: a `since` older than the oldest kept row starts from that row."""
         q = "SELECT * FROM events WHERE seq > ?"
         args: list[Any] = [since]
         if container_id is not None:

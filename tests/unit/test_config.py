@@ -23,6 +23,7 @@ def test_embedded_defaults():
     assert c.agent.metrics_listen == "127.0.0.1:9101"
     assert c.agent.stop_containers_on_exit is False
     assert c.agent.stop_timeout == 10.0
+    assert c.agent.events_max == 100000
     assert c.agent.host  # defaults to the hostname
     assert c.collector.interval == 1.0
     assert c.billing.period == 60.0 and c.billing.retention == 30 * 86400
@@ -100,6 +101,19 @@ def test_errors_are_one_line_naming_the_key(tmp_path, text, message):
     msg = str(exc.value)
     assert message in msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("value", ["100", "123456"])
+def test_events_max_accepts_integers_from_100(tmp_path, value):
+    assert load_config(write(tmp_path, f"[agent]\nevents_max = {value}\n"), {}).agent.events_max == int(value)
+
+
+@pytest.mark.parametrize("value", ["99", "0", "-5", '"1000"', "1000.0", "true", "[1000]"])
+def test_events_max_refuses_anything_else_in_one_line(tmp_path, value):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, f"[agent]\nevents_max = {value}\n"), {})
+    msg = str(exc.value)
+    assert msg.startswith("agent.events_max: ") and "an integer of at least 100" in msg and "\n" not in msg
 
 
 def test_bad_override_names_the_key():
