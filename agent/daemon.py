@@ -127,7 +127,8 @@ class Daemon:
         for name, reason in sorted(layout.missing.items()):
             log.warning("cgroup.controller_missing", controller=name, reason=reason,
                         effect=f"limits needing {name} are refused")
-        store = self.parts["store"] = Store(os.path.join(cfg.agent.state_dir, "state.db"))
+        store = self.parts["store"] = Store(os.path.join(cfg.agent.state_dir, "state.db"),
+                                              events_max=cfg.agent.events_max)
         # generous: a cold Python start on a loaded or emulated machine can take many seconds
         launcher = self.parts["launcher"] = LauncherClient.connect_or_start(cfg.agent.state_dir, layout.launcher.path,
                                                                             timeout=30)
