@@ -17,10 +17,11 @@ unshipped record's period end; 0 when everything is shipped),
 ``cgroup_agent_sink_rows_total`` and ``cgroup_agent_sink_errors_total`` (one per
 failed attempt).
 
-A failed attempt is retried after an exponential backoff with jitter, from
-0.5 s up to 12 intervals, at most 60 s (60 s with the default 5 s interval):
-a dead database sees a handful of attempts a minute, never a busy loop, and a
-revived one is used again within that cap. An outage logs ``sink.down`` once
+A failed attempt is retried after an exponential backoff (0.5 s, doubling, up
+to 12 intervals and at most 60 s, each wait +-20 % jitter; 60 s with the
+default 5 s interval): a dead database sees about one attempt a minute, never
+a busy loop, and a revived one is used again within that cap. The lag and
+backlog gauges are refreshed at every attempt. An outage logs ``sink.down`` once
 (its first error) and ``sink.recovered`` once when a batch goes through again
 (how long, how many failed attempts); the retries in between log only at
 debug level.

@@ -82,6 +82,14 @@ def events(a: Agentd, name: str) -> list[dict]:
     return [e for e in a.events() if e.get("event") == name]
 
 
+def _up() -> bool:
+    try:
+        psycopg.connect(DSN, connect_timeout=5).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
 @pytest.fixture
 def outage_agentd(cgroup, tmp_path):
     host = f"outage-{uuid.uuid4().hex[:10]}"
@@ -104,14 +112,6 @@ def outage_agentd(cgroup, tmp_path):
                 c.execute("DELETE FROM cgroup_agent_usage WHERE host = %s", (host,))
 
 
-def _up() -> bool:
-    try:
-        psycopg.connect(DSN, connect_timeout=5).close()
-        return True
-    except psycopg.OperationalError:
-        return False
-
-
 def test_sink_down_for_an_hour_of_periods_loses_and_duplicates_nothing(outage_agentd):
     a, host = outage_agentd
     a.start()
@@ -123,24 +123,23 @@ def test_sink_down_for_an_hour_of_periods_loses_and_duplicates_nothing(outage_ag
 
     t_down = time.time()
     _pg("stop")
-    api_calls = scrapes = 0
+    api_calls = scrapes = periods = rounds = 0
     try:
         assert not _up()
-        periods = 0
         while periods < PERIODS:
-            # the agent keeps serving: API reads, a create/remove, usage, /metrics
+            # the agent keeps serving: API reads, a create/remove now and then, usage, /metrics
             assert a.client.call("GET", "/v1/health")
             assert {f"w{i}" for i in range(WORKERS)} <= {c["name"] for c in a.client.call("GET", "/v1/containers")}
             a.client.call("GET", "/v1/usage", query={"since": "10m", "group_by": "name"})
             api_calls += 3
-            if api_calls % 30 == 0:
-                name = f"short-{api_calls}"
-                a.run(name, "exit 0")
-                a.client.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
+            if rounds % 10 == 0:
+                a.run(f"short-{rounds}", "exit 0")
+                a.client.call("DELETE", f"/v1/containers/short-{rounds}", query={"force": "1"})
                 api_calls += 2
-            during = scrape(a)
+            assert scrape(a)["cgroup_agent_cgroups_watched"] >= WORKERS
             scrapes += 1
-            periods = len({start for start, end, _ in local_records(a).values() if start >= t_down})
+            periods = len({start for start, _, _ in local_records(a).values() if start >= t_down})
+            rounds += 1
             time.sleep(0.5)
         during = scrape(a)
         t_up = time.time()
