@@ -119,21 +119,39 @@ def time_c(creader: str, paths, passes: int, chunk: int) -> float:
     return total
 
 
+def psutil_pass(pids) -> None:
+    """One pass of the plain per-process collector over ``pids``."""
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            p.cpu_times()
+            p.memory_info()
+            p.io_counters()
+            p.num_threads()
+        except psutil.Error:
+            pass
+
+
 def time_psutil(pids, passes: int) -> float:
     best = []
     for _ in range(passes):
         t0 = time.thread_time()
-        for pid in pids:
-            try:
-                p = psutil.Process(pid)
-                p.cpu_times()
-                p.memory_info()
-                p.io_counters()
-                p.num_threads()
-            except psutil.Error:
-                pass
+        psutil_pass(pids)
         best.append(time.thread_time() - t0)
     return min(best)
+
+
+def build_creader(tmpdir: str) -> str:
+    """creader.c compiled with gcc -O2 into tmpdir; returns the binary's path."""
+    out = os.path.join(tmpdir, "creader")
+    subprocess.run(["gcc", "-O2", "-o", out, os.path.join(HERE, "creader.c")], check=True)
+    return out
+
+
+def c_chunk(files_present: int) -> int:
+    """How many cgroups one creader process can hold open under this RLIMIT_NOFILE."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(1, (limit - 200) // (files_present + 1))   # + the directory descriptor runtime.reader keeps
 
 
 def open_ours(paths, **kw) -> Collector:
@@ -276,8 +294,7 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     mount = find_mount()
     with tempfile.TemporaryDirectory() as tmp:
-        creader = os.path.join(tmp, "creader")
-        subprocess.run(["gcc", "-O2", "-o", creader, os.path.join(HERE, "creader.c")], check=True)
+        creader = build_creader(tmp)
         root = os.path.join(mount, f"cga-bench-{uuid.uuid4().hex[:8]}")
         n_max = max(sizes + [args.load_size])
         print(f"host: {mount}, kernel {os.uname().release}, {os.cpu_count()} CPUs; creating {n_max} "
@@ -287,8 +304,7 @@ def main() -> int:
             present = [f for f in FILES if os.path.exists(os.path.join(paths[0], f))]
             print(f"stat files present per cgroup here: {', '.join(present)}")
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            per = len(present) + 1          # + the directory descriptor runtime.reader keeps
-            chunk = max(1, (limit - 200) // per)
+            chunk = c_chunk(len(present))
             if n_max > chunk:
                 print(f"RLIMIT_NOFILE is {limit} here (no CAP_SYS_RESOURCE to raise it): the C floor runs "
                       f"in chunks of {chunk} cgroups; our collector keeps {chunk} cgroups' descriptors "
