@@ -58,7 +58,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-FDS_PER_CONTAINER = 7   # agentd: runtime.reader's ~6 per cgroup, the container's log pipe; plus slack below
+FDS_PER_CONTAINER = 7   # agentd keeps 6 per container on this host (bench/README.md, scale); one spare
 
 
 def fd_need(n: int) -> int:
