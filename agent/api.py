@@ -486,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Forbidden as e:
             self._fail(403, str(e))
         except UserError as e:
-            self._fail(getattr(e, "status", 400), str(e))
+            self._fail(getattr(e, "status", 400), str(e), reason=getattr(e, "reason", None))
         except (BrokenPipeError, ConnectionResetError):  # the client hung up (agentctl logs -f, then Ctrl-C)
             log.debug("api.client_gone", method=self.command, path=self.path, pid=self.peer.pid)
             self.close_connection = True
@@ -496,7 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("api.internal_error", method=self.command, path=self.path)
             self._fail(status, message)
 
-    def _fail(self, status: int, message: str, headers: dict | None = None):
+    def _fail(self, status: int, message: str, headers: dict | None = None, reason: str | None = None):
         message = " ".join(str(message).split()) or self.responses.get(status, ("error",))[0]
         if self._streaming:  # headers are gone: report in-band, then end the stream
             try:
@@ -505,7 +505,10 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self._send_json(status, {"error": message}, headers)
+        body = {"error": message}
+        if reason:  # machine-readable cause where a client acts on it (agentctl: exit 127/126)
+            body["reason"] = reason
+        self._send_json(status, body, headers)
 
     def _route(self):
         url = urlsplit(self.path)

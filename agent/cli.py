@@ -3,7 +3,9 @@
 Exit status: 0 ok, 1 failure (the agent said no, the container failed, the
 socket is unreachable), 2 bad usage (a malformed flag, found here or by the
 server's 400). `run` without -d exits with the container's exit code
-(128 + signal number when a signal ended it), as `docker run` does.
+(128 + signal number when a signal ended it), as `docker run` does; when
+the program cannot be executed, 127 (not found) or 126 (not executable),
+as shells do.
 
 Starts fast: only argparse, json and the small socket client are imported
 up front; runtime.limits (flag checks), the stats view and `usage` are
@@ -20,6 +22,7 @@ import sys
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXEC_EXIT = {"exec_not_found": 127, "exec_not_executable": 126}  # the API error's "reason"
 
 
 class UsageError(Exception):
@@ -181,7 +184,8 @@ def _command_in(argv: list[str]) -> str | None:
 
 def build_parser(argv: list[str] | None = None) -> Parser:
     p = Parser(prog="agentctl", description="Drive cgroup-agent (agentd) over its control socket.",
-               epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status.")
+               epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status; "
+                      "127/126 when its program is not found / not executable.")
     p.add_argument("--socket", metavar="PATH",
                    help="control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -494,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                   else f"agentctl: permission denied: {e.message}", file=sys.stderr)
             return EXIT_FAIL
         print(f"agentctl: error: {e.message}", file=sys.stderr)
+        if e.reason in EXEC_EXIT:  # as shells and docker run do
+            return EXEC_EXIT[e.reason]
         return EXIT_USAGE if e.status == 400 else EXIT_FAIL
     except (ConnectError, ProtocolError) as e:
         print(f"agentctl: {e}", file=sys.stderr)

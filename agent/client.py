@@ -36,9 +36,10 @@ _MAX_HEADER_LINE = 65536
 class ApiError(Exception):
     """The server answered with a 4xx or 5xx status; ``message`` is its one-line error."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str | None = None):
         self.status = status
         self.message = message
+        self.reason = reason   # the body's optional "reason" (e.g. "exec_not_found")
         super().__init__(f"{status}: {message}")
 
 
@@ -86,6 +87,18 @@ def iter_frames(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
             buf = buf[end:]
     if buf:
         raise ProtocolError("stream ended inside a frame")
+
+
+def api_error(status: int, body: bytes) -> ApiError:
+    """The ApiError for a refused request: its one-line message and optional reason."""
+    reason = None
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("reason"), str):
+            reason = doc["reason"]
+    except ValueError:
+        pass
+    return ApiError(status, error_message(status, body), reason)
 
 
 def error_message(status: int, body: bytes) -> str:
@@ -162,7 +175,7 @@ class Client:
         """Send one request; return the decoded JSON, or raise ApiError for status >= 400."""
         r = self.request(method, path, query, body)
         if r.status >= 400:
-            raise ApiError(r.status, error_message(r.status, r.body))
+            raise api_error(r.status, r.body)
         try:
             return r.json()
         except ValueError:
@@ -176,7 +189,7 @@ class Client:
         sock, f, status, headers = self._send(method, path + encode_query(query), body)
         try:
             if status >= 400:
-                raise ApiError(status, error_message(status, b"".join(_read_body(f, headers))))
+                raise api_error(status, b"".join(_read_body(f, headers)))
             if not headers.get("content-type", "").startswith(STREAM_CONTENT_TYPE):
                 raise ProtocolError(f"agentd answered {status} without a stream")
             yield from iter_frames(_read_body(f, headers, incremental=True))

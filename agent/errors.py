@@ -17,3 +17,13 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     status = 409
+
+
+class CannotExecute(UserError):
+    """The container's program could not be executed: ``reason`` is
+    "exec_not_found" or "exec_not_executable" (agentctl exits 127 or 126 for
+    them, as shells and Docker do)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
-from agent.errors import Conflict, NotFound, UserError
+from agent.errors import CannotExecute, Conflict, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store, StoreFull
@@ -38,6 +38,7 @@ from agent.store import full_error as store_full_error
 from runtime import cgroupfs
 from runtime.cgroupfs import Cgroup
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone, ControllerMissing, LimitError
+from runtime.spawn import exec_failure
 
 log = structlog.get_logger("agentd.supervisor")
 
@@ -404,7 +405,8 @@ class Supervisor:
             selfmetrics.inc("launches_total", result="failed")
             self._history(e, "start_failed", error=str(err))
             log.error("container.start_failed", name=e.row.name, error=str(err))
-            raise UserError(f"start: {err}".splitlines()[0]) from None
+            message, reason = f"start: {err}".splitlines()[0], exec_failure(str(err))
+            raise (CannotExecute(message, reason) if reason else UserError(message)) from None
         selfmetrics.inc("launches_total", result="ok")
         now = time.time()
         e.started_mono = time.monotonic()

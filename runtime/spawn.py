@@ -445,6 +445,18 @@ def _drop_privileges(spec: SpawnSpec) -> None:
     _step("capset", ns.capset, keep, keep, 0)
 
 
+def exec_failure(message: str) -> str | None:
+    """What a setup failure message written by _exec says went wrong:
+    "exec_not_found" (no such program: a shell's 127), "exec_not_executable"
+    (found but cannot run: a shell's 126), or None (another setup step)."""
+    if not message.startswith("exec "):
+        return None
+    if message.endswith(("executable file not found in $PATH", os.strerror(errno.ENOENT),
+                         os.strerror(errno.ENOTDIR))):
+        return "exec_not_found"
+    return "exec_not_executable"
+
+
 def _exec(argv, env) -> None:
     prog = argv[0]
     envb = {k: v for k, v in env.items()}

@@ -132,6 +132,29 @@ def test_run_exits_with_the_containers_code_and_keeps_stdout_and_stderr_apart(ag
     assert ctl(agentd, "run", "--", "/bin/true").returncode == 0
 
 
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("prog, code, why", [
+    ("/nonexistent/prog", 127, "No such file or directory"),
+    ("no-such-program-anywhere", 127, "not found in $PATH"),
+    ("{tmp}/not-executable", 126, "Permission denied"),
+    ("{tmp}/garbage", 126, "Exec format error"),
+])
+def test_a_program_that_cannot_run_exits_127_or_126_and_leaves_nothing(agentd, tmp_path, prog, code, why, detach):
+    for f, mode in (("not-executable", 0o644), ("garbage", 0o755)):
+        (tmp_path / f).write_bytes(b"\x00\x01 not a program\n")
+        (tmp_path / f).chmod(mode)
+    os.chmod(tmp_path, 0o755)
+    argv = [prog.format(tmp=tmp_path)]
+    name = uname()
+    before = container_dirs(agentd)
+    r = ctl(agentd, "run", *(["-d"] if detach else []), "--name", name, "--", *argv)
+    assert r.returncode == code, (r.returncode, r.stderr)
+    line = one_line(r)
+    assert argv[0] in line and why in line, line
+    assert name not in names(agentd)
+    assert container_dirs(agentd) == before
+
+
 def test_run_gets_its_own_pid_and_uts_namespace(agentd):
     r = ctl(agentd, "run", "--hostname", "inside", "--", "sh", "-c", "echo $$; hostname")
     assert r.returncode == 0, r.stderr

@@ -11,7 +11,7 @@ import pytest
 from agent.launcher import ExitRecord, LogSink, read_exit_records, write_exit_record
 from runtime import caps, seccomp
 from runtime import namespaces as ns
-from runtime.spawn import SpawnSpec, SpecError
+from runtime.spawn import SpawnSpec, SpecError, exec_failure
 
 BASE = {"argv": ["/bin/true"], "cgroup": "/sys/fs/cgroup/x", "stdout": "/tmp/o", "stderr": "/tmp/e"}
 
@@ -197,3 +197,16 @@ def test_exit_records_round_trip(tmp_path):
     open(os.path.join(d, "torn.json.tmp"), "w").write("{")
     assert read_exit_records(d) == [a, b]
     assert json.load(open(os.path.join(d, "abc-10.json")))["signal"] == 9
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("exec /bin/nope: No such file or directory", "exec_not_found"),
+    ("exec /bin/x/y: Not a directory", "exec_not_found"),
+    ("exec nope: executable file not found in $PATH", "exec_not_found"),
+    ("exec /etc/passwd: Permission denied", "exec_not_executable"),
+    ("exec /tmp/garbage: Exec format error", "exec_not_executable"),
+    ("chdir /nope: No such file or directory", None),
+    ("container setup: OSError: boom", None),
+])
+def test_exec_failure_names_what_a_shell_would_exit_127_or_126_for(message, reason):
+    assert exec_failure(message) == reason
