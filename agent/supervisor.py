@@ -47,6 +47,7 @@ BACKOFF_BASE = 0.1  # seconds before the first restart; doubles per restart
 BACKOFF_MAX = 30.0
 BACKOFF_RESET_AFTER = 10.0  # a run this long resets the backoff
 EXIT_WAIT_AFTER_KILL = 10.0
+PIDS_LOG_EVERY = 60.0  # seconds between container.pids_limit_hit lines of one container
 
 selfmetrics.declare("launcher_restarts_total", "counter",
                     "Times the launcher connection broke and agentd started or reconnected to a launcher.")
@@ -122,6 +123,8 @@ class _Entry:
     started_mono: float | None = None
     oom_seen: int | None = None  # memory.events oom_kill as last counted
     oom_at_start: int | None = None  # ... when this run started
+    pids_hits_seen: int | None = None  # pids.events max as last looked at
+    pids_logged_mono: float | None = None  # when a pids.max hit was last logged
     backoff_n: int = 0
 
 
@@ -685,6 +688,29 @@ class Supervisor:
 
     def _read_oom_baseline(self, e: _Entry) -> None:
         e.oom_seen = e.oom_at_start = self._read_oom_count(e)
+        e.pids_hits_seen, e.pids_logged_mono = self._read_pids_hits(e), None
+
+    def _read_pids_hits(self, e: _Entry) -> int | None:
+        from runtime.stats import parse_flat_keyed
+        try:
+            text = e.cg.read("pids.events")
+        except CgroupError:
+            return None
+        return None if text is None else parse_flat_keyed(text).get("max", 0)
+
+    def _check_pids(self, e: _Entry) -> None:
+        """pids.events changed: forks were refused at pids.max. Logged at most
+        once a minute per container (a fork bomb modifies the file constantly);
+        the count itself is on /metrics (cgroup_agent_container_pids_limit_hits_total)."""
+        n = self._read_pids_hits(e)
+        if n is None or n <= (e.pids_hits_seen or 0):
+            return
+        now = time.monotonic()
+        if e.pids_logged_mono is not None and now - e.pids_logged_mono < PIDS_LOG_EVERY:
+            return
+        log.warning("container.pids_limit_hit", name=e.row.name, id=e.row.id,
+                    refused_forks=n - (e.pids_hits_seen or 0), refused_forks_total=n)
+        e.pids_hits_seen, e.pids_logged_mono = n, now
 
     def _check_oom(self, e: _Entry) -> bool:
         """New oom_kill events since last look -> count them; True if any."""
@@ -1045,13 +1071,16 @@ class Supervisor:
             for ev in events:
                 path = getattr(ev, "path", "")
                 name = getattr(ev, "name", "")
-                if path not in by_path and os.path.basename(path) in ("memory.events", "cgroup.events"):
+                if path not in by_path and os.path.basename(path) in ("memory.events", "cgroup.events",
+                                                                       "pids.events"):
                     path, name = os.path.dirname(path), os.path.basename(path)
                 e = by_path.get(path)
                 if e is None:
                     continue
                 if name == "memory.events":
                     self._check_oom(e)
+                elif name == "pids.events":
+                    self._check_pids(e)
                 elif name == "cgroup.events":
                     if e.orphan and e.row.state in ("running", "paused") and not self._populated(e):
                         self._orphan_exited(e)

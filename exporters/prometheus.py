@@ -83,6 +83,7 @@ FAMILIES = (
     ("cgroup_agent_container_frozen", "gauge", "1 when the container's cgroup is frozen (cgroup.events frozen 1).", ()),
     ("cgroup_agent_container_restarts_total", "counter", "Restarts of the container by its restart policy.", ()),
     ("cgroup_agent_container_oom_kills_total", "counter", "OOM kills of the container's processes seen by the supervisor.", ()),
+    ("cgroup_agent_container_pids_limit_hits_total", "counter", "Forks refused because the cgroup was at pids.max (pids.events max).", ()),
 )
 _INDEX = {f[0]: i for i, f in enumerate(FAMILIES)}
 
@@ -202,6 +203,9 @@ def _emit_cgroup(out, lb, s, info, devices):
                     out[19].append(f'container_blkio_device_usage_total{{{bl}"{op}"}} {v}')
     if s.pids_current is not None:
         out[20].append(f"container_processes{{{lb}}} {s.pids_current}")
+    pev = s.pids_events
+    if pev is not None and "max" in pev:
+        out[39].append(f"cgroup_agent_container_pids_limit_hits_total{{{lb}}} {pev['max']}")
     for idx, kind, pr in ((21, "cpu", s.cpu_pressure), (23, "memory", s.memory_pressure), (25, "io", s.io_pressure)):
         if pr is None:
             continue

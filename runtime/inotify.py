@@ -40,7 +40,7 @@ with warnings.catch_warnings():
 pyinotify.log.setLevel(logging.CRITICAL)
 from runtime.errors import CgroupError, CgroupGone
 
-EVENT_FILES = ("cgroup.events", "memory.events")
+EVENT_FILES = ("cgroup.events", "memory.events", "pids.events")
 
 _FILE_MASK = pyinotify.IN_MODIFY
 _DIR_MASK = (pyinotify.IN_CREATE | pyinotify.IN_DELETE | pyinotify.IN_MOVED_FROM

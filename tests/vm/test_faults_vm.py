@@ -5,8 +5,10 @@ v2 test parent, metrics port) serves the module:
 
 - a fork bomb under pids.max stays capped (pids.current <= pids.max, the
   kernel counts refused forks in pids.events "max"), /metrics shows the
-  capped process count, and agentd keeps serving while it runs; stop ends
-  it through the cgroup.
+  capped process count and the refused forks
+  (cgroup_agent_container_pids_limit_hits_total), the log a
+  container.pids_limit_hit event, and agentd keeps serving while it runs;
+  stop ends it through the cgroup.
 - a memory hog under memory.max with restart=always is OOM-killed, restarted
   with a growing backoff (container.restart_scheduled delays), and counted
   (container oom_kills / restart_count in the API and
@@ -151,6 +153,13 @@ def test_fork_bomb_stays_under_pids_max_and_agentd_serves(agent, record_property
     refused = int(re.search(r"max (\d+)", _read(cg, "pids.events")).group(1))
     shown = wait_for(lambda: agent.metric("container_processes", "bomb"), what="container_processes on /metrics")
     assert 0 < shown <= 32
+    # the fault shows in a metric (the kernel's count) and in a log event
+    hits = wait_for(lambda: agent.metric("cgroup_agent_container_pids_limit_hits_total", "bomb"),
+                    what="pids.max hits on /metrics")
+    assert 0 < hits <= int(re.search(r"max (\d+)", _read(cg, "pids.events")).group(1))
+    logged = wait_for(lambda: [e for e in agent.events("container.pids_limit_hit") if e.get("name") == "bomb"],
+                      what="container.pids_limit_hit logged")
+    assert logged[0]["refused_forks"] > 0
     record_property("fork_bomb_forks_refused", refused)
     status, info = agent.call("POST", "/v1/containers/bomb/stop?timeout=1")
     assert status == 200 and info["state"] == "exited", info
