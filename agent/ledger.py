@@ -710,6 +710,14 @@ class Ledger:
             db.close()
         return row[0] if row else None
 
+    def unshipped_count(self, after_seq: int) -> int:
+        """How many records wait after the shipping cursor (the sink's backlog)."""
+        db = self._reader()
+        try:
+            return db.execute("SELECT count(*) FROM records WHERE seq > ?", (after_seq,)).fetchone()[0]
+        finally:
+            db.close()
+
     # ------------------------------------------------------------ queries
 
     def _reader(self) -> sqlite3.Connection:

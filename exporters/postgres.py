@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -222,13 +221,7 @@ class PostgresSink:
         return max(0.0, (time.time() if now is None else now) - end)
 
     def backlog_records(self) -> int:
-        """Records after the shipping cursor (a read-only count in the ledger's records table)."""
-        db = sqlite3.connect(f"file:{self.ledger.db_path}?mode=ro", uri=True, timeout=30)
-        try:
-            return db.execute("SELECT count(*) FROM records WHERE seq > ?",
-                              (self.ledger.shipped_cursor(),)).fetchone()[0]
-        finally:
-            db.close()
+        return self.ledger.unshipped_count(self.ledger.shipped_cursor())
 
     def _update_gauges(self) -> int | None:
         try:
