@@ -404,15 +404,17 @@ class Ledger:
         for key in gone:
             unsaved.pop(key, None)
 
-    def final(self, info, sample) -> None:
+    def final(self, info, sample, wall: float | None = None, mono: float | None = None) -> None:
         """The supervisor's last reading before it removes the cgroup: account
-        it and close the instance's open period now (never raises)."""
+        it and close the instance's open period now (never raises). wall/mono:
+        when the reading was taken (default: now, as the supervisor calls it)."""
         try:
             with self._lock:
                 if self._closed:
                     log.warning("ledger.final_after_close", container_id=getattr(info, "id", None))
                     return
-                wall, mono = time.time(), time.monotonic()
+                wall = time.time() if wall is None else wall
+                mono = time.monotonic() if mono is None else mono
                 records: list[tuple] = []
                 if sample is None:
                     inst = self._find(info)
