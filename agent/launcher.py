@@ -47,7 +47,7 @@ import time
 from typing import NamedTuple
 
 from runtime import namespaces as ns
-from runtime.spawn import SpawnSpec, SpecError, run_child
+from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, run_child
 
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
@@ -408,17 +408,18 @@ class Launcher:
         fail_r, fail_w = os.pipe()
         pid_r, pid_w = os.pipe()
         try:
-            child = os.fork()
+            child, joined = fork_in_cgroup(spec.cgroup)
         except OSError as e:
             for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w):
                 os.close(fd)
             for s in opened:
                 s.close()
-            raise LaunchError(f"fork: {os.strerror(e.errno)}") from None
+            raise LaunchError(e.strerror if isinstance(e, CgroupRefused)
+                              else f"fork: {os.strerror(e.errno)}") from None
         if child == 0:
             try:
                 run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
-                          nofile=CONTAINER_NOFILE)
+                          nofile=CONTAINER_NOFILE, joined=joined)
             finally:
                 os._exit(127)
         for fd in (out_w, err_w, fail_w, pid_w):

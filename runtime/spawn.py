@@ -4,9 +4,11 @@
 clear line per bad field). `run_child()` is what the forked child executes;
 it never returns:
 
-  intermediate (the forked child):
-    1. write "0" to <cgroup>/cgroup.procs: everything after this, including
-       the container's first instruction, is accounted to its cgroup
+  intermediate (the forked child, see fork_in_cgroup):
+    1. born in the container's cgroup (clone3 CLONE_INTO_CGROUP), or, where
+       the kernel lacks that, its first step writes "0" to
+       <cgroup>/cgroup.procs: everything from here on, including the
+       container's first instruction, is accounted to its cgroup
     2. stdio onto the log pipes, every other descriptor closed
     3. unshare(NEWNS | NEWUTS | NEWIPC | NEWPID [| NEWNET])
     4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
@@ -204,13 +206,46 @@ def _report(fd: int, line: str) -> None:
 
 # ---------------------------------------------------------------- child side
 
+_clone3_works = True   # until the kernel says it has no clone3 / CLONE_INTO_CGROUP
+
+
+class CgroupRefused(OSError):
+    """fork_in_cgroup: the cgroup refused the new child; strerror is one line
+    ("join cgroup <path>: <reason>"), as the child's own join would report it."""
+
+
+def fork_in_cgroup(cgroup: str) -> tuple[int, bool]:
+    """Fork the intermediate child for run_child: (pid, joined), pid 0 in the
+    child. joined: the child was born in `cgroup` (clone3 CLONE_INTO_CGROUP,
+    Linux >= 5.7, no migration: ~10 ms faster, see namespaces.fork_into_cgroup);
+    False: a plain fork, the child joins it as its first step. OSError: the
+    cgroup refused the child: CgroupRefused (EBUSY, ENOENT, EAGAIN at
+    pids.max, ...); the fork itself failed: OSError."""
+    global _clone3_works
+    if _clone3_works:
+        try:
+            fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                return ns.fork_into_cgroup(fd), True
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise CgroupRefused(e.errno, f"join cgroup {cgroup}: {os.strerror(e.errno)}") from None
+            _clone3_works = False
+    return os.fork(), False
+
+
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
-              err_w: int, pid_w: int, nofile: tuple[int, int] | None = None) -> None:
+              err_w: int, pid_w: int, nofile: tuple[int, int] | None = None,
+              joined: bool = False) -> None:
     """Executed in the launcher's forked child. Never returns. `nofile`:
-    the RLIMIT_NOFILE the container gets (the launcher raises its own)."""
+    the RLIMIT_NOFILE the container gets (the launcher raises its own).
+    `joined`: fork_in_cgroup put it in spec.cgroup already."""
     try:
         try:
-            _join_cgroup(spec.cgroup)          # the very first thing we do
+            if not joined:
+                _join_cgroup(spec.cgroup)      # the very first thing we do
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))

@@ -145,6 +145,72 @@ def test_first_instruction_runs_in_the_container_cgroup(env):
     assert r.exit.exit_code == 0 and r.exit.signal is None
 
 
+def _fork_and_report(fork) -> tuple[int, bool, str]:
+    """fork() with a child that reports /proc/self/cgroup as its first act."""
+    r, w = os.pipe()
+    pid, joined = fork()
+    if pid == 0:
+        try:
+            with open("/proc/self/cgroup", "rb") as f:
+                os.write(w, f.read())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        seen = f.read().decode()
+    os.waitpid(pid, 0)
+    return pid, joined, seen
+
+
+def test_launch_child_is_born_in_its_cgroup_without_migrating(env):
+    """clone3(CLONE_INTO_CGROUP) on this kernel (>= 5.7): the child starts in the
+    cgroup; no write to cgroup.procs (a migration waits for an RCU grace period)."""
+    from runtime import spawn
+    _cid, cg = new_cgroup(env)
+    try:
+        mine = read("/proc/self/cgroup")
+        _pid, joined, seen = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
+        assert joined is True
+        assert f"0::/{os.path.relpath(cg, find_mount())}\n" in seen
+        assert read("/proc/self/cgroup") == mine          # the parent stayed where it was
+    finally:
+        kill_tree(cg)
+
+
+def test_launch_child_falls_back_to_fork_where_clone3_is_refused(env):
+    """Under a seccomp filter answering clone3 with ENOSYS (Docker's profile, and
+    ours for containers), fork_in_cgroup forks and the child must join itself."""
+    from runtime import seccomp, spawn
+    _cid, cg = new_cgroup(env)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # an agent running under such a filter
+        try:
+            seccomp.install()
+            _gpid, joined, seen = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
+            _gpid, again, _ = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
+            os.write(w, f"{joined} {again} {seen}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read().decode()
+    os.waitpid(pid, 0)
+    kill_tree(cg)
+    mine = read("/proc/self/cgroup")
+    assert report == f"False False {mine}"   # forked where its parent was; clone3 not retried
+
+
+@pytest.mark.parametrize("where, reason", [("missing", "No such file or directory"),
+                                           ("not-a-cgroup", "Bad file descriptor")])
+def test_launch_child_refused_by_its_cgroup_is_one_line(tmp_path, where, reason):
+    from runtime.spawn import CgroupRefused, fork_in_cgroup
+    path = str(tmp_path / "nope") if where == "missing" else str(tmp_path)
+    with pytest.raises(CgroupRefused) as e:
+        fork_in_cgroup(path)
+    assert e.value.strerror == f"join cgroup {path}: {reason}"
+
+
 def test_pid1_private_proc_and_hostname(env):
     r = run(env, ["sh", "-c", "echo $$; hostname; ls /proc"], hostname="box-1")
     lines = r.out.split()
