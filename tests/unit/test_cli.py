@@ -145,6 +145,36 @@ def test_run_exit_status_follows_docker(event, status):
     assert cli.exit_status(event) == status
 
 
+def test_attached_run_returns_only_at_the_end_of_the_stream(capsys):
+    """With --rm, agentd removes the container after the exited event and before
+    it ends the stream: run must read to the end, so that once it returns the
+    container is gone."""
+    seen = []
+
+    def frames():
+        yield 1, b"out\n"
+        yield 3, json.dumps({"event": "exited", "exit_code": 4, "exit_signal": None}).encode()
+        seen.append("removal done, stream ended")
+
+    assert cli._attach(None, "web", frames()) == 4
+    assert seen == ["removal done, stream ended"]
+    assert capsys.readouterr().out == "out\n"
+
+
+def test_only_the_named_subcommand_is_built():
+    """agentctl starts faster building one subcommand's parser; --help lists them all."""
+    def subs(parser):
+        action = next(a for a in parser._actions if a.dest == "command")
+        return action.choices
+
+    ps_only = subs(cli.build_parser(["--socket", "/s", "ps", "-a"]))
+    assert "-a" in ps_only["ps"]._option_string_actions
+    assert ps_only["run"]._option_string_actions == {}          # a stub: name and help only
+    everything = subs(cli.build_parser([]))
+    assert set(everything) == set(ps_only) == set(cli.SUBCOMMANDS) | {"usage"}
+    assert "--memory" in everything["run"]._option_string_actions
+
+
 def test_help_lists_every_command(capsys):
     rc, out, err = run_cli(["--help"], capsys)
     assert rc == 0
