@@ -7,7 +7,13 @@ Measures, interleaved so that drift hits every contender alike:
   api    POST /v1/containers {argv: [/bin/true], rootfs, limits} on the control
          socket: request -> response, which agentd sends once the launcher saw
          execve succeed (the close-on-exec error pipe closed): request to exec.
-  cli    `agentctl run --rm --rootfs R [limits] -- /bin/true`, whole command.
+  cli    `agentctl run --rm --rootfs R [limits] -- /bin/true`, whole command
+         (its modules byte-compiled first, as pip does on install: this
+         environment sets PYTHONDONTWRITEBYTECODE, which would otherwise make
+         every agentctl start compile its sources).
+  pyfloor  the same interpreter importing what agentctl needs and nothing
+         else (`python3 -c "import argparse, json, socket"`): the floor of
+         any Python CLI here, for reading the cli figure.
   runc   `runc run` of an OCI bundle with the same rootfs, command and limits.
   crun   `crun run` of the same bundle (crun refuses hybrid hosts: skipped there).
   freeze/thaw of a container with 100 processes: agentd's API vs `runc pause`/
@@ -174,7 +180,7 @@ def main() -> int:
     root = os.path.join(mount, f"cga-bench-{secrets.token_hex(3)}")
     base = tempfile.mkdtemp(prefix="cga-bench-")
     agent = Agentd(base, root)
-    results: dict[str, list[float]] = {"api": [], "cli": [], "runc": [], "crun": []}
+    results: dict[str, list[float]] = {"api": [], "cli": [], "pyfloor": [], "runc": [], "crun": []}
     notes = []
     try:
         enabled = Cgroup(os.path.join(root, "containers")).subtree_control()
@@ -200,6 +206,9 @@ def main() -> int:
                 notes.append(f"{name}: cannot run here ({str(e).splitlines()[0]})")
                 contenders[name] = None
         env = dict(os.environ, AGENT_SOCKET=agent.sock)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *(os.path.join(REPO, p) for p in
+                                                                     ("agent", "runtime", "exporters"))],
+                       check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
         agentctl = [sys.executable, "-m", "agent.cli"] if not shutil.which("agentctl") else [shutil.which("agentctl")]
         # warm-up (page cache, first spawn)
         agent.client.call("POST", "/v1/containers", body={"name": "warm", "argv": ["/bin/true"], "rootfs": rootfs})
@@ -215,6 +224,7 @@ def main() -> int:
 
             results["cli"].append(timed(agentctl + ["run", "--rm", "--rootfs", rootfs, *cli_limits, "--", "/bin/true"],
                                         env=env))
+            results["pyfloor"].append(timed([sys.executable, "-c", "import argparse, json, socket"]))
             for peer in ("runc", "crun"):
                 if contenders[peer]:
                     results[peer].append(timed([contenders[peer], "--root", os.path.join(base, f"{peer}-root"),
@@ -233,7 +243,8 @@ def main() -> int:
             summary[k] = {"p50": pct(v, 0.5), "p90": pct(v, 0.9), "n": len(v)}
             print(f"{k:<10} {summary[k]['p50']:9.4f} {summary[k]['p90']:9.4f}")
     ratios = {}
-    for a, b in (("api", "crun"), ("api", "runc"), ("cli", "runc"), ("cli", "crun")):
+    for a, b in (("api", "crun"), ("api", "runc"), ("cli", "runc"), ("cli", "crun"), ("pyfloor", "runc"),
+                 ("cli", "pyfloor")):
         if a in summary and b in summary:
             ratios[f"{a}/{b}"] = summary[a]["p50"] / summary[b]["p50"]
             print(f"ratio p50 {a}/{b}: {ratios[f'{a}/{b}']:.2f}")
