@@ -145,21 +145,20 @@ def test_first_instruction_runs_in_the_container_cgroup(env):
     assert r.exit.exit_code == 0 and r.exit.signal is None
 
 
-def _fork_and_report(fork) -> tuple[int, bool, str]:
-    """fork() with a child that reports /proc/self/cgroup as its first act."""
+def _in_child(fork, work) -> tuple[bool, str]:
+    """fork() -> (pid, joined); the child returns work()'s text through a pipe."""
     r, w = os.pipe()
     pid, joined = fork()
     if pid == 0:
         try:
-            with open("/proc/self/cgroup", "rb") as f:
-                os.write(w, f.read())
+            os.write(w, work().encode())
         finally:
             os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as f:
-        seen = f.read().decode()
+        text = f.read().decode()
     os.waitpid(pid, 0)
-    return pid, joined, seen
+    return joined, text
 
 
 def test_launch_child_is_born_in_its_cgroup_without_migrating(env):
@@ -169,7 +168,7 @@ def test_launch_child_is_born_in_its_cgroup_without_migrating(env):
     _cid, cg = new_cgroup(env)
     try:
         mine = read("/proc/self/cgroup")
-        _pid, joined, seen = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
+        joined, seen = _in_child(lambda: spawn.fork_in_cgroup(cg), lambda: read("/proc/self/cgroup"))
         assert joined is True
         assert f"0::/{os.path.relpath(cg, find_mount())}\n" in seen
         assert read("/proc/self/cgroup") == mine          # the parent stayed where it was
@@ -182,21 +181,17 @@ def test_launch_child_falls_back_to_fork_where_clone3_is_refused(env):
     ours for containers), fork_in_cgroup forks and the child must join itself."""
     from runtime import seccomp, spawn
     _cid, cg = new_cgroup(env)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # an agent running under such a filter
-        try:
-            seccomp.install()
-            _gpid, joined, seen = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
-            _gpid, again, _ = _fork_and_report(lambda: spawn.fork_in_cgroup(cg))
-            os.write(w, f"{joined} {again} {seen}".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        report = f.read().decode()
-    os.waitpid(pid, 0)
-    kill_tree(cg)
+
+    def agent_under_such_a_filter() -> str:
+        seccomp.install()
+        joined, seen = _in_child(lambda: spawn.fork_in_cgroup(cg), lambda: read("/proc/self/cgroup"))
+        again, _ = _in_child(lambda: spawn.fork_in_cgroup(cg), lambda: "")
+        return f"{joined} {again} {seen}"
+
+    try:
+        _, report = _in_child(lambda: (os.fork(), None), agent_under_such_a_filter)
+    finally:
+        kill_tree(cg)
     mine = read("/proc/self/cgroup")
     assert report == f"False False {mine}"   # forked where its parent was; clone3 not retried
 
