@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
+from agent import api_images
 from agent.errors import Conflict, Forbidden, NotFound, UserError
 
 log = structlog.get_logger("agent.api")
@@ -389,7 +390,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         log.exception("api.connection_error")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cgroup-agent/" + VERSION
     sys_version = ""
@@ -615,7 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"detach: {detach!r} is not a boolean; use true or false")
         from agent.spec import from_json
 
-        spec = from_json(body, self.api.config)
+        spec = from_json(body, self.api.config, self.api.images)
         if detach:
             info = self.sup.create(spec)
             self._send_json(201, container_json(info))
@@ -787,6 +788,7 @@ ROUTES = [
     (("v1", "containers", _NAME, "logs"), {"GET": "logs"}),
     (("v1", "containers", _NAME, "wait"), {"GET": "wait"}),
     (("v1", "containers", _NAME, "stats"), {"GET": "stats_one"}),
+    *api_images.ROUTES,
 ]
 
 QUERY_PARAMS = {
@@ -798,6 +800,7 @@ QUERY_PARAMS = {
     "kill": {"signal": _signal_param},
     "logs": {"follow": _bool_param, "stream": _stream_param},
     "wait": {"timeout": _seconds_param},
+    **api_images.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
 }
 
@@ -845,8 +848,9 @@ def _containers_cgroup(supervisor) -> str | None:
 
 
 class ApiServer:
-    def __init__(self, config, supervisor, collector=None, ledger=None):
+    def __init__(self, config, supervisor, collector=None, ledger=None, images=None):
         self.config = config
+        self.images = images
         self.supervisor = supervisor
         self.collector = collector
         self.ledger = ledger

@@ -19,6 +19,8 @@ import os
 import re
 import sys
 
+from agent import cli_images
+
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -179,6 +181,7 @@ def _build_run(r) -> None:
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=_dir, metavar="DIR", help="root filesystem directory (default: the host's /)")
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
+    cli_images.add_run_flags(r, src)
     r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
     r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
@@ -339,7 +342,7 @@ def cmd_run(args, client) -> int:
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    if not argv and not args.bundle:
+    if not argv and not args.bundle and not args.image:
         raise UsageError("run: give the command after --, e.g. agentctl run -- /bin/echo hi")
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
@@ -348,6 +351,7 @@ def cmd_run(args, client) -> int:
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "detach": args.detach}
     body = {k: v for k, v in body.items() if v is not None}
+    cli_images.run_body(args, client, body)
     if args.detach:
         info = client.call("POST", "/v1/containers", body=body)
         print(info.get("id") or info.get("name"))
@@ -504,6 +508,7 @@ def cmd_usage(args, client) -> int:
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_logs, "stop": cmd_stop,
             "kill": cmd_kill, "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw,
             "stats": cmd_stats, "usage": cmd_usage}
+cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, logout
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,7 +133,11 @@ class Daemon:
         launcher = self.parts["launcher"] = LauncherClient.connect_or_start(cfg.agent.state_dir, layout.launcher.path,
                                                                             timeout=30)
         watcher = self._optional("watcher", self._watcher)
+        images = self._optional("images", lambda: self._images(cfg))
         sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
+        sup.images = images
+        if images is not None:
+            images.in_use = sup.images_in_use
         self.parts["supervisor"] = sup
         # the ledger's final-reading hook is in place before live restore, which
         # may remove (--rm) containers that exited while agentd was down
@@ -154,7 +158,7 @@ class Daemon:
                 log.error("ledger.sink_unavailable", error=str(e))
 
         from agent.api import ApiServer
-        api = self.parts["api"] = ApiServer(cfg, sup, collector, ledger)
+        api = self.parts["api"] = ApiServer(cfg, sup, collector, ledger, images)
         api.start()
         if cfg.agent.metrics_listen:
             metrics = self._optional("metrics", lambda: self._metrics(cfg, collector, sup))
@@ -179,6 +183,11 @@ class Daemon:
     def _collector(cfg, sup):
         from agent.collector import Collector
         return Collector(cfg, sup.containers)
+
+    @staticmethod
+    def _images(cfg):
+        from agent.images.service import ImageService
+        return ImageService(cfg.agent.state_dir)
 
     @staticmethod
     def _ledger(cfg):

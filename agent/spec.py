@@ -49,7 +49,8 @@ MAX_BUNDLE_CONFIG = 4 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
-             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start"}
+             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start",
+             "image", "pull", "entrypoint"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class ContainerSpec:
     log_max_bytes: int = 10 << 20
     auto_remove: bool = False
     start: bool = True
+    image_ref: str = ""  # an image container: its normalised reference
+    image_id: str = ""   # and the manifest digest it was created from
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -119,6 +122,7 @@ class ContainerSpec:
             "network": self.network, "limits": self.limits.to_json(), "restart": str(self.restart),
             "labels": dict(self.labels), "log_max_bytes": self.log_max_bytes,
             "auto_remove": self.auto_remove, "start": self.start,
+            "image_ref": self.image_ref, "image_id": self.image_id,
         }
 
     @classmethod
@@ -134,6 +138,7 @@ class ContainerSpec:
             restart=parse_restart(d.get("restart", "no")), labels=dict(d.get("labels") or {}),
             log_max_bytes=int(d.get("log_max_bytes", 10 << 20)), auto_remove=bool(d.get("auto_remove")),
             start=bool(d.get("start", True)),
+            image_ref=d.get("image_ref", ""), image_id=d.get("image_id", ""),
         )
 
 
@@ -397,8 +402,34 @@ def _bool(fieldname: str, v: Any, default: bool) -> bool:
 # ------------------------------------------------------------------ entry points
 
 
-def from_json(body: Any, config=None) -> ContainerSpec:
-    """Validate an API request body (see the module docstring)."""
+def _image_body(body: dict, images) -> tuple[dict, str, str]:
+    """An image container's body with the image's config applied; (body, reference, digest)."""
+    from agent.images import reference, runconfig
+
+    if images is None:
+        raise UserError("image: images are not enabled on this agentd (see its log)")
+    for other in ("rootfs", "bundle"):
+        if body.get(other):
+            raise UserError(f"image: cannot be combined with {other}; give one of image, rootfs, bundle")
+    ref = reference.parse(body.pop("image"))
+    policy = body.pop("pull", None) or "missing"
+    digest = images.ensure(str(ref), policy)
+    config, lower = images.store.config(digest), images.lower_dirs(digest)
+    body = runconfig.apply(body, config, lower, str(ref))
+    labels = {}
+    for k, v in (body.get("labels") or {}).items():
+        try:  # an image label that is no valid label here is left out, not fatal
+            labels.update(parse_labels({k: v}))
+        except UserError:
+            continue
+    body["labels"] = labels
+    return body, str(ref), digest
+
+
+def from_json(body: Any, config=None, images=None) -> ContainerSpec:
+    """Validate an API request body (see the module docstring).
+
+    images (agent.images.service.ImageService) resolves an "image" field."""
     if not isinstance(body, dict):
         raise UserError("body: must be a JSON object")
     for k in body:
@@ -407,6 +438,16 @@ def from_json(body: Any, config=None) -> ContainerSpec:
     body = dict(body)
     bundle_limits = None
     image = ""
+    image_ref = image_id = ""
+    if body.get("image"):
+        user_labels = parse_labels(body.get("labels"))  # the request's own labels must be valid
+        body, image_ref, image_id = _image_body(body, images)
+        body["labels"].update(user_labels)
+        image = image_ref
+    else:
+        for k in ("image", "pull", "entrypoint"):
+            if body.pop(k, None) not in (None, ""):
+                raise UserError(f"{k}: only for image containers (give image)")
     if body.get("bundle"):
         base, bundle_limits = read_bundle(body.pop("bundle"), config)
         image = base["image"]
@@ -463,7 +504,7 @@ def from_json(body: Any, config=None) -> ContainerSpec:
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
-                         start=start)
+                         start=start, image_ref=image_ref, image_id=image_id)
 
 
 def read_bundle(path: Any, config=None) -> tuple[dict, Any]:

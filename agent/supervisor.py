@@ -183,6 +183,10 @@ class Supervisor:
         self._stop = False
         self.logs_dir = os.path.join(config.agent.state_dir, "logs")
         os.makedirs(self.logs_dir, mode=0o750, exist_ok=True)
+        # image containers: their overlayfs upper and work dirs, state_dir/containers/<id>/
+        # (under the state dir: an overlay upper dir cannot sit on another overlay)
+        self.rootfs_dir = os.path.join(config.agent.state_dir, "containers")
+        self.images = None  # agent.images.service.ImageService, set by the daemon
 
     # ------------------------------------------------------------- start / shutdown
 
@@ -235,6 +239,30 @@ class Supervisor:
         with self._lock:
             entries = sorted(self._entries.values(), key=lambda e: (e.row.created_at, e.row.id))
             return [self._info(e) for e in entries if all or e.row.state in LIVE_STATES]
+
+    def images_in_use(self) -> set[str]:
+        """Manifest digests of the images existing containers were created from."""
+        with self._lock:
+            return {e.spec.image_id for e in self._entries.values() if e.spec.image_id}
+
+    def _overlay(self, e: _Entry) -> dict | None:
+        """The overlayfs an image container's root is made of (None for the others)."""
+        s = e.spec
+        if not s.image_id:
+            return None
+        if self.images is None:
+            raise UserError(f"image: container {s.name!r} needs image {s.image_ref} but images are "
+                            "not enabled on this agentd (see its log)")
+        try:
+            lower = self.images.lower_dirs(s.image_id)
+        except KeyError:
+            raise UserError(f"image: {s.image_ref} ({s.image_id}) is no longer in the image store; "
+                            f"pull it again, or remove container {s.name!r}") from None
+        top = os.path.join(self.rootfs_dir, e.row.id)
+        for d in ("upper", "work"):
+            os.makedirs(os.path.join(top, d), mode=0o755, exist_ok=True)
+        os.chmod(self.rootfs_dir, 0o700)
+        return {"lower": lower, "upper": os.path.join(top, "upper"), "work": os.path.join(top, "work")}
 
     def log_path(self, name: str, stream: str = "stdout") -> str:
         if stream not in ("stdout", "stderr"):
@@ -629,6 +657,7 @@ class Supervisor:
                 raise
             self._unwatch(e)
             shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
+            shutil.rmtree(os.path.join(self.rootfs_dir, e.row.id), ignore_errors=True)
             self._entries.pop(e.row.id, None)
             if self._names.get(e.row.name) == e.row.id:
                 del self._names[e.row.name]

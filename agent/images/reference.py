@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from agent.errors import UserError
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -27,8 +29,10 @@ ACCEPTED = ("accepted: [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST], "
             "lowercase path components (e.g. busybox, 127.0.0.1:5000/team/app:1)")
 
 
-class ReferenceError(ValueError):
+class ReferenceError(UserError):
     """A reference that does not parse; the message names it and what is accepted."""
+
+    status = 400
 
 
 class Reference(NamedTuple):
@@ -109,7 +113,7 @@ def parse(text: object) -> Reference:
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = "library/" + path
     if not PATH_RE.fullmatch(path):
-        raise ReferenceError(f"image reference {text!r}: repository name {path!r} is not valid; {ACCEPTED}")
+        raise ReferenceError(f"image reference {text!r}: repository name is not valid; {ACCEPTED}")
     if len(domain) + 1 + len(path) > NAME_MAX:
         raise ReferenceError(f"image reference {text!r}: name longer than {NAME_MAX} characters")
     if tag is None and digest is None:

@@ -72,6 +72,9 @@ def test_agentctl_commands_and_flags_exist():
         subs = subparsers(build_parser(words[:1]))
         assert words and words[0] in subs, f"agentctl {words[:1]}: no such command"
         sub = subs[words[0]]
+        nested = subparsers(sub)  # agentctl image load -i ...: flags belong to the nested command
+        if nested and len(words) > 1 and words[1] in nested:
+            sub, words = nested[words[1]], words[1:]
         for flag in flags_of(words[1:]):
             assert flag in sub._option_string_actions, f"agentctl {words[0]} {flag}: no such flag"
 
