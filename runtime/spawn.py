@@ -414,10 +414,15 @@ def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
     return o
 
 
-def _clone(o: mountsmod.Opened, what: str, dst: str = "/", **flags) -> _Tree:
-    fd = _step(what, mountsmod.clone_tree, o)
+def _flagged(fd: int, what: str, dst: str = "/", is_dir: bool = True, **flags) -> _Tree:
+    """A detached tree with mount flags on every mount in it (or, on Linux <
+    5.12, a note to walk its submounts once it is attached)."""
     done = _step(what, lambda: mountsmod.set_tree_flags(fd, **flags))
-    return _Tree(fd, what, dst, o.is_dir, flags, walk=not done)
+    return _Tree(fd, what, dst, is_dir, flags, walk=not done)
+
+
+def _clone(o: mountsmod.Opened, what: str, dst: str = "/", **flags) -> _Tree:
+    return _flagged(_step(what, mountsmod.clone_tree, o), what, dst, o.is_dir, **flags)
 
 
 def _open_rootfs(spec: SpawnSpec) -> tuple[_Tree, int]:
@@ -481,7 +486,15 @@ def _attach_volumes(root: int, trees: list[_Tree], create: bool) -> None:
 
 
 def _fresh(what: str, fstype: str, options: dict | None = None, **flags) -> int:
+    """A new filesystem as a detached mount (fsopen/fsmount)."""
     return _step(f"mount {what}", lambda: mountsmod.new_fs(fstype, options, **flags))
+
+
+def _host_tree(path: str, what: str) -> int:
+    """A detached copy of one trusted host mount point or file (/sys,
+    /dev/null: root's, not a tenant's), without its submounts."""
+    return _step(what, mountsmod.open_tree, mountsmod.AT_FDCWD, path,
+                 mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
 
 
 def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
@@ -496,11 +509,9 @@ def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
     else:
         # the kernel refuses the same sysfs again on its own mount point
         # (EBUSY): the host's, without its submounts, read-only
-        sys_ = _step("bind /sys", mountsmod.open_tree, mountsmod.AT_FDCWD, "/sys",
-                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
-        _step("remount /sys read-only", lambda: mountsmod.set_tree_flags(
-            sys_, ro=True, nosuid=True, nodev=True, noexec=True))
-    _attach(_Tree(sys_, "mount /sys"), _dst_fd(root, "/sys", "mount /sys", "dir" if fresh_sys else None))
+        sys_ = _host_tree("/sys", "bind /sys")
+    _attach(_flagged(sys_, "mount /sys", ro=True, nosuid=True, nodev=True, noexec=True),
+            _dst_fd(root, "/sys", "mount /sys", "dir" if fresh_sys else None))
     if own_cgroup:
         cg = _fresh("/sys/fs/cgroup", "cgroup2", ro=True, nosuid=True, nodev=True, noexec=True)
         _attach(_Tree(cg, "mount /sys/fs/cgroup"), _dst_fd(sys_, "/fs/cgroup", "mount /sys/fs/cgroup", None))
@@ -523,9 +534,8 @@ def _harden(proc: int, sys_: int) -> None:
         tree = _step(f"bind {rel}", mountsmod.open_tree, target, "",
                      mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC
                      | mountsmod.AT_RECURSIVE | mountsmod.AT_EMPTY_PATH)
-        _step(f"remount {rel} read-only", lambda: mountsmod.set_tree_flags(
-            tree, ro=True, nosuid=True, nodev=True, noexec=True))
-        _attach(_Tree(tree, f"bind {rel}"), target)
+        _attach(_flagged(tree, f"remount {rel} read-only", ro=True, nosuid=True, nodev=True, noexec=True),
+                target)
         os.close(tree)
     for rel in MASKED_PATHS:
         top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
@@ -536,8 +546,7 @@ def _harden(proc: int, sys_: int) -> None:
         if stat.S_ISDIR(os.fstat(target).st_mode):
             mask = _fresh(f"mask {rel}", "tmpfs", {"size": "0"}, ro=True)
         else:
-            mask = _step(f"mask {rel}", mountsmod.open_tree, mountsmod.AT_FDCWD, "/dev/null",
-                         mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
+            mask = _host_tree("/dev/null", f"mask {rel}")
         _attach(_Tree(mask, f"mask {rel}"), target)
         os.close(mask)
 
@@ -549,8 +558,7 @@ def _mount_dev(root: int) -> None:
     _attach(_Tree(dev, "mount /dev"), _dst_fd(root, "/dev", "mount /dev", "dir"))
     try:
         for name in DEV_NODES:
-            node = _step(f"bind /dev/{name}", mountsmod.open_tree, mountsmod.AT_FDCWD, f"/dev/{name}",
-                         mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
+            node = _host_tree(f"/dev/{name}", f"bind /dev/{name}")
             _attach(_Tree(node, f"bind /dev/{name}"), _dst_fd(dev, name, f"bind /dev/{name}", "file"))
             os.close(node)
         for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
