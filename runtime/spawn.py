@@ -10,28 +10,30 @@ it never returns:
        <cgroup>/cgroup.procs: everything from here on, including the
        container's first instruction, is accounted to its cgroup
     2. stdio onto the log pipes, every other descriptor closed
-    3. unshare(NEWNS | NEWUTS | NEWIPC | NEWPID [| NEWNET] [| NEWCGROUP]):
-       a rootfs container's cgroup namespace is made once it is in its
-       cgroup, so that cgroup is the namespace's root
-    4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
+    3. unshare(NEWNS), / recursively private; then the detached trees
+       (runtime/mounts.py): the rootfs and each volume source opened once
+       (openat2, no magic links), checked as what was opened (its path from
+       /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
+       flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
+       ro, noexec; private propagation). Nothing is attached yet.
+    4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
+       cgroup namespace is made once it is in its cgroup, so that cgroup is
+       the namespace's root
+    5. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
-    5. mounts, all from descriptors (runtime/mounts.py), / recursively
-       private first. Detached trees first: the rootfs and each volume
-       source opened once (openat2, no magic links), checked as what was
-       opened, cloned with its submounts (open_tree) and flagged on every
-       submount (mount_setattr AT_RECURSIVE: nodev, nosuid, ro, noexec).
-       Attached after (move_mount onto descriptors): the rootfs on its own
-       directory; a fresh /proc (made inside the new PID namespace), a
+    6. the trees attached (move_mount onto descriptors): the rootfs on its
+       own directory; a fresh /proc (made inside the new PID namespace), a
        minimal /dev, a read-only /sys and, in its cgroup namespace, the
        container's own cgroup read-only at /sys/fs/cgroup; Docker's masked
        and read-only paths; the volumes, each destination resolved inside
-       the root (RESOLVE_IN_ROOT); pivot_root. Host root: a fresh /proc,
-       the host's /sys read-only without submounts, the volumes.
-    6. hostname; loopback up when the network namespace is new
-    7. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
+       the root (RESOLVE_IN_ROOT, made when missing); pivot_root. Host
+       root: a fresh /proc, the host's /sys read-only without submounts,
+       the volumes on existing destinations.
+    7. hostname; loopback up when the network namespace is new
+    8. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
        capabilities, working dir, signal dispositions back to default
-    8. execve
+    9. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
 so the launcher sees EOF without a line when execve succeeded) and the child
@@ -284,7 +286,13 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
-            _step("unshare namespaces", ns.unshare, spec.unshare_flags)
+            # a private copy of the host's mount namespace, where the host
+            # paths the container gets become detached, checked, flagged
+            # trees before any other namespace is made
+            _step("unshare mount namespace", ns.unshare, ns.CLONE_NEWNS)
+            _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+            trees = _open_trees(spec)
+            _step("unshare namespaces", ns.unshare, spec.unshare_flags & ~ns.CLONE_NEWNS)
             pid = _step("fork container init", os.fork)
         except _Fail as e:
             _report(err_w, str(e))
@@ -297,7 +305,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             os._exit(0)
         os.close(pid_w)
         try:
-            _container_init(spec)
+            _container_init(spec, trees)
         except _Fail as e:
             _report(err_w, str(e))
         except BaseException as e:     # a bug in here must still be one line
@@ -337,26 +345,21 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _container_init(spec: SpawnSpec) -> None:
-    _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-    if spec.rootfs:
-        # 1. detached trees first, while the host's paths are still in view:
-        #    each host path opened once, checked as the descriptor, cloned
-        rootfs = _open_rootfs(spec)
-        volumes = _open_volumes(spec)
-        # 2. attached after, every destination resolved inside the rootfs
-        root = _attach_rootfs(rootfs)
+def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
+    # the detached trees (made before the namespaces, _open_trees) attached,
+    # every destination resolved inside the container's root
+    if trees.rootfs is not None:
+        root = _attach_rootfs(trees.rootfs)
         _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns)
-        _attach_volumes(root, volumes, create=True)
+        _attach_volumes(root, trees.volumes, create=True)
         _pivot(root)
     else:
         # host root: a fresh /proc, and a read-only /sys without its submounts,
         # which also hides the host's cgroupfs (root could otherwise move
         # itself out of its cgroup by writing another cgroup.procs)
-        volumes = _open_volumes(spec)
         root = _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False)
-        _attach_volumes(root, volumes, create=False)
+        _attach_volumes(root, trees.volumes, create=False)
         os.close(root)
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
@@ -391,6 +394,21 @@ class _Tree:
     is_dir: bool = True
     flags: dict = field(default_factory=dict)
     walk: bool = False       # no mount_setattr: remount_walk once attached
+
+
+@dataclass
+class _Trees:
+    """What _open_trees made: the rootfs (tree, the directory it came from),
+    or None for the host's root; the volumes, in spec order."""
+    rootfs: tuple[_Tree, int] | None
+    volumes: list[_Tree]
+
+
+def _open_trees(spec: SpawnSpec) -> _Trees:
+    """Each host path opened once, checked as the descriptor, cloned with its
+    submounts and flagged: nothing is attached yet."""
+    rootfs = _open_rootfs(spec) if spec.rootfs else None
+    return _Trees(rootfs, _open_volumes(spec))
 
 
 def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
