@@ -66,10 +66,7 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
-
-# MOUNT_ATTR_* -> the MS_* flag a remount uses for it (the fallback walk)
-_ATTR_TO_MS = {MOUNT_ATTR_RDONLY: ns.MS_RDONLY, MOUNT_ATTR_NOSUID: ns.MS_NOSUID,
-               MOUNT_ATTR_NODEV: ns.MS_NODEV, MOUNT_ATTR_NOEXEC: ns.MS_NOEXEC}
+MOUNT_ATTR_IDMAP = 0x100000        # with userns_fd (mount_setattr), Linux >= 5.12
 
 # host trees no container gets by default (a volume source or a rootfs in or
 # equal to one of them is refused)
@@ -250,15 +247,15 @@ def clone_tree(o: Opened) -> int:
 
 def set_tree_flags(tree_fd: int, *, ro: bool = False, nosuid: bool = False, nodev: bool = False,
                    noexec: bool = False) -> bool:
-    """Add ro/nosuid/nodev/noexec to EVERY mount of the tree at `tree_fd`.
-    True when done; False when the kernel has no mount_setattr (Linux < 5.12):
-    then call remount_walk() once the tree is attached."""
+    """Add ro/nosuid/nodev/noexec to EVERY mount of the tree at `tree_fd`, and
+    make each private (a clone of a shared mount is its peer: what is later
+    mounted on it must not propagate back to the host). True when done;
+    False when the kernel has no mount_setattr (Linux < 5.12): then call
+    remount_walk() once the tree is attached."""
     attrs = ((MOUNT_ATTR_RDONLY if ro else 0) | (MOUNT_ATTR_NOSUID if nosuid else 0)
              | (MOUNT_ATTR_NODEV if nodev else 0) | (MOUNT_ATTR_NOEXEC if noexec else 0))
-    if not attrs:
-        return True
     try:
-        mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr_set=attrs)
+        mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr_set=attrs, propagation=ns.MS_PRIVATE)
         return True
     except OSError as e:
         if e.errno != errno.ENOSYS:
@@ -298,8 +295,10 @@ def submounts(top: str, mountinfo: str | None = None) -> list[tuple[str, set[str
 
 def remount_walk(top: str, *, ro: bool = False, nosuid: bool = False, nodev: bool = False,
                  noexec: bool = False) -> None:
-    """The fallback of set_tree_flags for an attached tree: remount `top` and
-    each mount below it with the flags added (keeping the ones it has)."""
+    """The fallback of set_tree_flags for an attached tree: `top` and every
+    mount below it private, then each remounted with the flags added
+    (keeping the ones it has)."""
+    ns.mount(None, top, None, ns.MS_REC | ns.MS_PRIVATE)
     add = ((ns.MS_RDONLY if ro else 0) | (ns.MS_NOSUID if nosuid else 0)
            | (ns.MS_NODEV if nodev else 0) | (ns.MS_NOEXEC if noexec else 0))
     names = {"ro": ns.MS_RDONLY, "nosuid": ns.MS_NOSUID, "nodev": ns.MS_NODEV, "noexec": ns.MS_NOEXEC}

@@ -10,28 +10,30 @@ it never returns:
        <cgroup>/cgroup.procs: everything from here on, including the
        container's first instruction, is accounted to its cgroup
     2. stdio onto the log pipes, every other descriptor closed
-    3. unshare(NEWNS | NEWUTS | NEWIPC | NEWPID [| NEWNET] [| NEWCGROUP]):
-       a rootfs container's cgroup namespace is made once it is in its
-       cgroup, so that cgroup is the namespace's root
-    4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
+    3. unshare(NEWNS), / recursively private; then the detached trees
+       (runtime/mounts.py): the rootfs and each volume source opened once
+       (openat2, no magic links), checked as what was opened (its path from
+       /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
+       flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
+       ro, noexec; private propagation). Nothing is attached yet.
+    4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
+       cgroup namespace is made once it is in its cgroup, so that cgroup is
+       the namespace's root
+    5. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
-    5. mounts, all from descriptors (runtime/mounts.py), / recursively
-       private first. Detached trees first: the rootfs and each volume
-       source opened once (openat2, no magic links), checked as what was
-       opened, cloned with its submounts (open_tree) and flagged on every
-       submount (mount_setattr AT_RECURSIVE: nodev, nosuid, ro, noexec).
-       Attached after (move_mount onto descriptors): the rootfs on its own
-       directory; a fresh /proc (made inside the new PID namespace), a
+    6. the trees attached (move_mount onto descriptors): the rootfs on its
+       own directory; a fresh /proc (made inside the new PID namespace), a
        minimal /dev, a read-only /sys and, in its cgroup namespace, the
        container's own cgroup read-only at /sys/fs/cgroup; Docker's masked
        and read-only paths; the volumes, each destination resolved inside
-       the root (RESOLVE_IN_ROOT); pivot_root. Host root: a fresh /proc,
-       the host's /sys read-only without submounts, the volumes.
-    6. hostname; loopback up when the network namespace is new
-    7. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
+       the root (RESOLVE_IN_ROOT, made when missing); pivot_root. Host
+       root: a fresh /proc, the host's /sys read-only without submounts,
+       the volumes on existing destinations.
+    7. hostname; loopback up when the network namespace is new
+    8. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
        capabilities, working dir, signal dispositions back to default
-    8. execve
+    9. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
 so the launcher sees EOF without a line when execve succeeded) and the child
@@ -284,7 +286,13 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
-            _step("unshare namespaces", ns.unshare, spec.unshare_flags)
+            # a private copy of the host's mount namespace, where the host
+            # paths the container gets become detached, checked, flagged
+            # trees before any other namespace is made
+            _step("unshare mount namespace", ns.unshare, ns.CLONE_NEWNS)
+            _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+            trees = _open_trees(spec)
+            _step("unshare namespaces", ns.unshare, spec.unshare_flags & ~ns.CLONE_NEWNS)
             pid = _step("fork container init", os.fork)
         except _Fail as e:
             _report(err_w, str(e))
@@ -297,7 +305,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             os._exit(0)
         os.close(pid_w)
         try:
-            _container_init(spec)
+            _container_init(spec, trees)
         except _Fail as e:
             _report(err_w, str(e))
         except BaseException as e:     # a bug in here must still be one line
@@ -337,26 +345,21 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _container_init(spec: SpawnSpec) -> None:
-    _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-    if spec.rootfs:
-        # 1. detached trees first, while the host's paths are still in view:
-        #    each host path opened once, checked as the descriptor, cloned
-        rootfs = _open_rootfs(spec)
-        volumes = _open_volumes(spec)
-        # 2. attached after, every destination resolved inside the rootfs
-        root = _attach_rootfs(rootfs)
+def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
+    # the detached trees (made before the namespaces, _open_trees) attached,
+    # every destination resolved inside the container's root
+    if trees.rootfs is not None:
+        root = _attach_rootfs(trees.rootfs)
         _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns)
-        _attach_volumes(root, volumes, create=True)
+        _attach_volumes(root, trees.volumes, create=True)
         _pivot(root)
     else:
         # host root: a fresh /proc, and a read-only /sys without its submounts,
         # which also hides the host's cgroupfs (root could otherwise move
         # itself out of its cgroup by writing another cgroup.procs)
-        volumes = _open_volumes(spec)
         root = _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False)
-        _attach_volumes(root, volumes, create=False)
+        _attach_volumes(root, trees.volumes, create=False)
         os.close(root)
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
@@ -393,6 +396,21 @@ class _Tree:
     walk: bool = False       # no mount_setattr: remount_walk once attached
 
 
+@dataclass
+class _Trees:
+    """What _open_trees made: the rootfs (tree, the directory it came from),
+    or None for the host's root; the volumes, in spec order."""
+    rootfs: tuple[_Tree, int] | None
+    volumes: list[_Tree]
+
+
+def _open_trees(spec: SpawnSpec) -> _Trees:
+    """Each host path opened once, checked as the descriptor, cloned with its
+    submounts and flagged: nothing is attached yet."""
+    rootfs = _open_rootfs(spec) if spec.rootfs else None
+    return _Trees(rootfs, _open_volumes(spec))
+
+
 def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
                   want_dir: bool = False) -> mountsmod.Opened:
     try:
@@ -414,10 +432,15 @@ def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
     return o
 
 
-def _clone(o: mountsmod.Opened, what: str, dst: str = "/", **flags) -> _Tree:
-    fd = _step(what, mountsmod.clone_tree, o)
+def _flagged(fd: int, what: str, dst: str = "/", is_dir: bool = True, **flags) -> _Tree:
+    """A detached tree with mount flags on every mount in it (or, on Linux <
+    5.12, a note to walk its submounts once it is attached)."""
     done = _step(what, lambda: mountsmod.set_tree_flags(fd, **flags))
-    return _Tree(fd, what, dst, o.is_dir, flags, walk=not done)
+    return _Tree(fd, what, dst, is_dir, flags, walk=not done)
+
+
+def _clone(o: mountsmod.Opened, what: str, dst: str = "/", **flags) -> _Tree:
+    return _flagged(_step(what, mountsmod.clone_tree, o), what, dst, o.is_dir, **flags)
 
 
 def _open_rootfs(spec: SpawnSpec) -> tuple[_Tree, int]:
@@ -481,7 +504,15 @@ def _attach_volumes(root: int, trees: list[_Tree], create: bool) -> None:
 
 
 def _fresh(what: str, fstype: str, options: dict | None = None, **flags) -> int:
+    """A new filesystem as a detached mount (fsopen/fsmount)."""
     return _step(f"mount {what}", lambda: mountsmod.new_fs(fstype, options, **flags))
+
+
+def _host_tree(path: str, what: str) -> int:
+    """A detached copy of one trusted host mount point or file (/sys,
+    /dev/null: root's, not a tenant's), without its submounts."""
+    return _step(what, mountsmod.open_tree, mountsmod.AT_FDCWD, path,
+                 mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
 
 
 def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
@@ -496,11 +527,9 @@ def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
     else:
         # the kernel refuses the same sysfs again on its own mount point
         # (EBUSY): the host's, without its submounts, read-only
-        sys_ = _step("bind /sys", mountsmod.open_tree, mountsmod.AT_FDCWD, "/sys",
-                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
-        _step("remount /sys read-only", lambda: mountsmod.set_tree_flags(
-            sys_, ro=True, nosuid=True, nodev=True, noexec=True))
-    _attach(_Tree(sys_, "mount /sys"), _dst_fd(root, "/sys", "mount /sys", "dir" if fresh_sys else None))
+        sys_ = _host_tree("/sys", "bind /sys")
+    _attach(_flagged(sys_, "mount /sys", ro=True, nosuid=True, nodev=True, noexec=True),
+            _dst_fd(root, "/sys", "mount /sys", "dir" if fresh_sys else None))
     if own_cgroup:
         cg = _fresh("/sys/fs/cgroup", "cgroup2", ro=True, nosuid=True, nodev=True, noexec=True)
         _attach(_Tree(cg, "mount /sys/fs/cgroup"), _dst_fd(sys_, "/fs/cgroup", "mount /sys/fs/cgroup", None))
@@ -523,9 +552,8 @@ def _harden(proc: int, sys_: int) -> None:
         tree = _step(f"bind {rel}", mountsmod.open_tree, target, "",
                      mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC
                      | mountsmod.AT_RECURSIVE | mountsmod.AT_EMPTY_PATH)
-        _step(f"remount {rel} read-only", lambda: mountsmod.set_tree_flags(
-            tree, ro=True, nosuid=True, nodev=True, noexec=True))
-        _attach(_Tree(tree, f"bind {rel}"), target)
+        _attach(_flagged(tree, f"remount {rel} read-only", ro=True, nosuid=True, nodev=True, noexec=True),
+                target)
         os.close(tree)
     for rel in MASKED_PATHS:
         top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
@@ -536,8 +564,7 @@ def _harden(proc: int, sys_: int) -> None:
         if stat.S_ISDIR(os.fstat(target).st_mode):
             mask = _fresh(f"mask {rel}", "tmpfs", {"size": "0"}, ro=True)
         else:
-            mask = _step(f"mask {rel}", mountsmod.open_tree, mountsmod.AT_FDCWD, "/dev/null",
-                         mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
+            mask = _host_tree("/dev/null", f"mask {rel}")
         _attach(_Tree(mask, f"mask {rel}"), target)
         os.close(mask)
 
@@ -549,8 +576,7 @@ def _mount_dev(root: int) -> None:
     _attach(_Tree(dev, "mount /dev"), _dst_fd(root, "/dev", "mount /dev", "dir"))
     try:
         for name in DEV_NODES:
-            node = _step(f"bind /dev/{name}", mountsmod.open_tree, mountsmod.AT_FDCWD, f"/dev/{name}",
-                         mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
+            node = _host_tree(f"/dev/{name}", f"bind /dev/{name}")
             _attach(_Tree(node, f"bind /dev/{name}"), _dst_fd(dev, name, f"bind /dev/{name}", "file"))
             os.close(node)
         for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
