@@ -61,6 +61,9 @@ def _build_image(p) -> None:
     rm.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
     rm.add_argument("references", nargs="+", metavar="REF", help="image name or id")
     sub.add_parser("prune", help="remove unnamed unused images and unused layers")
+    for nested in (ld, sv, ins, ls, rm, sub.choices["prune"]):
+        nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_cli.JSON_HELP
+                            if hasattr(_cli, "JSON_HELP") else "print one JSON document")
 
 
 def add_run_flags(r, source_group) -> None:

@@ -259,10 +259,11 @@ class Supervisor:
             raise UserError(f"image: {s.image_ref} ({s.image_id}) is no longer in the image store; "
                             f"pull it again, or remove container {s.name!r}") from None
         top = os.path.join(self.rootfs_dir, e.row.id)
-        for d in ("upper", "work"):
+        for d in ("upper", "work", "root"):
             os.makedirs(os.path.join(top, d), mode=0o755, exist_ok=True)
         os.chmod(self.rootfs_dir, 0o700)
-        return {"lower": lower, "upper": os.path.join(top, "upper"), "work": os.path.join(top, "work")}
+        return {"lower": lower, "upper": os.path.join(top, "upper"), "work": os.path.join(top, "work"),
+                "target": os.path.join(top, "root")}
 
     def log_path(self, name: str, stream: str = "stdout") -> str:
         if stream not in ("stdout", "stderr"):
@@ -414,6 +415,7 @@ class Supervisor:
             "protected": {"state_dir": os.path.abspath(self.config.agent.state_dir),
                           "socket": os.path.abspath(self.config.agent.socket)},
             "allow_sensitive_binds": self.config.security.allow_sensitive_binds,
+            "overlay": self._overlay(e),
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:

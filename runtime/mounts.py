@@ -363,3 +363,26 @@ def resolve_in(root_fd: int, dst: str, create: str | None = None) -> int:
 def attach(tree_fd: int, target_fd: int) -> None:
     """Mount the detached tree `tree_fd` on the object `target_fd` is open on."""
     move_mount(tree_fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def new_overlay(lower: list[str], upper: str, work: str, *, nodev: bool = False) -> int:
+    """A fresh overlayfs (lower dirs topmost first) as a detached mount. Each
+    lower dir is given with "lowerdir+" (Linux >= 6.7, which refuses a
+    ':'-joined "lowerdir" through fsconfig); older kernels take the joined
+    form."""
+    fs = fsopen("overlay")
+    try:
+        fsconfig(fs, FSCONFIG_SET_STRING, "source", "overlay")
+        try:
+            for d in lower:
+                fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", d)
+        except OSError as e:
+            if e.errno != errno.EINVAL or d != lower[0]:
+                raise
+            fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", ":".join(lower))
+        fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper)
+        fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work)
+        fsconfig(fs, FSCONFIG_CMD_CREATE)
+        return fsmount(fs, MOUNT_ATTR_NODEV if nodev else 0)
+    finally:
+        os.close(fs)

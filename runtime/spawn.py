@@ -82,6 +82,17 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Overlay:
+    """An image container's root: overlayfs of the image's layers (topmost
+    first) under the container's own upper dir, attached on `target`. Every
+    path is the agent's own, under its state dir."""
+    lower: tuple[str, ...]
+    upper: str
+    work: str
+    target: str
+
+
+@dataclass(frozen=True)
 class SpawnSpec:
     argv: tuple[str, ...]
     cgroup: str
@@ -104,12 +115,13 @@ class SpawnSpec:
     # /dev and "/" rule for volume sources (never for the rootfs)
     protected: mountsmod.Protected = mountsmod.Protected()
     allow_sensitive_binds: bool = False
+    overlay: Overlay | None = None
 
     @property
     def cgroupns(self) -> bool:
         """A cgroup namespace (and its cgroup read-only at /sys/fs/cgroup):
         rootfs containers; host-root ones see the host's /proc/self/cgroup."""
-        return bool(self.rootfs)
+        return bool(self.rootfs or self.overlay)
 
     @property
     def cap_mask(self) -> int:
@@ -208,11 +220,33 @@ class SpawnSpec:
             raise SpecError("spec.protected: must be an object with state_dir, socket (absolute paths)")
         for key in prot:
             _abs(f"protected.{key}", prot[key])
+        overlay = _overlay(d.get("overlay"))
+        if overlay is not None and rootfs:
+            raise SpecError("spec.overlay: not with spec.rootfs (an image container's root is its overlay)")
         return cls(protected=mountsmod.Protected(**prot),argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
-                   **flags)
+                   overlay=overlay, **flags)
+
+
+def _overlay(o) -> Overlay | None:
+    if o is None:
+        return None
+    if not isinstance(o, dict) or set(o) != {"lower", "upper", "work", "target"}:
+        raise SpecError("spec.overlay: must be null or an object with lower (list), upper, work, target")
+    lower = o["lower"]
+    if not isinstance(lower, list) or not lower:
+        raise SpecError("spec.overlay.lower: must be a non-empty list of absolute directories")
+    for i, d in enumerate(lower):
+        _abs(f"overlay.lower[{i}]", d)
+        if ":" in d or "," in d:
+            raise SpecError(f"spec.overlay.lower[{i}]: must not contain ':' or ','")
+    for key in ("upper", "work", "target"):
+        _abs(f"overlay.{key}", o[key])
+        if ":" in o[key] or "," in o[key]:
+            raise SpecError(f"spec.overlay.{key}: must not contain ':' or ','")
+    return Overlay(tuple(lower), o["upper"], o["work"], o["target"])
 
 
 def _abs(name, value):
@@ -407,7 +441,10 @@ class _Trees:
 def _open_trees(spec: SpawnSpec) -> _Trees:
     """Each host path opened once, checked as the descriptor, cloned with its
     submounts and flagged: nothing is attached yet."""
-    rootfs = _open_rootfs(spec) if spec.rootfs else None
+    if spec.overlay is not None:
+        rootfs = _open_overlay(spec.overlay)
+    else:
+        rootfs = _open_rootfs(spec) if spec.rootfs else None
     return _Trees(rootfs, _open_volumes(spec))
 
 
@@ -455,6 +492,16 @@ def _open_rootfs(spec: SpawnSpec) -> tuple[_Tree, int]:
     except BaseException:
         o.close()
         raise
+
+
+def _open_overlay(o: Overlay) -> tuple[_Tree, int]:
+    """(the image container's overlayfs as a detached mount, the directory it
+    is attached on): made fresh in this private mount namespace, so no host
+    mount is left behind when the container ends."""
+    what = "overlay root of the image"
+    fd = _step(f"mount {what}", lambda: mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True))
+    target = _step(f"open {o.target}", os.open, o.target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return _Tree(fd, what), target
 
 
 def _open_volumes(spec: SpawnSpec) -> list[_Tree]:

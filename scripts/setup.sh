@@ -13,6 +13,7 @@ APT_PACKAGES=(
   postgresql                          # billing fleet sink tests
   runc crun                           # launch benchmarks against peers
   busybox-static                      # tiny rootfs for container tests
+  docker-registry skopeo umoci        # image tests: a real OCI registry, images built and pushed
   gcc libc6-dev                       # the C reader used as a benchmark floor
   util-linux iproute2 procps e2fsprogs
   python3 python3-venv               # the virtual environment below

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import re
+import warnings
 
 import requests
 
@@ -41,6 +42,7 @@ ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 MANIFEST_MAX = 4 << 20
 TIMEOUT = (10, 60)   # connect, read: a registry that stops sending fails the pull
 DEFAULT_PLATFORM = "linux/amd64"
+PROBE_TIMEOUT = 3
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -116,6 +118,7 @@ class Registry:
         ca = os.path.join(certs_dir, self.host, "ca.crt") if certs_dir else ""
         self.session.verify = ca if ca and os.path.isfile(ca) else True
         self.scheme = "https"
+        self._probed = not self.insecure
         self._token: str | None = None
         self._basic = False
 
@@ -124,7 +127,20 @@ class Registry:
     def _url(self, path: str) -> str:
         return f"{self.scheme}://{self.api_host}/v2/{path}"
 
+    def _probe(self) -> None:
+        """An insecure registry: HTTPS if it answers TLS quickly, else plain HTTP
+        (a plain HTTP server may never answer a TLS hello)."""
+        self._probed = True
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # urllib3's InsecureRequestWarning: this is only a probe
+                self.session.get(self._url(""), timeout=PROBE_TIMEOUT, verify=False).close()
+        except requests.exceptions.RequestException:
+            self.scheme = "http"
+
     def _send(self, method: str, path: str, **kw) -> requests.Response:
+        if not self._probed:
+            self._probe()
         headers = dict(kw.pop("headers", {}))
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"

@@ -13,6 +13,7 @@ diff_id, checked against the image config by the caller.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -81,14 +82,22 @@ class _Root:
 
     def __init__(self, path: str):
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.path = os.path.realpath(path)
 
     def close(self) -> None:
         os.close(self.fd)
 
-    def dir(self, rel: str, create: bool = True) -> int:
-        """An O_RDONLY descriptor of directory rel (made, mode 0755, if missing)."""
-        if not rel:
+    def _rel(self, fd: int) -> str:
+        """Where fd is, relative to the layer directory."""
+        return os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), self.path)
+
+    def dir(self, rel: str, create: bool = True, _depth: int = 0) -> int:
+        """An O_RDONLY descriptor of directory rel (made, mode 0755, if missing;
+        through a symlink of the layer, its target is made, inside the layer)."""
+        if not rel or rel == ".":
             return os.dup(self.fd)
+        if _depth > 40:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", rel)
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         how = mounts.RESOLVE_IN_ROOT | mounts.RESOLVE_NO_MAGICLINKS
         try:
@@ -97,12 +106,20 @@ class _Root:
             if not create:
                 raise
         parent, _, base = rel.rpartition("/")
-        pfd = self.dir(parent)
+        pfd = self.dir(parent, _depth=_depth + 1)
         try:
             try:
                 os.mkdir(base, 0o755, dir_fd=pfd)
             except FileExistsError:
-                pass
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):   # a dangling link: make its target, in the layer
+                    target = os.readlink(base, dir_fd=pfd)
+                    if target.startswith("/"):
+                        nxt = target.lstrip("/")
+                    else:
+                        nxt = os.path.normpath(os.path.join(self._rel(pfd), target))
+                    nxt = "/".join(p for p in nxt.split("/") if p not in ("", ".", ".."))
+                    return self.dir(nxt, create, _depth + 1)
             return mounts.openat2(pfd, base, flags, how & ~mounts.RESOLVE_IN_ROOT | mounts.RESOLVE_NO_SYMLINKS)
         finally:
             os.close(pfd)
