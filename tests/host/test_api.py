@@ -295,13 +295,19 @@ def test_body_too_large_is_413_without_reading_it(server):
     assert status == 413 and "too large" in json.loads(body)["error"]
 
 
-def test_a_body_that_never_arrives_is_408_and_frees_the_thread(server, monkeypatch):
-    import agent.api
+def test_a_body_that_never_arrives_is_408_and_frees_the_thread(server, tmp_path):
+    from agent.config import load_config
 
-    monkeypatch.setattr(agent.api._Handler, "timeout", 0.3)
-    status, _, body = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-    assert status == 408 and "not received" in json.loads(body)["error"]
-    assert server.client.call("GET", "/v1/health")["status"] == "ok"
+    cfg = load_config(None, {"agent.socket": str(tmp_path / "slow.sock"), "agent.state_dir": str(tmp_path / "s"),
+                             "api.body_timeout": "300ms"})
+    api = ApiServer(cfg, server.sup)
+    api.start()
+    try:
+        status, _, body = raw(cfg.agent.socket, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        assert status == 408 and "not received" in json.loads(body)["error"]
+        assert Client(cfg.agent.socket).call("GET", "/v1/health")["status"] == "ok"
+    finally:
+        api.stop()
 
 
 def test_chunked_request_is_411(server):
