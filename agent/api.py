@@ -20,8 +20,8 @@ one place (ApiServer._build_access) with that cgroup, at start and on reload.
 
 What one client may hold is capped (agent/api_limits.py, [api] in the
 config): connections in total and per peer (a container, or a uid; host
-admins are exempt from the per-peer cap), refused in the accept loop without
-a thread; the request head and body each have a deadline for the whole read.
+admins are exempt from the per-peer cap and have the last eighth of the
+total kept for them), refused in the accept loop without a thread; the request head and body each have a deadline for the whole read.
 HTTP/0.9, conflicting Content-Length values and Transfer-Encoding are refused.
 
 Every client error is a 4xx with ``{"error": "one line"}``. An unexpected
@@ -1025,7 +1025,7 @@ class ApiServer:
         level, key = access.classify(peer)
         if peer.uid < 0:
             level = None
-        reason = self.gate.admit(conn, key, capped=level != "admin")
+        reason = self.gate.admit(conn, key, admin=level == "admin")
         if reason is not None:
             self.refused(conn, reason, key)
             return False

@@ -1,7 +1,7 @@
 """What one client may hold of the control API: connection caps and read deadlines.
 
     gate = ConnectionGate(max_total=256, max_per_peer=32)
-    reason = gate.admit(conn, key, capped=True)   # None: admitted; "total"/"peer": refused
+    reason = gate.admit(conn, key, admin=False)   # None: admitted; "total"/"peer": refused
     gate.release(conn)                            # when its handler thread ends
 
     reader = DeadlineReader(sock)                 # the handler's rfile
@@ -11,8 +11,10 @@
 The gate is consulted in the accept loop, before any thread exists for the
 connection: a refused connection costs one non-blocking write and a close.
 ``key`` says who the peer is (agent.api.Access.classify: the container for a
-process inside one, else the uid); ``capped=False`` exempts a peer from the
-per-peer cap (host admins), never from the total.
+process inside one, else the uid). Host admins (``admin=True``: root and the
+admin group, outside containers) are exempt from the per-peer cap, and the
+last eighth of ``max_total`` is kept for them: however many tenants fill
+their share, agentctl as root still gets in.
 
 The reader enforces a deadline for the whole request head and then for the
 whole body, not per recv(): each recv() waits at most until the deadline,
@@ -34,16 +36,17 @@ class ConnectionGate:
     def __init__(self, max_total: int, max_per_peer: int):
         self.max_total = max_total
         self.max_per_peer = max_per_peer
+        self.admin_reserve = max_total // 8
         self._lock = threading.Lock()
         self._open: dict[socket.socket, object] = {}   # connection -> peer key
         self._per_peer: dict[object, int] = {}
 
-    def admit(self, conn, key, capped: bool = True) -> str | None:
+    def admit(self, conn, key, admin: bool = False) -> str | None:
         with self._lock:
-            if len(self._open) >= self.max_total:
+            if len(self._open) >= self.max_total - (0 if admin else self.admin_reserve):
                 return "total"
             held = self._per_peer.get(key, 0)
-            if capped and held >= self.max_per_peer:
+            if not admin and held >= self.max_per_peer:
                 return "peer"
             self._open[conn] = key
             self._per_peer[key] = held + 1
