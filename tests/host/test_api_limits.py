@@ -130,11 +130,17 @@ class Agentd:
             return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
 
     def scrape(self) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(errors="replace")
+        def once():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode(errors="replace")
+            except urllib.error.URLError as e:  # /metrics starts listening just after the socket
+                if isinstance(e.reason, ConnectionRefusedError):
+                    return None
+                raise
+        return wait_for(once, what="/metrics to answer")
 
     def metric(self, series: str) -> float | None:
         status, text = self.scrape()
@@ -257,8 +263,8 @@ def test_a_lone_surrogate_label_is_refused_and_an_old_one_never_breaks_the_scrap
         text = wait_for(scraped, what="a scrape with the good container")
         assert 'container_label_team="pay"' in text
         assert 'name="victim"' not in text  # its series are left out, not mangled
-        dropped = d.metric("cgroup_agent_metrics_series_dropped_total")
-        assert dropped and dropped > 0
+        # counted (shown from the next snapshot's scrape on) and logged
+        wait_for(lambda: (d.metric("cgroup_agent_metrics_series_dropped_total") or 0) > 0, what="the drop counted")
         assert d.events("metrics.series_dropped")
         assert good["id"]
     finally:
@@ -366,13 +372,15 @@ def test_500_idle_connections_from_a_user_and_from_a_container_leave_threads_bou
         holders.append(user)
         line = user.stdout.readline()
         assert line.startswith("holding 500 uid "), line
-        wait_for(lambda: _refused(d, "peer") >= 500 - 2 * per_peer, what="the per-peer refusals")
+        bound = baseline + per_peer + 16
+        # until the accept loop went through them all (or the threads already went past the bound)
+        wait_for(lambda: watch.peak > bound or _refused(d, "peer") >= 500 - 2 * per_peer, what="the per-peer refusals")
         ps = d.ctl("ps", "-a")
         peak = watch.stop()
-        assert ps.returncode == 0, ps.stderr
         print(f"user attack: baseline {baseline} threads, peak {peak} over {watch.samples} samples, "
               f"refused {_refused(d, 'peer'):.0f}")
-        assert peak <= baseline + per_peer + 16, (baseline, peak)
+        assert peak <= bound, (baseline, peak)
+        assert ps.returncode == 0, ps.stderr
 
         # 2. a container (host root, uid 0 inside): its own per-peer budget, the host's root unaffected
         before = _refused(d, "peer")
@@ -380,13 +388,15 @@ def test_500_idle_connections_from_a_user_and_from_a_container_leave_threads_bou
         r = d.ctl("run", "-d", "--name", "holder", "--", sys.executable, "-c", HOLD, d.sock, "500")
         assert r.returncode == 0, r.stderr
         wait_for(lambda: "holding 500" in d.ctl("logs", "holder").stdout, what="the container to hold 500")
-        wait_for(lambda: _refused(d, "peer") - before >= 500 - 2 * per_peer, what="the container's refusals")
+        bound = baseline + 2 * per_peer + 16  # the user's 32 may still be held
+        wait_for(lambda: watch.peak > bound or _refused(d, "peer") - before >= 500 - 2 * per_peer,
+                 what="the container's refusals")
         ps = d.ctl("ps")
         peak = watch.stop()
-        assert ps.returncode == 0 and "holder" in ps.stdout, ps.stderr
         print(f"container attack: baseline {baseline} threads, peak {peak} over {watch.samples} samples, "
               f"refused {_refused(d, 'peer') - before:.0f}")
-        assert peak <= baseline + 2 * per_peer + 16, (baseline, peak)  # the user's 32 may still be held
+        assert peak <= bound, (baseline, peak)
+        assert ps.returncode == 0 and "holder" in ps.stdout, ps.stderr
         assert d.events("api.connection_refused")
     finally:
         for p in holders:
@@ -406,12 +416,14 @@ def test_the_total_cap_keeps_room_for_the_hosts_root(tenant_user):
         holder = subprocess.Popen([sys.executable, "-c", HOLD, d.sock, "500", tenant_user.user],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert holder.stdout.readline().startswith("holding 500 uid ")
-        wait_for(lambda: _refused(d, "total") >= 500 - 2 * total, what="the total-cap refusals")
-        ps = d.ctl("ps", "-a")
+        bound = baseline + total + 16
+        wait_for(lambda: watch.peak > bound or _refused(d, "total") >= 500 - 2 * total, what="the total-cap refusals")
+        ps = d.ctl("ps", "-a")  # root: the kept eighth lets it in
         peak = watch.stop()
+        print(f"total cap {total}: baseline {baseline} threads, peak {peak}, refused {_refused(d, 'total'):.0f}")
+        assert peak <= bound, (baseline, peak)
         assert ps.returncode == 0, ps.stderr
         assert _refused(d, "peer") == 0
-        assert peak <= baseline + total + 16, (baseline, peak)
     finally:
         if holder is not None:
             holder.kill()
