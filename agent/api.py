@@ -435,7 +435,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     # -- connection caps: decided here, in the accept loop, before a thread exists --
 
     def verify_request(self, request, client_address):
-        return self.api.admit(request)
+        try:
+            return self.api.admit(request)
+        except Exception:  # noqa: BLE001 - the accept loop must never die
+            log.exception("api.admit_failed")
+            return False
 
     def process_request(self, request, client_address):
         try:
