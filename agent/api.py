@@ -952,17 +952,24 @@ def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
 
 
 def _containers_cgroup(supervisor) -> str | None:
-    """R/containers relative to the cgroup2 mount (as /proc/PID/cgroup shows it)."""
+    """R/containers relative to the cgroup2 mount (as /proc/PID/cgroup shows it).
+
+    None only without a cgroup layout (an API over a stand-in supervisor); a
+    real one whose containers cgroup cannot be placed is refused: the API never
+    serves without the in-container guard."""
     layout = getattr(supervisor, "layout", None)
     if layout is None:
         return None
+    path = layout.containers.path
     try:
         from runtime.cgroupfs import find_mount
         mount = find_mount().rstrip("/")
-    except Exception:
-        return None
-    path = layout.containers.path
-    return path[len(mount):] or "/" if path.startswith(mount + "/") else None
+    except Exception as e:  # noqa: BLE001
+        raise ApiSetupError(f"cannot find the cgroup2 mount ({e}); refusing to serve without the in-container guard") from None
+    if not path.startswith(mount + "/"):
+        raise ApiSetupError(f"containers cgroup {path} is not below the cgroup2 mount {mount}; "
+                            "refusing to serve without the in-container guard")
+    return path[len(mount):]
 
 
 class ApiServer:
