@@ -219,6 +219,8 @@ def parse_env(v: Any) -> dict:
 
 
 def parse_labels(v: Any) -> dict:
+    from agent.labels import unrenderable  # the rule /metrics renders by
+
     labels = {}
     for k, val, where in _pairs("labels", v):
         if not LABEL_KEY_RE.fullmatch(k):
@@ -226,6 +228,9 @@ def parse_labels(v: Any) -> dict:
                             "starting with a letter or digit")
         if len(val) > 1024 or any(ord(c) < 32 for c in val):
             raise UserError(f"{where}: value must be at most 1024 printable characters")
+        why = unrenderable(val)
+        if why:
+            raise UserError(f"{where}: the value of label {_q(k)} {why}; use valid Unicode text")
         labels[k] = val
     return labels
 
