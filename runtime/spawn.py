@@ -14,13 +14,16 @@ it never returns:
     4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
+    4b. the spec's namespaced sysctls, written into its own namespaces
     5. / recursively private, then (rootfs) bind it onto itself, a fresh
        /proc (mounted from inside the new PID namespace), a minimal /dev,
        read-only /sys; the bind mounts; pivot_root (or, host root, just a
-       fresh /proc over /proc)
+       fresh /proc over /proc); readonly_rootfs: the rootfs tree read-only
+       just before pivot_root
     6. hostname; loopback up when the network namespace is new
-    7. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
-       capabilities, working dir, signal dispositions back to default
+    7. no_new_privs, seccomp filter, rlimits, bounding set,
+       setgroups/setgid/setuid, capabilities (or the OCI capability sets),
+       working dir, signal dispositions back to default
     8. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
@@ -586,7 +589,10 @@ def _drop_privileges(spec: SpawnSpec) -> None:
         ns.prctl(ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass
-    _drop_bounding(keep)
+    for cap in range(capsmod.last_cap() + 1):
+        if not keep >> cap & 1 and ns.prctl(ns.PR_CAPBSET_READ, cap) == 1:
+            _step(f"drop capability {capsmod.CAPABILITIES[cap] if cap < len(capsmod.CAPABILITIES) else cap}",
+                  ns.prctl, ns.PR_CAPBSET_DROP, cap)
     _step("setgroups", os.setgroups, [])
     _step(f"setgid {spec.gid}", os.setgid, spec.gid)
     _step(f"setuid {spec.uid}", os.setuid, spec.uid)
@@ -613,19 +619,15 @@ def _set_capabilities(spec: SpawnSpec) -> None:
     except OSError:
         pass
     _drop_bounding(sets["bounding"])
-    _step("keep capabilities across setuid", ns.prctl, PR_SET_KEEPCAPS, 1)
+    _step("keep capabilities across setuid", ns.prctl, ns.PR_SET_KEEPCAPS, 1)
     _step("setgroups", os.setgroups, [])
     _step(f"setgid {spec.gid}", os.setgid, spec.gid)
     _step(f"setuid {spec.uid}", os.setuid, spec.uid)
     _step("capset", ns.capset, sets["effective"], sets["permitted"], sets["inheritable"])
     for cap in capsmod.names_of(sets["ambient"]):
-        _step(f"raise ambient capability {cap}", ns.prctl, ns.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
+        _step(f"raise ambient capability {cap}", ns.prctl, ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_RAISE,
               capsmod.CAP_NUMBER[cap])
-    _step("clear keep-capabilities", ns.prctl, PR_SET_KEEPCAPS, 0)
-
-
-PR_SET_KEEPCAPS = 8
-PR_CAP_AMBIENT_RAISE = 2
+    _step("clear keep-capabilities", ns.prctl, ns.PR_SET_KEEPCAPS, 0)
 
 
 def exec_failure(message: str) -> str | None:
