@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from agent.errors import UserError
 from runtime import caps, rlimits, sysctl
+
+log = structlog.get_logger("agentd")
 
 
 def _q(v: Any) -> str:
@@ -124,7 +128,12 @@ def _capabilities(v: Any) -> dict:
             sets[name] = list(dict.fromkeys(caps.normalize(c) for c in names))
         except caps.CapabilityError as e:
             raise _refuse(f"process.capabilities.{name}", str(e).split(": ", 1)[1]) from None
-    sets["ambient"] = caps.raisable_ambient(sets)
+    raisable = caps.raisable_ambient(sets)
+    skipped = [c for c in sets["ambient"] if c not in raisable]
+    if skipped:
+        log.info("bundle.ambient_skipped", capabilities=skipped,
+                 reason="not also permitted and inheritable: the kernel cannot raise them (runc skips them too)")
+    sets["ambient"] = raisable
     why = caps.check_sets(sets)
     if why:
         raise _refuse(f"process.capabilities.{why.split(':')[0]}", why.split(": ", 1)[1])
