@@ -64,7 +64,10 @@ def lock(state_dir: str) -> int:
 def _limit(path: str, st: os.stat_result, most: int) -> None:
     mode = stat.S_IMODE(st.st_mode)
     if mode & ~most:
-        os.chmod(path, mode & most, follow_symlinks=False)
+        try:
+            os.chmod(path, mode & most, follow_symlinks=False)
+        except NotImplementedError:   # a libc without fchmodat(AT_SYMLINK_NOFOLLOW)
+            os.chmod(path, mode & most)
 
 
 def _max_for(rel_parts: tuple[str, ...], st: os.stat_result) -> int | None:
