@@ -80,6 +80,14 @@ def _pair(what: str):
     return check
 
 
+def _capability(value: str) -> str:
+    from runtime.caps import CapabilityError, normalize_changes
+    try:
+        return normalize_changes([value], "capability")[0]
+    except CapabilityError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("capability[0]: ", "")) from None
+
+
 def _volume(value: str) -> str:
     parts = value.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
@@ -181,6 +189,11 @@ def _build_run(r) -> None:
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
     r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
     r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    r.add_argument("--cap-add", action="append", type=_capability, metavar="CAP", default=[],
+                   help="add a capability (Docker's names, with or without CAP_, or ALL); "
+                        "NET_RAW is left out by default on the host's network")
+    r.add_argument("--cap-drop", action="append", type=_capability, metavar="CAP", default=[],
+                   help="drop a capability (or ALL)")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -346,6 +359,7 @@ def cmd_run(args, client) -> int:
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
             "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
+            "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
             "detach": args.detach}
     body = {k: v for k, v in body.items() if v is not None}
     if args.detach:

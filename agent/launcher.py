@@ -84,7 +84,7 @@ class ExitRecord(NamedTuple):
 
 def _log_factory(path):
     import structlog
-    f = open(path, "a", buffering=1)
+    f = open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "a", buffering=1)
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -625,7 +625,7 @@ def main(argv=None) -> int:
             os.write(ready_w, (msg + "\n").encode())
 
     try:
-        lock = open(os.path.join(state_dir, LOCK_NAME), "a")
+        lock = open(os.open(os.path.join(state_dir, LOCK_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

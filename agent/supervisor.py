@@ -381,7 +381,7 @@ class Supervisor:
             "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in s.volumes],
             "network": s.network, "cgroup": e.cg.path,
             "stdout": os.path.join(logdir, "stdout.log"), "stderr": os.path.join(logdir, "stderr.log"),
-            "log_max_bytes": s.log_max_bytes, "no_new_privs": True, "capabilities": None, "seccomp": True,
+            "log_max_bytes": s.log_max_bytes, "seccomp": True, **s.spawn_security(),
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:

@@ -14,13 +14,16 @@ it never returns:
     4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
+    4b. the spec's namespaced sysctls, written into its own namespaces
     5. / recursively private, then (rootfs) bind it onto itself, a fresh
        /proc (mounted from inside the new PID namespace), a minimal /dev,
        read-only /sys; the bind mounts; pivot_root (or, host root, just a
-       fresh /proc over /proc)
+       fresh /proc over /proc); readonly_rootfs: the rootfs tree read-only
+       just before pivot_root
     6. hostname; loopback up when the network namespace is new
-    7. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
-       capabilities, working dir, signal dispositions back to default
+    7. no_new_privs, seccomp filter, rlimits, bounding set,
+       setgroups/setgid/setuid, capabilities (or the OCI capability sets),
+       working dir, signal dispositions back to default
     8. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field
 
 from . import caps as capsmod
 from . import namespaces as ns
-from . import seccomp
+from . import rlimits, seccomp, sysctl
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -84,6 +87,14 @@ class SpawnSpec:
     no_new_privs: bool = True
     capabilities: tuple[str, ...] | None = None
     seccomp: bool = True
+    # OCI process.capabilities: {set: names} for bounding, effective,
+    # permitted, inheritable, ambient; when given, instead of `capabilities`
+    capability_sets: dict | None = None
+    readonly_rootfs: bool = False                  # OCI root.readonly
+    rlimits: tuple = ()                            # ((RLIMIT_*, soft, hard), ...)
+    masked_paths: tuple[str, ...] | None = None    # None: MASKED_PATHS
+    readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS
+    sysctl: dict = field(default_factory=dict)     # namespaced keys only
 
     @property
     def cap_mask(self) -> int:
@@ -171,11 +182,71 @@ class SpawnSpec:
                 capabilities = tuple(capsmod.normalize(c) for c in capabilities)
             except capsmod.CapabilityError as e:
                 raise SpecError(f"spec.{e}") from None
+        extra = _oci_fields(d, rootfs=rootfs, network=network)
         return cls(argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
-                   **flags)
+                   **flags, **extra)
+
+
+def _oci_fields(d: dict, *, rootfs: str, network: str) -> dict:
+    """capability_sets, readonly_rootfs, rlimits, masked_paths, readonly_paths, sysctl."""
+    out: dict = {}
+    sets = d.get("capability_sets")
+    if sets is not None:
+        if not isinstance(sets, dict) or set(sets) - set(capsmod.SETS):
+            raise SpecError(f"spec.capability_sets: must map {', '.join(capsmod.SETS)} to lists of names")
+        parsed = {}
+        for name in capsmod.SETS:
+            names = sets.get(name) or []
+            if not isinstance(names, list):
+                raise SpecError(f"spec.capability_sets.{name}: must be a list of names")
+            try:
+                parsed[name] = tuple(capsmod.normalize(c) for c in names)
+            except capsmod.CapabilityError as e:
+                raise SpecError(f"spec.capability_sets.{name}: {e}") from None
+        why = capsmod.check_sets(parsed)
+        if why:
+            raise SpecError(f"spec.capability_sets.{why}")
+        out["capability_sets"] = parsed
+    ro = d.get("readonly_rootfs", False)
+    if not isinstance(ro, bool):
+        raise SpecError("spec.readonly_rootfs: must be true or false")
+    if ro and not rootfs:
+        raise SpecError("spec.readonly_rootfs: needs a rootfs (the host's root is never made read-only)")
+    out["readonly_rootfs"] = ro
+    raw = d.get("rlimits") or []
+    if not isinstance(raw, list):
+        raise SpecError("spec.rlimits: must be a list of {type, soft, hard}")
+    limits = []
+    for i, entry in enumerate(raw):
+        try:
+            limits.append(rlimits.check(entry))
+        except rlimits.RlimitError as e:
+            raise SpecError(f"spec.rlimits[{i}]: {e}") from None
+    out["rlimits"] = tuple(limits)
+    for key in ("masked_paths", "readonly_paths"):
+        paths = d.get(key)
+        if paths is None:
+            continue
+        if not isinstance(paths, list):
+            raise SpecError(f"spec.{key}: must be null (the default list) or a list of absolute paths")
+        for i, p in enumerate(paths):
+            _abs(f"{key}[{i}]", p)
+        out[key] = tuple(paths)
+    settings = d.get("sysctl") or {}
+    if not isinstance(settings, dict):
+        raise SpecError("spec.sysctl: must map namespaced sysctl names to values")
+    checked = {}
+    for k, v in settings.items():
+        try:
+            k, v = sysctl.check(k, v, own_netns=network == "none")
+        except sysctl.SysctlError as e:
+            raise SpecError(f"spec.sysctl.{e}") from None
+        checked[k] = v
+    out["sysctl"] = checked
+    return out
 
 
 def _abs(name, value):
@@ -303,6 +374,10 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
 
 
 def _container_init(spec: SpawnSpec) -> None:
+    if spec.sysctl:
+        # the kernel writes into the namespaces of the writing task: this
+        # process's IPC (and, with network none, network) namespace
+        _step("sysctl", sysctl.apply, spec.sysctl)
     _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     if spec.rootfs:
         root = os.path.realpath(spec.rootfs)
@@ -316,10 +391,12 @@ def _container_init(spec: SpawnSpec) -> None:
         _mount_proc(_inside(root, "/proc", make_dir=True))
         _mount_dev(_inside(root, "/dev", make_dir=True))
         _mount_sys(_inside(root, "/sys", make_dir=True))
-        _harden(root)
+        _harden(root, spec)
         for m in spec.mounts:
             _bind(m, _inside(root, m.dst, make_for=m.src),
                   nodev=not (m.src == "/dev" or m.src.startswith("/dev/")))
+        if spec.readonly_rootfs:
+            _readonly_rootfs(root, spec)
         _pivot(root)
     else:
         # host root: a fresh /proc, and a fresh read-only /sys, which also
@@ -327,7 +404,7 @@ def _container_init(spec: SpawnSpec) -> None:
         # of its cgroup by writing another cgroup.procs)
         _mount_proc("/proc")
         _mount_sys("/sys")
-        _harden("/")
+        _harden("/", spec)
         for m in spec.mounts:
             _bind(m, m.dst)
     if spec.hostname:
@@ -340,6 +417,8 @@ def _container_init(spec: SpawnSpec) -> None:
         # installed while CAP_SYS_ADMIN is still held, so it works with
         # no_new_privs off too; it refuses nothing the steps below need
         _step("install seccomp filter", seccomp.install)
+    for kind, soft, hard in spec.rlimits:      # before CAP_SYS_RESOURCE goes
+        _step(f"set {kind} {soft}/{hard}", rlimits.set_limit, kind, soft, hard)
     _drop_privileges(spec)
     _step(f"cwd {spec.cwd}", os.chdir, spec.cwd)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -385,20 +464,35 @@ def _mount_sys(target: str) -> None:
         _step("mount /sys", ns.mount, "sysfs", target, "sysfs", flags)
 
 
-def _harden(root: str) -> None:
-    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys."""
-    for rel in READONLY_PATHS:
-        path = os.path.join(root, rel.lstrip("/"))
+def _harden(root: str, spec: SpawnSpec | None = None) -> None:
+    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys,
+    or the spec's own lists (an OCI bundle's linux.readonlyPaths/maskedPaths)."""
+    readonly = READONLY_PATHS if spec is None or spec.readonly_paths is None else spec.readonly_paths
+    masked = MASKED_PATHS if spec is None or spec.masked_paths is None else spec.masked_paths
+    for rel in readonly:
+        path = _listed_path(root, rel)
         if os.path.exists(path):
             _step(f"bind {rel}", ns.mount, path, path, None, ns.MS_BIND | ns.MS_REC)
             _step(f"remount {rel} read-only", ns.mount, None, path, None,
                   ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
-    for rel in MASKED_PATHS:
-        path = os.path.join(root, rel.lstrip("/"))
+    for rel in masked:
+        path = _listed_path(root, rel)
         if os.path.isdir(path):
             _step(f"mask {rel}", ns.mount, "tmpfs", path, "tmpfs", ns.MS_RDONLY, "size=0")
         elif os.path.exists(path):
             _step(f"mask {rel}", ns.mount, "/dev/null", path, None, ns.MS_BIND)
+
+
+def _listed_path(root: str, rel: str) -> str:
+    """A masked or read-only path below root; one a symlink takes out of
+    the rootfs is refused."""
+    path = os.path.join(root, rel.lstrip("/"))
+    if root != "/":
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root + "/"):
+            raise _Fail(f"masked/read-only path {rel}: resolves outside the rootfs")
+        path = real
+    return path
 
 
 def _mount_dev(dev: str) -> None:
@@ -439,6 +533,30 @@ def _bind(m, target: str, nodev: bool = False) -> None:
         _remount(target, add, f"{m.dst} read-only" if m.ro else m.dst)
 
 
+def _mountinfo_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            raw = line.split()[4]
+            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw))
+    return points
+
+
+def _readonly_rootfs(root: str, spec: SpawnSpec) -> None:
+    """root.readonly: the rootfs and every mount it brought along read-only;
+    what the container was given on top of it (/proc, /dev, /sys, volumes)
+    keeps its own flags."""
+    given = [os.path.join(root, p) for p in ("proc", "dev", "sys")]
+    given += [_inside(root, m.dst) for m in spec.mounts]
+    for point in _mountinfo_points():
+        if point != root and not point.startswith(root + "/"):
+            continue
+        if any(point == g or point.startswith(g + "/") for g in given):
+            continue
+        _remount(point, ns.MS_RDONLY, f"{os.path.relpath(point, root)} of the rootfs read-only"
+                 if point != root else "rootfs read-only")
+
+
 def _pivot(root: str) -> None:
     _step(f"chdir {root}", os.chdir, root)
     # pivot_root(".", "."): the old root ends up stacked on "/", detach it
@@ -460,6 +578,9 @@ def _loopback_up() -> None:
 
 
 def _drop_privileges(spec: SpawnSpec) -> None:
+    if spec.capability_sets is not None:
+        _set_capabilities(spec)
+        return
     keep = spec.cap_mask
     # bounding set first (needs CAP_SETPCAP, still held); then the user switch
     # (CAP_SETUID/SETGID still held); then permitted/effective, which a
@@ -478,6 +599,35 @@ def _drop_privileges(spec: SpawnSpec) -> None:
     _eff, permitted, _inh = _step("capget", ns.capget)
     keep &= permitted
     _step("capset", ns.capset, keep, keep, 0)
+
+
+def _drop_bounding(keep: int) -> None:
+    for cap in range(capsmod.last_cap() + 1):
+        if not keep >> cap & 1 and ns.prctl(ns.PR_CAPBSET_READ, cap) == 1:
+            _step(f"drop capability {capsmod.CAPABILITIES[cap] if cap < len(capsmod.CAPABILITIES) else cap}",
+                  ns.prctl, ns.PR_CAPBSET_DROP, cap)
+
+
+def _set_capabilities(spec: SpawnSpec) -> None:
+    """OCI process.capabilities, as runc applies them: bounding set, then the
+    user switch keeping the permitted set (PR_SET_KEEPCAPS), then effective,
+    permitted and inheritable, then the ambient ones raised. execve then
+    does what the kernel does with them (for uid 0: bounding | inheritable)."""
+    sets = {k: capsmod.mask(v) for k, v in spec.capability_sets.items()}
+    try:
+        ns.prctl(ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass
+    _drop_bounding(sets["bounding"])
+    _step("keep capabilities across setuid", ns.prctl, ns.PR_SET_KEEPCAPS, 1)
+    _step("setgroups", os.setgroups, [])
+    _step(f"setgid {spec.gid}", os.setgid, spec.gid)
+    _step(f"setuid {spec.uid}", os.setuid, spec.uid)
+    _step("capset", ns.capset, sets["effective"], sets["permitted"], sets["inheritable"])
+    for cap in capsmod.names_of(sets["ambient"]):
+        _step(f"raise ambient capability {cap}", ns.prctl, ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_RAISE,
+              capsmod.CAP_NUMBER[cap])
+    _step("clear keep-capabilities", ns.prctl, ns.PR_SET_KEEPCAPS, 0)
 
 
 def exec_failure(message: str) -> str | None:
