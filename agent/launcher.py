@@ -47,7 +47,7 @@ import time
 from typing import NamedTuple
 
 from runtime import namespaces as ns
-from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, run_child
+from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, probe_clone3, run_child
 
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
@@ -642,6 +642,8 @@ def main(argv=None) -> int:
             _join_cgroup(args.cgroup)
         except OSError as e:
             raise LauncherError(f"join cgroup {args.cgroup}: {os.strerror(e.errno)}") from None
+        if not probe_clone3(args.cgroup):   # a stopped (cgroup.kill) container must start again
+            log.info("launcher.clone3_off", reason="clone3 into a cgroup that saw cgroup.kill is killed")
         ns.set_child_subreaper()
         launcher = Launcher(state_dir, log)
         launcher.listen()
