@@ -13,6 +13,8 @@ Docker's limit flags (docs/cli.md has the whole table):
     --memory-reservation S  = --memory-low S (what Docker writes on cgroup v2)
     --cpu-shares N          Docker's 2..262144 shares, converted to cpu.weight as Docker does
                             on cgroup v2: 1 + (N - 2) * 9999 / 262142
+    --blkio-weight N        Docker's 10..1000, converted to io.weight: 1 + (N - 10) * 9999 / 990
+    -m S                    = --memory S
     --memory-swap S         Docker's meaning: memory + swap in total, so it needs --memory in
                             the same command; -1 = unlimited swap; swap alone is --swap S
 
@@ -53,6 +55,16 @@ def _cpu_shares(value: str) -> int:
     return 1 + (n - 2) * 9999 // 262142
 
 
+def _blkio_weight(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 10 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a block IO weight; use 10..1000 (Docker's range)")
+    return 1 + (n - 10) * 9999 // 990
+
+
 def _memory_swap(value: str) -> str:
     if value.strip() == "-1":
         return "-1"
@@ -62,11 +74,16 @@ def _memory_swap(value: str) -> str:
 
 _pids_limit.__name__ = "pids-limit"
 _cpu_shares.__name__ = "cpu-shares"
+_blkio_weight.__name__ = "blkio-weight"
 _memory_swap.__name__ = "memory-swap"
 
 
 def add_limit_flags(g) -> None:
     """Docker's spellings, in the `limits` group of run/limit/update."""
+    g.add_argument("-m", dest="limit_memory", metavar="VALUE", type=_cli._limit("memory", "parse_size"),
+                   help="the same as --memory (Docker's short form)")
+    g.add_argument("--blkio-weight", dest="limit_io_weight", metavar="N", type=_blkio_weight,
+                   help="Docker's block IO weight 10..1000, converted to --io-weight as Docker does on cgroup v2")
     g.add_argument("--swap", dest="limit_memory_swap", metavar="VALUE", type=_cli._limit("memory_swap", "parse_size"),
                    help="swap limit alone, memory.swap.max (Docker has no such flag)")
     g.add_argument("--memory-swap", dest="docker_memory_swap", metavar="VALUE", type=_memory_swap,

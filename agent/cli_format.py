@@ -73,29 +73,6 @@ def with_rfc3339(doc):
     return doc
 
 
-def parse_time(text: str, now: float | None = None) -> float:
-    """--since T: RFC 3339 / ISO 8601 (2026-12-03T07:00:00Z, 2026-12-03), epoch seconds,
-    or a duration ago (90s, 10m, 2h, 7d). FormatError otherwise."""
-    import datetime
-    import time
-
-    t = text.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h|d)", t)
-    if m:
-        mult = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return (time.time() if now is None else now) - float(m.group(1)) * mult
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    try:
-        dt = datetime.datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise FormatError(f"{text!r} is not a time; use RFC 3339 (2026-12-03T07:00:00Z), "
-                          "epoch seconds or a duration ago (90s, 10m, 2h, 7d)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt.timestamp()
-
-
 # -- filters ------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 
 import pytest
 
@@ -87,6 +88,8 @@ def test_docker_limit_flags_keep_dockers_meaning():
     assert _limits(["--cpu-shares", "1024"]) == {"cpu_weight": 39}   # Docker's cgroup v2 conversion
     assert _limits(["--cpuset-cpus", "0"]) == {"cpuset": "0"}
     assert _limits(["--memory-reservation", "64M"]) == {"memory_low": "64M"}
+    assert _limits(["-m", "1G"]) == {"memory": "1G"}
+    assert _limits(["--blkio-weight", "500"]) == {"io_weight": 1 + 490 * 9999 // 990}
 
 
 @pytest.mark.parametrize("argv,word", [
@@ -117,8 +120,6 @@ def test_rfc3339():
                                   "nested": [{"taken_at": 1764747387}]})
     assert doc == {"created_at": "2025-12-03T07:36:27.250000Z", "started_at": None, "pid": 5,
                    "nested": [{"taken_at": "2025-12-03T07:36:27Z"}]}
-    assert cli_format.parse_time("2025-12-03T07:36:27Z") == 1764747387
-    assert cli_format.parse_time("10m", now=1000.0) == 400.0
 
 
 ITEMS = [{"name": "web", "id": "abc123", "state": "running", "labels": {"team": "blue"}, "created_at": "T1", "pid": 7},
@@ -195,3 +196,21 @@ def test_stats_redraws_on_a_terminal_and_prints_a_table_per_tick_when_piped(tty)
         assert text.count("\x1b[H\x1b[J") == 3 and text.startswith("\x1b[H\x1b[J")
     else:
         assert "\x1b" not in text and text.count("\n\n") == 3
+
+
+def test_docs_cli_pairs_every_subcommand_and_flag():
+    """docs/cli.md names every agentctl subcommand and every flag of run (limits included)."""
+    import os
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "cli.md")).read()
+    sub = _subparsers(cli.build_parser([]))
+    for name in sub.choices:
+        if name not in ("freeze", "thaw"):  # named as the twins of pause/unpause
+            assert f"`{name}" in doc, f"docs/cli.md does not pair agentctl {name}"
+    for parser_name in ("run", "ps", "logs", "stats", "stop", "restart", "kill", "rm", "inspect"):
+        p = _subparsers(cli.build_parser([parser_name])).choices[parser_name]
+        for action in p._actions:
+            opts = [o for o in action.option_strings if o not in ("-h", "--help", "--socket", "--json")]
+            if opts:
+                assert any(re.search(re.escape(o) + r"\b", doc) for o in opts), \
+                    f"docs/cli.md does not mention agentctl {parser_name} {'/'.join(opts)}"
