@@ -300,7 +300,8 @@ def _add_global_options(sp, json_flag: bool) -> None:
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
 
 
-def build_parser(argv: list[str] | None = None) -> Parser:
+def build_parser(argv: list[str] | None = None, full: bool = False) -> Parser:
+    """The parser for argv's subcommand (others are stubs); full=True builds every one (completion)."""
     p = Parser(prog="agentctl", description="Drive cgroup-agent (agentd) over its control socket.",
                epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status; "
                       "127/126 when its program is not found / not executable.")
@@ -308,7 +309,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     p.add_argument("--json", action="store_true", help=JSON_HELP + " (for the commands that read)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     chosen = _command_in(sys.argv[1:] if argv is None else argv)
-    build_all = chosen not in SUBCOMMANDS and chosen != "usage"
+    build_all = full or (chosen not in SUBCOMMANDS and chosen != "usage")
     for name, (help_text, json_flag, build) in SUBCOMMANDS.items():
         if not build_all and name != chosen:
             sub.add_parser(name, help=help_text, add_help=False)
@@ -317,7 +318,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
         _add_global_options(sp, json_flag)
         build(sp)
     # `usage` belongs to the billing side (agent/cli_usage.py): imported only when named.
-    if chosen == "usage":
+    if chosen == "usage" or full:
         import agent.cli_usage as cli_usage
 
         _add_global_options(cli_usage.add_parser(sub), True)
