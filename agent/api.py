@@ -335,6 +335,7 @@ class _LogTail:
             try:
                 self.f = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
             except FileNotFoundError:
+                self.tail = None  # written from now on: every line of it is new
                 return b""
             self.ino = os.fstat(self.f.fileno()).st_ino
             if self.tail is not None:
