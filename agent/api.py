@@ -326,6 +326,12 @@ def _stream_param(key: str, value: str) -> str:
     return value
 
 
+def _tail_param(key: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise HttpError(400, f"query parameter {key}: {value!r} is not a number of lines; use 0..999999999")
+    return int(value)
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise HttpError(400, f"name: {name!r} is not a valid container name; {NAME_ACCEPTED}")
@@ -362,18 +368,24 @@ def _reject_constant(name: str):
 class _LogTail:
     """Reads a growing log file from where it stopped; survives rotation/truncation."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, tail: int | None = None):
         self.path = path
         self.f = None
         self.ino = None
+        self.tail = tail  # first open only: start at the last `tail` lines
 
     def read(self) -> bytes:
         if self.f is None:
             try:
                 self.f = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
             except FileNotFoundError:
+                self.tail = None  # written from now on: every line of it is new
                 return b""
             self.ino = os.fstat(self.f.fileno()).st_ino
+            if self.tail is not None:
+                from agent.logtail import start_of_last_lines
+                self.f.seek(start_of_last_lines(self.f, self.tail))
+                self.tail = None
         data = self.f.read(LOG_CHUNK)
         if data:
             return data
@@ -811,15 +823,15 @@ class _Handler(BaseHTTPRequestHandler):
     def h_logs(self, name, query, body):
         self.sup.get(name)  # 404 before the stream starts
         self._start_stream()
-        self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False))
+        self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False), tail=query.get("tail"))
         self._end_stream()
 
-    def _pump_logs(self, name: str, which: str, follow: bool):
+    def _pump_logs(self, name: str, which: str, follow: bool, tail: int | None = None):
         """Send the log files as frames; with follow, until the container exits. Returns the final info."""
         tails = []
         for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")):
             if which in (stream, "all"):
-                tails.append((sid, _LogTail(self.sup.log_path(name, stream))))
+                tails.append((sid, _LogTail(self.sup.log_path(name, stream), tail)))
         done = threading.Event()
         final = {}
         if follow:
@@ -917,7 +929,7 @@ QUERY_PARAMS = {
     "remove": {"force": _bool_param},
     "stop": {"timeout": _seconds_param},
     "kill": {"signal": _signal_param},
-    "logs": {"follow": _bool_param, "stream": _stream_param},
+    "logs": {"follow": _bool_param, "stream": _stream_param, "tail": _tail_param},
     "wait": {"timeout": _seconds_param},
     # "usage": absent -> passed through to ledger.query
 }

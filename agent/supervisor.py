@@ -30,7 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
-from agent.errors import CannotExecute, Conflict, NotFound, UserError
+from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store, StoreFull
@@ -269,16 +269,18 @@ class Supervisor:
     # ------------------------------------------------------------- create / start
 
     def check_controllers(self, limits) -> None:
-        """UserError (ControllerMissing's message) when a limit needs a controller
-        that R/containers does not hand down; checks before anything is created."""
+        """HostLimitation naming every controller the limits need that
+        R/containers does not hand down, each with its reason, in one message;
+        checks before anything is created."""
         needed = sorted(limits.controllers())
         try:
             enabled = self.layout.containers.subtree_control()
         except CgroupError as err:
             raise UserError(f"limits: cannot read {self.layout.containers.path}: {err}") from None
-        for c in needed:
-            if c not in enabled:
-                raise UserError(f"limits: {ControllerMissing(c, _missing_reason(self.layout.containers, c))}")
+        missing = {c: _missing_reason(self.layout.containers, c) for c in needed if c not in enabled}
+        if missing:
+            first = next(iter(missing))
+            raise HostLimitation(f"limits: {ControllerMissing(first, missing[first], missing)}")
 
     def create(self, spec: ContainerSpec) -> ContainerInfo:
         if not isinstance(spec, ContainerSpec):
@@ -346,7 +348,7 @@ class Supervisor:
         try:
             return apply_limits(cg, limits)
         except ControllerMissing as err:
-            raise UserError(f"limits: {err}") from None
+            raise HostLimitation(f"limits: {err}") from None
         except LimitError as err:
             raise UserError(f"limits.{err}") from None
 

@@ -307,6 +307,56 @@ def fork_in_cgroup(cgroup: str) -> tuple[int, bool]:
     return os.fork(), False
 
 
+def probe_clone3(scratch: str) -> bool:
+    """Keep clone3(CLONE_INTO_CGROUP) only if this kernel gets cgroup.kill right.
+
+    Some kernels (this project's 6.18 hosts) SIGKILL every child that clone3
+    puts into a cgroup which once received cgroup.kill (the kill sequence is
+    compared against the parent's cgroup instead of the target's): a
+    container stopped with cgroup.kill could never start again. One probe in
+    a scratch child cgroup of ``scratch`` (the caller's own cgroup: empty
+    child, killed once, one clone3 into it that exits at once); on such a
+    kernel fork_in_cgroup forks and joins with cgroup.procs instead. Call it
+    while single-threaded. Returns whether clone3 stays in use."""
+    global _clone3_works
+    if not _clone3_works:
+        return False
+    probe = os.path.join(scratch, "clone3-probe")
+    try:
+        os.mkdir(probe)
+    except FileExistsError:
+        pass
+    except OSError:
+        return _clone3_works        # cannot probe here: keep what we have
+    try:
+        try:
+            with open(os.path.join(probe, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            return _clone3_works    # no cgroup.kill: no kill sequence to get wrong
+        fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = ns.fork_into_cgroup(fd)
+        except OSError as e:
+            if e.errno in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                _clone3_works = False
+            return _clone3_works
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if pid == 0:
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            _clone3_works = False
+        return _clone3_works
+    finally:
+        try:
+            os.rmdir(probe)
+        except OSError:
+            pass
+
+
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
               err_w: int, pid_w: int, nofile: tuple[int, int] | None = None,
               joined: bool = False) -> None:
