@@ -7,7 +7,7 @@
 
 _shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats start restart wait pause unpause update usage)
 
-_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle -v --volume --network)
+_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle -v --volume --network --cap-add --cap-drop)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --json -a --all -q --quiet --filter --format)
 _shtab_agentctl_inspect_option_strings=(-h --help --socket --json --format)
 _shtab_agentctl_logs_option_strings=(-h --help --socket --json -f --follow -n --tail --since -t --timestamps)
