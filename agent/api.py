@@ -2,7 +2,7 @@
 
     api = ApiServer(config, supervisor, collector, ledger)   # ledger may be None
     api.start()          # binds config.agent.socket (0660, group socket_group), serves in threads
-    api.reload(config)   # SIGHUP: re-resolve read_group / admin_group
+    api.reload(config)   # SIGHUP: re-resolve read_group / admin_group (the container guard stays)
     api.stop()           # stops accepting, ends streams, removes the socket
 
 Who may do what is decided per connection from the peer's credentials
@@ -13,6 +13,16 @@ Who may do what is decided per connection from the peer's credentials
   empty, anyone who can open the socket (mode 0660, group ``socket_group``)
   may read;
 - everyone else gets 403.
+
+A process inside one of the agent's containers never gets access (its
+cgroup is below R/containers); the Access object that decides it is built in
+one place (ApiServer._build_access) with that cgroup, at start and on reload.
+
+What one client may hold is capped (agent/api_limits.py, [api] in the
+config): connections in total and per peer (a container, or a uid; host
+admins are exempt from the per-peer cap and have the last eighth of the
+total kept for them), refused in the accept loop without a thread; the request head and body each have a deadline for the whole read.
+HTTP/0.9, conflicting Content-Length values and Transfer-Encoding are refused.
 
 Every client error is a 4xx with ``{"error": "one line"}``. An unexpected
 exception is logged with its traceback and answered 500; the server itself
@@ -32,6 +42,7 @@ import socketserver
 import stat
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,11 +50,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from agent import api_images
+from agent import selfmetrics
+from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge, refuse_now
 from agent.errors import Conflict, Forbidden, NotFound, UserError
 
 log = structlog.get_logger("agent.api")
 
 MAX_BODY = 1 << 20  # 1 MiB: a container spec is a few KiB
+MAX_HEAD = 64 << 10  # request line and headers together
+MAX_LINE = 8192      # one request line or header line
 STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
 STDOUT, STDERR, EVENT = 1, 2, 3
 FRAME_HEADER = struct.Struct(">BxxxI")
@@ -52,6 +67,15 @@ NAME_ACCEPTED = "names match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62} (no / and no ..)"
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by Python 3.11
 LOG_POLL = 0.1  # seconds between reads of a followed log file
 LOG_CHUNK = 65536
+
+selfmetrics.declare("api_connections", "gauge", "Connections to the control socket being served now.")
+selfmetrics.declare("api_connections_refused_total", "counter",
+                    "Control socket connections closed at accept because a cap was reached, by reason "
+                    "(total: [api] max_connections, peer: max_connections_per_peer, threads: no thread).",
+                    ("reason",))
+selfmetrics.declare("api_request_timeouts_total", "counter",
+                    "Control API requests whose headers or body did not arrive within [api] header_timeout / "
+                    "body_timeout, by phase.", ("phase",))
 
 try:  # the package version, for /v1/health
     from importlib.metadata import version as _dist_version
@@ -123,28 +147,39 @@ def peer_cgroup(pid: int) -> str | None:
 
 
 class Access:
-    """Maps a peer to "admin", "read" or None (no access).
+    """Maps a peer to "admin", "read" or None (no access), and to who it is for the connection caps.
 
     A process inside one of our own containers never gets access, whatever
     its uid: a container on the host root can reach the socket by path, and
-    root inside it is uid 0 here (no user namespaces)."""
+    root inside it is uid 0 here (no user namespaces). `containers_cgroup`
+    (R/containers as /proc/PID/cgroup shows it, None when the API serves no
+    real supervisor) has no default: whoever builds an Access must say it."""
 
-    def __init__(self, admin_group: str = "", read_group: str = "", containers_cgroup: str | None = None):
+    def __init__(self, admin_group: str, read_group: str, containers_cgroup: str | None):
         self.admin_gid = _gid("admin_group", admin_group)
         self.read_gid = _gid("read_group", read_group)
         self.own_uid = os.geteuid()
         self.containers_cgroup = containers_cgroup.rstrip("/") + "/" if containers_cgroup else None
 
-    def in_container(self, peer: Peer) -> bool:
+    def _container_of(self, peer: Peer) -> str | None:
+        """The peer's container (first cgroup component below R/containers), "?" when unknown, None outside."""
         if self.containers_cgroup is None:
-            return False
+            return None
         if peer.pid <= 0:  # the peer's pid is invisible from here: another PID namespace
-            return True
+            return "?"
         cg = peer_cgroup(peer.pid)
-        return cg is None or (cg.rstrip("/") + "/").startswith(self.containers_cgroup)
+        if cg is None:
+            return "?"
+        cg = cg.rstrip("/") + "/"
+        if not cg.startswith(self.containers_cgroup):
+            return None
+        return cg[len(self.containers_cgroup):].split("/", 1)[0] or "?"
 
-    def level(self, peer: Peer) -> str | None:
-        if self.in_container(peer):
+    def in_container(self, peer: Peer) -> bool:
+        return self._container_of(peer) is not None
+
+    def _level(self, peer: Peer, container: str | None) -> str | None:
+        if container is not None:
             return None
         if peer.uid in (0, self.own_uid):
             return "admin"
@@ -153,6 +188,15 @@ class Access:
         if self.read_gid is None or self.read_gid in peer.groups:
             return "read"
         return None
+
+    def level(self, peer: Peer) -> str | None:
+        return self._level(peer, self._container_of(peer))
+
+    def classify(self, peer: Peer) -> tuple[str | None, tuple]:
+        """(level, key): key is ("container", id) for a process inside one, else ("uid", uid)."""
+        container = self._container_of(peer)
+        key = ("container", container) if container is not None else ("uid", peer.uid)
+        return self._level(peer, container), key
 
 
 # -- JSON views --------------------------------------------------------------
@@ -283,6 +327,12 @@ def _stream_param(key: str, value: str) -> str:
     return value
 
 
+def _tail_param(key: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise HttpError(400, f"query parameter {key}: {value!r} is not a number of lines; use 0..999999999")
+    return int(value)
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise HttpError(400, f"name: {name!r} is not a valid container name; {NAME_ACCEPTED}")
@@ -319,18 +369,24 @@ def _reject_constant(name: str):
 class _LogTail:
     """Reads a growing log file from where it stopped; survives rotation/truncation."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, tail: int | None = None):
         self.path = path
         self.f = None
         self.ino = None
+        self.tail = tail  # first open only: start at the last `tail` lines
 
     def read(self) -> bytes:
         if self.f is None:
             try:
                 self.f = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
             except FileNotFoundError:
+                self.tail = None  # written from now on: every line of it is new
                 return b""
             self.ino = os.fstat(self.f.fileno()).st_ino
+            if self.tail is not None:
+                from agent.logtail import start_of_last_lines
+                self.f.seek(start_of_last_lines(self.f, self.tail))
+                self.tail = None
         data = self.f.read(LOG_CHUNK)
         if data:
             return data
@@ -389,6 +445,29 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def handle_error(self, request, client_address):
         log.exception("api.connection_error")
 
+    # -- connection caps: decided here, in the accept loop, before a thread exists --
+
+    def verify_request(self, request, client_address):
+        try:
+            return self.api.admit(request)
+        except Exception:  # noqa: BLE001 - the accept loop must never die
+            log.exception("api.admit_failed")
+            return False
+
+    def process_request(self, request, client_address):
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:  # no thread could be started: refuse like a full server
+            self.api.release(request)
+            self.api.refused(request, "threads")
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.api.release(request)
+
 
 class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -401,13 +480,53 @@ class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
-        try:
-            self.peer = peer_credentials(self.connection)
-            self.access = self.server.api.access.level(self.peer)
-        except OSError:  # no credentials, no access
-            self.peer = Peer(0, -1, -1, frozenset())
-            self.access = None
+        self.peer, self.access = self.server.api.peer_of(self.connection)
         self._streaming = False
+        self.rfile = DeadlineReader(self.connection, self.timeout)
+
+    def handle_one_request(self):
+        """One request per connection (every answer says Connection: close), read under deadlines."""
+        self.close_connection = True
+        limits = self.server.api.config.api
+        reader = self.rfile
+        reader.limit(limits.header_timeout, MAX_HEAD)
+        try:
+            self.raw_requestline = reader.readline(MAX_LINE + 1)
+            if not self.raw_requestline:
+                return  # closed without a request
+            if len(self.raw_requestline) > MAX_LINE:
+                self.requestline = self.command = ""
+                self.request_version = "HTTP/1.1"
+                self.send_error(414, f"request line longer than {MAX_LINE} bytes")
+                return
+            if not self.parse_request():
+                return
+        except TimeoutError:
+            selfmetrics.inc("api_request_timeouts_total", phase="headers")
+            self.command = self.command or ""
+            self.send_error(408, f"request headers not received within {limits.header_timeout:g} seconds")
+            return
+        except HeadTooLarge:
+            self.command = self.command or ""
+            self.send_error(431, f"request headers larger than {MAX_HEAD} bytes")
+            return
+        if reader.eof:  # the head never ended: the client is gone, nothing to answer
+            return
+        reader.limit(None)
+        self.connection.settimeout(self.timeout)
+        getattr(self, "do_" + self.command)()
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def parse_request(self):
+        words = str(self.raw_requestline, "iso-8859-1").split()
+        if len(words) == 2:  # "GET /path": HTTP/0.9, no headers and no status line
+            self.command = ""
+            self.send_error(400, "HTTP/0.9 requests are not accepted; send HTTP/1.1 (or HTTP/1.0) with headers")
+            return False
+        return super().parse_request()
 
     def address_string(self):
         return f"pid={self.peer.pid} uid={self.peer.uid}"
@@ -550,20 +669,34 @@ class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
         return out
 
     def _read_body(self) -> bytes:
+        lengths = [v.strip() for h in (self.headers.get_all("Content-Length") or []) for v in h.split(",")]
         if "Transfer-Encoding" in self.headers:
+            if lengths:  # which one frames the body? A proxy and we could disagree (request smuggling)
+                raise HttpError(400, "request has both Transfer-Encoding and Content-Length; send Content-Length only")
             raise HttpError(411, "Transfer-Encoding is not accepted in requests; send Content-Length")
-        raw_len = self.headers.get("Content-Length")
-        if raw_len is None:
+        if not lengths:
             return b""
-        if not raw_len.strip().isdigit():
+        if len(set(lengths)) > 1:
+            shown = ", ".join(v[:20] for v in lengths[:4])
+            raise HttpError(400, f"Content-Length: conflicting values ({shown}); send one Content-Length")
+        raw_len = lengths[0]
+        if not raw_len.isdigit():
             raise HttpError(400, f"Content-Length: {raw_len[:40]!r} is not a number")
         length = int(raw_len)
         if length > MAX_BODY:
             raise HttpError(413, f"request body of {length} bytes is too large; the limit is {MAX_BODY} bytes")
+        body_timeout = self.server.api.config.api.body_timeout
+        self.rfile.limit(body_timeout)
         try:
             data = self.rfile.read(length) if length else b""
         except TimeoutError:
-            raise HttpError(408, f"request body not received within {self.timeout} seconds") from None
+            data = None
+        finally:
+            self.rfile.limit(None)
+            self.connection.settimeout(self.timeout)
+        if data is None or (len(data) < length and self.rfile.expired()):
+            selfmetrics.inc("api_request_timeouts_total", phase="body")
+            raise HttpError(408, f"request body not received within {body_timeout:g} seconds")
         if len(data) < length:
             raise HttpError(400, "request body shorter than Content-Length")
         return data
@@ -691,15 +824,15 @@ class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
     def h_logs(self, name, query, body):
         self.sup.get(name)  # 404 before the stream starts
         self._start_stream()
-        self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False))
+        self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False), tail=query.get("tail"))
         self._end_stream()
 
-    def _pump_logs(self, name: str, which: str, follow: bool):
+    def _pump_logs(self, name: str, which: str, follow: bool, tail: int | None = None):
         """Send the log files as frames; with follow, until the container exits. Returns the final info."""
         tails = []
         for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")):
             if which in (stream, "all"):
-                tails.append((sid, _LogTail(self.sup.log_path(name, stream))))
+                tails.append((sid, _LogTail(self.sup.log_path(name, stream), tail)))
         done = threading.Event()
         final = {}
         if follow:
@@ -798,7 +931,7 @@ QUERY_PARAMS = {
     "remove": {"force": _bool_param},
     "stop": {"timeout": _seconds_param},
     "kill": {"signal": _signal_param},
-    "logs": {"follow": _bool_param, "stream": _stream_param},
+    "logs": {"follow": _bool_param, "stream": _stream_param, "tail": _tail_param},
     "wait": {"timeout": _seconds_param},
     **api_images.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
@@ -834,17 +967,24 @@ def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
 
 
 def _containers_cgroup(supervisor) -> str | None:
-    """R/containers relative to the cgroup2 mount (as /proc/PID/cgroup shows it)."""
+    """R/containers relative to the cgroup2 mount (as /proc/PID/cgroup shows it).
+
+    None only without a cgroup layout (an API over a stand-in supervisor); a
+    real one whose containers cgroup cannot be placed is refused: the API never
+    serves without the in-container guard."""
     layout = getattr(supervisor, "layout", None)
     if layout is None:
         return None
+    path = layout.containers.path
     try:
         from runtime.cgroupfs import find_mount
         mount = find_mount().rstrip("/")
-    except Exception:
-        return None
-    path = layout.containers.path
-    return path[len(mount):] or "/" if path.startswith(mount + "/") else None
+    except Exception as e:  # noqa: BLE001
+        raise ApiSetupError(f"cannot find the cgroup2 mount ({e}); refusing to serve without the in-container guard") from None
+    if not path.startswith(mount + "/"):
+        raise ApiSetupError(f"containers cgroup {path} is not below the cgroup2 mount {mount}; "
+                            "refusing to serve without the in-container guard")
+    return path[len(mount):]
 
 
 class ApiServer:
@@ -854,7 +994,17 @@ class ApiServer:
         self.supervisor = supervisor
         self.collector = collector
         self.ledger = ledger
-        self.access = Access(config.agent.admin_group, config.agent.read_group, _containers_cgroup(supervisor))
+        self._containers_cgroup = _containers_cgroup(supervisor)  # fixed for the life of the server
+        self.access = self._build_access(config)
+        self.gate = ConnectionGate(config.api.max_connections, config.api.max_connections_per_peer)
+        self._peers: dict[socket.socket, tuple] = {}  # admitted connection -> (Peer, access level)
+        self._peers_lock = threading.Lock()
+        self._refusals = {"logged_at": 0.0, "since": 0}
+        for reason in ("total", "peer", "threads"):  # exported at 0 from the start
+            selfmetrics.inc("api_connections_refused_total", 0, reason=reason)
+        for phase in ("headers", "body"):
+            selfmetrics.inc("api_request_timeouts_total", 0, phase=phase)
+        selfmetrics.set_gauge("api_connections", 0)
         self.stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -886,9 +1036,62 @@ class ApiServer:
         log.info("api.listening", socket=self.path, socket_group=self.config.agent.socket_group or None,
                  read_group=self.config.agent.read_group or None, admin_group=self.config.agent.admin_group or None)
 
+    def _build_access(self, config) -> Access:
+        """The one place an Access is made: always with the containers cgroup (the in-container guard)."""
+        return Access(config.agent.admin_group, config.agent.read_group, self._containers_cgroup)
+
+    # -- connections (called from the accept loop and the handler threads) --
+
+    def admit(self, conn: socket.socket) -> bool:
+        """Decide in the accept loop whether `conn` gets a thread; a refused one is answered 503 and closed."""
+        try:
+            peer = peer_credentials(conn)
+        except OSError:  # no credentials, no access
+            peer = Peer(0, -1, -1, frozenset())
+        access = self.access
+        level, key = access.classify(peer)
+        if peer.uid < 0:
+            level = None
+        reason = self.gate.admit(conn, key, admin=level == "admin")
+        if reason is not None:
+            self.refused(conn, reason, key)
+            return False
+        with self._peers_lock:
+            self._peers[conn] = (peer, level)
+        selfmetrics.set_gauge("api_connections", self.gate.count())
+        return True
+
+    def peer_of(self, conn: socket.socket) -> tuple:
+        with self._peers_lock:
+            return self._peers.get(conn) or (Peer(0, -1, -1, frozenset()), None)
+
+    def release(self, conn: socket.socket) -> None:
+        with self._peers_lock:
+            self._peers.pop(conn, None)
+        self.gate.release(conn)
+        selfmetrics.set_gauge("api_connections", self.gate.count())
+
+    def refused(self, conn: socket.socket, reason: str, key=None) -> None:
+        """Count, log (at most one line per 10 s), answer 503 without blocking; the caller closes."""
+        selfmetrics.inc("api_connections_refused_total", reason=reason)
+        if reason == "peer":
+            limit = f"this client already holds {self.gate.max_per_peer} connections ([api] max_connections_per_peer)"
+        elif reason == "total":
+            limit = f"the agent already serves {self.gate.max_total} connections ([api] max_connections)"
+        else:
+            limit = "the agent cannot start another thread"
+        refuse_now(conn, b"HTTP/1.1 503 Service Unavailable", f"too many connections: {limit}; retry later")
+        now = time.monotonic()
+        r = self._refusals
+        r["since"] += 1
+        if now - r["logged_at"] >= 10:
+            log.warning("api.connection_refused", reason=reason, peer="/".join(map(str, key or ())),
+                        refused_since_last_line=r["since"])
+            r["logged_at"], r["since"] = now, 0
+
     def reload(self, config) -> None:
-        """Apply a reloaded config: groups are re-resolved; the socket path cannot change live."""
-        access = Access(config.agent.admin_group, config.agent.read_group)
+        """Apply a reloaded config: groups are re-resolved; the socket path and caps cannot change live."""
+        access = self._build_access(config)
         gid = _gid("socket_group", config.agent.socket_group)
         if gid is not None and self._server is not None:
             os.chown(self.path, -1, gid)

@@ -10,6 +10,11 @@ as shells do.
 Starts fast: only argparse, json and the small socket client are imported
 up front; runtime.limits (flag checks), the stats view and `usage` are
 imported by the commands that need them.
+
+Docker's verbs (start, restart, wait, pause, unpause, update) and Docker's
+limit flags live in agent/cli_docker.py; output shaping (RFC 3339 times,
+--format templates, ps --filter) in agent/cli_format.py. Global options
+(--socket, --json) are accepted before or after the subcommand.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import re
 import sys
 
 from agent import cli_images
+from agent import cli_docker
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
@@ -82,6 +88,14 @@ def _pair(what: str):
     return check
 
 
+def _capability(value: str) -> str:
+    from runtime.caps import CapabilityError, normalize_changes
+    try:
+        return normalize_changes([value], "capability")[0]
+    except CapabilityError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("capability[0]: ", "")) from None
+
+
 def _volume(value: str) -> str:
     parts = value.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
@@ -133,7 +147,6 @@ LIMIT_FLAGS = (
     ("--memory", "memory", "parse_size", "memory limit, memory.max (e.g. 512M, or max)"),
     ("--memory-high", "memory_high", "parse_size", "memory throttling threshold, memory.high"),
     ("--memory-low", "memory_low", "parse_size", "memory protection, memory.low"),
-    ("--memory-swap", "memory_swap", "parse_size", "swap limit, memory.swap.max"),
     ("--cpus", "cpus", "parse_cpus", "CPU cores (e.g. 0.5, 150%%, 50000/100000), cpu.max"),
     ("--cpu-weight", "cpu_weight", "parse_weight", "CPU weight 1..10000 (default 100), cpu.weight"),
     ("--cpuset", "cpuset", "parse_cpuset_list", "CPUs allowed (e.g. 0-1,3), cpuset.cpus"),
@@ -149,6 +162,7 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--io-max", dest="limit_io_max", metavar="DEV:KEY=VAL,...", action="append",
                    type=_limit("io_max", "parse_io_max"),
                    help="IO rate limit, io.max (e.g. /dev/vda:rbps=10M,wiops=100); repeatable")
+    cli_docker.add_limit_flags(g)
 
 
 def _limits_body(args) -> dict:
@@ -156,6 +170,7 @@ def _limits_body(args) -> dict:
     for key, value in vars(args).items():
         if key.startswith("limit_") and value is not None:
             out[key[len("limit_"):]] = value
+    cli_docker.docker_limits(args, out)
     return out
 
 
@@ -173,55 +188,89 @@ def _build_run(r) -> None:
     r.add_argument("--name", type=_name, help="container name (default: generated)")
     _add_limit_flags(r)
     r.add_argument("--restart", type=_restart, metavar="POLICY", help="no (default), always, on-failure[:N]")
-    r.add_argument("-l", "--label", action="append", type=_pair("a label"), metavar="K=V", default=[])
-    r.add_argument("-e", "--env", action="append", type=_pair("an environment variable"), metavar="K=V", default=[])
-    r.add_argument("-w", "--workdir", metavar="DIR")
-    r.add_argument("-u", "--user", metavar="UID[:GID]")
-    r.add_argument("--hostname", metavar="NAME")
+    r.add_argument("-l", "--label", action="append", type=_pair("a label"), metavar="K=V", default=[],
+                   help="label KEY=VALUE (repeatable)")
+    r.add_argument("-e", "--env", action="append", type=_pair("an environment variable"), metavar="K=V", default=[],
+                   help="environment variable KEY=VALUE, or KEY to copy it from here (repeatable)")
+    r.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    r.add_argument("-u", "--user", metavar="UID[:GID]", help="user (and group) to run as, by number or name")
+    r.add_argument("--hostname", metavar="NAME", help="host name in its UTS namespace")
+    r.add_argument("-i", "--interactive", action="store_true",
+                   help="forward stdin (not supported yet: refused with a message)")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=_dir, metavar="DIR", help="root filesystem directory (default: the host's /)")
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
     cli_images.add_run_flags(r, src)
-    r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
+    r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[],
+                   help="bind-mount host path SRC at DST, read-only with :ro (repeatable)")
     r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    r.add_argument("--cap-add", action="append", type=_capability, metavar="CAP", default=[],
+                   help="add a capability (Docker's names, with or without CAP_, or ALL); "
+                        "NET_RAW is left out by default on the host's network")
+    r.add_argument("--cap-drop", action="append", type=_capability, metavar="CAP", default=[],
+                   help="drop a capability (or ALL)")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
+
+
+FORMAT_HELP = "json (one object per line), table, table TEMPLATE or TEMPLATE such as '{{.Name}} {{.State}}' (docs/cli.md)"
+
+
+def _tail(value: str):
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of lines; use N >= 0 or all")
+    return int(value)
 
 
 def _build_ps(p) -> None:
     p.add_argument("-a", "--all", action="store_true", help="include containers that are not running")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="name=, id=, label=KEY[=VALUE] or status=STATE (repeatable; status implies -a)")
+    p.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
 
 
 def _build_named(p) -> None:
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="container name")
+
+
+def _build_inspect(p) -> None:
+    p.add_argument("--format", metavar="TEMPLATE", help="print TEMPLATE such as '{{.State}} {{.Pid}}' (docs/cli.md)")
+    p.add_argument("name", metavar="NAME", help="container name")
 
 
 def _build_logs(p) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("-n", "--tail", type=_tail, metavar="N", help="only the last N lines of each stream (default: all)")
+    p.add_argument("--since", metavar="T", help="refused: the log files record no times (docs/cli.md)")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="refused: the log files record no times (docs/cli.md)")
+    p.add_argument("name", metavar="NAME", help="container name")
 
 
 def _build_stop(p) -> None:
     p.add_argument("-t", "--time", type=_seconds, metavar="SECONDS", help="grace period (default: the agent's stop_timeout)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="container name")
 
 
 def _build_kill(p) -> None:
     p.add_argument("-s", "--signal", type=_signal, default="KILL", help="name or number (default KILL)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="container name")
 
 
 def _build_rm(p) -> None:
     p.add_argument("-f", "--force", action="store_true", help="kill it first if it runs")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="container name")
 
 
 def _build_limit(p) -> None:
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="container name")
     _add_limit_flags(p)
 
 
 def _build_stats(p) -> None:
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one container (default: all running ones)")
     p.add_argument("--no-stream", action="store_true", help="print once and exit")
     p.add_argument("-a", "--all", action="store_true", help="include containers that are not running")
 
@@ -230,7 +279,7 @@ def _command_in(argv: list[str]) -> str | None:
     """The subcommand word in argv (skipping global options), without parsing."""
     it = iter(argv)
     for a in it:
-        if a == "--socket":
+        if a in GLOBAL_VALUE_OPTIONS:
             next(it, None)
         elif a.startswith("-"):
             continue
@@ -243,7 +292,7 @@ def _command_in(argv: list[str]) -> str | None:
 SUBCOMMANDS = {
     "run": ("create and start a container", False, _build_run),
     "ps": ("list containers", True, _build_ps),
-    "inspect": ("show a container as JSON", True, _build_named),
+    "inspect": ("show a container as JSON", True, _build_inspect),
     "logs": ("print a container's output", True, _build_logs),
     "stop": ("stop a container: SIGTERM, then cgroup.kill after the grace period", True, _build_stop),
     "kill": ("send a signal to a container", True, _build_kill),
@@ -254,30 +303,40 @@ SUBCOMMANDS = {
     "stats": ("live resource usage: CPU, memory, IO, pids, throttling", True, _build_stats),
 }
 USAGE_HELP = "billing usage records: totals, CSV, JSON lines, FOCUS (see agentctl usage --help)"
+GLOBAL_VALUE_OPTIONS = ("--socket",)
+SOCKET_HELP = "control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)"
+JSON_HELP = "print one JSON document instead of text (times in RFC 3339 UTC)"
 
 
-def build_parser(argv: list[str] | None = None) -> Parser:
+def _add_global_options(sp, json_flag: bool) -> None:
+    """Global options again after the subcommand (SUPPRESS: given only before, they keep their value)."""
+    sp.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help=SOCKET_HELP)
+    if json_flag:
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+
+
+def build_parser(argv: list[str] | None = None, full: bool = False) -> Parser:
+    """The parser for argv's subcommand (others are stubs); full=True builds every one (completion)."""
     p = Parser(prog="agentctl", description="Drive cgroup-agent (agentd) over its control socket.",
                epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status; "
                       "127/126 when its program is not found / not executable.")
-    p.add_argument("--socket", metavar="PATH",
-                   help="control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)")
+    p.add_argument("--socket", metavar="PATH", help=SOCKET_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP + " (for the commands that read)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     chosen = _command_in(sys.argv[1:] if argv is None else argv)
-    build_all = chosen not in SUBCOMMANDS and chosen != "usage"
+    build_all = full or (chosen not in SUBCOMMANDS and chosen != "usage")
     for name, (help_text, json_flag, build) in SUBCOMMANDS.items():
         if not build_all and name != chosen:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        if json_flag:
-            sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+        _add_global_options(sp, json_flag)
         build(sp)
     # `usage` belongs to the billing side (agent/cli_usage.py): imported only when named.
-    if chosen == "usage":
+    if chosen == "usage" or full:
         import agent.cli_usage as cli_usage
 
-        cli_usage.add_parser(sub)
+        _add_global_options(cli_usage.add_parser(sub), True)
     else:
         sub.add_parser("usage", help=USAGE_HELP, add_help=False)
     return p
@@ -287,17 +346,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))
+    from agent.cli_format import with_rfc3339
 
-
-def _age(ts, now) -> str:
-    if not ts:
-        return "-"
-    s = max(0, int(now - ts))
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= n:
-            return f"{s // n}{unit} ago"
-    return f"{s}s ago"
+    print(json.dumps(with_rfc3339(obj), indent=2, sort_keys=True))
 
 
 def _status(c: dict) -> str:
@@ -344,11 +395,15 @@ def cmd_run(args, client) -> int:
         argv = argv[1:]
     if not argv and not args.bundle and not args.image:
         raise UsageError("run: give the command after --, e.g. agentctl run -- /bin/echo hi")
+    if args.interactive:
+        raise UsageError("run -i: forwarding stdin is not supported yet (the control API carries no stdin); "
+                         "give the input in a file through a volume (-v) instead")
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
             "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
+            "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
             "detach": args.detach}
     body = {k: v for k, v in body.items() if v is not None}
     cli_images.run_body(args, client, body)
@@ -399,22 +454,55 @@ def _attach(client, name: str, frames) -> int:
     return EXIT_FAIL
 
 
+def _ps_view(c: dict) -> dict:
+    """A container as `ps --format` templates see it: the API's fields (times in RFC 3339)
+    plus Docker's names for what ps shows (Names, Status, Command, Restarts)."""
+    from agent.cli_format import with_rfc3339
+
+    view = with_rfc3339(c)
+    view.update(names=c["name"], status=_status(c) or c.get("state"), command=" ".join(c.get("argv") or ()),
+                restarts=c.get("restart_count", 0))
+    return view
+
+
 def cmd_ps(args, client) -> int:
-    items = client.call("GET", "/v1/containers", {"all": "1" if args.all else "0"})
+    from agent.cli_format import check, matches, parse_filters, render, rfc3339
+
+    filters = parse_filters(args.filter)  # FormatError (exit 2) before asking the agent
+    if args.format:
+        check(args.format)
+    show_all = args.all or "status" in filters
+    items = [c for c in client.call("GET", "/v1/containers", {"all": "1" if show_all else "0"})
+             if matches(filters, c)]
+    if args.quiet:
+        for c in items:
+            print(c["name"])
+        return EXIT_OK
     if args.json:
         _print_json(items)
         return EXIT_OK
-    import time
 
-    now = time.time()
-    rows = [[c["name"], c["id"], c["state"], c.get("pid") or "-", _status(c) or "-", c.get("restart_count", 0),
-             _age(c.get("created_at"), now), c.get("image") or "/"] for c in items]
-    print(table(["NAME", "ID", "STATE", "PID", "STATUS", "RESTARTS", "CREATED", "IMAGE"], rows))
+    def plain() -> str:
+        rows = [[c["name"], c["id"], c["state"], c.get("pid") or "-", _status(c) or "-", c.get("restart_count", 0),
+                 rfc3339(c.get("created_at")) or "-", c.get("image") or "/"] for c in items]
+        return table(["NAME", "ID", "STATE", "PID", "STATUS", "RESTARTS", "CREATED", "IMAGE"], rows)
+
+    if args.format:
+        sys.stdout.write(render(args.format, [_ps_view(c) for c in items], plain, table))
+    else:
+        print(plain())
     return EXIT_OK
 
 
 def cmd_inspect(args, client) -> int:
-    _print_json(client.call("GET", f"/v1/containers/{args.name}"))
+    from agent.cli_format import Template, with_rfc3339
+
+    template = Template(args.format) if args.format and not args.json else None
+    info = client.call("GET", f"/v1/containers/{args.name}")
+    if template is not None:
+        print(template.render(with_rfc3339(info)))
+        return EXIT_OK
+    _print_json(info)
     return EXIT_OK
 
 
@@ -436,7 +524,15 @@ def cmd_kill(args, client) -> int:
 
 
 def cmd_rm(args, client) -> int:
-    return _done(args, client.call("DELETE", f"/v1/containers/{args.name}", {"force": "1" if args.force else "0"}))
+    from agent.client import ApiError
+
+    try:
+        info = client.call("DELETE", f"/v1/containers/{args.name}", {"force": "1" if args.force else "0"})
+    except ApiError as e:
+        if e.status == 409 and not args.force and "stop it first" in e.message:  # name the flag
+            raise ApiError(409, f"{e.message}: agentctl rm -f {args.name}", e.reason) from None
+        raise
+    return _done(args, info)
 
 
 def cmd_freeze(args, client) -> int:
@@ -447,18 +543,34 @@ def cmd_thaw(args, client) -> int:
     return _done(args, client.call("POST", f"/v1/containers/{args.name}/thaw"))
 
 
+LOG_TIMES_REFUSED = ("logs {flag}: this agent stores a container's output as it was written, without times, "
+                     "so it cannot show or select by them; use --tail N (docs/cli.md)")
+
+
 def cmd_logs(args, client) -> int:
     from agent.client import STDERR, STDOUT
 
-    q = {"follow": "1"} if args.follow else None
-    for stream, data in client.stream("GET", f"/v1/containers/{args.name}/logs", q):
-        if args.json:
+    if args.since is not None or args.timestamps:
+        raise UsageError(LOG_TIMES_REFUSED.format(flag="--since" if args.since is not None else "-t"))
+    q = {}
+    if args.follow:
+        q["follow"] = "1"
+    if args.tail is not None:
+        q["tail"] = str(args.tail)
+    first = True
+    for stream, data in client.stream("GET", f"/v1/containers/{args.name}/logs", q or None):
+        if args.json:  # one JSON array, written as it grows (valid once the stream ends)
             label = {STDOUT: "stdout", STDERR: "stderr"}.get(stream, "event")
-            print(json.dumps({"stream": label, "data": data.decode("utf-8", "replace")}), flush=True)
+            item = json.dumps({"stream": label, "data": data.decode("utf-8", "replace")})
+            sys.stdout.write(("[\n  " if first else ",\n  ") + item)
+            sys.stdout.flush()
+            first = False
         elif stream == STDOUT:
             _write(sys.stdout, data)
         elif stream == STDERR:
             _write(sys.stderr, data)
+    if args.json:
+        print("[]" if first else "\n]")
     return EXIT_OK
 
 
@@ -501,6 +613,9 @@ def cmd_stats(args, client) -> int:
 def cmd_usage(args, client) -> int:
     import agent.cli_usage as cli_usage
 
+    if args.json:  # the API's answer as one JSON document
+        _print_json(client.call("GET", "/v1/usage", cli_usage.query_params(args)))
+        return EXIT_OK
     rc = cli_usage.run(args, client)
     return EXIT_OK if rc is None else rc
 
@@ -509,6 +624,7 @@ COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_lo
             "kill": cmd_kill, "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw,
             "stats": cmd_stats, "usage": cmd_usage}
 cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, logout
+cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,12 +633,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.json and args.command in SUBCOMMANDS and not SUBCOMMANDS[args.command][1]:
+        print(f"agentctl: error: {args.command} has no --json output; --json is for the commands that read "
+              "(ps, inspect, logs, stats, usage, ...)", file=sys.stderr)
+        return EXIT_USAGE
+    from agent.cli_format import FormatError
     from agent.client import ApiError, Client, ConnectError, ProtocolError
 
     client = Client(args.socket)
     try:
         return COMMANDS[args.command](args, client)
-    except UsageError as e:
+    except (UsageError, FormatError) as e:
         print(f"agentctl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ApiError as e:

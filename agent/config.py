@@ -129,6 +129,14 @@ class LogsSection:
 
 
 @dataclass(frozen=True)
+class ApiSection:
+    max_connections: int
+    max_connections_per_peer: int
+    header_timeout: float
+    body_timeout: float
+
+
+@dataclass(frozen=True)
 class Config:
     agent: AgentSection
     collector: CollectorSection
@@ -136,6 +144,7 @@ class Config:
     sink_postgres: PostgresSinkSection | None
     security: SecuritySection
     logs: LogsSection
+    api: ApiSection
     source: str = ""  # the file it came from ("" = embedded defaults only)
 
     def replace(self, **sections) -> "Config":
@@ -316,6 +325,12 @@ SCHEMA: dict[str, dict[str, Checker]] = {
     },
     "security": {"allow_sensitive_binds": _bool},
     "logs": {"max_bytes": _size},
+    "api": {
+        "max_connections": _int_at_least(1),
+        "max_connections_per_peer": _int_at_least(1),
+        "header_timeout": _duration(min_seconds=0.01),
+        "body_timeout": _duration(min_seconds=0.01),
+    },
 }
 
 SINK_DEFAULTS = {"batch": 500, "interval": "5s"}
@@ -382,6 +397,21 @@ def _split_override(key: str) -> tuple[str, str]:
     return section, name
 
 
+def _check_label_allowlist(keys: tuple) -> None:
+    """Two allow-listed keys must never become the same metric label (that breaks every scrape)."""
+    from agent.labels import LABEL_KEY_ACCEPTED, is_label_key, metric_label_name
+
+    seen: dict[str, str] = {}
+    for k in keys:
+        if not is_label_key(k):
+            raise ConfigError("collector.label_allowlist", f"{_fmt(k)} is not a label key; {LABEL_KEY_ACCEPTED}")
+        name = metric_label_name(k)
+        if name in seen:
+            what = "is listed twice" if seen[name] == k else f"and {_fmt(k)} both become {name}"
+            raise ConfigError("collector.label_allowlist", f"{_fmt(seen[name])} {what}; keep one of them")
+        seen[name] = k
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
     """Embedded defaults, then the file at `path`, then `overrides` (None values ignored)."""
     raw = _flatten(tomllib.loads(DEFAULT_TOML.read_text()))
@@ -403,6 +433,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
                 raise ConfigError("sink.postgres.dsn", "missing; set a PostgreSQL DSN or remove [sink.postgres]")
         parsed[section] = {k: SCHEMA[section][k](f"{section}.{k}", v) for k, v in body.items()}
 
+    _check_label_allowlist(parsed["collector"]["label_allowlist"])
     agent = parsed["agent"]
     agent.setdefault("host", "")
     if not agent["host"]:
@@ -414,6 +445,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         sink_postgres=PostgresSinkSection(**parsed["sink.postgres"]) if "sink.postgres" in parsed else None,
         security=SecuritySection(**parsed["security"]),
         logs=LogsSection(**parsed["logs"]),
+        api=ApiSection(**parsed["api"]),
         source=os.path.abspath(os.fspath(path)) if path is not None else "",
     )
 

@@ -3,7 +3,9 @@
     agentd [--config FILE] [--check] [--state-dir DIR] [--cgroup-root PATH]
            [--socket PATH] [--metrics-listen HOST:PORT]
 
-Start-up: config -> logging -> cgroup layout under the root R (R/agentd with
+Start-up: config -> logging -> the state dir's lock (a second agentd on the
+same state dir exits 1 naming the holder's pid) and its permissions
+tightened (agent/statedir.py) -> cgroup layout under the root R (R/agentd with
 agentd itself, R/launcher, R/containers with every controller the host
 offers) -> state store -> launcher (started, or reconnected after a restart)
 -> supervisor (live restore) -> collector, ledger, control API, /metrics.
@@ -117,8 +119,15 @@ class Daemon:
         from agent.supervisor import Supervisor, layout_cgroups
         from agent.launcher import LauncherClient
 
+        from agent import statedir
+
         cfg = self.config
         os.makedirs(cfg.agent.state_dir, mode=0o750, exist_ok=True)
+        # one agentd per state dir, before anything is opened or adopted
+        self.state_lock = statedir.lock(cfg.agent.state_dir)
+        statedir.tighten(cfg.agent.state_dir)
+        for db in ("state.db", "ledger.db"):
+            statedir.create_private(os.path.join(cfg.agent.state_dir, db))
         root, why = resolve_cgroup_root(cfg.agent.cgroup_root)
         cfg = self.config = replace(cfg, agent=replace(cfg.agent, cgroup_root=root))
         layout = layout_cgroups(root)

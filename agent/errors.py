@@ -27,3 +27,11 @@ class CannotExecute(UserError):
     def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
+
+
+class HostLimitation(UserError):
+    """The request is well-formed but this host cannot honour it (a limit
+    needs a cgroup controller the host does not hand down): HTTP 422, CLI
+    exit 1 (a property of the host, not bad usage)."""
+
+    status = 422

@@ -47,7 +47,7 @@ import time
 from typing import NamedTuple
 
 from runtime import namespaces as ns
-from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, run_child
+from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, probe_clone3, run_child
 
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
@@ -84,7 +84,7 @@ class ExitRecord(NamedTuple):
 
 def _log_factory(path):
     import structlog
-    f = open(path, "a", buffering=1)
+    f = open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "a", buffering=1)
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -233,7 +233,8 @@ class Launcher:
 
     # ------------------------------------------------------------- loop
     def serve(self) -> None:
-        self.log.info("launcher.serving", pid=os.getpid(), state_dir=self.state_dir)
+        self.log.info("launcher.serving", pid=os.getpid(), state_dir=self.state_dir,
+                      clone3_into_cgroup=getattr(self, "clone3", None))
         while not self.stopping:
             try:
                 self._iterate()
@@ -625,7 +626,7 @@ def main(argv=None) -> int:
             os.write(ready_w, (msg + "\n").encode())
 
     try:
-        lock = open(os.path.join(state_dir, LOCK_NAME), "a")
+        lock = open(os.open(os.path.join(state_dir, LOCK_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -642,8 +643,10 @@ def main(argv=None) -> int:
             _join_cgroup(args.cgroup)
         except OSError as e:
             raise LauncherError(f"join cgroup {args.cgroup}: {os.strerror(e.errno)}") from None
+        clone3 = probe_clone3(args.cgroup)   # a stopped (cgroup.kill) container must start again
         ns.set_child_subreaper()
         launcher = Launcher(state_dir, log)
+        launcher.clone3 = clone3
         launcher.listen()
         launcher.install_signals()
     except Exception as e:

@@ -26,6 +26,9 @@ Rules:
   families every engineer is likely to touch are declared below, so an
   ``inc()`` with the listed labels just works.
 
+Counters are exported from the start at 0 (labelled ones for the label
+values given to ``declare(zero=...)``); gauges are absent until first set.
+
 Declared families (kind, labels):
 
     collection_errors_total     counter  reason   (vanished, read, subscriber, inotify)
@@ -35,6 +38,7 @@ Declared families (kind, labels):
     scrapes_total               counter  format   (text, openmetrics)
     cgroups_watched             gauge    -        cgroups the collector reads
     collection_last_success_timestamp_seconds gauge -
+    ledger_errors_total         counter  stage    (observe, final, retention)
     collection_duration_seconds histogram -       (via observe_collection)
 
 Tests may call ``reset()`` to start from zero.
@@ -45,6 +49,12 @@ import threading
 from typing import NamedTuple
 
 PREFIX = "cgroup_agent_"
+
+# Label values of the labelled counters that deploy/alerts.yml reads, each
+# exported at 0 from the start (counters without labels always are).
+COLLECTION_ERROR_REASONS = ("vanished", "read", "inotify", "inotify_overflow", "fd_limit",
+                            "containers", "pass", "watch_root_missing")
+LEDGER_ERROR_STAGES = ("observe", "final", "retention")
 
 # Upper bounds of the collection duration histogram, in seconds.
 COLLECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -72,13 +82,19 @@ class HistogramData(NamedTuple):
 _lock = threading.Lock()
 _meta: dict[str, tuple[str, str, tuple]] = {}   # name -> (kind, help, labelnames)
 _values: dict[str, dict[tuple, float]] = {}
+_zero: dict[str, set[tuple]] = {}               # counter -> label-value tuples exported at 0
 _hist_counts = [0] * len(COLLECTION_BUCKETS)
 _hist_count = 0
 _hist_sum = 0.0
 
 
-def declare(name: str, kind: str, help: str, labelnames=()) -> None:
-    """Declare a family (idempotent when called again with the same label names)."""
+def declare(name: str, kind: str, help: str, labelnames=(), zero=()) -> None:
+    """Declare a family (idempotent when called again with the same label names).
+
+    A counter is exported from the start at 0 (so that ``increase()`` in an
+    alert rule sees its first error): without labels its one series, with
+    labels each label-value tuple in ``zero``. Gauges stay absent until set.
+    """
     if kind not in ("counter", "gauge"):
         raise ValueError(f"selfmetrics kind must be counter or gauge, got {kind!r}")
     if kind == "counter" and not name.endswith("_total"):
@@ -91,7 +107,13 @@ def declare(name: str, kind: str, help: str, labelnames=()) -> None:
         if old is not None and old[2] != labelnames:
             raise ValueError(f"selfmetrics {name!r} already has labels {old[2]}, not {labelnames}")
         _meta[name] = (kind, help, labelnames)
-        _values.setdefault(name, {})
+        vals = _values.setdefault(name, {})
+        if kind == "counter":
+            seeds = _zero.setdefault(name, set())
+            seeds.update([()] if not labelnames else (tuple(str(v) for v in z) for z in zero))
+            for key in seeds:
+                if len(key) == len(labelnames):
+                    vals.setdefault(key, 0)
 
 
 def _key(name: str, kind: str, labels: dict) -> tuple:
@@ -171,24 +193,34 @@ def collection_histogram() -> HistogramData:
 
 def _declare_defaults() -> None:
     declare("collection_errors_total", "counter",
-            "Errors during collection passes, by reason.", ("reason",))
+            "Errors during collection passes, by reason.", ("reason",),
+            zero=[(r,) for r in COLLECTION_ERROR_REASONS])
     declare("cgroups_vanished_total", "counter",
             "Cgroups that disappeared between discovery and read; they are dropped.")
-    declare("launches_total", "counter", "Container process launches, by result.", ("result",))
+    declare("launches_total", "counter", "Container process launches, by result.", ("result",),
+            zero=[("ok",), ("failed",)])
     declare("subscriber_errors_total", "counter",
             "Snapshot subscriber callbacks that raised an exception.")
     declare("scrapes_total", "counter", "Scrapes of /metrics served, by format.", ("format",))
     declare("cgroups_watched", "gauge", "Cgroups read by the collector on each pass.")
     declare("collection_last_success_timestamp_seconds", "gauge",
             "Wall-clock time of the last completed collection pass.")
+    # the billing ledger's failures (agent/ledger.py counts them; the alert rule
+    # CgroupAgentLedgerFailing needs the series before the first failure)
+    declare("ledger_errors_total", "counter",
+            "Billing ledger transactions that failed (the committed state is reloaded).", ("stage",),
+            zero=[(s,) for s in LEDGER_ERROR_STAGES])
 
 
 def reset() -> None:
     """Forget every value (declarations stay). For tests."""
     global _hist_count, _hist_sum
     with _lock:
-        for vals in _values.values():
+        for name, vals in _values.items():
             vals.clear()
+            for key in _zero.get(name, ()):
+                if len(key) == len(_meta[name][2]):
+                    vals[key] = 0
         for i in range(len(_hist_counts)):
             _hist_counts[i] = 0
         _hist_count = 0

@@ -18,7 +18,9 @@ Two ways in, one result (ContainerSpec):
        "labels": {"k": "v"} | ["k=v"],
        "log_max_bytes": "10M" | 10485760,
        "rm": false,                        remove once it exited for good
-       "start": true}                      false = create only
+       "start": true,                      false = create only
+       "cap_add": ["NET_RAW"],             Docker's names, with or without CAP_, or ALL
+       "cap_drop": ["ALL"]}
 - `from_bundle(path, config)`: an OCI bundle dir as `runc spec` writes it.
 
 Every problem raises agent.errors.UserError with one line naming the field.
@@ -49,8 +51,12 @@ MAX_BUNDLE_CONFIG = 4 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
-             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start",
+             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
              "image", "pull", "entrypoint"}
+# Docker's default set, less what a container on the host's network must not
+# have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
+# the host's interfaces, loopback included, and sniffs other processes' traffic
+HOST_NETWORK_DROPS = ("NET_RAW",)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class ContainerSpec:
     log_max_bytes: int = 10 << 20
     auto_remove: bool = False
     start: bool = True
+    cap_add: tuple = ()   # normalized names or ALL (runtime.caps)
+    cap_drop: tuple = ()
+    oci: dict = field(default_factory=dict)  # honoured bundle fields as spawn-spec keys (agent/bundle_fields.py)
     image_ref: str = ""  # an image container: its normalised reference
     image_id: str = ""   # and the manifest digest it was created from
 
@@ -122,8 +131,30 @@ class ContainerSpec:
             "network": self.network, "limits": self.limits.to_json(), "restart": str(self.restart),
             "labels": dict(self.labels), "log_max_bytes": self.log_max_bytes,
             "auto_remove": self.auto_remove, "start": self.start,
+            "cap_add": list(self.cap_add), "cap_drop": list(self.cap_drop), "oci": dict(self.oci),
             "image_ref": self.image_ref, "image_id": self.image_id,
         }
+
+    def spawn_security(self) -> dict:
+        """The launcher spawn-spec keys for privileges: capabilities (Docker's
+        default set, less HOST_NETWORK_DROPS on the host's network, then
+        cap_add/cap_drop as Docker applies them), or a bundle's capability
+        sets with cap_add/cap_drop applied; no_new_privs (on unless a bundle
+        says false); the other honoured bundle fields."""
+        from runtime import caps
+        out = {"no_new_privs": True, **{k: v for k, v in self.oci.items() if k != "capability_sets"}}
+        sets = self.oci.get("capability_sets")
+        if sets is not None:
+            grow = ("bounding", "effective", "permitted")
+            out["capabilities"] = None
+            out["capability_sets"] = {name: list(caps.tweak(sets.get(name, ()), self.cap_add if name in grow else (),
+                                                            self.cap_drop)) for name in caps.SETS}
+        else:
+            base = caps.DOCKER_DEFAULT
+            if self.network == "host":
+                base = tuple(c for c in base if c not in HOST_NETWORK_DROPS)
+            out["capabilities"] = list(caps.tweak(base, self.cap_add, self.cap_drop))
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "ContainerSpec":
@@ -138,6 +169,8 @@ class ContainerSpec:
             restart=parse_restart(d.get("restart", "no")), labels=dict(d.get("labels") or {}),
             log_max_bytes=int(d.get("log_max_bytes", 10 << 20)), auto_remove=bool(d.get("auto_remove")),
             start=bool(d.get("start", True)),
+            cap_add=tuple(d.get("cap_add") or ()), cap_drop=tuple(d.get("cap_drop") or ()),
+            oci=dict(d.get("oci") or {}),
             image_ref=d.get("image_ref", ""), image_id=d.get("image_id", ""),
         )
 
@@ -227,6 +260,8 @@ def parse_env(v: Any) -> dict:
 
 
 def parse_labels(v: Any) -> dict:
+    from agent.labels import unrenderable  # the rule /metrics renders by
+
     labels = {}
     for k, val, where in _pairs("labels", v):
         if not LABEL_KEY_RE.fullmatch(k):
@@ -234,6 +269,9 @@ def parse_labels(v: Any) -> dict:
                             "starting with a letter or digit")
         if len(val) > 1024 or any(ord(c) < 32 for c in val):
             raise UserError(f"{where}: value must be at most 1024 printable characters")
+        why = unrenderable(val)
+        if why:
+            raise UserError(f"{where}: the value of label {_q(k)} {why}; use valid Unicode text")
         labels[k] = val
     return labels
 
@@ -501,10 +539,25 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     start = _bool("start", body.get("start"), True)
     if auto_remove and restart.mode == "always":
         raise UserError("rm: cannot be combined with restart=always (it would never be removed)")
+    cap_add, cap_drop = parse_cap_changes(body.get("cap_add"), body.get("cap_drop"))
+    oci = body.get("_oci") or {}
+    if oci:
+        from agent import bundle_fields
+        bundle_fields.check_with(oci, network=network, rootfs=rootfs)
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
-                         start=start, image_ref=image_ref, image_id=image_id)
+                         start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
+                         image_ref=image_ref, image_id=image_id)
+
+
+def parse_cap_changes(add: Any, drop: Any) -> tuple[tuple, tuple]:
+    """cap_add / cap_drop: lists of Docker's capability names (or ALL)."""
+    from runtime import caps
+    try:
+        return caps.normalize_changes(add, "cap_add"), caps.normalize_changes(drop, "cap_drop")
+    except caps.CapabilityError as e:
+        raise UserError(str(e)) from None
 
 
 def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
@@ -607,6 +660,8 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
                     or (isinstance(val, list) and k not in ("devices", "hugepageLimits"))), None)
         where = f"config.json linux.resources.{bad}" if bad else "config.json linux.resources"
         raise UserError(f"{where}: not the shape the OCI runtime spec gives it") from None
+    from agent import bundle_fields
+    body["_oci"] = bundle_fields.parse(oci)
     return body, limits
 
 

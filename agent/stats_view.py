@@ -9,6 +9,10 @@ container seen only once shows "-" instead of a made-up rate.
     rows(prev, cur) -> list[Row]          pure, unit-tested
     render(rows) -> str                    the table
     run(fetch, stream, as_json, out)       the refresh loop (fetch() -> the API's JSON)
+
+On a terminal, streaming redraws in place (ANSI home + clear to the end of
+the screen before each table); piped, it prints one table per tick followed
+by a blank line. --json streams one JSON document per line and tick.
 """
 from __future__ import annotations
 
@@ -109,13 +113,15 @@ def render(table_rows: list[Row]) -> str:
 
 def run(fetch: Callable[[], dict], stream: bool, as_json: bool, out, sleep=time.sleep) -> int:
     """The `stats` loop: print once (after two samples, for rates), or refresh every second."""
+    from agent.cli_format import with_rfc3339  # JSON times in RFC 3339 UTC
+
     if as_json and not stream:
-        out.write(json.dumps(fetch(), indent=2, sort_keys=True) + "\n")
+        out.write(json.dumps(with_rfc3339(fetch()), indent=2, sort_keys=True) + "\n")
         return 0
     tty = hasattr(out, "isatty") and out.isatty()
     prev = fetch()
     if as_json:
-        out.write(json.dumps(prev, sort_keys=True) + "\n")
+        out.write(json.dumps(with_rfc3339(prev), sort_keys=True) + "\n")
         out.flush()
     cur = prev
     while True:
@@ -125,7 +131,7 @@ def run(fetch: Callable[[], dict], stream: bool, as_json: bool, out, sleep=time.
             if cur.get("taken_at") != prev.get("taken_at"):
                 break
         if as_json:
-            out.write(json.dumps(cur, sort_keys=True) + "\n")
+            out.write(json.dumps(with_rfc3339(cur), sort_keys=True) + "\n")
         else:
             text = render(rows(prev, cur))
             out.write(("\x1b[H\x1b[J" + text + "\n") if tty and stream else (text + "\n" + ("\n" if stream else "")))

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
-from agent.errors import CannotExecute, Conflict, NotFound, UserError
+from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store, StoreFull
@@ -298,16 +298,18 @@ class Supervisor:
     # ------------------------------------------------------------- create / start
 
     def check_controllers(self, limits) -> None:
-        """UserError (ControllerMissing's message) when a limit needs a controller
-        that R/containers does not hand down; checks before anything is created."""
+        """HostLimitation naming every controller the limits need that
+        R/containers does not hand down, each with its reason, in one message;
+        checks before anything is created."""
         needed = sorted(limits.controllers())
         try:
             enabled = self.layout.containers.subtree_control()
         except CgroupError as err:
             raise UserError(f"limits: cannot read {self.layout.containers.path}: {err}") from None
-        for c in needed:
-            if c not in enabled:
-                raise UserError(f"limits: {ControllerMissing(c, _missing_reason(self.layout.containers, c))}")
+        missing = {c: _missing_reason(self.layout.containers, c) for c in needed if c not in enabled}
+        if missing:
+            first = next(iter(missing))
+            raise HostLimitation(f"limits: {ControllerMissing(first, missing[first], missing)}")
 
     def create(self, spec: ContainerSpec) -> ContainerInfo:
         if not isinstance(spec, ContainerSpec):
@@ -375,7 +377,7 @@ class Supervisor:
         try:
             return apply_limits(cg, limits)
         except ControllerMissing as err:
-            raise UserError(f"limits: {err}") from None
+            raise HostLimitation(f"limits: {err}") from None
         except LimitError as err:
             raise UserError(f"limits.{err}") from None
 
@@ -410,7 +412,7 @@ class Supervisor:
             "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in s.volumes],
             "network": s.network, "cgroup": e.cg.path,
             "stdout": os.path.join(logdir, "stdout.log"), "stderr": os.path.join(logdir, "stderr.log"),
-            "log_max_bytes": s.log_max_bytes, "no_new_privs": True, "capabilities": None, "seccomp": True,
+            "log_max_bytes": s.log_max_bytes, "seccomp": True, **s.spawn_security(),
             # checked again by the launcher on the descriptors it mounts
             "protected": {"state_dir": os.path.abspath(self.config.agent.state_dir),
                           "socket": os.path.abspath(self.config.agent.socket)},

@@ -26,10 +26,15 @@ agent.selfmetrics.
 from __future__ import annotations
 
 import platform
-import re
 import threading
+import time
+
+import structlog
 
 from agent import selfmetrics
+from agent.labels import metric_label_name
+
+log = structlog.get_logger("exporters.prometheus")
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -39,8 +44,6 @@ try:
     VERSION = _dist_version("cgroup-agent")
 except Exception:  # noqa: BLE001 - not installed: still render
     VERSION = "0.0.0"
-
-_LABEL_KEY_RE = re.compile(r"[^a-zA-Z0-9_]")
 
 # (name, kind, help, extra label names). Order = output order.
 FAMILIES = (
@@ -98,7 +101,7 @@ def escape(value) -> str:
 
 def label_key(k: str) -> str:
     """container_label_<k> with characters invalid in a label name replaced by _."""
-    return "container_label_" + _LABEL_KEY_RE.sub("_", k)
+    return metric_label_name(k)
 
 
 def _num(v) -> str:
@@ -338,4 +341,30 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
     if openmetrics:
         lines.append("# EOF")
     lines.append("")
-    return "\n".join(lines).encode()
+    text = "\n".join(lines)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a value that is not text (a lone surrogate): drop its series, never the scrape
+        return _encode_skipping_bad_lines(lines)
+
+
+selfmetrics.declare("metrics_series_dropped_total", "counter",
+                    "Series left out of a /metrics scrape because a label value is not valid Unicode text.")
+selfmetrics.inc("metrics_series_dropped_total", 0)
+_dropped_logged_at = [0.0]
+
+
+def _encode_skipping_bad_lines(lines: list) -> bytes:
+    good, bad = [], []
+    for line in lines:
+        try:
+            good.append(line.encode())
+        except UnicodeEncodeError:
+            bad.append(line)
+    selfmetrics.inc("metrics_series_dropped_total", len(bad))
+    now = time.monotonic()
+    if now - _dropped_logged_at[0] >= 60:  # one line a minute, not one per scrape
+        _dropped_logged_at[0] = now
+        log.warning("metrics.series_dropped", series=len(bad), example=ascii(bad[0])[:300],
+                    reason="a label value is not valid Unicode text")
+    return b"\n".join(good)

@@ -2,8 +2,8 @@
 
 1. Every controller the limits need must be in the cgroup's
    cgroup.controllers (enabled in the parent's subtree_control); otherwise
-   ControllerMissing names the first missing one and why, and nothing is
-   written (``exc.missing`` holds every missing controller and its reason).
+   ControllerMissing names every missing one, each with why, in one message,
+   and nothing is written (``exc.missing`` maps each to its reason).
 2. Each file's previous contents are read, then the new contents written.
    io.max is made exactly ``limits.io_max``: devices limited before but not
    named any more are reset to max (``io_max=()`` clears every device).
@@ -34,9 +34,7 @@ def check_controllers(cg, limits: Limits) -> None:
     missing = {n: status.get(n, "not in cgroup.controllers") for n in V2_CONTROLLERS
                if n in need and n not in have}
     first = next(iter(missing))
-    exc = ControllerMissing(first, missing[first])
-    exc.missing = missing
-    raise exc
+    raise ControllerMissing(first, missing[first], missing)
 
 
 def _lines(file: str, text: str) -> list[str]:

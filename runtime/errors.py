@@ -30,10 +30,12 @@ class ControllerMissing(CgroupError):
     /sys/fs/cgroup/unified has no memory controller".
     """
 
-    def __init__(self, controller: str, reason: str):
+    def __init__(self, controller: str, reason: str, missing: dict | None = None):
         self.controller = controller
         self.reason = reason
-        super().__init__(f"{controller} controller is {reason}")
+        # every missing controller -> its reason (the message names them all, in order)
+        self.missing = dict(missing) if missing else {controller: reason}
+        super().__init__("; ".join(f"{c} controller is {r}" for c, r in self.missing.items()))
 
 
 class FreezeTimeout(CgroupError):

@@ -22,17 +22,21 @@ it never returns:
     5. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
-    6. the trees attached (move_mount onto descriptors): the rootfs on its
+    6. the spec's namespaced sysctls, written into its own namespaces; the
+       trees attached (move_mount onto descriptors): the rootfs on its
        own directory; a fresh /proc (made inside the new PID namespace), a
        minimal /dev, a read-only /sys and, in its cgroup namespace, the
        container's own cgroup read-only at /sys/fs/cgroup; Docker's masked
        and read-only paths; the volumes, each destination resolved inside
-       the root (RESOLVE_IN_ROOT, made when missing); pivot_root. Host
+       the root (RESOLVE_IN_ROOT, made when missing); readonly_rootfs: the
+       rootfs tree read-only (mount points made first) before anything is
+       attached on it; pivot_root. Host
        root: a fresh /proc, the host's /sys read-only without submounts,
        the volumes on existing destinations.
     7. hostname; loopback up when the network namespace is new
-    8. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
-       capabilities, working dir, signal dispositions back to default
+    8. no_new_privs, seccomp filter, rlimits, bounding set,
+       setgroups/setgid/setuid, capabilities (or the OCI capability sets),
+       working dir, signal dispositions back to default
     9. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
@@ -56,7 +60,7 @@ from dataclasses import dataclass, field
 from . import caps as capsmod
 from . import mounts as mountsmod
 from . import namespaces as ns
-from . import seccomp
+from . import rlimits, seccomp, sysctl
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -122,6 +126,14 @@ class SpawnSpec:
         """A cgroup namespace (and its cgroup read-only at /sys/fs/cgroup):
         rootfs containers; host-root ones see the host's /proc/self/cgroup."""
         return bool(self.rootfs or self.overlay)
+    # OCI process.capabilities: {set: names} for bounding, effective,
+    # permitted, inheritable, ambient; when given, instead of `capabilities`
+    capability_sets: dict | None = None
+    readonly_rootfs: bool = False                  # OCI root.readonly
+    rlimits: tuple = ()                            # ((RLIMIT_*, soft, hard), ...)
+    masked_paths: tuple[str, ...] | None = None    # None: MASKED_PATHS
+    readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS
+    sysctl: dict = field(default_factory=dict)     # namespaced keys only
 
     @property
     def cap_mask(self) -> int:
@@ -223,12 +235,12 @@ class SpawnSpec:
         overlay = _overlay(d.get("overlay"))
         if overlay is not None and rootfs:
             raise SpecError("spec.overlay: not with spec.rootfs (an image container's root is its overlay)")
-        return cls(protected=mountsmod.Protected(**prot),argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
+        extra = _oci_fields(d, rootfs=rootfs or (overlay.target if overlay else ""), network=network)
+        return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
-                   overlay=overlay, **flags)
-
+                   overlay=overlay, **flags, **extra)
 
 def _overlay(o) -> Overlay | None:
     if o is None:
@@ -247,6 +259,65 @@ def _overlay(o) -> Overlay | None:
         if ":" in o[key] or "," in o[key]:
             raise SpecError(f"spec.overlay.{key}: must not contain ':' or ','")
     return Overlay(tuple(lower), o["upper"], o["work"], o["target"])
+
+
+def _oci_fields(d: dict, *, rootfs: str, network: str) -> dict:
+    """capability_sets, readonly_rootfs, rlimits, masked_paths, readonly_paths, sysctl."""
+    out: dict = {}
+    sets = d.get("capability_sets")
+    if sets is not None:
+        if not isinstance(sets, dict) or set(sets) - set(capsmod.SETS):
+            raise SpecError(f"spec.capability_sets: must map {', '.join(capsmod.SETS)} to lists of names")
+        parsed = {}
+        for name in capsmod.SETS:
+            names = sets.get(name) or []
+            if not isinstance(names, list):
+                raise SpecError(f"spec.capability_sets.{name}: must be a list of names")
+            try:
+                parsed[name] = tuple(capsmod.normalize(c) for c in names)
+            except capsmod.CapabilityError as e:
+                raise SpecError(f"spec.capability_sets.{name}: {e}") from None
+        why = capsmod.check_sets(parsed)
+        if why:
+            raise SpecError(f"spec.capability_sets.{why}")
+        out["capability_sets"] = parsed
+    ro = d.get("readonly_rootfs", False)
+    if not isinstance(ro, bool):
+        raise SpecError("spec.readonly_rootfs: must be true or false")
+    if ro and not rootfs:
+        raise SpecError("spec.readonly_rootfs: needs a rootfs or an image (the host's root is never made read-only)")
+    out["readonly_rootfs"] = ro
+    raw = d.get("rlimits") or []
+    if not isinstance(raw, list):
+        raise SpecError("spec.rlimits: must be a list of {type, soft, hard}")
+    limits = []
+    for i, entry in enumerate(raw):
+        try:
+            limits.append(rlimits.check(entry))
+        except rlimits.RlimitError as e:
+            raise SpecError(f"spec.rlimits[{i}]: {e}") from None
+    out["rlimits"] = tuple(limits)
+    for key in ("masked_paths", "readonly_paths"):
+        paths = d.get(key)
+        if paths is None:
+            continue
+        if not isinstance(paths, list):
+            raise SpecError(f"spec.{key}: must be null (the default list) or a list of absolute paths")
+        for i, p in enumerate(paths):
+            _abs(f"{key}[{i}]", p)
+        out[key] = tuple(paths)
+    settings = d.get("sysctl") or {}
+    if not isinstance(settings, dict):
+        raise SpecError("spec.sysctl: must map namespaced sysctl names to values")
+    checked = {}
+    for k, v in settings.items():
+        try:
+            k, v = sysctl.check(k, v, own_netns=network == "none")
+        except sysctl.SysctlError as e:
+            raise SpecError(f"spec.sysctl.{e}") from None
+        checked[k] = v
+    out["sysctl"] = checked
+    return out
 
 
 def _abs(name, value):
@@ -305,6 +376,56 @@ def fork_in_cgroup(cgroup: str) -> tuple[int, bool]:
                 raise CgroupRefused(e.errno, f"join cgroup {cgroup}: {os.strerror(e.errno)}") from None
             _clone3_works = False
     return os.fork(), False
+
+
+def probe_clone3(scratch: str) -> bool:
+    """Keep clone3(CLONE_INTO_CGROUP) only if this kernel gets cgroup.kill right.
+
+    Some kernels (this project's 6.18 hosts) SIGKILL every child that clone3
+    puts into a cgroup which once received cgroup.kill (the kill sequence is
+    compared against the parent's cgroup instead of the target's): a
+    container stopped with cgroup.kill could never start again. One probe in
+    a scratch child cgroup of ``scratch`` (the caller's own cgroup: empty
+    child, killed once, one clone3 into it that exits at once); on such a
+    kernel fork_in_cgroup forks and joins with cgroup.procs instead. Call it
+    while single-threaded. Returns whether clone3 stays in use."""
+    global _clone3_works
+    if not _clone3_works:
+        return False
+    probe = os.path.join(scratch, "clone3-probe")
+    try:
+        os.mkdir(probe)
+    except FileExistsError:
+        pass
+    except OSError:
+        return _clone3_works        # cannot probe here: keep what we have
+    try:
+        try:
+            with open(os.path.join(probe, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            return _clone3_works    # no cgroup.kill: no kill sequence to get wrong
+        fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = ns.fork_into_cgroup(fd)
+        except OSError as e:
+            if e.errno in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                _clone3_works = False
+            return _clone3_works
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if pid == 0:
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            _clone3_works = False
+        return _clone3_works
+    finally:
+        try:
+            os.rmdir(probe)
+        except OSError:
+            pass
 
 
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
@@ -380,11 +501,17 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
 
 
 def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
+    if spec.sysctl:
+        # the kernel writes into the namespaces of the writing task: this
+        # process's IPC (and, with network none, network) namespace
+        _step("sysctl", sysctl.apply, spec.sysctl)
     # the detached trees (made before the namespaces, _open_trees) attached,
     # every destination resolved inside the container's root
     if trees.rootfs is not None:
         root = _attach_rootfs(trees.rootfs)
-        _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns)
+        if spec.readonly_rootfs:
+            _readonly_rootfs(root, trees.volumes)
+        _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns, spec=spec)
         _attach_volumes(root, trees.volumes, create=True)
         _pivot(root)
     else:
@@ -392,7 +519,7 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         # which also hides the host's cgroupfs (root could otherwise move
         # itself out of its cgroup by writing another cgroup.procs)
         root = _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False)
+        _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False, spec=spec)
         _attach_volumes(root, trees.volumes, create=False)
         os.close(root)
     if spec.hostname:
@@ -405,6 +532,8 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         # installed while CAP_SYS_ADMIN is still held, so it works with
         # no_new_privs off too; it refuses nothing the steps below need
         _step("install seccomp filter", seccomp.install)
+    for kind, soft, hard in spec.rlimits:      # before CAP_SYS_RESOURCE goes
+        _step(f"set {kind} {soft}/{hard}", rlimits.set_limit, kind, soft, hard)
     _drop_privileges(spec)
     _step(f"cwd {spec.cwd}", os.chdir, spec.cwd)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -562,7 +691,7 @@ def _host_tree(path: str, what: str) -> int:
                  mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
 
 
-def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
+def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool, spec: SpawnSpec | None = None) -> None:
     """/proc (mounted from inside the new PID namespace), /dev (rootfs only),
     /sys read-only, Docker's masked and read-only paths; `own_cgroup`: the
     container's cgroup (its cgroup namespace's root) read-only at /sys/fs/cgroup."""
@@ -581,17 +710,25 @@ def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
         cg = _fresh("/sys/fs/cgroup", "cgroup2", ro=True, nosuid=True, nodev=True, noexec=True)
         _attach(_Tree(cg, "mount /sys/fs/cgroup"), _dst_fd(sys_, "/fs/cgroup", "mount /sys/fs/cgroup", None))
         os.close(cg)
-    _harden(proc, sys_)
+    _harden(root, proc, sys_, spec)
     os.close(proc)
     os.close(sys_)
 
 
-def _harden(proc: int, sys_: int) -> None:
-    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys,
-    resolved inside those mounts (their descriptors), never by path."""
+def _harden(root: int, proc: int, sys_: int, spec: SpawnSpec | None = None) -> None:
+    """Docker's readonlyPaths and maskedPaths (or the spec's own lists: an OCI
+    bundle's linux.readonlyPaths/maskedPaths) under the fresh /proc and /sys,
+    resolved inside those mounts (their descriptors), or inside the root for
+    a listed path elsewhere; never by a joined path."""
+    readonly = READONLY_PATHS if spec is None or spec.readonly_paths is None else spec.readonly_paths
+    masked = MASKED_PATHS if spec is None or spec.masked_paths is None else spec.masked_paths
     tops = {"/proc/": proc, "/sys/": sys_}
-    for rel in READONLY_PATHS:
-        top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
+
+    def where(rel: str) -> tuple[int, str]:
+        return next(((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t)), (root, rel))
+
+    for rel in readonly:
+        top, sub = where(rel)
         try:
             target = mountsmod.resolve_in(top, sub)
         except FileNotFoundError:
@@ -602,8 +739,8 @@ def _harden(proc: int, sys_: int) -> None:
         _attach(_flagged(tree, f"remount {rel} read-only", ro=True, nosuid=True, nodev=True, noexec=True),
                 target)
         os.close(tree)
-    for rel in MASKED_PATHS:
-        top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
+    for rel in masked:
+        top, sub = where(rel)
         try:
             target = mountsmod.resolve_in(top, sub)
         except FileNotFoundError:
@@ -645,6 +782,19 @@ def _mount_dev(root: int) -> None:
         os.close(dev)
 
 
+def _readonly_rootfs(root: int, volumes: list) -> None:
+    """root.readonly: the rootfs and every mount it brought along read-only,
+    before anything is attached on it (what the container is given on top,
+    /proc, /dev, /sys and the volumes, keeps its own flags). The mount points
+    those need are made first, while it can still be written."""
+    for dst in ("/proc", "/dev", "/sys"):
+        os.close(_dst_fd(root, dst, f"mount point {dst}", "dir"))
+    for t in volumes:
+        os.close(_dst_fd(root, t.dst, t.what, "dir" if t.is_dir else "file"))
+    _step("rootfs read-only", lambda: mountsmod.mount_setattr(
+        root, "", mountsmod.AT_EMPTY_PATH | mountsmod.AT_RECURSIVE, attr_set=mountsmod.MOUNT_ATTR_RDONLY))
+
+
 def _pivot(root: int) -> None:
     _step("chdir to the rootfs", os.fchdir, root)
     os.close(root)
@@ -667,6 +817,9 @@ def _loopback_up() -> None:
 
 
 def _drop_privileges(spec: SpawnSpec) -> None:
+    if spec.capability_sets is not None:
+        _set_capabilities(spec)
+        return
     keep = spec.cap_mask
     # bounding set first (needs CAP_SETPCAP, still held); then the user switch
     # (CAP_SETUID/SETGID still held); then permitted/effective, which a
@@ -685,6 +838,35 @@ def _drop_privileges(spec: SpawnSpec) -> None:
     _eff, permitted, _inh = _step("capget", ns.capget)
     keep &= permitted
     _step("capset", ns.capset, keep, keep, 0)
+
+
+def _drop_bounding(keep: int) -> None:
+    for cap in range(capsmod.last_cap() + 1):
+        if not keep >> cap & 1 and ns.prctl(ns.PR_CAPBSET_READ, cap) == 1:
+            _step(f"drop capability {capsmod.CAPABILITIES[cap] if cap < len(capsmod.CAPABILITIES) else cap}",
+                  ns.prctl, ns.PR_CAPBSET_DROP, cap)
+
+
+def _set_capabilities(spec: SpawnSpec) -> None:
+    """OCI process.capabilities, as runc applies them: bounding set, then the
+    user switch keeping the permitted set (PR_SET_KEEPCAPS), then effective,
+    permitted and inheritable, then the ambient ones raised. execve then
+    does what the kernel does with them (for uid 0: bounding | inheritable)."""
+    sets = {k: capsmod.mask(v) for k, v in spec.capability_sets.items()}
+    try:
+        ns.prctl(ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass
+    _drop_bounding(sets["bounding"])
+    _step("keep capabilities across setuid", ns.prctl, ns.PR_SET_KEEPCAPS, 1)
+    _step("setgroups", os.setgroups, [])
+    _step(f"setgid {spec.gid}", os.setgid, spec.gid)
+    _step(f"setuid {spec.uid}", os.setuid, spec.uid)
+    _step("capset", ns.capset, sets["effective"], sets["permitted"], sets["inheritable"])
+    for cap in capsmod.names_of(sets["ambient"]):
+        _step(f"raise ambient capability {cap}", ns.prctl, ns.PR_CAP_AMBIENT, ns.PR_CAP_AMBIENT_RAISE,
+              capsmod.CAP_NUMBER[cap])
+    _step("clear keep-capabilities", ns.prctl, ns.PR_SET_KEEPCAPS, 0)
 
 
 def exec_failure(message: str) -> str | None:

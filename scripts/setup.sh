@@ -17,6 +17,7 @@ APT_PACKAGES=(
   gcc libc6-dev                       # the C reader used as a benchmark floor
   util-linux iproute2 procps e2fsprogs
   python3 python3-venv               # the virtual environment below
+  zsh                                 # the zsh completion script is checked by zsh itself
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -295,18 +295,49 @@ def test_body_too_large_is_413_without_reading_it(server):
     assert status == 413 and "too large" in json.loads(body)["error"]
 
 
-def test_a_body_that_never_arrives_is_408_and_frees_the_thread(server, monkeypatch):
-    import agent.api
+def test_a_body_that_never_arrives_is_408_and_frees_the_thread(server, tmp_path):
+    from agent.config import load_config
 
-    monkeypatch.setattr(agent.api._Handler, "timeout", 0.3)
-    status, _, body = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-    assert status == 408 and "not received" in json.loads(body)["error"]
-    assert server.client.call("GET", "/v1/health")["status"] == "ok"
+    cfg = load_config(None, {"agent.socket": str(tmp_path / "slow.sock"), "agent.state_dir": str(tmp_path / "s"),
+                             "api.body_timeout": "300ms"})
+    api = ApiServer(cfg, server.sup)
+    api.start()
+    try:
+        status, _, body = raw(cfg.agent.socket, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        assert status == 408 and "not received" in json.loads(body)["error"]
+        assert Client(cfg.agent.socket).call("GET", "/v1/health")["status"] == "ok"
+    finally:
+        api.stop()
 
 
 def test_chunked_request_is_411(server):
     status, _, body = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert status == 411 and json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("request_bytes,status,needle", [
+    (b"GET /v1/health\r\n\r\n", 400, "HTTP/0.9"),  # no version: HTTP/0.9, which has no status line or headers
+    (b"GET /v1/containers\r\n", 400, "HTTP/0.9"),
+    (b"POST /v1/containers HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}", 400, "conflicting"),
+    (b"POST /v1/containers HTTP/1.1\r\nContent-Length: 2, 40\r\n\r\n{}", 400, "conflicting"),
+    (b"POST /v1/containers HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}", 400,
+     "both Transfer-Encoding and Content-Length"),
+    (b"GET /v1/health HTTP/1.1\r\nX-Big: " + b"a" * 60000 + b"\r\nX-Big2: " + b"a" * 8000 + b"\r\n\r\n", 431,
+     "larger than"),
+])
+def test_ambiguous_or_ancient_requests_are_refused_with_a_status_line(server, request_bytes, status, needle):
+    got, headers, body = raw(server.path, request_bytes)
+    assert got == status and headers["content-type"] == "application/json"
+    assert needle in json.loads(body)["error"]
+    assert not [c for c in server.sup.calls if c[0] == "create"]
+
+
+def test_identical_repeated_content_length_is_accepted(server):
+    body = b'{"name": "same", "argv": ["/bin/true"]}'
+    n = str(len(body)).encode()
+    status, _, _ = raw(server.path, b"POST /v1/containers HTTP/1.1\r\nContent-Length: " + n +
+                       b"\r\nContent-Length: " + n + b"\r\n\r\n" + body)
+    assert status == 201
 
 
 @pytest.mark.parametrize("garbage", [b"HELLO\r\n\r\n", b"GET\r\n\r\n", b"BREW /v1/health HTTP/1.1\r\n\r\n",

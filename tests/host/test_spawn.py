@@ -295,6 +295,29 @@ def test_seccomp_filter_refuses_what_capabilities_alone_allow(env):
     assert without["unshare_user"] == 0
 
 
+IO_URING_PROBE = r"""
+import ctypes, ctypes.util
+libc = ctypes.CDLL(None, use_errno=True)
+class Params(ctypes.Structure):
+    _fields_ = [("raw", ctypes.c_uint8 * 120)]      # struct io_uring_params
+p = Params()
+ctypes.set_errno(0)
+fd = libc.syscall(ctypes.c_long(425), ctypes.c_uint(4), ctypes.byref(p))
+print(fd if fd >= 0 else -ctypes.get_errno())
+"""
+
+
+def test_seccomp_refuses_io_uring_setup(env):
+    import errno
+    py = os.path.realpath(sys.executable)
+    refused = run(env, [py, "-c", IO_URING_PROBE])
+    # the control: the same call without the filter gets a ring (a descriptor)
+    allowed = run(env, [py, "-c", IO_URING_PROBE], seccomp=False)
+    assert refused.exit.exit_code == 0 and allowed.exit.exit_code == 0, refused.err + allowed.err
+    assert int(refused.out) == -errno.EPERM
+    assert int(allowed.out) >= 0, allowed.out
+
+
 def test_reboot_swapoff_unshare_fail_with_eperm(env):
     r = run(env, ["sh", "-c", f"{BUSYBOX} reboot -f; {BUSYBOX} swapoff /nonexistent; unshare -U true"])
     assert "reboot" in r.err and r.err.count("Operation not permitted") == 3, r.err

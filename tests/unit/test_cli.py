@@ -92,7 +92,7 @@ def test_run_without_command_is_bad_usage_before_any_connection(capsys, monkeypa
 
 def test_valid_values_reach_the_request_body_unchanged():
     args = cli.build_parser([]).parse_args([
-        "run", "-d", "--rm", "--name", "web.1", "--memory", "512M", "--memory-high", "400M", "--memory-swap", "0",
+        "run", "-d", "--rm", "--name", "web.1", "--memory", "512M", "--memory-high", "400M", "--swap", "0",
         "--cpus", "1.5", "--cpu-weight", "200", "--cpuset", "0-1", "--pids", "64", "--io-weight", "50",
         "--io-max", "8:0:rbps=10M,wiops=100", "--io-max", "8:16 wbps=1M", "--restart", "on-failure:3",
         "--label", "team=a", "--env", "A=1=2", "-v", "/srv:/data:ro", "--network", "none", "--user", "1000:1000",

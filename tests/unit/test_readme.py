@@ -51,8 +51,9 @@ def flags_of(words: list[str]) -> list[str]:
 
 
 def test_the_two_setup_commands():
-    assert "sudo ./scripts/run-demo.sh" in README
-    assert "sudo ./test.sh" in README
+    # written for a root shell: a minimal Debian has no sudo
+    assert "\n    ./scripts/run-demo.sh " in README and "\n    ./test.sh " in README
+    assert "no" in README[README.index("From a root shell"):][:200] and "`sudo`" in README
     for path in ("scripts/run-demo.sh", "test.sh"):
         assert os.access(ROOT / path, os.X_OK), f"{path} is not executable"
     # CI runs exactly the README's test command

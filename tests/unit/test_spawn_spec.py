@@ -161,6 +161,14 @@ def test_vsock_sockets_refused():
     assert run(seccomp.NR_SOCKET, 2) == seccomp.RET_ALLOW
 
 
+def test_io_uring_is_refused_as_docker_does():
+    # io_uring_setup, io_uring_enter, io_uring_register (x86_64): EPERM, as
+    # under Docker's default profile, where they are not on the allowlist
+    for nr in (425, 426, 427):
+        assert run(nr, 1, 0) == EPERM, nr
+    assert run(424, 0, 0) == seccomp.RET_ALLOW     # pidfd_send_signal, its neighbour
+
+
 def test_program_is_small_and_jumps_fit():
     assert len(PROG) < 120
     assert all(0 <= i.jt <= 255 and 0 <= i.jf <= 255 for i in PROG)
