@@ -285,7 +285,7 @@ def _oci_fields(d: dict, *, rootfs: str, network: str) -> dict:
     if not isinstance(ro, bool):
         raise SpecError("spec.readonly_rootfs: must be true or false")
     if ro and not rootfs:
-        raise SpecError("spec.readonly_rootfs: needs a rootfs or an image (the host's root is never made read-only)")
+        raise SpecError("spec.readonly_rootfs: needs a rootfs (the host's root is never made read-only)")
     out["readonly_rootfs"] = ro
     raw = d.get("rlimits") or []
     if not isinstance(raw, list):

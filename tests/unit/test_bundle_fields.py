@@ -109,7 +109,7 @@ def test_net_sysctl_needs_the_containers_own_network(config, bundle):
 def test_readonly_root_needs_the_bundles_rootfs(config, bundle):
     path = bundle(lambda d: d["root"].update(readonly=True))
     with pytest.raises(UserError) as e:
-        from_bundle(path, config, name="hostroot", rootfs="/")
+        from_bundle(path, config, name="hostroot", rootfs="")
     assert str(e.value).startswith("config.json root.readonly: needs the bundle's rootfs")
 
 
