@@ -181,6 +181,10 @@ def _build_run(r) -> None:
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
     r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
     r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    r.add_argument("--userns", choices=("auto", "host"),
+                   help="user namespace: auto (default with --rootfs/--bundle: container ids 0..65535 map to "
+                        "65536 host ids of the agent's own; root inside is not root outside) or host (the "
+                        "host's ids: container root is host root; always so without --rootfs/--bundle)")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -344,7 +348,7 @@ def cmd_run(args, client) -> int:
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
-            "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
+            "bundle": args.bundle, "volumes": args.volume or None, "network": args.network, "userns": args.userns,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "detach": args.detach}
     body = {k: v for k, v in body.items() if v is not None}

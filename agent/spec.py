@@ -18,7 +18,11 @@ Two ways in, one result (ContainerSpec):
        "labels": {"k": "v"} | ["k=v"],
        "log_max_bytes": "10M" | 10485760,
        "rm": false,                        remove once it exited for good
-       "start": true}                      false = create only
+       "start": true,                      false = create only
+       "userns": "auto" | "host" | {"uid": [[inside, host, count], ...], "gid": [...]}}
+                                           default: "auto" with a rootfs or bundle (a
+                                           user namespace with 65536 ids the agent
+                                           allocates), "host" for the host's root
 - `from_bundle(path, config)`: an OCI bundle dir as `runc spec` writes it.
 
 Every problem raises agent.errors.UserError with one line naming the field.
@@ -46,7 +50,8 @@ MAX_BUNDLE_CONFIG = 4 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
-             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start"}
+             "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start",
+             "userns"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class ContainerSpec:
     log_max_bytes: int = 10 << 20
     auto_remove: bool = False
     start: bool = True
+    # "host" (the host's user namespace), "auto" (one the agent allocates when
+    # the container is created) or a mapping {"uid": [[in, host, n]], "gid": ...}
+    userns: Any = "host"
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -115,7 +123,7 @@ class ContainerSpec:
             "image": self.image, "volumes": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in self.volumes],
             "network": self.network, "limits": self.limits.to_json(), "restart": str(self.restart),
             "labels": dict(self.labels), "log_max_bytes": self.log_max_bytes,
-            "auto_remove": self.auto_remove, "start": self.start,
+            "auto_remove": self.auto_remove, "start": self.start, "userns": self.userns,
         }
 
     @classmethod
@@ -130,7 +138,7 @@ class ContainerSpec:
             network=d.get("network", "host"), limits=Limits.from_json(d.get("limits") or {}),
             restart=parse_restart(d.get("restart", "no")), labels=dict(d.get("labels") or {}),
             log_max_bytes=int(d.get("log_max_bytes", 10 << 20)), auto_remove=bool(d.get("auto_remove")),
-            start=bool(d.get("start", True)),
+            start=bool(d.get("start", True)), userns=d.get("userns", "host"),
         )
 
 
@@ -318,6 +326,37 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     return Volume(src, dst, ro)
 
 
+def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
+    """"auto" | "host" | a mapping -> what ContainerSpec.userns holds. The
+    default is "auto" with a rootfs, "host" for the host's root (a host-root
+    container shares the host's files, which a user namespace would show
+    as owned by nobody)."""
+    from runtime.userns import CONTAINER_IDS, UsernsError, check_mapping, host_id
+    if v in (None, ""):
+        return "auto" if rootfs else "host"
+    if v == "host":
+        return "host"
+    if not rootfs and (v == "auto" or isinstance(v, dict)):
+        raise UserError("userns: a user namespace needs a rootfs or bundle; a container on the host's "
+                        "root runs in the host's user namespace (userns \"host\")")
+    if v == "auto":
+        if uid >= CONTAINER_IDS or gid >= CONTAINER_IDS:
+            raise UserError(f"user: {uid}:{gid} is outside the container's ids 0..{CONTAINER_IDS - 1} "
+                            "of userns \"auto\"; use a smaller id or userns \"host\"")
+        return "auto"
+    if not isinstance(v, dict):
+        raise UserError(f"userns: {_q(v)} is not \"auto\", \"host\" or "
+                        "{\"uid\": [[inside, host, count], ...], \"gid\": [...]}")
+    try:
+        mapping = check_mapping(v)
+    except UsernsError as e:
+        raise UserError(str(e)) from None
+    for side, val in (("uid", uid), ("gid", gid)):
+        if host_id(mapping[side], val) is None:
+            raise UserError(f"user: {side} {val} is not mapped by userns.{side}; map it or run as a mapped id")
+    return mapping
+
+
 def parse_limits(v: Any, fieldname: str = "limits"):
     from runtime.errors import LimitError
     from runtime.limits import Limits
@@ -440,10 +479,11 @@ def from_json(body: Any, config=None) -> ContainerSpec:
     start = _bool("start", body.get("start"), True)
     if auto_remove and restart.mode == "always":
         raise UserError("rm: cannot be combined with restart=always (it would never be removed)")
+    userns = parse_userns(body.get("userns"), rootfs, uid, gid)
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
-                         start=start)
+                         start=start, userns=userns)
 
 
 def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
@@ -528,6 +568,7 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     if not isinstance(namespaces, list):
         raise UserError("config.json linux.namespaces: must be a list")
     body["network"] = "host"
+    body["userns"] = "host"
     for i, ns in enumerate(namespaces):
         ns = obj(f"linux.namespaces[{i}]", ns)
         if ns.get("type") == "network":
@@ -535,7 +576,10 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
                 raise UserError(f"config.json linux.namespaces[{i}].path: joining an existing network namespace is not supported")
             body["network"] = "none"
         elif ns.get("type") == "user":
-            raise UserError(f"config.json linux.namespaces[{i}]: user namespaces are not supported; remove it")
+            if ns.get("path"):
+                raise UserError(f"config.json linux.namespaces[{i}].path: joining an existing user namespace "
+                                "is not supported")
+            body["userns"] = _bundle_mapping(linux)
     resources = obj("linux.resources", linux.get("resources"))
     try:
         limits = from_oci(resources)
@@ -547,6 +591,35 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         where = f"config.json linux.resources.{bad}" if bad else "config.json linux.resources"
         raise UserError(f"{where}: not the shape the OCI runtime spec gives it") from None
     return body, limits
+
+
+def _bundle_mapping(linux: dict) -> Any:
+    """linux.uidMappings/gidMappings -> a userns mapping; "auto" when both
+    are absent (the agent allocates one); one without the other is refused."""
+    got = {}
+    for side, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+        lines = linux.get(key)
+        if lines in (None, []):
+            continue
+        if not isinstance(lines, list):
+            raise UserError(f"config.json linux.{key}: must be a list of {{containerID, hostID, size}}")
+        out = []
+        for i, m in enumerate(lines):
+            if not isinstance(m, dict) or set(m) - {"containerID", "hostID", "size"}:
+                raise UserError(f"config.json linux.{key}[{i}]: must be {{containerID, hostID, size}}")
+            out.append([m.get("containerID"), m.get("hostID"), m.get("size")])
+        got[side] = out
+    if not got:
+        return "auto"
+    if len(got) == 1:
+        missing = "gidMappings" if "uid" in got else "uidMappings"
+        raise UserError(f"config.json linux.{missing}: missing; give both uidMappings and gidMappings, or neither")
+    from runtime.userns import UsernsError, check_mapping
+    try:
+        return check_mapping(got, "config.json linux.uidMappings/gidMappings")
+    except UsernsError as e:
+        raise UserError(str(e).replace(".uidMappings/gidMappings.uid", ".uidMappings")
+                        .replace(".uidMappings/gidMappings.gid", ".gidMappings")) from None
 
 
 def from_bundle(path: str, config=None, **overrides) -> ContainerSpec:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
+from agent import userns_alloc
 from agent.errors import CannotExecute, Conflict, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
@@ -126,6 +127,7 @@ class _Entry:
     pids_hits_seen: int | None = None  # pids.events max as last looked at
     pids_logged_mono: float | None = None  # when a pids.max hit was last logged
     backoff_n: int = 0
+    idmap: dict | None = None  # mount destination -> "idmapped" or why not, from the last start
 
 
 def _new_id(taken) -> str:
@@ -183,6 +185,7 @@ class Supervisor:
         self._stop = False
         self.logs_dir = os.path.join(config.agent.state_dir, "logs")
         os.makedirs(self.logs_dir, mode=0o750, exist_ok=True)
+        self.userns_pool = userns_alloc.agent_pool(config)
 
     # ------------------------------------------------------------- start / shutdown
 
@@ -215,7 +218,7 @@ class Supervisor:
             finished_at=r.finished_at, exit_code=r.exit_code, exit_signal=r.exit_signal,
             oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
-            cgroup_inode=r.cgroup_inode,
+            cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
         )
 
     def _find(self, name: str) -> _Entry:
@@ -287,6 +290,8 @@ class Supervisor:
             if spec.name in self._names:
                 raise Conflict(f"name: a container named {spec.name!r} already exists")
             self.check_controllers(spec.limits)
+            spec = userns_alloc.resolve(spec, self.userns_pool,
+                                        {en.spec.name: en.spec.userns for en in self._entries.values()})
             cid = _new_id(self._entries)
             cg = self.layout.containers.child(cid)
             try:
@@ -382,6 +387,7 @@ class Supervisor:
             "network": s.network, "cgroup": e.cg.path,
             "stdout": os.path.join(logdir, "stdout.log"), "stderr": os.path.join(logdir, "stderr.log"),
             "log_max_bytes": s.log_max_bytes, "no_new_privs": True, "capabilities": None, "seccomp": True,
+            **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:
@@ -400,7 +406,8 @@ class Supervisor:
         self._ensure_cgroup(e)
         try:
             self._read_oom_baseline(e)
-            pid = self.launcher.spawn(e.row.id, self._spawn_spec(e))
+            started = self.launcher.spawn_detail(e.row.id, self._spawn_spec(e))
+            pid, e.idmap = started["pid"], started.get("idmap")
         except UserError:
             selfmetrics.inc("launches_total", result="failed")
             raise
@@ -419,7 +426,8 @@ class Supervisor:
         try:
             with self.store.transaction():
                 self.store.update(e.row.id, **changes)
-                self.store.add_event(e.row.id, e.row.name, "started", pid=pid)
+                self.store.add_event(e.row.id, e.row.name, "started", pid=pid,
+                                     **({"idmap": e.idmap} if e.idmap else {}))
         except StoreFull:
             # a run the store cannot record must not go on untracked: end it
             # (its exit event will not match the row's pid and is just acked)
