@@ -31,6 +31,7 @@ resolved path is what the launcher gets.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -38,13 +39,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import UserError
+from runtime.mounts import Protected, open_host_path, refusal
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_KEY_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,62}")
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 RESTART_RE = re.compile(r"(no|always|on-failure)(?::(\d{1,6}))?")
-SENSITIVE_TREES = ("/etc", "/proc", "/sys", "/dev")
+ROOTFS_ACCEPTED = ("use a directory holding the container's files, outside /etc, /proc, /sys and /dev, "
+                   "that neither is, holds nor lies in the agent's state dir and does not hold its socket")
 MAX_ARGS = 4096
 MAX_BUNDLE_CONFIG = 4 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -259,47 +262,68 @@ def _is_under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def _sensitive_reason(resolved: str, config) -> str | None:
-    if resolved == "/":
-        return "is the host's root"
-    for top in SENSITIVE_TREES:
-        if _is_under(resolved, top):
-            return f"is {top} or below it"
-    if config is not None:
-        state = os.path.realpath(config.agent.state_dir)
-        sock = os.path.realpath(config.agent.socket)
-        if _is_under(resolved, state) or _is_under(state, resolved):
-            return "holds the agent's state dir"
-        if _is_under(sock, resolved):
-            return "holds the agent's control socket"
+def _protected(config) -> Protected:
+    if config is None:
+        return Protected()
+    return Protected(config.agent.state_dir, config.agent.socket)
+
+
+def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, str]:
+    """(the path as given, where it leads), opened once as the launcher will
+    (runtime.mounts.open_host_path: symlinks followed, /proc magic links not)."""
+    s = _text(fieldname, v)
+    if not s.startswith("/"):
+        raise UserError(f"{fieldname}: {_q(s)} is not an absolute path")
+    try:
+        o = open_host_path(s)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UserError(f"{fieldname}: {_q(s)} does not exist") from None
+        raise UserError(f"{fieldname}: {_q(s)} cannot be opened ({os.strerror(e.errno)})") from None
+    o.close()
+    if want_dir and not o.is_dir:
+        raise UserError(f"{fieldname}: {_q(s)} is not a directory")
+    return s, o.real
+
+
+def _refusal(s: str, resolved: str, protected: Protected, sensitive_ok: bool) -> str | None:
+    """runtime.mounts.refusal for the path as typed and for where it leads."""
+    why = refusal(os.path.normpath(s), protected, sensitive_ok) or refusal(resolved, protected, sensitive_ok)
+    if why:
+        return f"{_q(s) if resolved == s else f'{_q(s)} (-> {resolved})'} {why}"
     return None
 
 
 def _host_path(fieldname: str, v: Any, config, want_dir: bool = False, sensitive_ok: bool = False) -> str:
-    s = _text(fieldname, v)
-    if not s.startswith("/"):
-        raise UserError(f"{fieldname}: {_q(s)} is not an absolute path")
-    resolved = os.path.realpath(s)
-    if not os.path.exists(resolved):
-        raise UserError(f"{fieldname}: {_q(s)} does not exist")
-    if want_dir and not os.path.isdir(resolved):
-        raise UserError(f"{fieldname}: {_q(s)} is not a directory")
+    """A volume source or bundle: the shared rules (runtime.mounts.refusal),
+    the sensitive trees lifted by security.allow_sensitive_binds."""
+    s, resolved = _resolve(fieldname, v, want_dir)
     allow = sensitive_ok or (config is not None and config.security.allow_sensitive_binds)
-    if not allow:
-        why = _sensitive_reason(resolved, config)
-        if why:
-            shown = _q(s) if resolved == s else f"{_q(s)} (-> {resolved})"
-            raise UserError(f"{fieldname}: {shown} {why}; refused unless security.allow_sensitive_binds")
+    why = _refusal(s, resolved, _protected(config), allow)
+    if why:
+        hint = "" if allow else " unless security.allow_sensitive_binds"
+        raise UserError(f"{fieldname}: {why}; refused{hint}")
     return resolved
 
 
-def _check_inside(fieldname: str, rootfs: str, inner: str) -> None:
-    """Resolving `inner` below `rootfs` (following symlinks) must stay below rootfs."""
-    if not rootfs:
-        return
-    target = os.path.realpath(os.path.join(rootfs, inner.lstrip("/")))
-    if not _is_under(target, rootfs):
-        raise UserError(f"{fieldname}: {_q(inner)} leads out of the rootfs through a symlink (-> {target})")
+def _rootfs_path(fieldname: str, v: Any, config) -> str:
+    """--rootfs and a bundle's root.path: one rule (runtime.mounts.refusal,
+    not lifted by allow_sensitive_binds); the host's root is asked for by
+    giving no rootfs at all."""
+    s = _text(fieldname, v)
+    protected = _protected(config)
+    if s.startswith("/") and os.path.normpath(s) not in ("/", "//"):
+        why = refusal(os.path.normpath(s), protected)   # as typed first: /proc/1/root is /proc
+        if why:
+            raise UserError(f"{fieldname}: {_q(s)} {why}; {ROOTFS_ACCEPTED}")
+    if s.startswith("/") and os.path.realpath(s) == "/":
+        hint = "omit rootfs (agentctl: no --rootfs) to run on the host's root, or " if fieldname == "rootfs" else ""
+        raise UserError(f"{fieldname}: {_q(s)} is the host's root; {hint}{ROOTFS_ACCEPTED}")
+    s, resolved = _resolve(fieldname, s, want_dir=True)
+    why = _refusal(s, resolved, protected, False)
+    if why:
+        raise UserError(f"{fieldname}: {why}; {ROOTFS_ACCEPTED}")
+    return resolved
 
 
 def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
@@ -322,7 +346,8 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     dst = _abs_container_path(f"{where} destination", dst)
     if dst == "/":
         raise UserError(f"{where} destination: must not be /")
-    _check_inside(f"{where} destination", rootfs, dst)
+    # a destination is resolved inside the rootfs by the launcher (symlinks
+    # in it lead where they lead for the container, never out of it)
     return Volume(src, dst, ro)
 
 
@@ -454,12 +479,7 @@ def from_json(body: Any, config=None) -> ContainerSpec:
     rootfs = ""
     raw_root = body.get("rootfs")
     if raw_root not in (None, ""):
-        if isinstance(raw_root, str) and raw_root.startswith("/") and os.path.realpath(raw_root) == "/":
-            rootfs = ""  # the host's root, as when no rootfs is given
-        else:
-            # a rootfs is the container's whole view: it may hold anything but the
-            # kernel's trees and /etc (the state dir inside it would be the user's choice)
-            rootfs = _host_path("rootfs", raw_root, None, want_dir=True)
+        rootfs = _rootfs_path("rootfs", raw_root, config)
         image = image or raw_root
     volumes_in = body.get("volumes") or []
     if not isinstance(volumes_in, list):
@@ -541,7 +561,7 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         if not _is_under(joined, bundle):
             raise UserError(f"config.json root.path: {_q(root_path)} leads out of the bundle")
         root_path = joined
-    body["rootfs"] = _host_path("config.json root.path", root_path, config, want_dir=True)
+    body["rootfs"] = _rootfs_path("config.json root.path", root_path, config)
 
     if oci.get("hostname"):
         body["hostname"] = oci["hostname"]

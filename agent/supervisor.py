@@ -387,6 +387,10 @@ class Supervisor:
             "network": s.network, "cgroup": e.cg.path,
             "stdout": os.path.join(logdir, "stdout.log"), "stderr": os.path.join(logdir, "stderr.log"),
             "log_max_bytes": s.log_max_bytes, "no_new_privs": True, "capabilities": None, "seccomp": True,
+            # checked again by the launcher on the descriptors it mounts
+            "protected": {"state_dir": os.path.abspath(self.config.agent.state_dir),
+                          "socket": os.path.abspath(self.config.agent.socket)},
+            "allow_sensitive_binds": self.config.security.allow_sensitive_binds,
             **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
         }
 

@@ -10,18 +10,30 @@ it never returns:
        <cgroup>/cgroup.procs: everything from here on, including the
        container's first instruction, is accounted to its cgroup
     2. stdio onto the log pipes, every other descriptor closed
-    3. unshare(NEWNS | NEWUTS | NEWIPC | NEWPID [| NEWNET])
-    4. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
+    3. unshare(NEWNS), / recursively private; then the detached trees
+       (runtime/mounts.py): the rootfs and each volume source opened once
+       (openat2, no magic links), checked as what was opened (its path from
+       /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
+       flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
+       ro, noexec; private propagation). Nothing is attached yet.
+    4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
+       cgroup namespace is made once it is in its cgroup, so that cgroup is
+       the namespace's root
+    5. fork PID 1, write its host pid to `pid_w`, _exit(0): PID 1 is
        reparented to the launcher (the child subreaper)
   PID 1:
-    5. / recursively private, then (rootfs) bind it onto itself, a fresh
-       /proc (mounted from inside the new PID namespace), a minimal /dev,
-       read-only /sys; the bind mounts; pivot_root (or, host root, just a
-       fresh /proc over /proc)
-    6. hostname; loopback up when the network namespace is new
-    7. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
+    6. the trees attached (move_mount onto descriptors): the rootfs on its
+       own directory; a fresh /proc (made inside the new PID namespace), a
+       minimal /dev, a read-only /sys and, in its cgroup namespace, the
+       container's own cgroup read-only at /sys/fs/cgroup; Docker's masked
+       and read-only paths; the volumes, each destination resolved inside
+       the root (RESOLVE_IN_ROOT, made when missing); pivot_root. Host
+       root: a fresh /proc, the host's /sys read-only without submounts,
+       the volumes on existing destinations.
+    7. hostname; loopback up when the network namespace is new
+    8. no_new_privs, seccomp filter, bounding set, setgroups/setgid/setuid,
        capabilities, working dir, signal dispositions back to default
-    8. execve
+    9. execve
 
 Any failure before execve is written as one line to `err_w` (close-on-exec,
 so the launcher sees EOF without a line when execve succeeded) and the child
@@ -37,10 +49,12 @@ import re
 import resource
 import signal
 import socket
+import stat
 import struct
 from dataclasses import dataclass, field
 
 from . import caps as capsmod
+from . import mounts as mountsmod
 from . import namespaces as ns
 from . import seccomp
 
@@ -64,6 +78,7 @@ class Mount:
     src: str
     dst: str
     ro: bool = False
+    noexec: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,17 @@ class SpawnSpec:
     no_new_privs: bool = True
     capabilities: tuple[str, ...] | None = None
     seccomp: bool = True
+    # host paths no mount may be, hold or lie in (checked on the descriptor,
+    # runtime/mounts.py); allow_sensitive_binds lifts the /etc, /proc, /sys,
+    # /dev and "/" rule for volume sources (never for the rootfs)
+    protected: mountsmod.Protected = mountsmod.Protected()
+    allow_sensitive_binds: bool = False
+
+    @property
+    def cgroupns(self) -> bool:
+        """A cgroup namespace (and its cgroup read-only at /sys/fs/cgroup):
+        rootfs containers; host-root ones see the host's /proc/self/cgroup."""
+        return bool(self.rootfs)
 
     @property
     def cap_mask(self) -> int:
@@ -96,6 +122,8 @@ class SpawnSpec:
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWPID
         if self.network == "none":
             flags |= ns.CLONE_NEWNET
+        if self.cgroupns:
+            flags |= ns.CLONE_NEWCGROUP
         return flags
 
     @classmethod
@@ -131,23 +159,27 @@ class SpawnSpec:
         rootfs = d.get("rootfs", "")
         if not isinstance(rootfs, str):
             raise SpecError("spec.rootfs: must be \"\" (host root) or an absolute directory")
-        if rootfs:
+        if rootfs == "/":
+            rootfs = ""
+        elif rootfs:
+            # no realpath here: what the path leads to is decided once, in the
+            # child, on the descriptor ("/" through a symlink is refused there)
             _abs("rootfs", rootfs)
-            if os.path.realpath(rootfs) == "/":
-                rootfs = ""
         mounts = []
         raw_mounts = d.get("mounts") or []
         if not isinstance(raw_mounts, list):
             raise SpecError("spec.mounts: must be a list of {src, dst, ro}")
         for i, m in enumerate(raw_mounts):
-            if not isinstance(m, dict) or set(m) - {"src", "dst", "ro"}:
-                raise SpecError(f"spec.mounts[{i}]: must be an object with src, dst, ro")
+            if not isinstance(m, dict) or set(m) - {"src", "dst", "ro", "noexec"}:
+                raise SpecError(f"spec.mounts[{i}]: must be an object with src, dst, ro, noexec")
             _abs(f"mounts[{i}].src", m.get("src"))
             _abs(f"mounts[{i}].dst", m.get("dst"))
-            ro = m.get("ro", False)
-            if not isinstance(ro, bool):
-                raise SpecError(f"spec.mounts[{i}].ro: must be true or false")
-            mounts.append(Mount(m["src"], m["dst"], ro))
+            opts = {}
+            for opt in ("ro", "noexec"):
+                opts[opt] = m.get(opt, False)
+                if not isinstance(opts[opt], bool):
+                    raise SpecError(f"spec.mounts[{i}].{opt}: must be true or false")
+            mounts.append(Mount(m["src"], m["dst"], **opts))
         network = d.get("network", "host")
         if network not in ("host", "none"):
             raise SpecError("spec.network: accepted: host, none")
@@ -158,7 +190,7 @@ class SpawnSpec:
         if not isinstance(lmb, int) or isinstance(lmb, bool) or lmb < 0:
             raise SpecError("spec.log_max_bytes: must be an integer >= 0 (0 = no cap)")
         flags = {}
-        for name, default in (("no_new_privs", True), ("seccomp", True)):
+        for name, default in (("no_new_privs", True), ("seccomp", True), ("allow_sensitive_binds", False)):
             val = d.get(name, default)
             if not isinstance(val, bool):
                 raise SpecError(f"spec.{name}: must be true or false")
@@ -171,7 +203,12 @@ class SpawnSpec:
                 capabilities = tuple(capsmod.normalize(c) for c in capabilities)
             except capsmod.CapabilityError as e:
                 raise SpecError(f"spec.{e}") from None
-        return cls(argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
+        prot = d.get("protected") or {}
+        if not isinstance(prot, dict) or set(prot) - {"state_dir", "socket"}:
+            raise SpecError("spec.protected: must be an object with state_dir, socket (absolute paths)")
+        for key in prot:
+            _abs(f"protected.{key}", prot[key])
+        return cls(protected=mountsmod.Protected(**prot),argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
@@ -249,7 +286,13 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
-            _step("unshare namespaces", ns.unshare, spec.unshare_flags)
+            # a private copy of the host's mount namespace, where the host
+            # paths the container gets become detached, checked, flagged
+            # trees before any other namespace is made
+            _step("unshare mount namespace", ns.unshare, ns.CLONE_NEWNS)
+            _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+            trees = _open_trees(spec)
+            _step("unshare namespaces", ns.unshare, spec.unshare_flags & ~ns.CLONE_NEWNS)
             pid = _step("fork container init", os.fork)
         except _Fail as e:
             _report(err_w, str(e))
@@ -262,7 +305,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             os._exit(0)
         os.close(pid_w)
         try:
-            _container_init(spec)
+            _container_init(spec, trees)
         except _Fail as e:
             _report(err_w, str(e))
         except BaseException as e:     # a bug in here must still be one line
@@ -302,34 +345,22 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _container_init(spec: SpawnSpec) -> None:
-    _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-    if spec.rootfs:
-        root = os.path.realpath(spec.rootfs)
-        if not os.path.isdir(root):
-            raise _Fail(f"rootfs {spec.rootfs}: not a directory")
-        _step(f"bind rootfs {root}", ns.mount, root, root, None, ns.MS_BIND | ns.MS_REC)
-        # nodev everywhere the container can write: CAP_MKNOD (Docker's set)
-        # can create a node for the host's disk, and cgroup v2 has no device
-        # allowlist file; nodev makes such a node unusable
-        _remount(root, ns.MS_NODEV)
-        _mount_proc(_inside(root, "/proc", make_dir=True))
-        _mount_dev(_inside(root, "/dev", make_dir=True))
-        _mount_sys(_inside(root, "/sys", make_dir=True))
-        _harden(root)
-        for m in spec.mounts:
-            _bind(m, _inside(root, m.dst, make_for=m.src),
-                  nodev=not (m.src == "/dev" or m.src.startswith("/dev/")))
+def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
+    # the detached trees (made before the namespaces, _open_trees) attached,
+    # every destination resolved inside the container's root
+    if trees.rootfs is not None:
+        root = _attach_rootfs(trees.rootfs)
+        _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns)
+        _attach_volumes(root, trees.volumes, create=True)
         _pivot(root)
     else:
-        # host root: a fresh /proc, and a fresh read-only /sys, which also
-        # hides the host's cgroupfs (root could otherwise move itself out
-        # of its cgroup by writing another cgroup.procs)
-        _mount_proc("/proc")
-        _mount_sys("/sys")
-        _harden("/")
-        for m in spec.mounts:
-            _bind(m, m.dst)
+        # host root: a fresh /proc, and a read-only /sys without its submounts,
+        # which also hides the host's cgroupfs (root could otherwise move
+        # itself out of its cgroup by writing another cgroup.procs)
+        root = _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False)
+        _attach_volumes(root, trees.volumes, create=False)
+        os.close(root)
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
     if spec.network == "none":
@@ -348,99 +379,228 @@ def _container_init(spec: SpawnSpec) -> None:
     _exec(spec.argv, spec.env)
 
 
-def _inside(root: str, dst: str, make_dir: bool = False, make_for: str | None = None) -> str:
-    """root+dst, refusing anything that resolves outside root (symlinks)."""
-    path = os.path.join(root, dst.lstrip("/"))
-    real = os.path.realpath(path)
-    if real != root and not real.startswith(root + "/"):
-        raise _Fail(f"mount destination {dst}: resolves outside the rootfs")
-    if not os.path.lexists(real):
-        want_dir = make_dir or (make_for is not None and os.path.isdir(make_for))
+# ---------------------------------------------------------------- mounts
+#
+# Every mount below is made from descriptors (runtime/mounts.py): host paths
+# are opened once and checked as what was opened; destinations are resolved
+# inside the container's root (RESOLVE_IN_ROOT), never by a joined path.
+
+@dataclass
+class _Tree:
+    """A detached mount tree waiting to be attached; `what` names it in errors."""
+    fd: int
+    what: str
+    dst: str = "/"
+    is_dir: bool = True
+    flags: dict = field(default_factory=dict)
+    walk: bool = False       # no mount_setattr: remount_walk once attached
+
+
+@dataclass
+class _Trees:
+    """What _open_trees made: the rootfs (tree, the directory it came from),
+    or None for the host's root; the volumes, in spec order."""
+    rootfs: tuple[_Tree, int] | None
+    volumes: list[_Tree]
+
+
+def _open_trees(spec: SpawnSpec) -> _Trees:
+    """Each host path opened once, checked as the descriptor, cloned with its
+    submounts and flagged: nothing is attached yet."""
+    rootfs = _open_rootfs(spec) if spec.rootfs else None
+    return _Trees(rootfs, _open_volumes(spec))
+
+
+def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
+                  want_dir: bool = False) -> mountsmod.Opened:
+    try:
+        o = mountsmod.open_host_path(path)
+    except OSError as e:
+        if want_dir and e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise _Fail(f"{what}: not a directory") from None
+        raise _Fail(f"{what}: {os.strerror(e.errno)}") from None
+    try:
+        if want_dir and not o.is_dir:
+            raise _Fail(f"{what}: not a directory")
+        mountsmod.check_opened(o, spec.protected, sensitive_ok)
+    except mountsmod.Refused as e:
+        o.close()
+        raise _Fail(f"{what}: refused: {e}") from None
+    except BaseException:
+        o.close()
+        raise
+    return o
+
+
+def _flagged(fd: int, what: str, dst: str = "/", is_dir: bool = True, **flags) -> _Tree:
+    """A detached tree with mount flags on every mount in it (or, on Linux <
+    5.12, a note to walk its submounts once it is attached)."""
+    done = _step(what, lambda: mountsmod.set_tree_flags(fd, **flags))
+    return _Tree(fd, what, dst, is_dir, flags, walk=not done)
+
+
+def _clone(o: mountsmod.Opened, what: str, dst: str = "/", **flags) -> _Tree:
+    return _flagged(_step(what, mountsmod.clone_tree, o), what, dst, o.is_dir, **flags)
+
+
+def _open_rootfs(spec: SpawnSpec) -> tuple[_Tree, int]:
+    """(the rootfs as a detached tree, the directory it was cloned from)."""
+    what = f"rootfs {spec.rootfs}"
+    o = _open_checked(spec.rootfs, what, spec, sensitive_ok=False, want_dir=True)
+    # nodev everywhere the container can write, submounts included: CAP_MKNOD
+    # (Docker's set) can create a node for the host's disk, and cgroup v2 has
+    # no device allowlist file; nodev makes such a node unusable
+    try:
+        return _clone(o, what, nodev=True), o.fd
+    except BaseException:
+        o.close()
+        raise
+
+
+def _open_volumes(spec: SpawnSpec) -> list[_Tree]:
+    trees = []
+    for m in spec.mounts:
+        what = f"bind mount {m.src} on {m.dst}"
+        o = _open_checked(m.src, what, spec, sensitive_ok=spec.allow_sensitive_binds)
         try:
-            if want_dir:
-                os.makedirs(real, 0o755, exist_ok=True)
-            elif make_for is not None:
-                os.makedirs(os.path.dirname(real), 0o755, exist_ok=True)
-                os.close(os.open(real, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-        except OSError as e:
-            raise _Fail(f"create mount point {dst}: {os.strerror(e.errno)}") from None
-    return real
+            device_tree = o.real == "/dev" or o.real.startswith("/dev/")
+            trees.append(_clone(o, what, m.dst, ro=m.ro, nosuid=True, nodev=not device_tree,
+                                noexec=m.noexec))
+        finally:
+            o.close()
+    return trees
 
 
-def _mount_proc(target: str) -> None:
-    _step("mount /proc", ns.mount, "proc", target, "proc",
-          ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+def _attach(tree: _Tree, target: int) -> None:
+    """Attach `tree` on what `target` is open on; closes `target`."""
+    try:
+        _step(tree.what, mountsmod.attach, tree.fd, target)
+        if tree.walk:
+            _step(tree.what, lambda: mountsmod.remount_walk(mountsmod.fd_path(tree.fd), **tree.flags))
+    finally:
+        os.close(target)
 
 
-def _mount_sys(target: str) -> None:
-    flags = ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC
-    if target == "/sys":
-        # the kernel refuses the same superblock again on its own mount point
-        # (EBUSY): bind it without its submounts instead, then make that
-        # read-only
-        _step("bind /sys", ns.mount, "/sys", "/sys", None, ns.MS_BIND)
-        _step("remount /sys read-only", ns.mount, None, "/sys", None,
-              ns.MS_REMOUNT | ns.MS_BIND | flags)
+def _attach_rootfs(rootfs: tuple[_Tree, int]) -> int:
+    """The rootfs tree on the very directory it was cloned from (in this
+    private mount namespace: only the container sees it); returns the
+    descriptor of the attached root, the base of every later resolution."""
+    tree, origin = rootfs
+    _attach(tree, origin)
+    return tree.fd
+
+
+def _dst_fd(root: int, dst: str, what: str, create: str | None) -> int:
+    try:
+        return mountsmod.resolve_in(root, dst, create)
+    except OSError as e:
+        raise _Fail(f"{what}: mount point {dst}: {os.strerror(e.errno)}") from None
+
+
+def _attach_volumes(root: int, trees: list[_Tree], create: bool) -> None:
+    for t in trees:
+        _attach(t, _dst_fd(root, t.dst, t.what, ("dir" if t.is_dir else "file") if create else None))
+        os.close(t.fd)
+
+
+def _fresh(what: str, fstype: str, options: dict | None = None, **flags) -> int:
+    """A new filesystem as a detached mount (fsopen/fsmount)."""
+    return _step(f"mount {what}", lambda: mountsmod.new_fs(fstype, options, **flags))
+
+
+def _host_tree(path: str, what: str) -> int:
+    """A detached copy of one trusted host mount point or file (/sys,
+    /dev/null: root's, not a tenant's), without its submounts."""
+    return _step(what, mountsmod.open_tree, mountsmod.AT_FDCWD, path,
+                 mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC)
+
+
+def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool) -> None:
+    """/proc (mounted from inside the new PID namespace), /dev (rootfs only),
+    /sys read-only, Docker's masked and read-only paths; `own_cgroup`: the
+    container's cgroup (its cgroup namespace's root) read-only at /sys/fs/cgroup."""
+    proc = _fresh("/proc", "proc", nosuid=True, nodev=True, noexec=True)
+    _attach(_Tree(proc, "mount /proc"), _dst_fd(root, "/proc", "mount /proc", "dir" if fresh_sys else None))
+    if fresh_sys:
+        _mount_dev(root)
+        sys_ = _fresh("/sys", "sysfs", ro=True, nosuid=True, nodev=True, noexec=True)
     else:
-        _step("mount /sys", ns.mount, "sysfs", target, "sysfs", flags)
+        # the kernel refuses the same sysfs again on its own mount point
+        # (EBUSY): the host's, without its submounts, read-only
+        sys_ = _host_tree("/sys", "bind /sys")
+    _attach(_flagged(sys_, "mount /sys", ro=True, nosuid=True, nodev=True, noexec=True),
+            _dst_fd(root, "/sys", "mount /sys", "dir" if fresh_sys else None))
+    if own_cgroup:
+        cg = _fresh("/sys/fs/cgroup", "cgroup2", ro=True, nosuid=True, nodev=True, noexec=True)
+        _attach(_Tree(cg, "mount /sys/fs/cgroup"), _dst_fd(sys_, "/fs/cgroup", "mount /sys/fs/cgroup", None))
+        os.close(cg)
+    _harden(proc, sys_)
+    os.close(proc)
+    os.close(sys_)
 
 
-def _harden(root: str) -> None:
-    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys."""
+def _harden(proc: int, sys_: int) -> None:
+    """Docker's readonlyPaths and maskedPaths under the fresh /proc and /sys,
+    resolved inside those mounts (their descriptors), never by path."""
+    tops = {"/proc/": proc, "/sys/": sys_}
     for rel in READONLY_PATHS:
-        path = os.path.join(root, rel.lstrip("/"))
-        if os.path.exists(path):
-            _step(f"bind {rel}", ns.mount, path, path, None, ns.MS_BIND | ns.MS_REC)
-            _step(f"remount {rel} read-only", ns.mount, None, path, None,
-                  ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+        top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
+        try:
+            target = mountsmod.resolve_in(top, sub)
+        except FileNotFoundError:
+            continue
+        tree = _step(f"bind {rel}", mountsmod.open_tree, target, "",
+                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC
+                     | mountsmod.AT_RECURSIVE | mountsmod.AT_EMPTY_PATH)
+        _attach(_flagged(tree, f"remount {rel} read-only", ro=True, nosuid=True, nodev=True, noexec=True),
+                target)
+        os.close(tree)
     for rel in MASKED_PATHS:
-        path = os.path.join(root, rel.lstrip("/"))
-        if os.path.isdir(path):
-            _step(f"mask {rel}", ns.mount, "tmpfs", path, "tmpfs", ns.MS_RDONLY, "size=0")
-        elif os.path.exists(path):
-            _step(f"mask {rel}", ns.mount, "/dev/null", path, None, ns.MS_BIND)
+        top, sub = next((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t))
+        try:
+            target = mountsmod.resolve_in(top, sub)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(os.fstat(target).st_mode):
+            mask = _fresh(f"mask {rel}", "tmpfs", {"size": "0"}, ro=True)
+        else:
+            mask = _host_tree("/dev/null", f"mask {rel}")
+        _attach(_Tree(mask, f"mask {rel}"), target)
+        os.close(mask)
 
 
-def _mount_dev(dev: str) -> None:
+def _mount_dev(root: int) -> None:
     # nodev: the null/zero/... binds below are mounts of their own and keep
     # working; a node made with mknod in this tmpfs does not
-    _step("mount /dev", ns.mount, "tmpfs", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV,
-          "mode=755,size=65536k")
-    for name in DEV_NODES:
-        target = os.path.join(dev, name)
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
-        _step(f"bind /dev/{name}", ns.mount, f"/dev/{name}", target, None, ns.MS_BIND)
-    for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(to, os.path.join(dev, name))
-    shm = os.path.join(dev, "shm")
-    os.mkdir(shm, 0o1777)
-    _step("mount /dev/shm", ns.mount, "shm", shm, "tmpfs",
-          ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC, "mode=1777,size=65536k")
-    pts = os.path.join(dev, "pts")
-    os.mkdir(pts, 0o755)
-    _step("mount /dev/pts", ns.mount, "devpts", pts, "devpts", ns.MS_NOSUID | ns.MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620")
-    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    dev = _fresh("/dev", "tmpfs", {"mode": "755", "size": "65536k"}, nosuid=True, nodev=True)
+    _attach(_Tree(dev, "mount /dev"), _dst_fd(root, "/dev", "mount /dev", "dir"))
+    try:
+        for name in DEV_NODES:
+            node = _host_tree(f"/dev/{name}", f"bind /dev/{name}")
+            _attach(_Tree(node, f"bind /dev/{name}"), _dst_fd(dev, name, f"bind /dev/{name}", "file"))
+            os.close(node)
+        for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+            os.symlink(to, name, dir_fd=dev)
+        for name, mode in (("shm", 0o1777), ("pts", 0o755)):
+            os.mkdir(name, mode, dir_fd=dev)
+            os.chmod(name, mode, dir_fd=dev)      # past the umask
+        shm = _fresh("/dev/shm", "tmpfs", {"mode": "1777", "size": "65536k"},
+                     nosuid=True, nodev=True, noexec=True)
+        _attach(_Tree(shm, "mount /dev/shm"), _dst_fd(dev, "shm", "mount /dev/shm", None))
+        os.close(shm)
+        pts = _fresh("/dev/pts", "devpts", {"newinstance": None, "ptmxmode": "0666", "mode": "0620"},
+                     nosuid=True, noexec=True)
+        _attach(_Tree(pts, "mount /dev/pts"), _dst_fd(dev, "pts", "mount /dev/pts", None))
+        os.close(pts)
+    finally:
+        os.close(dev)
 
 
-def _remount(target: str, add: int, what: str | None = None) -> None:
-    """Add mount flags to a bind mount, keeping the ones it has (ST_* == MS_*)."""
-    keep = os.statvfs(target).f_flag & (ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
-    _step(f"remount {what or target}", ns.mount, None, target, None,
-          ns.MS_REMOUNT | ns.MS_BIND | keep | add)
-
-
-def _bind(m, target: str, nodev: bool = False) -> None:
-    _step(f"bind mount {m.src} on {m.dst}", ns.mount, m.src, target, None,
-          ns.MS_BIND | ns.MS_REC)
-    add = (ns.MS_RDONLY if m.ro else 0) | (ns.MS_NODEV if nodev else 0)
-    if add:
-        _remount(target, add, f"{m.dst} read-only" if m.ro else m.dst)
-
-
-def _pivot(root: str) -> None:
-    _step(f"chdir {root}", os.chdir, root)
+def _pivot(root: int) -> None:
+    _step("chdir to the rootfs", os.fchdir, root)
+    os.close(root)
     # pivot_root(".", "."): the old root ends up stacked on "/", detach it
     _step("pivot_root", ns.pivot_root, ".", ".")
     _step("detach old root", ns.umount2, ".", ns.MNT_DETACH)

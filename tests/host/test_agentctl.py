@@ -36,9 +36,9 @@ def wait_for(pred, timeout=30.0, what="condition"):
         time.sleep(0.05)
 
 
-def start_agentd(root, top, extra_toml: str = "") -> SimpleNamespace:
+def start_agentd(root, top, extra_toml: str = "", sock: str | None = None) -> SimpleNamespace:
     state = os.path.join(top, "state")
-    sock = os.path.join(top, "agent.sock")
+    sock = sock or os.path.join(top, "agent.sock")
     conf = os.path.join(top, "agentd.toml")
     with open(conf, "w") as f:
         f.write(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{root.path}"\nsocket = "{sock}"\n'

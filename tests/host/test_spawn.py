@@ -345,17 +345,24 @@ def test_rootfs_pivot_root_dev_sys_proc(env, rootfs, tmp_path):
     assert rootfs not in host_mountinfo()
 
 
-def test_rootfs_mount_destination_escaping_by_symlink_is_refused(env, rootfs, tmp_path):
+def test_rootfs_mount_destination_through_a_symlink_stays_in_the_rootfs(env, rootfs, tmp_path):
+    # destinations are resolved inside the rootfs (RESOLVE_IN_ROOT): an
+    # absolute or ../ symlink means the container's own /etc, never the host's
+    (tmp_path / "f").write_text("volume\n")
     os.symlink("/etc", os.path.join(rootfs, "escape"))
+    os.symlink("../../../../../../../../etc", os.path.join(rootfs, "dotdot"))
+    os.mkdir(os.path.join(rootfs, "etc"))
     try:
-        cid, cg = new_cgroup(env)
-        with pytest.raises(LaunchError, match=r"^mount destination /escape/sub: resolves outside the rootfs$"):
-            env.client.spawn(cid, make_spec(env, cid, cg, ["true"], rootfs=rootfs,
-                                            mounts=[{"src": str(tmp_path), "dst": "/escape/sub", "ro": True}]))
-        assert not os.path.exists("/etc/sub")
-        kill_tree(cg)
+        r = run(env, ["sh", "-c", "cat /etc/sub/f /etc/sub2/f; ls /etc"], rootfs=rootfs, env={"PATH": "/bin"},
+                mounts=[{"src": str(tmp_path), "dst": "/escape/sub", "ro": True},
+                        {"src": str(tmp_path), "dst": "/dotdot/sub2", "ro": True}])
+        assert r.out.split() == ["volume", "volume", "sub", "sub2"], r.err
+        assert not os.path.exists("/etc/sub") and not os.path.exists("/etc/sub2")
+        assert sorted(os.listdir(os.path.join(rootfs, "etc"))) == ["sub", "sub2"]   # mount points made inside
     finally:
         os.unlink(os.path.join(rootfs, "escape"))
+        os.unlink(os.path.join(rootfs, "dotdot"))
+        shutil.rmtree(os.path.join(rootfs, "etc"))
 
 
 # ------------------------------------------------------------------ exit statuses
@@ -479,10 +486,15 @@ def test_proc_sys_read_only_kcore_masked_no_cgroupfs(env, rootfs, with_rootfs):
     lines = r.out.split()
     assert lines[0] != "sys=0" and "Read-only file system" in r.err
     assert lines[1] == "0"                    # /proc/kcore is /dev/null
-    assert lines[2] == "0"                    # no cgroupfs under /sys
     assert lines[3] != "move=0"
-    rel = os.path.relpath(os.path.join(env.base, "containers", r.id), find_mount())
-    assert lines[-1] == f"0::/{rel}"          # still accounted where it belongs
+    if with_rootfs:
+        # its own cgroup namespace: its cgroup (only) at /sys/fs/cgroup, and "/"
+        # in /proc/self/cgroup (test_cgroup_namespace_* below)
+        assert lines[2] != "0" and lines[-1] == "0::/"
+    else:
+        assert lines[2] == "0"                # no cgroupfs under /sys
+        rel = os.path.relpath(os.path.join(env.base, "containers", r.id), find_mount())
+        assert lines[-1] == f"0::/{rel}"      # still accounted where it belongs
 
 
 SOCKET_PROBE = r"""

@@ -140,18 +140,62 @@ def test_resolved_source_is_what_the_launcher_gets(config, host):
     assert s.volumes[0].src == str(host / "data")
 
 
-def test_destination_must_not_leave_the_rootfs(config, host):
+def test_destination_through_a_symlink_is_left_to_the_launcher(config, host):
+    # the launcher resolves a destination inside the rootfs (RESOLVE_IN_ROOT):
+    # rootfs/etc -> /etc means the container's own /etc, never the host's
     rootfs = str(host / "rootfs")
-    with pytest.raises(UserError, match=r"volumes\[0\] destination: .*leads out of the rootfs"):
-        spec(config, rootfs=rootfs, volumes=[f"{host}/data:/etc/x"])
+    s = spec(config, rootfs=rootfs, volumes=[f"{host}/data:/etc/x"])
+    assert s.volumes[0].dst == "/etc/x"
     ok = spec(config, rootfs=rootfs, volumes=[f"{host}/data:/inner/x"])
     assert ok.volumes[0].dst == "/inner/x"
     with pytest.raises(UserError, match=r"volumes\[0\] destination"):
         spec(config, rootfs=rootfs, volumes=[f"{host}/data:/"])
 
 
-def test_rootfs_that_is_the_host_root_means_host_root(config):
-    assert spec(config, rootfs="/").rootfs == ""
+@pytest.mark.parametrize("root", ["/", "/tmp/..", "//"])
+def test_rootfs_that_is_the_host_root_is_refused_with_a_hint(config, root):
+    with pytest.raises(UserError, match=r"^rootfs: \".*\" is the host's root; omit rootfs \(agentctl: no --rootfs\)"):
+        spec(config, rootfs=root)
+
+
+def test_rootfs_symlink_to_the_host_root_is_refused(config, host):
+    (host / "to-root").symlink_to("/")
+    with pytest.raises(UserError, match=r"^rootfs: .* is the host's root"):
+        spec(config, rootfs=str(host / "to-root"))
+
+
+def rootfs_cases(host):
+    (host / "state" / "sub").mkdir(exist_ok=True)
+    return {
+        "state dir": host / "state", "holds the state dir": host, "in the state dir": host / "state" / "sub",
+        "symlink to the state dir": host / "to-state", "socket dir": host / "run",
+        "/etc": "/etc", "symlink to /etc": host / "to-etc", "magic link": "/proc/self/root",
+        "under /proc": "/proc/1/root", "/sys": "/sys", "/dev": "/dev",
+    }
+
+
+def test_rootfs_and_bundle_root_path_share_one_rule(host):
+    cfg = load_config(None, {"agent.state_dir": str(host / "state"), "agent.socket": str(host / "run" / "a.sock")})
+    (host / "run" / "a.sock").write_text("")
+    for what, path in rootfs_cases(host).items():
+        with pytest.raises(UserError) as exc:
+            spec(cfg, rootfs=str(path))
+        msg = str(exc.value)
+        assert msg.startswith("rootfs: ") and "\n" not in msg, (what, msg)
+        assert msg.endswith("does not hold its socket"), (what, msg)   # says what is accepted
+        bundle = host / f"bundle-{len(what)}-{what.replace(' ', '-').replace('/', '')}"
+        runc_spec(bundle)
+        doc = json.loads((bundle / "config.json").read_text())
+        doc["root"]["path"] = str(path)
+        write_config(bundle, doc)
+        with pytest.raises(UserError) as exc:
+            from_bundle(str(bundle), cfg, name="b")
+        assert str(exc.value).startswith("config.json root.path: "), (what, str(exc.value))
+        assert str(exc.value).split(": ", 1)[1] == msg.split(": ", 1)[1], what
+    # allow_sensitive_binds opens volumes, never the rootfs rule
+    cfg = cfg.replace(security=type(cfg.security)(allow_sensitive_binds=True))
+    with pytest.raises(UserError, match="^rootfs: "):
+        spec(cfg, rootfs="/etc")
 
 
 def test_restart_policy():
