@@ -40,6 +40,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import mounts
 from . import namespaces as ns
 
 CONTAINER_IDS = 65536           # container ids 0..65535
@@ -55,23 +56,9 @@ MAX_MAP_LINES = 340             # the kernel's limit per uid_map/gid_map
 DEFAULT_RANGE = "1879048192:268304384"
 RANGE_RE = re.compile(r"^\s*(\d{1,10})\s*:\s*(\d{1,10})\s*$")
 
-# x86_64 syscall numbers and flags (linux/mount.h, fcntl.h)
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-SYS_MOUNT_SETATTR = 442
-OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
-MOUNT_ATTR_NOEXEC = 0x8
-MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_IDMAP = 0x100000    # linux/mount.h (the other syscalls and flags: runtime/mounts.py)
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 class UsernsError(ValueError):
@@ -313,40 +300,11 @@ def enter(userns_fd: int) -> None:
 
 # ------------------------------------------------------------------ idmapped mounts
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _sys(nr, *args, what: str) -> int:
-    ret = _libc.syscall(ctypes.c_long(nr), *args)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
-
-
-def open_tree_clone(path: str | None, dirfd: int = -100) -> int:
+def open_tree_clone(path: str | None, dirfd: int = mounts.AT_FDCWD) -> int:
     """A detached copy of the mount tree at `path` (with its submounts), or of
-    the tree `dirfd` refers to when path is None (AT_EMPTY_PATH)."""
-    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
-    if path is None:
-        flags |= AT_EMPTY_PATH
-    return _sys(SYS_OPEN_TREE, ctypes.c_int(dirfd), os.fsencode(path or ""), ctypes.c_uint(flags),
-                what=f"open_tree {path or f'fd {dirfd}'}")
-
-
-def setattr_tree(tree_fd: int, attr_set: int, userns_fd: int = 0, recursive: bool = True) -> None:
-    attr = _MountAttr(attr_set, 0, 0, userns_fd)
-    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _sys(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), ctypes.byref(attr),
-         ctypes.c_size_t(ctypes.sizeof(attr)), what="mount_setattr")
-
-
-def move_tree(tree_fd: int, target: str) -> None:
-    """Attach a detached tree on `target` (a path in the caller's mount namespace)."""
-    _sys(SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(-100), os.fsencode(target),
-         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH), what=f"move_mount onto {target}")
+    the tree `dirfd` refers to when path is None."""
+    flags = mounts.OPEN_TREE_CLONE | mounts.OPEN_TREE_CLOEXEC | mounts.AT_RECURSIVE
+    return mounts.open_tree(dirfd, path or "", flags | (mounts.AT_EMPTY_PATH if path is None else 0))
 
 
 FS_MAGIC = {0xEF53: "ext4", 0x01021994: "tmpfs", 0x01021997: "9p", 0x794C7630: "overlay",
@@ -370,7 +328,8 @@ def idmap_tree(tree_fd: int, userns_fd: int) -> str | None:
     included. None when done; otherwise the tree is left as it was and the
     one-line reason is returned (the caller mounts it without an idmap)."""
     try:
-        setattr_tree(tree_fd, MOUNT_ATTR_IDMAP, userns_fd, recursive=True)
+        mounts.mount_setattr(tree_fd, "", mounts.AT_EMPTY_PATH | mounts.AT_RECURSIVE,
+                             attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
         return None
     except OSError as e:
         kind = fs_type(tree_fd)
