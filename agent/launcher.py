@@ -14,6 +14,11 @@ Wire protocol, one JSON object per line:
     response  {"seq": N, "ok": true, "result": ...} | {"seq": N, "ok": false, "type": ..., "error": "..."}
     event     {"event": "exit", "id", "pid", "exit_code", "signal", "at"}   (pushed to every client)
 
+A spawn's result is PID 1's host pid, or, for a spec with a user namespace,
+{"pid": PID, "idmap": {mount destination: "idmapped" | why it is not}}
+(LauncherClient.spawn_detail; each tree mounted without an idmap is logged
+as container.not_idmapped).
+
 Exit statuses: the launcher reaps each container's PID 1 (the intermediate
 that unshared the PID namespace exits right after forking it, so PID 1 is
 reparented here), writes DIR/exits/<id>-<pid>.json atomically and durably
