@@ -854,6 +854,8 @@ class Supervisor:
                     log.error("store.bad_spec", id=row.id, error=str(err))
                     continue
                 e = _Entry(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
+                if isinstance(spec.userns, dict):  # what inspect shows of its mounts, as of its last start
+                    e.idmap = (self.store.last_event(row.id, "started") or {}).get("idmap")
                 self._entries[row.id] = e
                 self._names[row.name] = row.id
             self._sweep_orphan_cgroups()

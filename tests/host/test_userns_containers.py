@@ -145,7 +145,9 @@ def test_two_containers_get_disjoint_ranges_kept_across_an_agentd_restart(agentd
     agentd.signal(signal.SIGKILL)
     agentd.wait()
     agentd.start()
-    assert agentd.inspect("a")["userns"]["uid"] == a["userns"]["uid"]   # persisted with the container
+    again = agentd.inspect("a")
+    assert again["userns"]["uid"] == a["userns"]["uid"]   # persisted with the container
+    assert again["userns"]["idmap"] == {"/": "idmapped"}   # and what its last start mounted
     c = keep_running(agentd, "c", rootfs)
     hc = c["userns"]["uid"][0][1]
     assert all(abs(hc - h) >= 65536 for h in (ha, hb))  # never a live container's range
