@@ -257,3 +257,24 @@ def test_bundles_follow_their_config_json(agentd, rootfs, tmp_path):
         json.dump(doc, f)
     info, out, _ = run_to_end(agentd, "b-map", "", bundle=b, argv=None)
     assert out.split() == ["0", "2500000000", "65536"]  # honoured as given
+
+
+def test_a_rootfs_that_cannot_be_idmapped_runs_in_its_user_namespace_with_the_reason(agentd):
+    ram = tempfile.mkdtemp(prefix="cga-userns-ramroot-")
+    ns.mount("ramfs", ram, "ramfs", 0, "mode=755")
+    try:
+        os.makedirs(os.path.join(ram, "bin"))
+        shutil.copy(BUSYBOX, os.path.join(ram, "bin", "busybox"))
+        for applet in ("sh", "cat", "stat", "touch"):
+            os.symlink("busybox", os.path.join(ram, "bin", applet))
+        info, out, err = run_to_end(agentd, "rr", "cat /proc/self/uid_map; stat -c %u /bin/busybox; "
+                                                  "touch /new; echo w=$?", rootfs=ram)
+        assert info["exit_code"] == 0, err
+        lines = out.splitlines()
+        assert lines[0].split() == ["0", str(info["userns"]["uid"][0][1]), "65536"]   # kept
+        assert lines[1] == "65534" and "w=1" in out      # the host's files: nobody's, not its own
+        assert info["userns"]["idmap"]["/"].startswith("ramfs (or a filesystem mounted below it) does not")
+        assert not os.path.exists(os.path.join(ram, "new"))
+    finally:
+        ns.umount2(ram, ns.MNT_DETACH)
+        shutil.rmtree(ram, ignore_errors=True)
