@@ -209,6 +209,10 @@ def _build_run(r) -> None:
                         "NET_RAW is left out by default on the host's network")
     r.add_argument("--cap-drop", action="append", type=_capability, metavar="CAP", default=[],
                    help="drop a capability (or ALL)")
+    r.add_argument("--userns", choices=("auto", "host"),
+                   help="user namespace: auto (default with --rootfs/--bundle: container ids 0..65535 map to "
+                        "65536 host ids of the agent's own; root inside is not root outside) or host (the "
+                        "host's ids: container root is host root; always so without --rootfs/--bundle)")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -401,7 +405,7 @@ def cmd_run(args, client) -> int:
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
-            "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
+            "bundle": args.bundle, "volumes": args.volume or None, "network": args.network, "userns": args.userns,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
             "detach": args.detach}

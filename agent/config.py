@@ -121,6 +121,7 @@ class PostgresSinkSection:
 @dataclass(frozen=True)
 class SecuritySection:
     allow_sensitive_binds: bool
+    userns_range: str = ""  # "START:LENGTH": host ids for containers' user namespaces
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,16 @@ def _group(key: str, v: Any) -> str:
     s = _string(key, v)
     if s and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+", s):
         raise ConfigError(key, f"{_fmt(s)} is not a group name or gid")
+    return s
+
+
+def _userns_range(key: str, v: Any) -> str:
+    from runtime.userns import UsernsError, parse_range
+    s = _string(key, v)
+    try:
+        parse_range(s, key)
+    except UsernsError as e:
+        raise ConfigError("", str(e)) from None
     return s
 
 
@@ -323,7 +334,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "batch": _int_at_least(1),
         "interval": _duration(min_seconds=0.01),
     },
-    "security": {"allow_sensitive_binds": _bool},
+    "security": {"allow_sensitive_binds": _bool, "userns_range": _userns_range},
     "logs": {"max_bytes": _size},
     "api": {
         "max_connections": _int_at_least(1),

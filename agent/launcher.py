@@ -14,6 +14,11 @@ Wire protocol, one JSON object per line:
     response  {"seq": N, "ok": true, "result": ...} | {"seq": N, "ok": false, "type": ..., "error": "..."}
     event     {"event": "exit", "id", "pid", "exit_code", "signal", "at"}   (pushed to every client)
 
+A spawn's result is PID 1's host pid, or, for a spec with a user namespace,
+{"pid": PID, "idmap": {mount destination: "idmapped" | why it is not}}
+(LauncherClient.spawn_detail; each tree mounted without an idmap is logged
+as container.not_idmapped).
+
 Exit statuses: the launcher reaps each container's PID 1 (the intermediate
 that unshared the PID namespace exits right after forking it, so PID 1 is
 reparented here), writes DIR/exits/<id>-<pid>.json atomically and durably
@@ -195,6 +200,7 @@ class Launcher:
         self.log = log
         self.by_id: dict[str, _Container] = {}
         self.by_pid: dict[int, _Container] = {}
+        self.idmap: dict[str, dict] = {}    # id -> idmap outcome of its last spawn (userns)
         self.pipe_owner: dict[int, _Container] = {}
         self.clients: dict[int, _Client] = {}
         self.listener: socket.socket | None = None
@@ -389,7 +395,10 @@ class Launcher:
         spec = SpawnSpec.from_dict(req.get("spec"))
         if cid in self.by_id:
             raise LaunchError(f"container {cid} is already running with pid {self.by_id[cid].pid}")
-        return self.spawn(cid, spec)
+        pid = self.spawn(cid, spec)
+        if getattr(spec, "userns", None) is None:
+            return pid                  # what a launcher without user namespaces answered
+        return {"pid": pid, "idmap": self.idmap.pop(cid, None)}
 
     # ------------------------------------------------------------- spawning
     def spawn(self, cid: str, spec: SpawnSpec) -> int:
@@ -425,8 +434,8 @@ class Launcher:
                 os._exit(127)
         for fd in (out_w, err_w, fail_w, pid_w):
             os.close(fd)
-        pid_text = _read_to_eof(pid_r, SETUP_TIMEOUT)
-        pid1 = int(pid_text) if pid_text.strip().isdigit() else None
+        pid_text, _, notes = _read_to_eof(pid_r, SETUP_TIMEOUT).strip().partition(" ")
+        pid1 = int(pid_text) if pid_text.isdigit() else None
         if pid1 is None:                # failed or stuck before forking PID 1
             try:
                 os.kill(child, signal.SIGKILL)
@@ -458,6 +467,14 @@ class Launcher:
             self.pipe_owner[fd] = c
         self.by_id[cid] = c
         self.by_pid[pid1] = c
+        if notes:                       # "PID {json}": the idmap outcome of a user namespace
+            try:
+                self.idmap[cid] = json.loads(notes)
+            except ValueError:
+                self.idmap[cid] = {"?": notes}
+            for dst, how in self.idmap[cid].items():
+                if how != "idmapped":
+                    self.log.warning("container.not_idmapped", id=cid, mount=dst, reason=how)
         self.log.info("container.spawned", id=cid, pid=pid1, argv=list(spec.argv))
         return pid1
 
@@ -793,7 +810,14 @@ class LauncherClient:
         """Start a container; returns the host pid of its PID 1. Raises
         LaunchError (one line) when anything before exec failed, ValueError
         for a malformed spec."""
-        return self._call("spawn", timeout=SETUP_TIMEOUT + 30, id=container_id, spec=spec)
+        return self.spawn_detail(container_id, spec)["pid"]
+
+    def spawn_detail(self, container_id: str, spec: dict) -> dict:
+        """spawn(), answering {"pid": PID, "idmap": {mount destination:
+        "idmapped" or the one-line reason it is not}} (idmap only with a
+        user namespace)."""
+        res = self._call("spawn", timeout=SETUP_TIMEOUT + 30, id=container_id, spec=spec)
+        return res if isinstance(res, dict) else {"pid": res}
 
     def signal(self, pid: int, signum: int) -> None:
         self._call("signal", pid=int(pid), signum=int(signum))

@@ -30,3 +30,5 @@ class ContainerInfo:
     argv: tuple = ()  # the command it runs
     auto_remove: bool = False  # removed once it exited for good (run --rm)
     cgroup_inode: int | None = None  # identifies this cgroup instance
+    # "host", or {"uid": [[inside, host, count]], "gid": [...], "idmap": {dst: "idmapped" | why not}}
+    userns: Any = "host"

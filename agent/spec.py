@@ -21,6 +21,10 @@ Two ways in, one result (ContainerSpec):
        "start": true,                      false = create only
        "cap_add": ["NET_RAW"],             Docker's names, with or without CAP_, or ALL
        "cap_drop": ["ALL"]}
+       "userns": "auto" | "host" | {"uid": [[inside, host, count], ...], "gid": [...]}}
+                                           default: "auto" with a rootfs or bundle (a
+                                           user namespace with 65536 ids the agent
+                                           allocates), "host" for the host's root
 - `from_bundle(path, config)`: an OCI bundle dir as `runc spec` writes it.
 
 Every problem raises agent.errors.UserError with one line naming the field.
@@ -52,7 +56,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
-             "image", "pull", "entrypoint"}
+             "image", "pull", "entrypoint", "userns"}
 # Docker's default set, less what a container on the host's network must not
 # have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
 # the host's interfaces, loopback included, and sniffs other processes' traffic
@@ -118,6 +122,9 @@ class ContainerSpec:
     oci: dict = field(default_factory=dict)  # honoured bundle fields as spawn-spec keys (agent/bundle_fields.py)
     image_ref: str = ""  # an image container: its normalised reference
     image_id: str = ""   # and the manifest digest it was created from
+    # "host" (the host's user namespace), "auto" (one the agent allocates when
+    # the container is created) or a mapping {"uid": [[in, host, n]], "gid": ...}
+    userns: Any = "host"
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -133,6 +140,7 @@ class ContainerSpec:
             "auto_remove": self.auto_remove, "start": self.start,
             "cap_add": list(self.cap_add), "cap_drop": list(self.cap_drop), "oci": dict(self.oci),
             "image_ref": self.image_ref, "image_id": self.image_id,
+            "userns": self.userns,
         }
 
     def spawn_security(self) -> dict:
@@ -172,6 +180,7 @@ class ContainerSpec:
             cap_add=tuple(d.get("cap_add") or ()), cap_drop=tuple(d.get("cap_drop") or ()),
             oci=dict(d.get("oci") or {}),
             image_ref=d.get("image_ref", ""), image_id=d.get("image_id", ""),
+            userns=d.get("userns", "host"),
         )
 
 
@@ -386,6 +395,37 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     return Volume(src, dst, ro)
 
 
+def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
+    """"auto" | "host" | a mapping -> what ContainerSpec.userns holds. The
+    default is "auto" with a rootfs, "host" for the host's root (a host-root
+    container shares the host's files, which a user namespace would show
+    as owned by nobody)."""
+    from runtime.userns import CONTAINER_IDS, UsernsError, check_mapping, host_id
+    if v in (None, ""):
+        return "auto" if rootfs else "host"
+    if v == "host":
+        return "host"
+    if not rootfs and (v == "auto" or isinstance(v, dict)):
+        raise UserError("userns: a user namespace needs a rootfs or bundle; a container on the host's "
+                        "root runs in the host's user namespace (userns \"host\")")
+    if v == "auto":
+        if uid >= CONTAINER_IDS or gid >= CONTAINER_IDS:
+            raise UserError(f"user: {uid}:{gid} is outside the container's ids 0..{CONTAINER_IDS - 1} "
+                            "of userns \"auto\"; use a smaller id or userns \"host\"")
+        return "auto"
+    if not isinstance(v, dict):
+        raise UserError(f"userns: {_q(v)} is not \"auto\", \"host\" or "
+                        "{\"uid\": [[inside, host, count], ...], \"gid\": [...]}")
+    try:
+        mapping = check_mapping(v)
+    except UsernsError as e:
+        raise UserError(str(e)) from None
+    for side, val in (("uid", uid), ("gid", gid)):
+        if host_id(mapping[side], val) is None:
+            raise UserError(f"user: {side} {val} is not mapped by userns.{side}; map it or run as a mapped id")
+    return mapping
+
+
 def parse_limits(v: Any, fieldname: str = "limits"):
     from runtime.errors import LimitError
     from runtime.limits import Limits
@@ -544,11 +584,12 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if oci:
         from agent import bundle_fields
         bundle_fields.check_with(oci, network=network, rootfs=rootfs)
+    userns = parse_userns(body.get("userns"), rootfs, uid, gid)
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
-                         image_ref=image_ref, image_id=image_id)
+                         image_ref=image_ref, image_id=image_id, userns=userns)
 
 
 def parse_cap_changes(add: Any, drop: Any) -> tuple[tuple, tuple]:
@@ -642,6 +683,7 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     if not isinstance(namespaces, list):
         raise UserError("config.json linux.namespaces: must be a list")
     body["network"] = "host"
+    body["userns"] = "host"
     for i, ns in enumerate(namespaces):
         ns = obj(f"linux.namespaces[{i}]", ns)
         if ns.get("type") == "network":
@@ -649,7 +691,10 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
                 raise UserError(f"config.json linux.namespaces[{i}].path: joining an existing network namespace is not supported")
             body["network"] = "none"
         elif ns.get("type") == "user":
-            raise UserError(f"config.json linux.namespaces[{i}]: user namespaces are not supported; remove it")
+            if ns.get("path"):
+                raise UserError(f"config.json linux.namespaces[{i}].path: joining an existing user namespace "
+                                "is not supported")
+            body["userns"] = _bundle_mapping(linux)
     resources = obj("linux.resources", linux.get("resources"))
     try:
         limits = from_oci(resources)
@@ -663,6 +708,35 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     from agent import bundle_fields
     body["_oci"] = bundle_fields.parse(oci)
     return body, limits
+
+
+def _bundle_mapping(linux: dict) -> Any:
+    """linux.uidMappings/gidMappings -> a userns mapping; "auto" when both
+    are absent (the agent allocates one); one without the other is refused."""
+    got = {}
+    for side, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+        lines = linux.get(key)
+        if lines in (None, []):
+            continue
+        if not isinstance(lines, list):
+            raise UserError(f"config.json linux.{key}: must be a list of {{containerID, hostID, size}}")
+        out = []
+        for i, m in enumerate(lines):
+            if not isinstance(m, dict) or set(m) - {"containerID", "hostID", "size"}:
+                raise UserError(f"config.json linux.{key}[{i}]: must be {{containerID, hostID, size}}")
+            out.append([m.get("containerID"), m.get("hostID"), m.get("size")])
+        got[side] = out
+    if not got:
+        return "auto"
+    if len(got) == 1:
+        missing = "gidMappings" if "uid" in got else "uidMappings"
+        raise UserError(f"config.json linux.{missing}: missing; give both uidMappings and gidMappings, or neither")
+    from runtime.userns import UsernsError, check_mapping
+    try:
+        return check_mapping(got, "config.json linux.uidMappings/gidMappings")
+    except UsernsError as e:
+        raise UserError(str(e).replace(".uidMappings/gidMappings.uid", ".uidMappings")
+                        .replace(".uidMappings/gidMappings.gid", ".gidMappings")) from None
 
 
 def from_bundle(path: str, config=None, **overrides) -> ContainerSpec:

@@ -272,3 +272,13 @@ class Store:
             rows = self._db.execute(q, args).fetchall()
         return [{"seq": r["seq"], "at": r["at"], "id": r["container_id"], "name": r["name"],
                  "kind": r["kind"], **json.loads(r["detail"])} for r in rows]
+
+    def last_event(self, container_id: str, kind: str) -> dict | None:
+        """The newest kept event of `kind` for a container (as events() gives it), or None."""
+        with self._lock:
+            r = self._db.execute("SELECT * FROM events WHERE container_id = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+                                 (container_id, kind)).fetchone()
+        if r is None:
+            return None
+        return {"seq": r["seq"], "at": r["at"], "id": r["container_id"], "name": r["name"],
+                "kind": r["kind"], **json.loads(r["detail"])}

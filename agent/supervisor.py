@@ -30,6 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
+from agent import userns_alloc
 from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
@@ -126,6 +127,7 @@ class _Entry:
     pids_hits_seen: int | None = None  # pids.events max as last looked at
     pids_logged_mono: float | None = None  # when a pids.max hit was last logged
     backoff_n: int = 0
+    idmap: dict | None = None  # mount destination -> "idmapped" or why not, from the last start
 
 
 def _new_id(taken) -> str:
@@ -187,6 +189,7 @@ class Supervisor:
         # (under the state dir: an overlay upper dir cannot sit on another overlay)
         self.rootfs_dir = os.path.join(config.agent.state_dir, "containers")
         self.images = None  # agent.images.service.ImageService, set by the daemon
+        self.userns_pool = userns_alloc.agent_pool(config)
 
     # ------------------------------------------------------------- start / shutdown
 
@@ -219,7 +222,7 @@ class Supervisor:
             finished_at=r.finished_at, exit_code=r.exit_code, exit_signal=r.exit_signal,
             oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
-            cgroup_inode=r.cgroup_inode,
+            cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
         )
 
     def _find(self, name: str) -> _Entry:
@@ -318,6 +321,8 @@ class Supervisor:
             if spec.name in self._names:
                 raise Conflict(f"name: a container named {spec.name!r} already exists")
             self.check_controllers(spec.limits)
+            spec = userns_alloc.resolve(spec, self.userns_pool,
+                                        {en.spec.name: en.spec.userns for en in self._entries.values()})
             cid = _new_id(self._entries)
             cg = self.layout.containers.child(cid)
             try:
@@ -418,6 +423,7 @@ class Supervisor:
                           "socket": os.path.abspath(self.config.agent.socket)},
             "allow_sensitive_binds": self.config.security.allow_sensitive_binds,
             "overlay": self._overlay(e),
+            **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:
@@ -436,7 +442,8 @@ class Supervisor:
         self._ensure_cgroup(e)
         try:
             self._read_oom_baseline(e)
-            pid = self.launcher.spawn(e.row.id, self._spawn_spec(e))
+            started = self.launcher.spawn_detail(e.row.id, self._spawn_spec(e))
+            pid, e.idmap = started["pid"], started.get("idmap")
         except UserError:
             selfmetrics.inc("launches_total", result="failed")
             raise
@@ -455,7 +462,8 @@ class Supervisor:
         try:
             with self.store.transaction():
                 self.store.update(e.row.id, **changes)
-                self.store.add_event(e.row.id, e.row.name, "started", pid=pid)
+                self.store.add_event(e.row.id, e.row.name, "started", pid=pid,
+                                     **({"idmap": e.idmap} if e.idmap else {}))
         except StoreFull:
             # a run the store cannot record must not go on untracked: end it
             # (its exit event will not match the row's pid and is just acked)
@@ -879,6 +887,8 @@ class Supervisor:
                     log.error("store.bad_spec", id=row.id, error=str(err))
                     continue
                 e = _Entry(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
+                if isinstance(spec.userns, dict):  # what inspect shows of its mounts, as of its last start
+                    e.idmap = (self.store.last_event(row.id, "started") or {}).get("idmap")
                 self._entries[row.id] = e
                 self._names[row.name] = row.id
             self._sweep_orphan_cgroups()

@@ -7,6 +7,10 @@ Measures, interleaved so that drift hits every contender alike:
   api    POST /v1/containers {argv: [/bin/true], rootfs, limits} on the control
          socket: request -> response, which agentd sends once the launcher saw
          execve succeed (the close-on-exec error pipe closed): request to exec.
+         With a rootfs this is a user namespace (agentd's default: allocated
+         ids, idmapped rootfs).
+  api_hostns  the same request with "userns": "host" (no user namespace):
+         api/api_hostns is what the user namespace costs per launch.
   cli    `agentctl run --rm --rootfs R [limits] -- /bin/true`, whole command
          (its modules byte-compiled first, as pip does on install: this
          environment sets PYTHONDONTWRITEBYTECODE, which would otherwise make
@@ -180,7 +184,8 @@ def main() -> int:
     root = os.path.join(mount, f"cga-bench-{secrets.token_hex(3)}")
     base = tempfile.mkdtemp(prefix="cga-bench-")
     agent = Agentd(base, root)
-    results: dict[str, list[float]] = {"api": [], "cli": [], "pyfloor": [], "runc": [], "crun": []}
+    results: dict[str, list[float]] = {"api": [], "api_hostns": [], "cli": [], "pyfloor": [], "runc": [],
+                                       "crun": []}
     notes = []
     try:
         enabled = Cgroup(os.path.join(root, "containers")).subtree_control()
@@ -221,6 +226,10 @@ def main() -> int:
             agent.client.call("POST", "/v1/containers", body=body)
             results["api"].append(time.perf_counter() - t0)
             agent.client.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
+            t0 = time.perf_counter()
+            agent.client.call("POST", "/v1/containers", body={**body, "userns": "host"})
+            results["api_hostns"].append(time.perf_counter() - t0)
+            agent.client.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
 
             results["cli"].append(timed(agentctl + ["run", "--rm", "--rootfs", rootfs, *cli_limits, "--", "/bin/true"],
                                         env=env))
@@ -244,7 +253,7 @@ def main() -> int:
             print(f"{k:<10} {summary[k]['p50']:9.4f} {summary[k]['p90']:9.4f}")
     ratios = {}
     for a, b in (("api", "crun"), ("api", "runc"), ("cli", "runc"), ("cli", "crun"), ("pyfloor", "runc"),
-                 ("cli", "pyfloor")):
+                 ("cli", "pyfloor"), ("api", "api_hostns")):
         if a in summary and b in summary:
             ratios[f"{a}/{b}"] = summary[a]["p50"] / summary[b]["p50"]
             print(f"ratio p50 {a}/{b}: {ratios[f'{a}/{b}']:.2f}")

@@ -16,6 +16,12 @@ it never returns:
        /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
        flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
        ro, noexec; private propagation). Nothing is attached yet.
+   3u. with spec.userns (runtime/userns.py): the mount points /proc, /dev,
+       /sys made in the rootfs, a user namespace made by a helper process
+       with the mapping, every tree given its idmap (or mounted without,
+       the reason reported), the namespace entered as its root; step 4
+       then unshares NEWNS too, so that the namespace owns every namespace
+       the container gets; the idmap outcome goes to `pid_w` after the pid
     4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
        cgroup namespace is made once it is in its cgroup, so that cgroup is
        the namespace's root
@@ -24,8 +30,10 @@ it never returns:
   PID 1:
     6. the spec's namespaced sysctls, written into its own namespaces; the
        trees attached (move_mount onto descriptors): the rootfs on its
-       own directory; a fresh /proc (made inside the new PID namespace), a
-       minimal /dev, a read-only /sys and, in its cgroup namespace, the
+       own directory (with a user namespace: on "/", where no host path has
+       to be walked); a fresh /proc (made inside the new PID namespace), a
+       minimal /dev, a read-only /sys (the host's, every submount read-only,
+       where a user namespace does not own the network namespace) and, in its cgroup namespace, the
        container's own cgroup read-only at /sys/fs/cgroup; Docker's masked
        and read-only paths; the volumes, each destination resolved inside
        the root (RESOLVE_IN_ROOT, made when missing); readonly_rootfs: the
@@ -47,6 +55,7 @@ exits 127.
 from __future__ import annotations
 
 import errno
+import json
 import fcntl
 import os
 import re
@@ -61,6 +70,7 @@ from . import caps as capsmod
 from . import mounts as mountsmod
 from . import namespaces as ns
 from . import rlimits, seccomp, sysctl
+from . import userns as usernsmod
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -120,6 +130,9 @@ class SpawnSpec:
     protected: mountsmod.Protected = mountsmod.Protected()
     allow_sensitive_binds: bool = False
     overlay: Overlay | None = None
+    # a user namespace with this mapping ({"uid": [[inside, host, count]],
+    # "gid": [...]}, runtime/userns.py); None: the host's (rootfs only)
+    userns: dict | None = None
 
     @property
     def cgroupns(self) -> bool:
@@ -227,6 +240,17 @@ class SpawnSpec:
                 capabilities = tuple(capsmod.normalize(c) for c in capabilities)
             except capsmod.CapabilityError as e:
                 raise SpecError(f"spec.{e}") from None
+        userns = d.get("userns")
+        if userns is not None:
+            try:
+                userns = usernsmod.check_mapping(userns, "spec.userns")
+            except usernsmod.UsernsError as e:
+                raise SpecError(str(e)) from None
+            if not rootfs:
+                raise SpecError("spec.userns: needs a rootfs (a host-root container keeps the host's)")
+            for name, val in (("uid", uid), ("gid", gid)):
+                if usernsmod.host_id(userns[name], val) is None:
+                    raise SpecError(f"spec.{name}: {val} is not mapped by spec.userns.{name}")
         prot = d.get("protected") or {}
         if not isinstance(prot, dict) or set(prot) - {"state_dir", "socket"}:
             raise SpecError("spec.protected: must be an object with state_dir, socket (absolute paths)")
@@ -239,7 +263,7 @@ class SpawnSpec:
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
-                   network=network, log_max_bytes=lmb, capabilities=capabilities,
+                   network=network, log_max_bytes=lmb, capabilities=capabilities, userns=userns,
                    overlay=overlay, **flags, **extra)
 
 def _overlay(o) -> Overlay | None:
@@ -447,7 +471,13 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             _step("unshare mount namespace", ns.unshare, ns.CLONE_NEWNS)
             _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
             trees = _open_trees(spec)
-            _step("unshare namespaces", ns.unshare, spec.unshare_flags & ~ns.CLONE_NEWNS)
+            idmap = None
+            if spec.userns:
+                # the user namespace next, so that it owns every namespace made
+                # after it, a mount namespace of its own included
+                idmap = _enter_userns(spec, trees)
+            _step("unshare namespaces", ns.unshare,
+                  spec.unshare_flags if spec.userns else spec.unshare_flags & ~ns.CLONE_NEWNS)
             pid = _step("fork container init", os.fork)
         except _Fail as e:
             _report(err_w, str(e))
@@ -456,7 +486,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             _report(err_w, f"container setup: {type(e).__name__}: {e}")
             os._exit(127)
         if pid:
-            os.write(pid_w, f"{pid}\n".encode())
+            os.write(pid_w, f"{pid}{' ' + json.dumps(idmap) if idmap else ''}\n".encode())
             os._exit(0)
         os.close(pid_w)
         try:
@@ -467,6 +497,26 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             _report(err_w, f"container setup: {type(e).__name__}: {e}")
     finally:
         os._exit(127)
+
+
+def _enter_userns(spec: SpawnSpec, trees: "_Trees") -> dict:
+    """Give the detached trees the mapping of a new user namespace
+    (spec.userns) and enter it as its root; {destination: "idmapped" or the
+    one-line reason the tree is mounted without}. Before, as the host's root:
+    the mount points every rootfs container gets (a rootfs that cannot be
+    idmapped is nobody's inside, and its root could not make them)."""
+    tree, origin = trees.rootfs
+    for dst in ("/proc", "/dev", "/sys"):
+        os.close(_dst_fd(origin, dst, f"mount {dst}", "dir"))
+    userns_fd = _step("create user namespace", usernsmod.create, spec.userns)
+    try:
+        idmap = {}
+        for dst, t in (("/", tree), *((v.dst, v) for v in trees.volumes)):
+            idmap[dst] = usernsmod.idmap_tree(t.fd, userns_fd) or "idmapped"
+        _step("enter user namespace", usernsmod.enter, userns_fd)
+    finally:
+        os.close(userns_fd)
+    return idmap
 
 
 def _join_cgroup(cgroup: str) -> None:
@@ -507,6 +557,13 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         _step("sysctl", sysctl.apply, spec.sysctl)
     # the detached trees (made before the namespaces, _open_trees) attached,
     # every destination resolved inside the container's root
+    if trees.rootfs is not None and spec.userns:
+        # the rootfs came from the host's mount namespace, where its origin
+        # stays: it goes on this namespace's "/" (pivot_root moves it into
+        # place), reached without a path the namespace's root may not walk
+        tree, origin = trees.rootfs
+        os.close(origin)
+        trees.rootfs = (tree, _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
     if trees.rootfs is not None:
         root = _attach_rootfs(trees.rootfs)
         if spec.readonly_rootfs:
@@ -699,7 +756,16 @@ def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool, spec: SpawnSp
     _attach(_Tree(proc, "mount /proc"), _dst_fd(root, "/proc", "mount /proc", "dir" if fresh_sys else None))
     if fresh_sys:
         _mount_dev(root)
-        sys_ = _fresh("/sys", "sysfs", ro=True, nosuid=True, nodev=True, noexec=True)
+        try:
+            sys_ = mountsmod.new_fs("sysfs", None, ro=True, nosuid=True, nodev=True, noexec=True)
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise _Fail(f"mount /sys: {os.strerror(e.errno)}") from None
+            # a user namespace that does not own the network namespace
+            # (network host) gets no sysfs of its own: the host's, with its
+            # submounts (it may not uncover what they hide), read-only below
+            sys_ = _step("bind /sys", mountsmod.open_tree, mountsmod.AT_FDCWD, "/sys",
+                         mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC | mountsmod.AT_RECURSIVE)
     else:
         # the kernel refuses the same sysfs again on its own mount point
         # (EBUSY): the host's, without its submounts, read-only

@@ -52,6 +52,7 @@ MALFORMED = [
     (["run", "-v", "/a:relative", "--", "true"], "--volume"),
     (["run", "-v", "/a:/b:rx", "--", "true"], "--volume"),
     (["run", "--network", "bridge", "--", "true"], "--network"),
+    (["run", "--userns", "private", "--", "true"], "--userns"),
     (["run", "--name", "a/b", "--", "true"], "--name"),
     (["run", "--name", "..", "--", "true"], "--name"),
     (["run", "--name", "../../etc", "--", "true"], "--name"),
@@ -269,3 +270,9 @@ def test_stats_no_stream_prints_once_after_a_second_sample():
 @pytest.mark.parametrize("n,text", [(0, "0B"), (1023, "1023B"), (1024, "1.0KiB"), (1536 << 20, "1.5GiB"), (None, "-")])
 def test_human_bytes(n, text):
     assert stats_view.human_bytes(n) == text
+
+
+def test_userns_flag_reaches_the_request_body():
+    args = cli.build_parser([]).parse_args(["run", "--rootfs", "/", "--userns", "host", "--", "true"])
+    assert args.userns == "host"
+    assert cli.build_parser([]).parse_args(["run", "--", "true"]).userns is None   # the agent's default

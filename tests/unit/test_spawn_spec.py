@@ -44,6 +44,26 @@ def test_full_spec_round_trips():
     assert s.cap_mask == (1 << 0) | (1 << 13)
 
 
+MAP = {"uid": [[0, 1 << 30, 65536]], "gid": [[0, 1 << 30, 65536]]}
+
+
+def test_userns_mapping_is_kept_and_absent_means_the_hosts():
+    assert SpawnSpec.from_dict(spec(rootfs="/srv/root", userns=MAP)).userns == MAP
+    assert SpawnSpec.from_dict(spec(rootfs="/srv/root")).userns is None
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"userns": MAP}, "spec.userns: needs a rootfs"),
+    ({"rootfs": "/r", "userns": {"uid": [[0, 1, 0]], "gid": [[0, 1, 1]]}}, "spec.userns.uid[0]"),
+    ({"rootfs": "/r", "userns": "auto"}, "spec.userns: must be"),
+    ({"rootfs": "/r", "userns": MAP, "uid": 70000}, "spec.uid: 70000 is not mapped"),
+])
+def test_bad_userns_is_one_line(kw, needle):
+    with pytest.raises(SpecError) as e:
+        SpawnSpec.from_dict(spec(**kw))
+    assert str(e.value).startswith(needle), str(e.value)
+
+
 def test_rootfs_slash_means_host_root():
     assert SpawnSpec.from_dict(spec(rootfs="/")).rootfs == ""
 

@@ -277,7 +277,14 @@ def test_bundle_command_can_be_overridden(config, host):
     (lambda d: d["process"].update(user={"uid": -1, "gid": 0}), "config.json process.user.uid"),
     (lambda d: d["root"].update(path="../outside"), "config.json root.path"),
     (lambda d: d["mounts"].append({"destination": "/x", "type": "bind", "source": "/etc"}), "volumes[0] source"),
-    (lambda d: d["linux"]["namespaces"].append({"type": "user"}), "config.json linux.namespaces"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "user", "path": "/proc/1/ns/user"}),
+     "config.json linux.namespaces"),
+    (lambda d: d["linux"].update(namespaces=[{"type": "user"}], uidMappings=[{"containerID": 0, "hostID": 1 << 20,
+                                                                              "size": 65536}]),
+     "config.json linux.gidMappings: missing"),
+    (lambda d: d["linux"].update(namespaces=[{"type": "user"}], uidMappings=[{"containerID": 0, "hostID": 1 << 20}],
+                                 gidMappings=[{"containerID": 0, "hostID": 1 << 20, "size": 1}]),
+     "config.json linux.uidMappings[0]"),
     (lambda d: d["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}), "config.json linux.namespaces"),
     (lambda d: d["linux"].update(resources={"memory": {"limit": "lots"}}), "config.json linux.resources"),
     (lambda d: d["linux"].update(resources={"cpu": [1]}), "config.json linux.resources.cpu"),
@@ -309,3 +316,48 @@ def test_bundle_without_config(config, host):
     (host / "empty" / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="^bundle: config.json is not valid JSON"):
         from_bundle(str(host / "empty"), config, name="x")
+
+
+# ------------------------------------------------------------------ user namespaces
+
+def test_userns_defaults_auto_with_a_rootfs_and_host_without(config, host):
+    assert spec(config, rootfs=str(host / "rootfs")).userns == "auto"
+    assert spec(config).userns == "host"
+    assert spec(config, rootfs=str(host / "rootfs"), userns="host").userns == "host"
+    mapping = {"uid": [[0, 1 << 20, 65536]], "gid": [[0, 1 << 20, 65536]]}
+    assert spec(config, rootfs=str(host / "rootfs"), userns=mapping).userns == mapping
+
+
+@pytest.mark.parametrize("kw,prefix", [
+    ({"userns": "auto"}, "userns: a user namespace needs a rootfs"),
+    ({"userns": "private", "rootfs": True}, "userns: \"private\" is not"),
+    ({"userns": "auto", "rootfs": True, "user": "70000"}, "user: 70000:0 is outside the container's ids"),
+    ({"userns": {"uid": [[0, 1 << 20, 10]], "gid": [[0, 1 << 20, 10]]}, "rootfs": True, "user": "10"},
+     "user: uid 10 is not mapped"),
+    ({"userns": {"uid": [[0, 1 << 20, 10], [5, 1 << 21, 10]], "gid": [[0, 1, 1]]}, "rootfs": True},
+     "userns.uid[1]: overlaps line 0 inside"),
+    ({"userns": {"uid": [[0, 1 << 20, 0]], "gid": [[0, 1, 1]]}, "rootfs": True}, "userns.uid[0]: ids must"),
+    ({"userns": {"uid": [[0, 1 << 20, 1]]}, "rootfs": True}, "userns: must be"),
+])
+def test_bad_userns_is_one_line_naming_the_field(config, host, kw, prefix):
+    if kw.pop("rootfs", None):
+        kw["rootfs"] = str(host / "rootfs")
+    with pytest.raises(UserError) as exc:
+        spec(config, **kw)
+    assert str(exc.value).startswith(prefix), str(exc.value)
+
+
+def test_bundle_user_namespace_follows_config_json(config, host):
+    bundle = host / "bundle"
+    doc = runc_spec(bundle)
+    assert from_bundle(str(bundle), config, name="b").userns == "host"   # no user namespace asked for
+    doc["linux"]["namespaces"].append({"type": "user"})
+    write_config(bundle, doc)
+    assert from_bundle(str(bundle), config, name="b").userns == "auto"   # asked, no mappings: allocated
+    doc["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 3 << 20, "size": 65536}]
+    doc["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 4 << 20, "size": 1000}]
+    write_config(bundle, doc)
+    s = from_bundle(str(bundle), config, name="b")
+    assert s.userns == {"uid": [[0, 3 << 20, 65536]], "gid": [[0, 4 << 20, 1000]]}
+    assert ContainerSpec.from_dict(s.to_dict()).userns == s.userns
+    assert from_bundle(str(bundle), config, name="b", userns="host").userns == "host"  # the request overrides
