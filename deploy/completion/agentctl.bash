@@ -8,7 +8,7 @@
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage)
 
-_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop)
+_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --json -a --all -q --quiet --filter --format)
 _shtab_agentctl_inspect_option_strings=(-h --help --socket --json --format)
 _shtab_agentctl_logs_option_strings=(-h --help --socket --json -f --follow -n --tail --since -t --timestamps)
@@ -44,6 +44,7 @@ _shtab_agentctl_option_strings=(-h --help --socket --json)
 
 _shtab_agentctl_run___pull_choices=(missing always never)
 _shtab_agentctl_run___network_choices=(host none)
+_shtab_agentctl_run___userns_choices=(auto host)
 _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
 _shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage)
