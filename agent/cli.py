@@ -91,6 +91,15 @@ def _volume(value: str) -> str:
     return ":".join(parts)
 
 
+def _device(value: str) -> str:
+    from agent.spec import split_device  # Docker's syntax, parsed in one place
+    try:
+        split_device(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _restart(value: str) -> str:
     if not RESTART_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a restart policy; use no, always, on-failure or on-failure:N")
@@ -181,6 +190,8 @@ def _build_run(r) -> None:
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
     r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[])
     r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    r.add_argument("--device", action="append", type=_device, metavar="/dev/X[:/dev/Y][:rwm]", default=[],
+                   help="grant a host device (Docker's syntax); others are denied by the device filter")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -346,7 +357,7 @@ def cmd_run(args, client) -> int:
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
             "bundle": args.bundle, "volumes": args.volume or None, "network": args.network,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
-            "detach": args.detach}
+            "detach": args.detach, "devices": args.device or None}
     body = {k: v for k, v in body.items() if v is not None}
     if args.detach:
         info = client.call("POST", "/v1/containers", body=body)

@@ -30,3 +30,5 @@ class ContainerInfo:
     argv: tuple = ()  # the command it runs
     auto_remove: bool = False  # removed once it exited for good (run --rm)
     cgroup_inode: int | None = None  # identifies this cgroup instance
+    devices: tuple = ()  # granted host devices, "SRC:DST:ACCESS" (run --device)
+    device_filter: str = ""  # "on" (BPF device allow-list on its cgroup) or "off: <reason>"

@@ -37,6 +37,7 @@ import re
 import resource
 import signal
 import socket
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -67,6 +68,16 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class DeviceNode:
+    """A host device node bound into the container's /dev (rootfs only)."""
+    src: str
+    dst: str
+    type: str     # "c" | "b"
+    major: int
+    minor: int
+
+
+@dataclass(frozen=True)
 class SpawnSpec:
     argv: tuple[str, ...]
     cgroup: str
@@ -84,6 +95,7 @@ class SpawnSpec:
     no_new_privs: bool = True
     capabilities: tuple[str, ...] | None = None
     seccomp: bool = True
+    devices: tuple[DeviceNode, ...] = ()
 
     @property
     def cap_mask(self) -> int:
@@ -171,11 +183,25 @@ class SpawnSpec:
                 capabilities = tuple(capsmod.normalize(c) for c in capabilities)
             except capsmod.CapabilityError as e:
                 raise SpecError(f"spec.{e}") from None
+        devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
         return cls(argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
-                   **flags)
+                   devices=devices, **flags)
+
+
+def _device_node(i, x) -> DeviceNode:
+    if (not isinstance(x, dict) or set(x) != {"src", "dst", "type", "major", "minor"}
+            or x["type"] not in ("c", "b")
+            or not all(isinstance(x[k], int) and not isinstance(x[k], bool) and x[k] >= 0
+                       for k in ("major", "minor"))):
+        raise SpecError(f"spec.devices[{i}]: must be an object with src, dst, type (c or b), major, minor")
+    _abs(f"devices[{i}].src", x["src"])
+    _abs(f"devices[{i}].dst", x["dst"])
+    if not x["dst"].startswith("/dev/") or x["dst"].rstrip("/") == "/dev":
+        raise SpecError(f"spec.devices[{i}].dst: must be a path under /dev")
+    return DeviceNode(x["src"], x["dst"], x["type"], x["major"], x["minor"])
 
 
 def _abs(name, value):
@@ -314,7 +340,7 @@ def _container_init(spec: SpawnSpec) -> None:
         # allowlist file; nodev makes such a node unusable
         _remount(root, ns.MS_NODEV)
         _mount_proc(_inside(root, "/proc", make_dir=True))
-        _mount_dev(_inside(root, "/dev", make_dir=True))
+        _mount_dev(_inside(root, "/dev", make_dir=True), spec.devices)
         _mount_sys(_inside(root, "/sys", make_dir=True))
         _harden(root)
         for m in spec.mounts:
@@ -401,7 +427,7 @@ def _harden(root: str) -> None:
             _step(f"mask {rel}", ns.mount, "/dev/null", path, None, ns.MS_BIND)
 
 
-def _mount_dev(dev: str) -> None:
+def _mount_dev(dev: str, devices=()) -> None:
     # nodev: the null/zero/... binds below are mounts of their own and keep
     # working; a node made with mknod in this tmpfs does not
     _step("mount /dev", ns.mount, "tmpfs", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV,
@@ -422,6 +448,23 @@ def _mount_dev(dev: str) -> None:
     _step("mount /dev/pts", ns.mount, "devpts", pts, "devpts", ns.MS_NOSUID | ns.MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620")
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    for d in devices:   # --device: the host's node, checked to still be what was granted
+        _bind_device(d, os.path.join(dev, d.dst[len("/dev/"):]))
+
+
+def _bind_device(d, target: str) -> None:
+    fd = _step(f"open device {d.src}", os.open, d.src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else "?"
+        if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.type, d.major, d.minor):
+            raise _Fail(f"device {d.src}: is no longer {d.type} {d.major}:{d.minor} as when it was granted")
+        _step(f"create {d.dst}", os.makedirs, os.path.dirname(target), 0o755, True)
+        os.close(_step(f"create {d.dst}", os.open, target,
+                       os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        _step(f"bind device {d.src} on {d.dst}", ns.mount, f"/proc/self/fd/{fd}", target, None, ns.MS_BIND)
+    finally:
+        os.close(fd)
 
 
 def _remount(target: str, add: int, what: str | None = None) -> None:
