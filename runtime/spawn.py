@@ -460,8 +460,9 @@ def _bind_device(d, target: str) -> None:
         if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.type, d.major, d.minor):
             raise _Fail(f"device {d.src}: is no longer {d.type} {d.major}:{d.minor} as when it was granted")
         _step(f"create {d.dst}", os.makedirs, os.path.dirname(target), 0o755, True)
-        os.close(_step(f"create {d.dst}", os.open, target,
-                       os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        if not os.path.lexists(target):     # else one of DEV_NODES: bound over it
+            os.close(_step(f"create {d.dst}", os.open, target,
+                           os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         _step(f"bind device {d.src} on {d.dst}", ns.mount, f"/proc/self/fd/{fd}", target, None, ns.MS_BIND)
     finally:
         os.close(fd)

@@ -137,7 +137,8 @@ def test_granted_device_is_bound_and_allowed_and_nothing_else(env, rootfs, loopd
               "head -c 1 /dev/null; echo null=$?")
     os.makedirs(os.path.join(rootfs, "tmp"), exist_ok=True)
     spec = make_spec(env, cid, cg, ["sh", "-c", script], rootfs=rootfs, env={"PATH": "/bin"},
-                     devices=[{"src": dev, "dst": "/dev/xvdc", "type": "b", "major": major, "minor": minor}])
+                     devices=[{"src": dev, "dst": "/dev/xvdc", "type": "b", "major": major, "minor": minor},
+                              {"src": "/dev/null", "dst": "/dev/null", "type": "c", "major": 1, "minor": 3}])
     pid = env.client.spawn(cid, spec)
     wait_exit(env.client, cid, pid)
     out, err = read(spec["stdout"]), read(spec["stderr"])
