@@ -54,6 +54,7 @@ ACCESS_RE = re.compile(r"(?!.*(.).*\1)[rwm]{1,3}")   # each of r, w, m at most o
 PROG_NAME = b"cga_devices"
 LICENSE = b"Apache-2.0"
 MAX_RULES = 1024
+MAX_MAJOR, MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1   # the kernel's dev_t: 12 + 20 bits
 
 # opcodes (linux/bpf_common.h, linux/bpf.h): class | op | source
 OP_LDX_W = 0x61        # BPF_LDX | BPF_MEM | BPF_W:   dst = *(u32 *)(src + off)
@@ -90,14 +91,14 @@ class Rule:
     def __post_init__(self):
         if self.type not in ("a", "b", "c"):
             raise ValueError(f"device type {self.type!r}: use c, b or a")
-        for what in (self.major, self.minor):
-            if what is not None and not (isinstance(what, int) and 0 <= what < 2 ** 32):
-                raise ValueError(f"device number {what!r}: use 0..4294967295 or None (any)")
+        for what, top in ((self.major, MAX_MAJOR), (self.minor, MAX_MINOR)):
+            if what is not None and not (isinstance(what, int) and 0 <= what <= top):
+                raise ValueError(f"device number {what!r}: use 0..{top} or None (any)")
         check_access(self.access)
 
     def __str__(self) -> str:
-        num = lambda n: "*" if n is None else str(n)   # noqa: E731
-        return f"{self.type} {num(self.major)}:{num(self.minor)} {self.access}"
+        major, minor = ("*" if n is None else str(n) for n in (self.major, self.minor))
+        return f"{self.type} {major}:{minor} {self.access}"
 
 
 def check_access(access) -> str:
@@ -153,9 +154,9 @@ def compile_rules(rules) -> bytes:
             tests.append(("and", R_TMP, 7 & ~allowed))
             tests.append(("jne", R_TMP, 0))
         if rule.major is not None:
-            tests.append(("jne", R_MAJOR, _s32(rule.major)))
+            tests.append(("jne", R_MAJOR, rule.major))
         if rule.minor is not None:
-            tests.append(("jne", R_MINOR, _s32(rule.minor)))
+            tests.append(("jne", R_MINOR, rule.minor))
         block_len = len(tests) + 2                   # + "r0 = 1; exit"
         for i, (op, dst, arg) in enumerate(tests):
             if op == "jne":
@@ -167,13 +168,6 @@ def compile_rules(rules) -> bytes:
         prog += [_insn(OP_MOV64_IMM, 0, imm=1), _insn(OP_EXIT)]
     prog += [_insn(OP_MOV64_IMM, 0, imm=0), _insn(OP_EXIT)]
     return b"".join(prog)
-
-
-def _s32(n: int) -> int:
-    """A u32 as the signed imm field. JNE compares the 64-bit register (the
-    zero-extended u32) with the sign-extended imm, so numbers >= 2**31 never
-    match; no real major/minor is that large (majors are 12 bits, minors 20)."""
-    return n - (1 << 32) if n >= 1 << 31 else n
 
 
 # ---------------------------------------------------------------- bpf(2)

@@ -10,7 +10,6 @@ working; --device grants exactly the one disk.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,6 @@ import uuid
 
 import pytest
 
-from agent.client import Client
 from runtime import devfilter
 from runtime import seccomp
 from test_daemon import Agentd, populated, wait_for

@@ -152,7 +152,8 @@ def test_access_strings_are_checked_in_one_place(bad):
 
 
 @pytest.mark.parametrize("kw", [dict(type="x", major=1, minor=1), dict(type="c", major=-1, minor=1),
-                                dict(type="c", major=1, minor=1 << 32), dict(type="c", major=1, minor=1, access="")])
+                                dict(type="c", major=1, minor=1 << 20),
+                                dict(type="b", major=4096, minor=0), dict(type="c", major=1, minor=1, access="")])
 def test_bad_rules_are_refused(kw):
     with pytest.raises(ValueError):
         df.Rule(**kw)
