@@ -218,6 +218,27 @@ def test_agentctl_run_device_grants_one_disk_and_the_default_denies_it(agentd, r
     assert g["devices"] == [f"{dev}:/dev/xvdc:r"] and g["device_filter"] == "on"
 
 
+def test_default_rootfs_container_through_agentd_cannot_use_the_hosts_disk(cgroup, tmp_path, rootfs,
+                                                                           loopdev, devdir):
+    # the worst case for nodev: an operator allowed a volume from under /dev
+    dev, major, minor = loopdev
+    os.mknod(os.path.join(devdir, "placed"), 0o600 | 0o060000, os.makedev(major, minor))
+    cfg = tmp_path / "agentd.toml"
+    cfg.write_text("[security]\nallow_sensitive_binds = true\n")
+    a = Agentd(cgroup, tmp_path, config=str(cfg))
+    try:
+        a.start()
+        c = a.run("tenant", attack_script(major, minor), rootfs=rootfs, env={"PATH": "/bin"},
+                  volumes=[f"{devdir}:/scratch"])
+        wait_settled(a, "tenant")
+        out, err = logs(a, c), logs(a, c, "stderr")
+        assert out.splitlines() == ["mknod=1", "", "", "null=ok", "4"], (out, err)
+        assert eperm(err, "/scratch/own") and eperm(err, "/scratch/placed")
+        assert a.inspect("tenant")["device_filter"] == "on"
+    finally:
+        a.stop()
+
+
 def test_filter_survives_agentd_sigkill_and_container_restarts(agentd, loopdev, tmp_path):
     dev, major, minor = loopdev
     go = tmp_path / "go"
