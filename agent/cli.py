@@ -107,6 +107,15 @@ def _volume(value: str) -> str:
     return ":".join(parts)
 
 
+def _device(value: str) -> str:
+    from agent.spec import split_device  # Docker's syntax, parsed in one place
+    try:
+        split_device(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _restart(value: str) -> str:
     if not RESTART_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a restart policy; use no, always, on-failure or on-failure:N")
@@ -213,6 +222,8 @@ def _build_run(r) -> None:
                    help="user namespace: auto (default with --rootfs/--bundle: container ids 0..65535 map to "
                         "65536 host ids of the agent's own; root inside is not root outside) or host (the "
                         "host's ids: container root is host root; always so without --rootfs/--bundle)")
+    r.add_argument("--device", action="append", type=_device, metavar="/dev/X[:/dev/Y][:rwm]", default=[],
+                   help="grant a host device (Docker's syntax); others are denied by the device filter")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -408,7 +419,7 @@ def cmd_run(args, client) -> int:
             "bundle": args.bundle, "volumes": args.volume or None, "network": args.network, "userns": args.userns,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
-            "detach": args.detach}
+            "detach": args.detach, "devices": args.device or None}
     body = {k: v for k, v in body.items() if v is not None}
     cli_images.run_body(args, client, body)
     if args.detach:

@@ -32,3 +32,5 @@ class ContainerInfo:
     cgroup_inode: int | None = None  # identifies this cgroup instance
     # "host", or {"uid": [[inside, host, count]], "gid": [...], "idmap": {dst: "idmapped" | why not}}
     userns: Any = "host"
+    devices: tuple = ()  # granted host devices, "SRC:DST:ACCESS" (run --device)
+    device_filter: str = ""  # "on" (BPF device allow-list on its cgroup) or "off: <reason>"

@@ -12,6 +12,7 @@ Two ways in, one result (ContainerSpec):
        "rootfs": "/abs/dir",               absent or "" = the host's root
        "bundle": "/abs/oci-bundle",        OCI bundle (config.json); other keys override it
        "volumes": ["SRC:DST[:ro]"] | [{"src", "dst", "ro"}],
+       "devices": ["/dev/X[:/dev/Y][:rwm]"] | [{"src", "dst", "access"}],
        "network": "host" | "none",
        "limits": {"memory_max": "512M", ...}   keyword arguments of runtime Limits.parse
        "restart": "no" | "on-failure[:N]" | "always",
@@ -56,11 +57,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
-             "image", "pull", "entrypoint", "userns"}
+             "image", "pull", "entrypoint", "userns", "devices"}
 # Docker's default set, less what a container on the host's network must not
 # have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
 # the host's interfaces, loopback included, and sniffs other processes' traffic
 HOST_NETWORK_DROPS = ("NET_RAW",)
+DEVICE_SYNTAX = "HOST_PATH[:CONTAINER_PATH][:PERMISSIONS], e.g. /dev/sdc:/dev/xvdc:rw (PERMISSIONS: r, w, m; default rwm)"
+# names the launcher itself puts in a container's /dev
+DEV_RESERVED = ("pts", "shm", "fd", "stdin", "stdout", "stderr", "ptmx", "mqueue")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,24 @@ class Volume:
 
     def __str__(self) -> str:
         return f"{self.src}:{self.dst}" + (":ro" if self.ro else "")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A host device node granted to the container (--device)."""
+    src: str  # resolved host path of the node
+    dst: str  # path inside the container (under /dev)
+    type: str  # "c" or "b"
+    major: int
+    minor: int
+    access: str = "rwm"
+
+    def __str__(self) -> str:
+        return f"{self.src}:{self.dst}:{self.access}"
+
+    def to_dict(self) -> dict:
+        return {"src": self.src, "dst": self.dst, "type": self.type, "major": self.major,
+                "minor": self.minor, "access": self.access}
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,7 @@ class ContainerSpec:
     # "host" (the host's user namespace), "auto" (one the agent allocates when
     # the container is created) or a mapping {"uid": [[in, host, n]], "gid": ...}
     userns: Any = "host"
+    devices: tuple = ()  # Device, granted beyond the default /dev set
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -141,6 +164,7 @@ class ContainerSpec:
             "cap_add": list(self.cap_add), "cap_drop": list(self.cap_drop), "oci": dict(self.oci),
             "image_ref": self.image_ref, "image_id": self.image_id,
             "userns": self.userns,
+            "devices": [d.to_dict() for d in self.devices],
         }
 
     def spawn_security(self) -> dict:
@@ -181,6 +205,7 @@ class ContainerSpec:
             oci=dict(d.get("oci") or {}),
             image_ref=d.get("image_ref", ""), image_id=d.get("image_id", ""),
             userns=d.get("userns", "host"),
+            devices=tuple(Device(**x) for x in d.get("devices") or ()),
         )
 
 
@@ -424,6 +449,64 @@ def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
         if host_id(mapping[side], val) is None:
             raise UserError(f"user: {side} {val} is not mapped by userns.{side}; map it or run as a mapped id")
     return mapping
+def split_device(text: Any) -> tuple[str, str, str]:
+    """Docker's --device syntax -> (host path, container path, permissions):
+    the one parser of it (agentctl checks flags with it too). ValueError:
+    one line naming the accepted syntax."""
+    from runtime.devfilter import ACCESS_RE
+    if not isinstance(text, str) or not text or "\x00" in text:
+        raise ValueError(f"{_q(text)} is not a device; use {DEVICE_SYNTAX}")
+    parts = text.split(":")
+    if len(parts) == 2 and ACCESS_RE.fullmatch(parts[1]):
+        parts = [parts[0], parts[0], parts[1]]
+    if len(parts) > 3 or not all(parts) or (len(parts) == 3 and not ACCESS_RE.fullmatch(parts[2])):
+        raise ValueError(f"{_q(text)} is not a device; use {DEVICE_SYNTAX}")
+    src, dst, access = parts[0], parts[1] if len(parts) > 1 else parts[0], parts[2] if len(parts) > 2 else "rwm"
+    for p in (src, dst):
+        if not p.startswith("/"):
+            raise ValueError(f"{_q(text)}: {_q(p)} is not an absolute path; use {DEVICE_SYNTAX}")
+    return src, dst, "".join(c for c in "rwm" if c in access)
+
+
+def parse_device(i: int, v: Any, rootfs: str) -> Device:
+    """One entry of "devices": resolved on this host to its type and numbers."""
+    import stat
+    where = f"devices[{i}]"
+    if isinstance(v, dict):
+        unknown = set(v) - {"src", "dst", "access"}
+        if unknown:
+            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, access")
+        src = v.get("src")
+        text = f"{src}:{v.get('dst') or src}:{v.get('access') or 'rwm'}" if isinstance(src, str) else src
+    else:
+        text = v
+    try:
+        src, dst, access = split_device(text)
+    except ValueError as e:
+        raise UserError(f"{where}: {e}") from None
+    resolved = os.path.realpath(src)
+    try:
+        st = os.stat(resolved)
+    except OSError:
+        raise UserError(f"{where}: {_q(src)} does not exist on this host; use {DEVICE_SYNTAX}") from None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise UserError(f"{where}: {_q(src)} is not a character or block device node")
+    dst = _abs_container_path(f"{where} container path", dst)
+    if rootfs:
+        rel = dst[len("/dev/"):] if dst.startswith("/dev/") else ""
+        if not rel:
+            raise UserError(f"{where} container path: {_q(dst)} must be a name under /dev, e.g. /dev/xvdc")
+        if rel.split("/")[0] in DEV_RESERVED:
+            raise UserError(f"{where} container path: {_q(dst)} is made by the agent itself; "
+                            f"choose another name under /dev")
+    elif dst not in (src, resolved):
+        raise UserError(f"{where} container path: {_q(dst)} differs from the host path, which needs a rootfs "
+                        "(a container on the host's root sees the host's /dev)")
+    return Device(resolved, dst, kind, os.major(st.st_rdev), os.minor(st.st_rdev), access)
 
 
 def parse_limits(v: Any, fieldname: str = "limits"):
@@ -565,6 +648,12 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if not isinstance(volumes_in, list):
         raise UserError("volumes: must be a list of SRC:DST[:ro]")
     volumes = tuple(parse_volume(i, v, config, rootfs) for i, v in enumerate(volumes_in))
+    devices_in = body.get("devices") or []
+    if not isinstance(devices_in, list):
+        raise UserError(f"devices: must be a list of {DEVICE_SYNTAX}")
+    devices = tuple(parse_device(i, d, rootfs) for i, d in enumerate(devices_in))
+    if len({d.dst for d in devices}) < len(devices):
+        raise UserError("devices: two devices have the same container path")
     network = body.get("network") or "host"
     if network not in ("host", "none"):
         raise UserError(f"network: {_q(network)} is not host or none")
@@ -589,7 +678,8 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
-                         image_ref=image_ref, image_id=image_id, userns=userns)
+                         image_ref=image_ref, image_id=image_id, userns=userns,
+                         devices=devices)
 
 
 def parse_cap_changes(add: Any, drop: Any) -> tuple[tuple, tuple]:

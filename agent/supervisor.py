@@ -52,6 +52,9 @@ PIDS_LOG_EVERY = 60.0  # seconds between container.pids_limit_hit lines of one c
 
 selfmetrics.declare("launcher_restarts_total", "counter",
                     "Times the launcher connection broke and agentd started or reconnected to a launcher.")
+selfmetrics.declare("device_filter_unavailable_total", "counter",
+                    "Container starts whose cgroup got no device filter (BPF refused by the kernel or host); "
+                    "such containers are held by nodev mounts only.")
 selfmetrics.declare("kills_after_grace_total", "counter",
                     "Container stops whose process outlived the SIGTERM grace period and was ended with cgroup.kill.")
 
@@ -128,6 +131,7 @@ class _Entry:
     pids_logged_mono: float | None = None  # when a pids.max hit was last logged
     backoff_n: int = 0
     idmap: dict | None = None  # mount destination -> "idmapped" or why not, from the last start
+    device_filter: str = ""  # "on", or "off: <reason>" (inspect); "" until first started
 
 
 def _new_id(taken) -> str:
@@ -223,6 +227,7 @@ class Supervisor:
             oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
             cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
+            devices=tuple(str(d) for d in e.spec.devices), device_filter=e.device_filter,
         )
 
     def _find(self, name: str) -> _Entry:
@@ -424,6 +429,8 @@ class Supervisor:
             "allow_sensitive_binds": self.config.security.allow_sensitive_binds,
             "overlay": self._overlay(e),
             **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
+            "devices": [{"src": d.src, "dst": d.dst, "type": d.type, "major": d.major, "minor": d.minor}
+                        for d in s.devices] if (s.rootfs or s.image_id) else [],
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:
@@ -440,6 +447,7 @@ class Supervisor:
     def _start(self, e: _Entry) -> None:
         """Spawn the container's process (lock held)."""
         self._ensure_cgroup(e)
+        self._filter_devices(e)
         try:
             self._read_oom_baseline(e)
             started = self.launcher.spawn_detail(e.row.id, self._spawn_spec(e))
@@ -476,6 +484,36 @@ class Supervisor:
         self._watch(e)
         log.info("container.started", name=e.row.name, id=e.row.id, pid=pid)
         self._changed(e)
+
+    def _filter_devices(self, e: _Entry) -> None:
+        """Attach the device allow-list to the cgroup before anything runs in it
+        (kept across restarts with the cgroup); where BPF is refused, one log
+        line and a metric, and the container runs as before (nodev mounts)."""
+        from runtime import devfilter
+        rules = devfilter.DEFAULT_RULES + tuple(devfilter.Rule(d.type, d.major, d.minor, d.access)
+                                                for d in e.spec.devices)
+        try:
+            prog_id, new = devfilter.install(e.cg.path, rules)
+        except devfilter.Unavailable as err:
+            e.device_filter = f"off: {err}"
+            selfmetrics.inc("device_filter_unavailable_total")
+            log.warning("container.device_filter_unavailable", name=e.row.name, id=e.row.id, reason=str(err),
+                        note="devices are held by nodev mounts only")
+            return
+        e.device_filter = "on"
+        if new:
+            log.info("container.device_filter_attached", name=e.row.name, id=e.row.id, prog_id=prog_id,
+                     devices=[str(d) for d in e.spec.devices])
+
+    def _device_filter_status(self, e: _Entry) -> None:
+        """At boot: what the cgroup of a container that already ran has attached."""
+        from runtime import devfilter
+        if e.row.state == "created" or not e.cg.exists():
+            return
+        try:
+            e.device_filter = "on" if devfilter.attached(e.cg.path) else "off: no device program on its cgroup"
+        except devfilter.Unavailable as err:
+            e.device_filter = f"off: {err}"
 
     # ------------------------------------------------------------- stop / kill
 
@@ -889,6 +927,7 @@ class Supervisor:
                 e = _Entry(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
                 if isinstance(spec.userns, dict):  # what inspect shows of its mounts, as of its last start
                     e.idmap = (self.store.last_event(row.id, "started") or {}).get("idmap")
+                self._device_filter_status(e)
                 self._entries[row.id] = e
                 self._names[row.name] = row.id
             self._sweep_orphan_cgroups()

@@ -107,6 +107,16 @@ class Overlay:
 
 
 @dataclass(frozen=True)
+class DeviceNode:
+    """A host device node bound into the container's /dev (rootfs only)."""
+    src: str
+    dst: str
+    type: str     # "c" | "b"
+    major: int
+    minor: int
+
+
+@dataclass(frozen=True)
 class SpawnSpec:
     argv: tuple[str, ...]
     cgroup: str
@@ -147,6 +157,7 @@ class SpawnSpec:
     masked_paths: tuple[str, ...] | None = None    # None: MASKED_PATHS
     readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS
     sysctl: dict = field(default_factory=dict)     # namespaced keys only
+    devices: tuple[DeviceNode, ...] = ()
 
     @property
     def cap_mask(self) -> int:
@@ -259,12 +270,13 @@ class SpawnSpec:
         overlay = _overlay(d.get("overlay"))
         if overlay is not None and rootfs:
             raise SpecError("spec.overlay: not with spec.rootfs (an image container's root is its overlay)")
+        devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
         extra = _oci_fields(d, rootfs=rootfs or (overlay.target if overlay else ""), network=network)
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities, userns=userns,
-                   overlay=overlay, **flags, **extra)
+                   overlay=overlay, devices=devices, **flags, **extra)
 
 def _overlay(o) -> Overlay | None:
     if o is None:
@@ -342,6 +354,19 @@ def _oci_fields(d: dict, *, rootfs: str, network: str) -> dict:
         checked[k] = v
     out["sysctl"] = checked
     return out
+
+
+def _device_node(i, x) -> DeviceNode:
+    if (not isinstance(x, dict) or set(x) != {"src", "dst", "type", "major", "minor"}
+            or x["type"] not in ("c", "b")
+            or not all(isinstance(x[k], int) and not isinstance(x[k], bool) and x[k] >= 0
+                       for k in ("major", "minor"))):
+        raise SpecError(f"spec.devices[{i}]: must be an object with src, dst, type (c or b), major, minor")
+    _abs(f"devices[{i}].src", x["src"])
+    _abs(f"devices[{i}].dst", x["dst"])
+    if not x["dst"].startswith("/dev/") or x["dst"].rstrip("/") == "/dev":
+        raise SpecError(f"spec.devices[{i}].dst: must be a path under /dev")
+    return DeviceNode(x["src"], x["dst"], x["type"], x["major"], x["minor"])
 
 
 def _abs(name, value):
@@ -755,7 +780,7 @@ def _mount_kernel_fs(root: int, fresh_sys: bool, own_cgroup: bool, spec: SpawnSp
     proc = _fresh("/proc", "proc", nosuid=True, nodev=True, noexec=True)
     _attach(_Tree(proc, "mount /proc"), _dst_fd(root, "/proc", "mount /proc", "dir" if fresh_sys else None))
     if fresh_sys:
-        _mount_dev(root)
+        _mount_dev(root, spec.devices if spec else ())
         try:
             sys_ = mountsmod.new_fs("sysfs", None, ro=True, nosuid=True, nodev=True, noexec=True)
         except OSError as e:
@@ -819,7 +844,7 @@ def _harden(root: int, proc: int, sys_: int, spec: SpawnSpec | None = None) -> N
         os.close(mask)
 
 
-def _mount_dev(root: int) -> None:
+def _mount_dev(root: int, devices=()) -> None:
     # nodev: the null/zero/... binds below are mounts of their own and keep
     # working; a node made with mknod in this tmpfs does not
     dev = _fresh("/dev", "tmpfs", {"mode": "755", "size": "65536k"}, nosuid=True, nodev=True)
@@ -844,8 +869,30 @@ def _mount_dev(root: int) -> None:
                      nosuid=True, noexec=True)
         _attach(_Tree(pts, "mount /dev/pts"), _dst_fd(dev, "pts", "mount /dev/pts", None))
         os.close(pts)
+        for d in devices:   # --device: the host's node, checked to still be what was granted
+            _bind_device(d, dev)
     finally:
         os.close(dev)
+
+
+def _bind_device(d, dev: int) -> None:
+    """One granted host node, opened once, checked as the descriptor, bound
+    from that descriptor onto its name in the container's /dev."""
+    fd = _step(f"open device {d.src}", os.open, d.src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else "?"
+        if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.type, d.major, d.minor):
+            raise _Fail(f"device {d.src}: is no longer {d.type} {d.major}:{d.minor} as when it was granted")
+        node = _step(f"bind device {d.src}", mountsmod.open_tree, fd, "",
+                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC | mountsmod.AT_EMPTY_PATH)
+        try:
+            _attach(_Tree(node, f"bind device {d.src} on {d.dst}", d.dst, is_dir=False),
+                    _dst_fd(dev, d.dst[len("/dev/"):], f"bind device {d.src} on {d.dst}", "file"))
+        finally:
+            os.close(node)
+    finally:
+        os.close(fd)
 
 
 def _readonly_rootfs(root: int, volumes: list) -> None:

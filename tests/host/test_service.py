@@ -253,5 +253,7 @@ def test_sigterm_leaves_container_running_and_next_agentd_readopts(setup):
     assert again["state"] == "running"
     assert again["pid"] == pid
     assert again["cgroup"] == cgroup_path
+    # the unit's capabilities are enough for the device allow-list, and it stays
+    assert info["device_filter"] == "on" and again["device_filter"] == "on"
     b.proc.send_signal(signal.SIGTERM)
     assert b.wait_exit() == 0

@@ -145,6 +145,7 @@ NEEDED_CAPS = {
     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
     "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_PTRACE",
     "CAP_DAC_READ_SEARCH",
+    "CAP_BPF",   # the per-container device allow-list (runtime/devfilter.py)
 }
 
 
