@@ -57,6 +57,7 @@ class Volume:
     src: str  # resolved absolute host path
     dst: str  # absolute path inside the container
     ro: bool = False
+    noexec: bool = False  # JSON {"noexec": true} or a bundle mount's "noexec" option
 
     def __str__(self) -> str:
         return f"{self.src}:{self.dst}" + (":ro" if self.ro else "")
@@ -115,7 +116,7 @@ class ContainerSpec:
         return {
             "name": self.name, "argv": list(self.argv), "env": dict(self.env), "workdir": self.workdir,
             "uid": self.uid, "gid": self.gid, "hostname": self.hostname, "rootfs": self.rootfs,
-            "image": self.image, "volumes": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in self.volumes],
+            "image": self.image, "volumes": [{"src": v.src, "dst": v.dst, "ro": v.ro, "noexec": v.noexec} for v in self.volumes],
             "network": self.network, "limits": self.limits.to_json(), "restart": str(self.restart),
             "labels": dict(self.labels), "log_max_bytes": self.log_max_bytes,
             "auto_remove": self.auto_remove, "start": self.start,
@@ -129,7 +130,8 @@ class ContainerSpec:
             name=d["name"], argv=tuple(d["argv"]), env=dict(d.get("env") or {}), workdir=d.get("workdir", "/"),
             uid=int(d.get("uid", 0)), gid=int(d.get("gid", 0)), hostname=d.get("hostname", ""),
             rootfs=d.get("rootfs", ""), image=d.get("image", ""),
-            volumes=tuple(Volume(v["src"], v["dst"], bool(v.get("ro"))) for v in d.get("volumes") or ()),
+            volumes=tuple(Volume(v["src"], v["dst"], bool(v.get("ro")), bool(v.get("noexec")))
+                          for v in d.get("volumes") or ()),
             network=d.get("network", "host"), limits=Limits.from_json(d.get("limits") or {}),
             restart=parse_restart(d.get("restart", "no")), labels=dict(d.get("labels") or {}),
             log_max_bytes=int(d.get("log_max_bytes", 10 << 20)), auto_remove=bool(d.get("auto_remove")),
@@ -320,13 +322,15 @@ def _rootfs_path(fieldname: str, v: Any, config) -> str:
 
 def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     where = f"volumes[{i}]"
+    noexec = False
     if isinstance(v, dict):
-        unknown = set(v) - {"src", "dst", "ro"}
+        unknown = set(v) - {"src", "dst", "ro", "noexec"}
         if unknown:
-            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, ro")
-        src, dst, ro = v.get("src"), v.get("dst"), v.get("ro", False)
-        if not isinstance(ro, bool):
-            raise UserError(f"{where}.ro: {_q(ro)} is not true or false")
+            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, ro, noexec")
+        src, dst, ro, noexec = v.get("src"), v.get("dst"), v.get("ro", False), v.get("noexec", False)
+        for key, val in (("ro", ro), ("noexec", noexec)):
+            if not isinstance(val, bool):
+                raise UserError(f"{where}.{key}: {_q(val)} is not true or false")
     elif isinstance(v, str):
         parts = v.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
@@ -340,7 +344,7 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
         raise UserError(f"{where} destination: must not be /")
     # a destination is resolved inside the rootfs by the launcher (symlinks
     # in it lead where they lead for the container, never out of it)
-    return Volume(src, dst, ro)
+    return Volume(src, dst, ro, noexec)
 
 
 def parse_limits(v: Any, fieldname: str = "limits"):
@@ -540,7 +544,8 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         src = m.get("source")
         if isinstance(src, str) and not src.startswith("/"):
             src = os.path.join(bundle, src)
-        volumes.append({"src": src, "dst": m.get("destination"), "ro": "ro" in options})
+        volumes.append({"src": src, "dst": m.get("destination"), "ro": "ro" in options,
+                        "noexec": "noexec" in options})
     body["volumes"] = volumes
 
     linux = obj("linux", oci.get("linux"))

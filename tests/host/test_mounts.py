@@ -46,7 +46,7 @@ def nested(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "top").write_text("top\n")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cga-nested", str(src / "sub")], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "cga-nested", str(src / "sub")], check=True)
     try:
         (src / "sub" / "inner").write_text("inner\n")
         yield src
@@ -396,3 +396,13 @@ def test_rootfs_that_exposes_the_agent_or_the_host_is_a_400_naming_the_field(age
     assert r.returncode != 0
     assert "is the host's root; omit rootfs (agentctl: no --rootfs)" in one_line(r)
     assert names(agentd) == before
+
+
+def test_noexec_volume_reaches_nested_mounts(env, rootfs, nested):
+    for d in (nested, nested / "sub"):
+        shutil.copy(BUSYBOX, d / "bb")
+        os.chmod(d / "bb", 0o755)
+    r = run(env, ["sh", "-c", "/data/bb true; echo top=$?; /data/sub/bb true; echo sub=$?; /bin/busybox true; "
+                  "echo bin=$?"], mounts=[{"src": str(nested), "dst": "/data", "noexec": True}],
+            rootfs=rootfs, env={"PATH": "/bin"})
+    assert r.out.split() == ["top=126", "sub=126", "bin=0"], (r.out, r.err)
