@@ -310,10 +310,11 @@ def _rootfs_path(fieldname: str, v: Any, config) -> str:
         why = refusal(os.path.normpath(s), protected)   # as typed first: /proc/1/root is /proc
         if why:
             raise UserError(f"{fieldname}: {_q(s)} {why}; {ROOTFS_ACCEPTED}")
-    if s.startswith("/") and os.path.realpath(s) == "/":
+    s, resolved = _resolve(fieldname, s, want_dir=True)     # opened once, as the launcher will
+    if resolved == "/":
         hint = "omit rootfs (agentctl: no --rootfs) to run on the host's root, or " if fieldname == "rootfs" else ""
-        raise UserError(f"{fieldname}: {_q(s)} is the host's root; {hint}{ROOTFS_ACCEPTED}")
-    s, resolved = _resolve(fieldname, s, want_dir=True)
+        shown = _q(s) if os.path.normpath(s) in ("/", "//") else f"{_q(s)} (-> /)"
+        raise UserError(f"{fieldname}: {shown} is the host's root; {hint}{ROOTFS_ACCEPTED}")
     why = _refusal(s, resolved, protected, False)
     if why:
         raise UserError(f"{fieldname}: {why}; {ROOTFS_ACCEPTED}")
@@ -521,7 +522,10 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     if not isinstance(root_path, str):
         raise UserError("config.json root.path: must be a string")
     if not root_path.startswith("/"):
-        joined = os.path.realpath(os.path.join(bundle, root_path))
+        try:
+            joined = os.path.realpath(os.path.join(bundle, root_path))
+        except OSError as e:   # changed while it was resolved
+            raise UserError(f"config.json root.path: {_q(root_path)} cannot be resolved ({e.strerror})") from None
         if not _is_under(joined, bundle):
             raise UserError(f"config.json root.path: {_q(root_path)} leads out of the bundle")
         root_path = joined
