@@ -131,6 +131,22 @@ def test_device_node_on_a_nested_mount_of_a_volume_cannot_be_opened(env, rootfs,
     assert (nested / "sub" / "disk").exists()
 
 
+def test_device_node_on_a_nested_mount_inside_the_rootfs_cannot_be_opened(env, rootfs, loop_device, tmp_path):
+    # the rootfs is cloned with its submounts: nodev reaches them too
+    major, minor, marker = loop_device
+    root = tmp_path / "root"
+    shutil.copytree(rootfs, root, symlinks=True)
+    (root / "mnt").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cga-rootfs-nested", str(root / "mnt")], check=True)
+    try:
+        r = run(env, ["sh", "-c", f"mknod /mnt/disk b {major} {minor}; echo made=$?; head -c {len(marker)} /mnt/disk"],
+                rootfs=str(root), env={"PATH": "/bin"})
+        assert marker not in r.out, "the container read the host's block device"
+        assert r.out.split() == ["made=0"] and "Permission denied" in r.err, (r.out, r.err)
+    finally:
+        subprocess.run(["umount", "-l", str(root / "mnt")], check=False)
+
+
 def test_a_file_can_be_a_volume(env, rootfs, tmp_path):
     f = tmp_path / "one-file"
     f.write_text("just me\n")
