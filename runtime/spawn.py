@@ -168,7 +168,7 @@ class SpawnSpec:
         mounts = []
         raw_mounts = d.get("mounts") or []
         if not isinstance(raw_mounts, list):
-            raise SpecError("spec.mounts: must be a list of {src, dst, ro}")
+            raise SpecError("spec.mounts: must be a list of {src, dst, ro, noexec}")
         for i, m in enumerate(raw_mounts):
             if not isinstance(m, dict) or set(m) - {"src", "dst", "ro", "noexec"}:
                 raise SpecError(f"spec.mounts[{i}]: must be an object with src, dst, ro, noexec")
@@ -208,11 +208,11 @@ class SpawnSpec:
             raise SpecError("spec.protected: must be an object with state_dir, socket (absolute paths)")
         for key in prot:
             _abs(f"protected.{key}", prot[key])
-        return cls(protected=mountsmod.Protected(**prot),argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
+        return cls(argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
                    network=network, log_max_bytes=lmb, capabilities=capabilities,
-                   **flags)
+                   protected=mountsmod.Protected(**prot), **flags)
 
 
 def _abs(name, value):
