@@ -22,7 +22,9 @@ Two ways in, one result (ContainerSpec):
 - `from_bundle(path, config)`: an OCI bundle dir as `runc spec` writes it.
 
 Every problem raises agent.errors.UserError with one line naming the field.
-Host paths are resolved (symlinks followed) before they are checked, and the
+Host paths are opened once (runtime.mounts.open_host_path: symlinks followed,
+/proc magic links refused) and checked as what was opened, by the rules the
+launcher applies again to the descriptor it mounts (runtime.mounts); the
 resolved path is what the launcher gets.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import UserError
-from runtime.mounts import Protected, open_host_path, refusal
+from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -262,9 +264,10 @@ def _protected(config) -> Protected:
     return Protected(config.agent.state_dir, config.agent.socket)
 
 
-def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, str]:
-    """(the path as given, where it leads), opened once as the launcher will
-    (runtime.mounts.open_host_path: symlinks followed, /proc magic links not)."""
+def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, Opened]:
+    """(the path as given, what it is), opened once as the launcher will
+    (runtime.mounts.open_host_path: symlinks followed, /proc magic links not;
+    the descriptor is closed again)."""
     s = _text(fieldname, v)
     if not s.startswith("/"):
         raise UserError(f"{fieldname}: {_q(s)} is not an absolute path")
@@ -277,27 +280,28 @@ def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, str]:
     o.close()
     if want_dir and not o.is_dir:
         raise UserError(f"{fieldname}: {_q(s)} is not a directory")
-    return s, o.real
+    return s, o
 
 
-def _refusal(s: str, resolved: str, protected: Protected, sensitive_ok: bool) -> str | None:
-    """runtime.mounts.refusal for the path as typed and for where it leads."""
-    why = refusal(os.path.normpath(s), protected, sensitive_ok) or refusal(resolved, protected, sensitive_ok)
+def _refusal(s: str, o: Opened, protected: Protected, sensitive_ok: bool) -> str | None:
+    """The launcher's rules (runtime.mounts) for the path as typed and for
+    what it is."""
+    why = refusal(os.path.normpath(s), protected, sensitive_ok) or opened_refusal(o, protected, sensitive_ok)
     if why:
-        return f"{_q(s) if resolved == s else f'{_q(s)} (-> {resolved})'} {why}"
+        return f"{_q(s) if o.real == s else f'{_q(s)} (-> {o.real})'} {why}"
     return None
 
 
 def _host_path(fieldname: str, v: Any, config, want_dir: bool = False, sensitive_ok: bool = False) -> str:
     """A volume source or bundle: the shared rules (runtime.mounts.refusal),
     the sensitive trees lifted by security.allow_sensitive_binds."""
-    s, resolved = _resolve(fieldname, v, want_dir)
+    s, o = _resolve(fieldname, v, want_dir)
     allow = sensitive_ok or (config is not None and config.security.allow_sensitive_binds)
-    why = _refusal(s, resolved, _protected(config), allow)
+    why = _refusal(s, o, _protected(config), allow)
     if why:
         hint = "" if allow else " unless security.allow_sensitive_binds"
         raise UserError(f"{fieldname}: {why}; refused{hint}")
-    return resolved
+    return o.real
 
 
 def _rootfs_path(fieldname: str, v: Any, config) -> str:
@@ -310,15 +314,15 @@ def _rootfs_path(fieldname: str, v: Any, config) -> str:
         why = refusal(os.path.normpath(s), protected)   # as typed first: /proc/1/root is /proc
         if why:
             raise UserError(f"{fieldname}: {_q(s)} {why}; {ROOTFS_ACCEPTED}")
-    s, resolved = _resolve(fieldname, s, want_dir=True)     # opened once, as the launcher will
-    if resolved == "/":
+    s, o = _resolve(fieldname, s, want_dir=True)     # opened once, as the launcher will
+    if o.real == "/":
         hint = "omit rootfs (agentctl: no --rootfs) to run on the host's root, or " if fieldname == "rootfs" else ""
         shown = _q(s) if os.path.normpath(s) in ("/", "//") else f"{_q(s)} (-> /)"
         raise UserError(f"{fieldname}: {shown} is the host's root; {hint}{ROOTFS_ACCEPTED}")
-    why = _refusal(s, resolved, protected, False)
+    why = _refusal(s, o, protected, False)
     if why:
         raise UserError(f"{fieldname}: {why}; {ROOTFS_ACCEPTED}")
-    return resolved
+    return o.real
 
 
 def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:

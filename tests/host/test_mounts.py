@@ -231,6 +231,27 @@ def test_launcher_refuses_the_state_dir_and_magic_links(env, rootfs, tmp_path):
     kill_tree(cg)
 
 
+@pytest.fixture
+def etc_alias(tmp_path):
+    """/etc bind-mounted (on the host) under another name."""
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    subprocess.run(["mount", "--bind", "/etc", str(alias)], check=True)
+    try:
+        yield alias
+    finally:
+        subprocess.run(["umount", "-l", str(alias)], check=False)
+
+
+def test_a_second_name_for_etc_is_refused_by_the_launcher(env, rootfs, etc_alias):
+    cid, cg = new_cgroup(env)
+    with pytest.raises(LaunchError, match=rf"^bind mount {etc_alias} on /data: refused: {etc_alias} "
+                                          r"is /etc \(another name for it\)$"):
+        env.client.spawn(cid, make_spec(env, cid, cg, ["true"], rootfs=rootfs,
+                                        mounts=[{"src": str(etc_alias), "dst": "/data"}]))
+    kill_tree(cg)
+
+
 # ------------------------------------------------------------------ cgroup namespace
 
 def test_cgroup_namespace_shows_only_its_own_cgroup_read_only(env, rootfs):
@@ -438,6 +459,18 @@ def test_rootfs_that_exposes_the_agent_or_the_host_is_a_400_naming_the_field(age
     with pytest.raises(ApiError) as e:
         c.call("POST", "/v1/containers", body={"name": "b1", "bundle": str(bundle)})
     assert str(e.value).startswith(f'400: config.json root.path: "{state}" holds the agent\'s state dir'), str(e.value)
+    # the same rules for a volume, on what the path IS (a bind mount of /etc
+    # under another name), before anything is created
+    alias = os.path.join(agentd.top, "etc-alias")
+    os.mkdir(alias)
+    subprocess.run(["mount", "--bind", "/etc", alias], check=True)
+    try:
+        with pytest.raises(ApiError) as e:
+            c.call("POST", "/v1/containers", body={"name": "alias", "argv": ["true"], "volumes": [f"{alias}:/mnt"]})
+        assert str(e.value) == (f'400: volumes[0] source: "{alias}" is /etc (another name for it); '
+                                "refused unless security.allow_sensitive_binds")
+    finally:
+        subprocess.run(["umount", "-l", alias], check=False)
     # agentctl: one line, exit 1, with the hint for "/"
     r = ctl(agentd, "run", "-d", "--rootfs", "/", "--name", "slash", "--", "/bin/true")
     assert r.returncode != 0
