@@ -29,7 +29,9 @@ Two ways in, one result (ContainerSpec):
 - `from_bundle(path, config)`: an OCI bundle dir as `runc spec` writes it.
 
 Every problem raises agent.errors.UserError with one line naming the field.
-Host paths are resolved (symlinks followed) before they are checked, and the
+Host paths are opened once (runtime.mounts.open_host_path: symlinks followed,
+/proc magic links refused) and checked as what was opened, by the rules the
+launcher applies again to the descriptor it mounts (runtime.mounts); the
 resolved path is what the launcher gets.
 """
 from __future__ import annotations
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import UserError
-from runtime.mounts import Protected, open_host_path, refusal
+from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -72,6 +74,7 @@ class Volume:
     src: str  # resolved absolute host path
     dst: str  # absolute path inside the container
     ro: bool = False
+    noexec: bool = False  # JSON {"noexec": true} or a bundle mount's "noexec" option
 
     def __str__(self) -> str:
         return f"{self.src}:{self.dst}" + (":ro" if self.ro else "")
@@ -157,7 +160,7 @@ class ContainerSpec:
         return {
             "name": self.name, "argv": list(self.argv), "env": dict(self.env), "workdir": self.workdir,
             "uid": self.uid, "gid": self.gid, "hostname": self.hostname, "rootfs": self.rootfs,
-            "image": self.image, "volumes": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in self.volumes],
+            "image": self.image, "volumes": [{"src": v.src, "dst": v.dst, "ro": v.ro, "noexec": v.noexec} for v in self.volumes],
             "network": self.network, "limits": self.limits.to_json(), "restart": str(self.restart),
             "labels": dict(self.labels), "log_max_bytes": self.log_max_bytes,
             "auto_remove": self.auto_remove, "start": self.start,
@@ -196,7 +199,8 @@ class ContainerSpec:
             name=d["name"], argv=tuple(d["argv"]), env=dict(d.get("env") or {}), workdir=d.get("workdir", "/"),
             uid=int(d.get("uid", 0)), gid=int(d.get("gid", 0)), hostname=d.get("hostname", ""),
             rootfs=d.get("rootfs", ""), image=d.get("image", ""),
-            volumes=tuple(Volume(v["src"], v["dst"], bool(v.get("ro"))) for v in d.get("volumes") or ()),
+            volumes=tuple(Volume(v["src"], v["dst"], bool(v.get("ro")), bool(v.get("noexec")))
+                          for v in d.get("volumes") or ()),
             network=d.get("network", "host"), limits=Limits.from_json(d.get("limits") or {}),
             restart=parse_restart(d.get("restart", "no")), labels=dict(d.get("labels") or {}),
             log_max_bytes=int(d.get("log_max_bytes", 10 << 20)), auto_remove=bool(d.get("auto_remove")),
@@ -337,9 +341,10 @@ def _protected(config) -> Protected:
     return Protected(config.agent.state_dir, config.agent.socket)
 
 
-def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, str]:
-    """(the path as given, where it leads), opened once as the launcher will
-    (runtime.mounts.open_host_path: symlinks followed, /proc magic links not)."""
+def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, Opened]:
+    """(the path as given, what it is), opened once as the launcher will
+    (runtime.mounts.open_host_path: symlinks followed, /proc magic links not;
+    the descriptor is closed again)."""
     s = _text(fieldname, v)
     if not s.startswith("/"):
         raise UserError(f"{fieldname}: {_q(s)} is not an absolute path")
@@ -352,27 +357,28 @@ def _resolve(fieldname: str, v: Any, want_dir: bool) -> tuple[str, str]:
     o.close()
     if want_dir and not o.is_dir:
         raise UserError(f"{fieldname}: {_q(s)} is not a directory")
-    return s, o.real
+    return s, o
 
 
-def _refusal(s: str, resolved: str, protected: Protected, sensitive_ok: bool) -> str | None:
-    """runtime.mounts.refusal for the path as typed and for where it leads."""
-    why = refusal(os.path.normpath(s), protected, sensitive_ok) or refusal(resolved, protected, sensitive_ok)
+def _refusal(s: str, o: Opened, protected: Protected, sensitive_ok: bool) -> str | None:
+    """The launcher's rules (runtime.mounts) for the path as typed and for
+    what it is."""
+    why = refusal(os.path.normpath(s), protected, sensitive_ok) or opened_refusal(o, protected, sensitive_ok)
     if why:
-        return f"{_q(s) if resolved == s else f'{_q(s)} (-> {resolved})'} {why}"
+        return f"{_q(s) if o.real == s else f'{_q(s)} (-> {o.real})'} {why}"
     return None
 
 
 def _host_path(fieldname: str, v: Any, config, want_dir: bool = False, sensitive_ok: bool = False) -> str:
     """A volume source or bundle: the shared rules (runtime.mounts.refusal),
     the sensitive trees lifted by security.allow_sensitive_binds."""
-    s, resolved = _resolve(fieldname, v, want_dir)
+    s, o = _resolve(fieldname, v, want_dir)
     allow = sensitive_ok or (config is not None and config.security.allow_sensitive_binds)
-    why = _refusal(s, resolved, _protected(config), allow)
+    why = _refusal(s, o, _protected(config), allow)
     if why:
         hint = "" if allow else " unless security.allow_sensitive_binds"
         raise UserError(f"{fieldname}: {why}; refused{hint}")
-    return resolved
+    return o.real
 
 
 def _rootfs_path(fieldname: str, v: Any, config) -> str:
@@ -385,25 +391,28 @@ def _rootfs_path(fieldname: str, v: Any, config) -> str:
         why = refusal(os.path.normpath(s), protected)   # as typed first: /proc/1/root is /proc
         if why:
             raise UserError(f"{fieldname}: {_q(s)} {why}; {ROOTFS_ACCEPTED}")
-    if s.startswith("/") and os.path.realpath(s) == "/":
+    s, o = _resolve(fieldname, s, want_dir=True)     # opened once, as the launcher will
+    if o.real == "/":
         hint = "omit rootfs (agentctl: no --rootfs) to run on the host's root, or " if fieldname == "rootfs" else ""
-        raise UserError(f"{fieldname}: {_q(s)} is the host's root; {hint}{ROOTFS_ACCEPTED}")
-    s, resolved = _resolve(fieldname, s, want_dir=True)
-    why = _refusal(s, resolved, protected, False)
+        shown = _q(s) if os.path.normpath(s) in ("/", "//") else f"{_q(s)} (-> /)"
+        raise UserError(f"{fieldname}: {shown} is the host's root; {hint}{ROOTFS_ACCEPTED}")
+    why = _refusal(s, o, protected, False)
     if why:
         raise UserError(f"{fieldname}: {why}; {ROOTFS_ACCEPTED}")
-    return resolved
+    return o.real
 
 
 def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     where = f"volumes[{i}]"
+    noexec = False
     if isinstance(v, dict):
-        unknown = set(v) - {"src", "dst", "ro"}
+        unknown = set(v) - {"src", "dst", "ro", "noexec"}
         if unknown:
-            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, ro")
-        src, dst, ro = v.get("src"), v.get("dst"), v.get("ro", False)
-        if not isinstance(ro, bool):
-            raise UserError(f"{where}.ro: {_q(ro)} is not true or false")
+            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, ro, noexec")
+        src, dst, ro, noexec = v.get("src"), v.get("dst"), v.get("ro", False), v.get("noexec", False)
+        for key, val in (("ro", ro), ("noexec", noexec)):
+            if not isinstance(val, bool):
+                raise UserError(f"{where}.{key}: {_q(val)} is not true or false")
     elif isinstance(v, str):
         parts = v.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
@@ -417,7 +426,7 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
         raise UserError(f"{where} destination: must not be /")
     # a destination is resolved inside the rootfs by the launcher (symlinks
     # in it lead where they lead for the container, never out of it)
-    return Volume(src, dst, ro)
+    return Volume(src, dst, ro, noexec)
 
 
 def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
@@ -742,7 +751,10 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
     if not isinstance(root_path, str):
         raise UserError("config.json root.path: must be a string")
     if not root_path.startswith("/"):
-        joined = os.path.realpath(os.path.join(bundle, root_path))
+        try:
+            joined = os.path.realpath(os.path.join(bundle, root_path))
+        except OSError as e:   # changed while it was resolved
+            raise UserError(f"config.json root.path: {_q(root_path)} cannot be resolved ({e.strerror})") from None
         if not _is_under(joined, bundle):
             raise UserError(f"config.json root.path: {_q(root_path)} leads out of the bundle")
         root_path = joined
@@ -765,7 +777,8 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         src = m.get("source")
         if isinstance(src, str) and not src.startswith("/"):
             src = os.path.join(bundle, src)
-        volumes.append({"src": src, "dst": m.get("destination"), "ro": "ro" in options})
+        volumes.append({"src": src, "dst": m.get("destination"), "ro": "ro" in options,
+                        "noexec": "noexec" in options})
     body["volumes"] = volumes
 
     linux = obj("linux", oci.get("linux"))

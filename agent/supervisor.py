@@ -419,7 +419,7 @@ class Supervisor:
         return {
             "argv": list(s.argv), "env": env, "cwd": s.workdir, "uid": s.uid, "gid": s.gid,
             "hostname": s.hostname, "rootfs": s.rootfs,
-            "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro} for v in s.volumes],
+            "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro, "noexec": v.noexec} for v in s.volumes],
             "network": s.network, "cgroup": e.cg.path,
             "stdout": os.path.join(logdir, "stdout.log"), "stderr": os.path.join(logdir, "stderr.log"),
             "log_max_bytes": s.log_max_bytes, "seccomp": True, **s.spawn_security(),

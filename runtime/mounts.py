@@ -222,19 +222,25 @@ def open_host_path(path: str) -> Opened:
         raise
 
 
-def check_opened(o: Opened, protected: Protected = Protected(), sensitive_ok: bool = False) -> None:
-    """Refused (one line) when what `o` IS may not reach a container. Checks the
-    descriptor's own path, and its identity against the sensitive trees
-    themselves (a second name for /etc, e.g. a bind mount of it elsewhere)."""
+def opened_refusal(o: Opened, protected: Protected = Protected(), sensitive_ok: bool = False) -> str | None:
+    """refusal() for what `o` IS: the descriptor's own path, and its identity
+    against the sensitive trees themselves (a second name for /etc, e.g. a
+    bind mount of it elsewhere)."""
     why = refusal(o.real, protected, sensitive_ok)
     if why is None and not sensitive_ok:
         for top in ("/",) + SENSITIVE_TREES:
             try:
                 if os.path.samestat(o.st, os.stat(top)):
-                    why = f"is {top} (another name for it)"
-                    break
+                    return f"is {top} (another name for it)"
             except OSError:
                 continue
+    return why
+
+
+def check_opened(o: Opened, protected: Protected = Protected(), sensitive_ok: bool = False) -> None:
+    """Refused (one line: "<real path> <why>") when what `o` is may not reach
+    a container (opened_refusal)."""
+    why = opened_refusal(o, protected, sensitive_ok)
     if why:
         raise Refused(f"{o.real} {why}")
 

@@ -216,7 +216,7 @@ class SpawnSpec:
         mounts = []
         raw_mounts = d.get("mounts") or []
         if not isinstance(raw_mounts, list):
-            raise SpecError("spec.mounts: must be a list of {src, dst, ro}")
+            raise SpecError("spec.mounts: must be a list of {src, dst, ro, noexec}")
         for i, m in enumerate(raw_mounts):
             if not isinstance(m, dict) or set(m) - {"src", "dst", "ro", "noexec"}:
                 raise SpecError(f"spec.mounts[{i}]: must be an object with src, dst, ro, noexec")

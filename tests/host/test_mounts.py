@@ -46,7 +46,7 @@ def nested(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "top").write_text("top\n")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cga-nested", str(src / "sub")], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "cga-nested", str(src / "sub")], check=True)
     try:
         (src / "sub" / "inner").write_text("inner\n")
         yield src
@@ -129,6 +129,22 @@ def test_device_node_on_a_nested_mount_of_a_volume_cannot_be_opened(env, rootfs,
     assert lines[0] == "made=0", r.err                 # only nodev stands in the way
     assert "Permission denied" in r.err
     assert (nested / "sub" / "disk").exists()
+
+
+def test_device_node_on_a_nested_mount_inside_the_rootfs_cannot_be_opened(env, rootfs, loop_device, tmp_path):
+    # the rootfs is cloned with its submounts: nodev reaches them too
+    major, minor, marker = loop_device
+    root = tmp_path / "root"
+    shutil.copytree(rootfs, root, symlinks=True)
+    (root / "mnt").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cga-rootfs-nested", str(root / "mnt")], check=True)
+    try:
+        r = run(env, ["sh", "-c", f"mknod /mnt/disk b {major} {minor}; echo made=$?; head -c {len(marker)} /mnt/disk"],
+                rootfs=str(root), env={"PATH": "/bin"})
+        assert marker not in r.out, "the container read the host's block device"
+        assert r.out.split() == ["made=0"] and "Permission denied" in r.err, (r.out, r.err)
+    finally:
+        subprocess.run(["umount", "-l", str(root / "mnt")], check=False)
 
 
 def test_a_file_can_be_a_volume(env, rootfs, tmp_path):
@@ -215,6 +231,27 @@ def test_launcher_refuses_the_state_dir_and_magic_links(env, rootfs, tmp_path):
     kill_tree(cg)
 
 
+@pytest.fixture
+def etc_alias(tmp_path):
+    """/etc bind-mounted (on the host) under another name."""
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    subprocess.run(["mount", "--bind", "/etc", str(alias)], check=True)
+    try:
+        yield alias
+    finally:
+        subprocess.run(["umount", "-l", str(alias)], check=False)
+
+
+def test_a_second_name_for_etc_is_refused_by_the_launcher(env, rootfs, etc_alias):
+    cid, cg = new_cgroup(env)
+    with pytest.raises(LaunchError, match=rf"^bind mount {etc_alias} on /data: refused: {etc_alias} "
+                                          r"is /etc \(another name for it\)$"):
+        env.client.spawn(cid, make_spec(env, cid, cg, ["true"], rootfs=rootfs,
+                                        mounts=[{"src": str(etc_alias), "dst": "/data"}]))
+    kill_tree(cg)
+
+
 # ------------------------------------------------------------------ cgroup namespace
 
 def test_cgroup_namespace_shows_only_its_own_cgroup_read_only(env, rootfs):
@@ -261,14 +298,19 @@ def agentd():
         shutil.rmtree(top, ignore_errors=True)
 
 
-# swaps DIR/d (a directory) and DIR/s (a symlink to /etc) atomically, forever
+# swaps DIR/d (a directory) and DIR/s (a symlink to a host path) atomically, forever
 RACER = r"""
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 d, s = (os.path.join(sys.argv[1], n).encode() for n in ("d", "s"))
 open(os.path.join(sys.argv[1], "racing"), "w").close()
+failed = 0
 while True:
-    libc.syscall(316, -100, d, -100, s, 2)        # renameat2(RENAME_EXCHANGE)
+    if libc.syscall(316, -100, d, -100, s, 2) != 0:        # renameat2(RENAME_EXCHANGE)
+        failed += 1
+        if failed in (1, 1000):
+            with open(os.path.join(sys.argv[1], f"racer-error-{failed}"), "w") as f:
+                f.write(os.strerror(ctypes.get_errno()))
 """
 
 def _python_for_nobody() -> str:
@@ -281,23 +323,34 @@ def _python_for_nobody() -> str:
     pytest.skip("no python3 that an unprivileged user can run")
 
 
-VICTIM = "if [ -e /data/passwd ]; then exit 42; elif [ -e /data/mine ]; then exit 0; else exit 3; fi"
 TRIES = 100
+# what the tenant swaps in, and what a container that sees it runs into:
+#   volume: VOL/d is mounted at /data; a win is /data being the host's /etc
+#   rootfs: VOL/d is the rootfs (busybox, no /etc); a win is the host's root
+RACES = {
+    "volume": ("/etc", "if [ -e /data/passwd ]; then exit 42; elif [ -e /data/mine ]; then exit 0; else exit 3; fi",
+               "400: volumes[0] source:", " refused: /etc is /etc or below it"),
+    "rootfs": ("/", "if [ -e /etc/passwd ]; then exit 42; elif [ -e /mine ]; then exit 0; else exit 3; fi",
+               "400: rootfs:", " refused: / is the host's root"),
+}
 
 
-def _volume(top: str) -> str:
+def _race_dir(top: str, target: str, rootfs: str) -> str:
+    """VOL (owned by the tenant, nobody) with d, the directory the container
+    is given (a copy of the busybox rootfs, with a file "mine"), and s, a
+    symlink to `target`."""
     vol = tempfile.mkdtemp(prefix="vol-", dir=top)
-    os.mkdir(os.path.join(vol, "d"))
-    open(os.path.join(vol, "d", "mine"), "w").close()
-    os.symlink("/etc", os.path.join(vol, "s"))
-    for p in (vol, os.path.join(vol, "d"), os.path.join(vol, "d", "mine")):
+    d = os.path.join(vol, "d")
+    shutil.copytree(rootfs, d, symlinks=True)
+    open(os.path.join(d, "mine"), "w").close()
+    os.symlink(target, os.path.join(vol, "s"))
+    for p in (vol, d, os.path.join(vol, "s")):
         os.lchown(p, NOBODY, NOBODY)
-    os.lchown(os.path.join(vol, "s"), NOBODY, NOBODY)
     os.chmod(vol, 0o755)
     return vol
 
 
-def _wait_racing(vol: str, client: Client | None = None, name: str | None = None) -> None:
+def _wait_racing(vol: str) -> None:
     import time
     for _ in range(600):
         if os.path.exists(os.path.join(vol, "racing")):
@@ -307,14 +360,30 @@ def _wait_racing(vol: str, client: Client | None = None, name: str | None = None
 
 
 @pytest.mark.parametrize("racer", ["host-user", "container"])
-def test_volume_swapped_for_a_symlink_during_start_never_mounts_the_host_path(agentd, rootfs, racer):
+@pytest.mark.parametrize("what", ["volume", "rootfs"])
+def test_dir_swapped_for_a_symlink_during_start_never_gives_the_host_path(agentd, rootfs, what, racer):
     """Issue 11 item 2, the real attack: while containers start with
-    -v VOL/d:/data, a tenant swaps VOL/d (its own directory) with a symlink to
-    /etc, as fast as it can; from the host as an unprivileged user, or from
-    inside its own container. A win is a container that sees the host's /etc."""
+    -v VOL/d:/data (or --rootfs VOL/d), a tenant swaps VOL/d, its own
+    directory, with a symlink to /etc (or /) as fast as it can: from the host
+    as an unprivileged user, or from inside its own container. A win is a
+    container that sees the host's /etc (or runs on the host's root)."""
+    target, victim, agentd_refusal, launcher_refusal = RACES[what]
     c = Client(agentd.sock, timeout=60)
-    vol = _volume(agentd.top)
+    vol = _race_dir(agentd.top, target, rootfs)
     py = _python_for_nobody()
+
+    def victim_body(name):
+        body = {"name": name, "argv": ["sh", "-c", victim], "env": ["PATH=/bin"]}
+        if what == "volume":
+            body.update(rootfs=rootfs, volumes=[f"{vol}/d:/data"])
+        else:
+            body.update(rootfs=f"{vol}/d")
+        return body
+
+    # without a racer the victim gets its own directory (exit 0)
+    c.call("POST", "/v1/containers", body=victim_body("calm"))
+    assert c.call("GET", "/v1/containers/calm/wait")["exit_code"] == 0
+    c.call("DELETE", "/v1/containers/calm", {"force": "1"})
     proc = None
     racer_name = f"racer-{uuid.uuid4().hex[:6]}"
     if racer == "host-user":
@@ -324,20 +393,18 @@ def test_volume_swapped_for_a_symlink_during_start_never_mounts_the_host_path(ag
         c.call("POST", "/v1/containers", body={
             "name": racer_name, "argv": [py, "-c", RACER, vol],
             "user": f"{NOBODY}:{NOBODY}", "volumes": [f"{vol}:{vol}"]})
-    outcomes = {"mounted its own dir": 0, "refused by agentd": 0, "refused by the launcher": 0,
+    outcomes = {"got its own dir": 0, "refused by agentd": 0, "refused by the launcher": 0,
                 "other": 0, "WON": 0}
     try:
         _wait_racing(vol)
         for i in range(TRIES):
             name = f"victim-{uuid.uuid4().hex[:8]}"
-            body = {"name": name, "argv": ["sh", "-c", VICTIM], "rootfs": rootfs, "env": ["PATH=/bin"],
-                    "volumes": [f"{vol}/d:/data"]}
             try:
-                c.call("POST", "/v1/containers", body=body)
+                c.call("POST", "/v1/containers", body=victim_body(name))
             except ApiError as e:
-                if e.status == 400 and str(e).startswith("400: volumes[0] source:"):
+                if e.status == 400 and str(e).startswith(agentd_refusal):
                     outcomes["refused by agentd"] += 1
-                elif e.status == 400 and " refused: /etc is /etc or below it" in str(e):
+                elif e.status == 400 and launcher_refusal in str(e):
                     outcomes["refused by the launcher"] += 1
                 else:
                     outcomes["other"] += 1
@@ -345,7 +412,7 @@ def test_volume_swapped_for_a_symlink_during_start_never_mounts_the_host_path(ag
                 continue
             info = c.call("GET", f"/v1/containers/{name}/wait")
             code = info["exit_code"]
-            outcomes["WON" if code == 42 else "mounted its own dir" if code == 0 else "other"] += 1
+            outcomes["WON" if code == 42 else "got its own dir" if code == 0 else "other"] += 1
             c.call("DELETE", f"/v1/containers/{name}", {"force": "1"})
     finally:
         if proc is not None:
@@ -356,10 +423,11 @@ def test_volume_swapped_for_a_symlink_during_start_never_mounts_the_host_path(ag
                 c.call("DELETE", f"/v1/containers/{racer_name}", {"force": "1"})
             except ApiError:
                 pass
-    print(f"{racer} racer, {TRIES} tries: {outcomes}")
+    errors = {n: open(os.path.join(vol, n)).read() for n in os.listdir(vol) if n.startswith("racer-error")}
+    print(f"{what} swapped by a {racer} racer, {TRIES} tries: {outcomes}; racer errors: {errors}")
     assert outcomes["WON"] == 0, outcomes
-    # the race was on: both sides of the swap were seen
-    assert outcomes["mounted its own dir"] > 0, outcomes
+    assert outcomes["other"] == 0, outcomes               # no 500, no odd failure
+    # the race was on: the symlink was seen (the directory alone works, above)
     assert outcomes["refused by agentd"] + outcomes["refused by the launcher"] > 0, outcomes
 
 
@@ -391,8 +459,30 @@ def test_rootfs_that_exposes_the_agent_or_the_host_is_a_400_naming_the_field(age
     with pytest.raises(ApiError) as e:
         c.call("POST", "/v1/containers", body={"name": "b1", "bundle": str(bundle)})
     assert str(e.value).startswith(f'400: config.json root.path: "{state}" holds the agent\'s state dir'), str(e.value)
+    # the same rules for a volume, on what the path IS (a bind mount of /etc
+    # under another name), before anything is created
+    alias = os.path.join(agentd.top, "etc-alias")
+    os.mkdir(alias)
+    subprocess.run(["mount", "--bind", "/etc", alias], check=True)
+    try:
+        with pytest.raises(ApiError) as e:
+            c.call("POST", "/v1/containers", body={"name": "alias", "argv": ["true"], "volumes": [f"{alias}:/mnt"]})
+        assert str(e.value) == (f'400: volumes[0] source: "{alias}" is /etc (another name for it); '
+                                "refused unless security.allow_sensitive_binds")
+    finally:
+        subprocess.run(["umount", "-l", alias], check=False)
     # agentctl: one line, exit 1, with the hint for "/"
     r = ctl(agentd, "run", "-d", "--rootfs", "/", "--name", "slash", "--", "/bin/true")
     assert r.returncode != 0
     assert "is the host's root; omit rootfs (agentctl: no --rootfs)" in one_line(r)
     assert names(agentd) == before
+
+
+def test_noexec_volume_reaches_nested_mounts(env, rootfs, nested):
+    for d in (nested, nested / "sub"):
+        shutil.copy(BUSYBOX, d / "bb")
+        os.chmod(d / "bb", 0o755)
+    r = run(env, ["sh", "-c", "/data/bb true; echo top=$?; /data/sub/bb true; echo sub=$?; /bin/busybox true; "
+                  "echo bin=$?"], mounts=[{"src": str(nested), "dst": "/data", "noexec": True}],
+            rootfs=rootfs, env={"PATH": "/bin"})
+    assert r.out.split() == ["top=126", "sub=126", "bin=0"], (r.out, r.err)

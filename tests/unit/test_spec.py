@@ -134,6 +134,22 @@ def test_allow_sensitive_binds(host):
     assert s.volumes[0].src == "/etc"
 
 
+def test_noexec_volume_from_json_and_from_a_bundle(config, host):
+    s = spec(config, volumes=[{"src": str(host / "data"), "dst": "/d", "noexec": True}, f"{host}/data:/e"])
+    assert [v.noexec for v in s.volumes] == [True, False]
+    assert ContainerSpec.from_dict(s.to_dict()).volumes == s.volumes
+    with pytest.raises(UserError, match=r"^volumes\[0\]\.noexec: "):
+        spec(config, volumes=[{"src": str(host / "data"), "dst": "/d", "noexec": "yes"}])
+    bundle = host / "bundle"
+    runc_spec(bundle)
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["mounts"] = [{"destination": "/d", "type": "bind", "source": str(host / "data"),
+                      "options": ["rbind", "noexec", "ro"]}]
+    write_config(bundle, doc)
+    v = from_bundle(str(bundle), config, name="b").volumes[0]
+    assert (v.noexec, v.ro) == (True, True)
+
+
 def test_resolved_source_is_what_the_launcher_gets(config, host):
     (host / "alias").symlink_to(host / "data")
     s = spec(config, volumes=[f"{host}/alias:/d"])

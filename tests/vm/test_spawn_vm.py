@@ -76,6 +76,7 @@ def test_limited_rootfs_container_on_kernel_6_1(launcher, make_v2_cgroup, tmp_pa
     cg.write("pids.max", "16")
     cid = "v" + uuid.uuid4().hex[:11]
     script = ("echo $$; hostname; cat /proc/self/cgroup; ls /sys/fs/cgroup | wc -l; "
+              "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; "
               "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; ls /")
     os.symlink("busybox", root / "bin" / "wc")
     pid = client.spawn(cid, spec(state_dir, cg, cid, ["sh", "-c", script], rootfs=str(root),
@@ -87,8 +88,11 @@ def test_limited_rootfs_container_on_kernel_6_1(launcher, make_v2_cgroup, tmp_pa
         assert f.read() == ""
     assert rec.exit_code == 0
     assert out[:2] == ["1", "vmbox"]
-    assert out[2] == "0::" + cg.path[len("/sys/fs/cgroup"):]
-    assert out[3] == "0"                       # fresh sysfs: no cgroupfs inside
-    assert out[4:10] == ["CapEff:", "00000000a80425fb", "NoNewPrivs:", "1", "Seccomp:", "2"]
-    assert out[10:] == ["bin", "dev", "proc", "sys"]
+    # its own cgroup namespace: its cgroup is "/", and only that cgroup is
+    # at /sys/fs/cgroup (read-only), so tools inside see their own limits
+    assert out[2] == "0::/"
+    assert int(out[3]) == len(os.listdir(cg.path))
+    assert out[4:6] == [str(64 << 20), "16"]
+    assert out[6:12] == ["CapEff:", "00000000a80425fb", "NoNewPrivs:", "1", "Seccomp:", "2"]
+    assert out[12:] == ["bin", "dev", "proc", "sys"]
     assert int(cg.read("memory.peak")) > 0     # charged here, not to the launcher
