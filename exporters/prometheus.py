@@ -16,8 +16,21 @@ series of a family carries the same label names.
 
 A value the kernel does not provide (None in the CgroupSample: e.g. memory
 files on a hybrid host, where the memory controller is bound to cgroup v1) is
-not emitted for that cgroup -- never a made-up 0. Limits that are unset
-(unlimited) are likewise not emitted in container_spec_*.
+not emitted for that cgroup -- never a made-up 0. container_spec_* follow
+cAdvisor's defaults for every container: an unset or unlimited memory,
+swap or reservation limit is 0, the CFS period 100000 when unset, shares
+converted from cpu.weight (default 100); container_spec_cpu_quota only when
+a quota is set.
+
+The root cgroup (snapshot.root) is rendered with id="/" and image="" like
+every non-container cgroup, so ``image!=""`` selects containers only; the
+machine_* families carry cAdvisor's boot_id, machine_id, system_uuid labels.
+
+Where a cAdvisor name is a counter without the _total suffix
+(container_memory_failcnt, container_hugetlb_failcnt) it is typed gauge
+here, keeping the name that dashboards query and `promtool check metrics`
+clean. Families of the optional sets ([collector] enable) appear only when
+the collector read them.
 
 Entry point: ``render(snapshot, label_allowlist=(), openmetrics=False) -> bytes``.
 A scrape never reads the kernel: everything comes from the snapshot and from
@@ -30,6 +43,8 @@ import re
 import threading
 
 from agent import selfmetrics
+from runtime.limits import DEFAULT_CPU_PERIOD_US
+from runtime.procstat import TASK_STATES
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -84,8 +99,60 @@ FAMILIES = (
     ("cgroup_agent_container_restarts_total", "counter", "Restarts of the container by its restart policy.", ()),
     ("cgroup_agent_container_oom_kills_total", "counter", "OOM kills of the container's processes seen by the supervisor.", ()),
     ("cgroup_agent_container_pids_limit_hits_total", "counter", "Forks refused because the cgroup was at pids.max (pids.events max).", ()),
+    # issue 16: the rest of cAdvisor's cgroup v2 families (appended: indices above stay put)
+    ("container_cpu_cfs_burst_periods_total", "counter", "Number of periods when burst occurs.", ()),
+    ("container_cpu_cfs_burst_seconds_total", "counter", "Total time duration the container has been bursted.", ()),
+    ("container_memory_failcnt", "gauge", "Number of memory usage hits limits (memory.events max; a counter, typed gauge: cAdvisor's name has no _total).", ()),
+    ("container_memory_events_high_total", "counter", "Cumulative count of memory.high throttle events for the container.", ()),
+    ("container_memory_events_max_total", "counter", "Cumulative count of memory.max limit hit events for the container.", ()),
+    ("container_memory_kernel_usage", "gauge", "Size of kernel memory allocated in bytes.", ()),
+    ("container_memory_total_active_file_bytes", "gauge", "Current total active file in bytes.", ()),
+    ("container_memory_total_inactive_file_bytes", "gauge", "Current total inactive file in bytes.", ()),
+    ("container_memory_file_dirty_bytes", "gauge", "Number of bytes of file cache that has been modified but not yet written back to disk.", ()),
+    ("container_memory_file_writeback_bytes", "gauge", "Number of bytes of file cache that is currently being written back to disk.", ()),
+    ("container_memory_workingset_refault_anon_total", "counter", "Cumulative number of refaults of previously evicted anonymous pages.", ()),
+    ("container_memory_workingset_refault_file_total", "counter", "Cumulative number of refaults of previously evicted file pages.", ()),
+    ("container_memory_pgscan_total", "counter", "Cumulative number of pages scanned by the page reclaim algorithm.", ()),
+    ("container_memory_pgsteal_total", "counter", "Cumulative number of pages reclaimed by the page reclaim algorithm.", ()),
+    ("container_creation_time_seconds", "gauge", "Container creation time since unix epoch in seconds.", ()),
+    ("container_hugetlb_usage_bytes", "gauge", "Current hugepage usage in bytes.", ("pagesize",)),
+    ("container_hugetlb_failcnt", "gauge", "Number of hugepage usage hits limits (a counter, typed gauge: cAdvisor's name has no _total).", ("pagesize",)),
+    ("container_file_descriptors", "gauge", "Number of open file descriptors for the container.", ()),
+    ("container_sockets", "gauge", "Number of open sockets for the container.", ()),
+    ("container_threads", "gauge", "Number of threads running inside the container.", ()),
+    ("container_threads_max", "gauge", "Maximum number of threads allowed inside the container, infinity if value is zero.", ()),
+    ("container_ulimits_soft", "gauge", "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice.", ("ulimit",)),
+    ("container_tasks_state", "gauge", "Number of tasks in given state.", ("state",)),
 )
 _INDEX = {f[0]: i for i, f in enumerate(FAMILIES)}
+(_BURST_N, _BURST_S, _FAILCNT, _EV_HIGH, _EV_MAX, _KERNEL, _ACTIVE_FILE, _INACTIVE_FILE, _DIRTY, _WRITEBACK,
+ _REFAULT_ANON, _REFAULT_FILE, _PGSCAN, _PGSTEAL, _CREATED, _HUGE_USAGE, _HUGE_FAILCNT, _FDS, _SOCKETS,
+ _THREADS, _THREADS_MAX, _ULIMITS, _TASKS) = range(_INDEX["container_cpu_cfs_burst_periods_total"], len(FAMILIES))
+assert FAMILIES[_TASKS][0] == "container_tasks_state"
+
+# memory.stat key -> family index of the plain one-value memory families
+_MEMSTAT_FAMILIES = (
+    ("kernel", _KERNEL, "container_memory_kernel_usage"),
+    ("active_file", _ACTIVE_FILE, "container_memory_total_active_file_bytes"),
+    ("inactive_file", _INACTIVE_FILE, "container_memory_total_inactive_file_bytes"),
+    ("file_dirty", _DIRTY, "container_memory_file_dirty_bytes"),
+    ("file_writeback", _WRITEBACK, "container_memory_file_writeback_bytes"),
+    ("workingset_refault_anon", _REFAULT_ANON, "container_memory_workingset_refault_anon_total"),
+    ("workingset_refault_file", _REFAULT_FILE, "container_memory_workingset_refault_file_total"),
+    ("pgscan", _PGSCAN, "container_memory_pgscan_total"),
+    ("pgsteal", _PGSTEAL, "container_memory_pgsteal_total"),
+)
+DEFAULT_CPU_WEIGHT = 100   # the kernel's cpu.weight when none is set
+
+MACHINE_LABELS = ("boot_id", "machine_id", "system_uuid")
+# (name, help, MachineInfo field)
+MACHINE_FAMILIES = (
+    ("machine_cpu_cores", "Number of logical CPU cores.", "cpu_cores"),
+    ("machine_cpu_physical_cores", "Number of physical CPU cores.", "cpu_physical_cores"),
+    ("machine_cpu_sockets", "Number of CPU sockets.", "cpu_sockets"),
+    ("machine_memory_bytes", "Amount of memory installed on the machine.", "memory_bytes"),
+    ("machine_swap_bytes", "Amount of swap memory available on the machine.", "swap_bytes"),
+)
 
 
 def escape(value) -> str:
@@ -146,6 +213,10 @@ def _emit_cgroup(out, lb, s, info, devices):
     """Append every series of one cgroup to the per-family lists in ``out``."""
     cpu = s.cpu
     if cpu is not None:
+        if cpu.nr_bursts is not None:
+            out[_BURST_N].append(f"container_cpu_cfs_burst_periods_total{{{lb}}} {cpu.nr_bursts}")
+        if cpu.burst_usec is not None:
+            out[_BURST_S].append(f"container_cpu_cfs_burst_seconds_total{{{lb}}} {cpu.burst_usec / 1e6!r}")
         if cpu.usage_usec is not None:
             out[0].append(f'container_cpu_usage_seconds_total{{{lb},cpu="total"}} {cpu.usage_usec / 1e6!r}')
         if cpu.user_usec is not None:
@@ -171,6 +242,9 @@ def _emit_cgroup(out, lb, s, info, devices):
             out[9].append(f"container_memory_cache{{{lb}}} {mstat['file']}")
         if "file_mapped" in mstat:
             out[11].append(f"container_memory_mapped_file{{{lb}}} {mstat['file_mapped']}")
+        for key, idx, name in _MEMSTAT_FAMILIES:
+            if key in mstat:
+                out[idx].append(f"{name}{{{lb}}} {mstat[key]}")
         # memory.stat is hierarchical on cgroup v2: both scopes carry the same value (as cAdvisor).
         for ft in ("pgfault", "pgmajfault"):
             if ft in mstat:
@@ -182,8 +256,36 @@ def _emit_cgroup(out, lb, s, info, devices):
     if s.memory_peak is not None:
         out[12].append(f"container_memory_max_usage_bytes{{{lb}}} {s.memory_peak}")
     mev = s.memory_events
-    if mev is not None and "oom_kill" in mev:
-        out[14].append(f"container_oom_events_total{{{lb}}} {mev['oom_kill']}")
+    if mev is not None:
+        if "oom_kill" in mev:
+            out[14].append(f"container_oom_events_total{{{lb}}} {mev['oom_kill']}")
+        if "max" in mev:   # cgroup v2's failcnt: times usage hit memory.max (as runc/cAdvisor)
+            out[_FAILCNT].append(f"container_memory_failcnt{{{lb}}} {mev['max']}")
+            out[_EV_MAX].append(f"container_memory_events_max_total{{{lb}}} {mev['max']}")
+        if "high" in mev:
+            out[_EV_HIGH].append(f"container_memory_events_high_total{{{lb}}} {mev['high']}")
+    if s.hugetlb:
+        for size, h in sorted(s.hugetlb.items()):
+            hl = f'{lb},pagesize="{escape(size)}"'
+            if h.usage is not None:
+                out[_HUGE_USAGE].append(f"container_hugetlb_usage_bytes{{{hl}}} {h.usage}")
+            if h.failcnt is not None:
+                out[_HUGE_FAILCNT].append(f"container_hugetlb_failcnt{{{hl}}} {h.failcnt}")
+    ps = s.processes
+    if ps is not None:
+        if ps.file_descriptors is not None:    # the "process" set
+            out[_FDS].append(f"container_file_descriptors{{{lb}}} {ps.file_descriptors}")
+            out[_SOCKETS].append(f"container_sockets{{{lb}}} {ps.sockets}")
+            threads = s.pids_current if s.pids_current is not None else ps.threads
+            if threads is not None:
+                out[_THREADS].append(f"container_threads{{{lb}}} {threads}")
+            lim = info.limits if info is not None else None
+            out[_THREADS_MAX].append(f"container_threads_max{{{lb}}} {_limit(lim, 'pids_max') or 0}")
+            if ps.max_open_files is not None:
+                out[_ULIMITS].append(f'container_ulimits_soft{{{lb},ulimit="max_open_files"}} {ps.max_open_files}')
+        if ps.tasks_state is not None:          # the "cpuLoad" set
+            for state, n in zip(TASK_STATES, ps.tasks_state):
+                out[_TASKS].append(f'container_tasks_state{{{lb},state="{state}"}} {n}')
     io = s.io
     if io:
         for (maj, mnr), st in sorted(io.items()):
@@ -214,28 +316,23 @@ def _emit_cgroup(out, lb, s, info, devices):
         if pr.full is not None:
             out[idx + 1].append(f"container_pressure_{kind}_stalled_seconds_total{{{lb}}} {pr.full.total_usec / 1e6!r}")
     if info is not None:
+        # cAdvisor's spec defaults: unset/unlimited memory limits are 0, the period
+        # 100000, shares from the kernel's default weight; a quota only when set.
         lim = info.limits
-        if lim is not None:
-            v = _limit(lim, "memory_max")
-            if v is not None:
-                out[27].append(f"container_spec_memory_limit_bytes{{{lb}}} {v}")
-            v = _limit(lim, "memory_low")
-            if v is not None:
-                out[28].append(f"container_spec_memory_reservation_limit_bytes{{{lb}}} {v}")
-            v = _limit(lim, "memory_swap_max")
-            if v is not None:
-                out[29].append(f"container_spec_memory_swap_limit_bytes{{{lb}}} {v}")
-            v = _limit(lim, "cpu_quota_us")
-            if v is not None:
-                out[30].append(f"container_spec_cpu_quota{{{lb}}} {v}")
-                p = _limit(lim, "cpu_period_us") or 100000
-                out[31].append(f"container_spec_cpu_period{{{lb}}} {p}")
-            v = _limit(lim, "cpu_weight")
-            if v is not None:
-                out[32].append(f"container_spec_cpu_shares{{{lb}}} {weight_to_shares(v)}")
+        out[27].append(f"container_spec_memory_limit_bytes{{{lb}}} {_limit(lim, 'memory_max') or 0}")
+        out[28].append(f"container_spec_memory_reservation_limit_bytes{{{lb}}} {_limit(lim, 'memory_low') or 0}")
+        out[29].append(f"container_spec_memory_swap_limit_bytes{{{lb}}} {_limit(lim, 'memory_swap_max') or 0}")
+        v = _limit(lim, "cpu_quota_us")
+        if v is not None:
+            out[30].append(f"container_spec_cpu_quota{{{lb}}} {v}")
+        out[31].append(f"container_spec_cpu_period{{{lb}}} {_limit(lim, 'cpu_period_us') or DEFAULT_CPU_PERIOD_US}")
+        weight = _limit(lim, "cpu_weight") or DEFAULT_CPU_WEIGHT
+        out[32].append(f"container_spec_cpu_shares{{{lb}}} {weight_to_shares(weight)}")
         start = info.started_at or info.created_at
         if start is not None:
             out[33].append(f"container_start_time_seconds{{{lb}}} {_num(start)}")
+        if info.created_at is not None:
+            out[_CREATED].append(f"container_creation_time_seconds{{{lb}}} {_num(info.created_at)}")
 
 
 def _emit_container_state(out, lb, info, sample):
@@ -256,6 +353,21 @@ def _header(lines, name, kind, help, om):
 
 def _label_str(names, values) -> str:
     return ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values))
+
+
+def _machine_lines(lines, m, om):
+    """cAdvisor's machine_* families from a runtime.machine.MachineInfo."""
+    ml = _label_str(MACHINE_LABELS, (m.boot_id, m.machine_id, m.system_uuid))
+    for name, help, attr in MACHINE_FAMILIES:
+        _header(lines, name, "gauge", help, om)
+        lines.append(f"{name}{{{ml}}} {_num(getattr(m, attr))}")
+    if m.dimms:
+        _header(lines, "machine_dimm_count", "gauge",
+                "Number of RAM DIMM (all types memory modules) value labeled by dimm type.", om)
+        lines.extend(f'machine_dimm_count{{{ml},type="{escape(t)}"}} {n}' for t, n, _b in m.dimms)
+        _header(lines, "machine_dimm_capacity_bytes", "gauge",
+                "Total RAM DIMM capacity (all types memory modules) value labeled by dimm type.", om)
+        lines.extend(f'machine_dimm_capacity_bytes{{{ml},type="{escape(t)}"}} {b}' for t, _n, b in m.dimms)
 
 
 def _selfmetric_lines(lines, om):
@@ -305,6 +417,11 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
         taken_at = snapshot.taken_at
         seen = _num(taken_at)
         last_seen = out[34]
+        root = getattr(snapshot, "root", None)
+        if root is not None:     # the host: id="/", image="" and name="" as every non-container
+            lb = _base_labels(mount, None, mount, allow)
+            _emit_cgroup(out, lb, root, None, devices)
+            last_seen.append(f"container_last_seen{{{lb}}} {seen}")
         with _cache_lock:
             cache = _chunks
             for path in sorted(snapshot.samples):
@@ -334,6 +451,8 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
         if series:
             _header(lines, name, kind, help, openmetrics)
             lines.extend(series)
+    if snapshot is not None and getattr(snapshot, "machine", None) is not None:
+        _machine_lines(lines, snapshot.machine, openmetrics)
     _selfmetric_lines(lines, openmetrics)
     if openmetrics:
         lines.append("# EOF")
