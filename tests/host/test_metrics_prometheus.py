@@ -239,6 +239,15 @@ def test_root_machine_and_optional_series(stack):
     assert r and int(r[0]["value"][1]) == total
     ids = {x["metric"]["id"] for x in prom.query('container_cpu_usage_seconds_total{image!=""}')}
     assert ids and "/" not in ids and all("/containers/" in i for i in ids)
+    # the same image value in inspect (and so ps) as on /metrics
+    assert stack["client"].call("GET", "/v1/containers/web")["image"] == "host"
+    # the dashboard's host panel (root cgroup against machine_*) has data
+    _dash, exprs = _dashboard_exprs()
+    host = [e for t, e in exprs if t.startswith("Host:")]
+    assert len(host) == 2
+    for e in host:
+        r = wait_for(lambda: prom.query(_grafana_vars(e)), what=e)
+        assert 0 < float(r[0]["value"][1]) <= 1.0, (e, r)
     # process set: the container's descriptors and threads, as /proc shows them
     pids = cg.procs()
     fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
