@@ -550,7 +550,9 @@ class Collector:
                     log.warning("collector.read_failed", path=path, error=str(exc))
                 continue
             samples[path] = sample
-            if sample.io:
+        root = self._read_root(n)
+        for sample in (*samples.values(), root):
+            if sample is not None and sample.io:
                 for dev in sample.io:
                     if dev not in self._devices:
                         self._devices[dev] = _device_name(*dev)
@@ -560,8 +562,7 @@ class Collector:
             samples=MappingProxyType(samples),
             containers=MappingProxyType({i.id: i for i in infos}),
             errors=errors, mount=self.mount,
-            devices=MappingProxyType(dict(self._devices)), seq=n, machine=self.machine,
-            root=self._read_root(n))
+            devices=MappingProxyType(dict(self._devices)), seq=n, machine=self.machine, root=root)
         selfmetrics.observe_collection(duration)
         selfmetrics.set_gauge("cgroups_watched", len(samples))
         selfmetrics.set_gauge("collection_last_success_timestamp_seconds", wall)
