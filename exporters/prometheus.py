@@ -30,7 +30,12 @@ Where a cAdvisor name is a counter without the _total suffix
 (container_memory_failcnt, container_hugetlb_failcnt) it is typed gauge
 here, keeping the name that dashboards query and `promtool check metrics`
 clean. Families of the optional sets ([collector] enable) appear only when
-the collector read them.
+the collector read them. Other differences from cAdvisor: container_processes
+counts tasks (pids.current, on by default: the fork-bomb alert uses it), not
+processes; not exported, because cgroup v2 and /proc do not give them:
+container_hugetlb_max_usage_bytes (no hugetlb peak file),
+container_tasks_state{state="iowaiting"} (netlink taskstats only), machine_nvm_*
+(Intel's libipmctl), the cpu_topology set.
 
 Entry point: ``render(snapshot, label_allowlist=(), openmetrics=False) -> bytes``.
 A scrape never reads the kernel: everything comes from the snapshot and from
