@@ -73,7 +73,7 @@ from typing import Callable, Mapping
 import structlog
 
 from agent import selfmetrics
-from runtime import stats
+from runtime import machine, procstat, stats
 from runtime.cgroupfs import find_mount
 from runtime.errors import CgroupError
 
@@ -103,6 +103,8 @@ class Snapshot:
     mount: str = ""                        # cgroup2 mount point, for relative ids
     devices: Mapping = field(default_factory=lambda: _EMPTY)   # (major, minor) -> "/dev/name"
     seq: int = 0                           # 1 for the first pass, +1 each pass
+    machine: object = None                 # runtime.machine.MachineInfo (read once at start)
+    root: stats.CgroupSample | None = None # the root cgroup (id "/"), completed from /proc
 
     def sample_for(self, info) -> stats.CgroupSample | None:
         """The sample of a container's cgroup (None if not read this pass)."""
@@ -221,6 +223,16 @@ class Collector:
         self._last_infos: list = []
         self._started = False
         self._fd_limit_logged = False
+        self._root = None   # _Tracked of the root cgroup, False when unreadable
+        enable = set(getattr(config.collector, "enable", ()) or ())
+        self._hugepage_sizes = stats.hugepage_sizes() if "hugetlb" in enable else ()
+        self._proc_fds = "process" in enable
+        self._proc_tasks = "cpuLoad" in enable
+        try:
+            self.machine = machine.read_machine()
+        except Exception as exc:  # noqa: BLE001 - machine_* absent, everything else goes on
+            log.warning("collector.machine_info_failed", error=str(exc))
+            self.machine = None
 
     # -- public API ------------------------------------------------------
 
@@ -265,6 +277,9 @@ class Collector:
         for t in self._tracked.values():
             t.close()
         self._tracked.clear()
+        if self._root:
+            self._root.close()
+        self._root = None
         if self._watcher is not None and self._own_watcher:
             try:
                 self._watcher.close()
@@ -448,21 +463,60 @@ class Collector:
             elif file == "cpu.stat":
                 cpu_changed = False
         if first:
-            files = t.rest
+            full = True
         elif cpu_changed:
-            files = t.rest if (n + t.phase) % self.slow_every == 0 else t.medium
+            full = (n + t.phase) % self.slow_every == 0
         else:
-            files = t.rest if (n + t.phase) % self.idle_every == 0 else ()
+            full = (n + t.phase) % self.idle_every == 0
+        files = t.rest if full else (t.medium if cpu_changed else ())
         for file, fd in files:
             data = os.pread(fd, _PREAD_SIZE, 0) if fd is not None else _read_file(t.path, file)
             if raw.get(file) != data:
                 raw[file] = data
                 changed = True
                 self._parse(file, data, values)
+        if full and (self._hugepage_sizes or (t.is_container and (self._proc_fds or self._proc_tasks))):
+            changed = self._read_optional(t, values) or changed
         if changed or first:
             values["inode"] = t.inode
             t.sample = stats.CgroupSample(**values)
         return t.sample
+
+    def _read_optional(self, t: _Tracked, values: dict) -> bool:
+        """The [collector] enable sets, on a full refresh; True if a value changed."""
+        changed = False
+        if self._hugepage_sizes:
+            h = stats.read_hugetlb(t.path, self._hugepage_sizes)
+            if h != values.get("hugetlb"):
+                values["hugetlb"] = h
+                changed = True
+        if t.is_container and (self._proc_fds or self._proc_tasks):
+            p = procstat.process_stats(t.path, fds=self._proc_fds, tasks=self._proc_tasks)
+            if p != values.get("processes"):
+                values["processes"] = p
+                changed = True
+        return changed
+
+    def _read_root(self, n: int):
+        """The root cgroup's sample (not in ``samples``: it is the host, not a watched
+        cgroup), with what cgroup v2 lacks at the root taken from /proc."""
+        if self._root is None:
+            from runtime.reader import CgroupReader
+            try:
+                reader = CgroupReader(self.mount)
+            except (CgroupError, OSError) as exc:
+                log.warning("collector.root_unreadable", path=self.mount, error=str(exc))
+                self._root = False
+                return None
+            self._root = _Tracked(self.mount, reader, _reader_fds(reader), reader.inode)
+        if self._root is False:
+            return None
+        try:
+            return machine.fill_root(self._read(self._root, n))
+        except (CgroupError, OSError) as exc:
+            selfmetrics.inc("collection_errors_total", reason="read")
+            log.warning("collector.read_failed", path=self.mount, error=str(exc))
+            return None
 
     @staticmethod
     def _parse(file: str, data: bytes, values: dict) -> None:
@@ -496,7 +550,9 @@ class Collector:
                     log.warning("collector.read_failed", path=path, error=str(exc))
                 continue
             samples[path] = sample
-            if sample.io:
+        root = self._read_root(n)
+        for sample in (*samples.values(), root):
+            if sample is not None and sample.io:
                 for dev in sample.io:
                     if dev not in self._devices:
                         self._devices[dev] = _device_name(*dev)
@@ -506,7 +562,7 @@ class Collector:
             samples=MappingProxyType(samples),
             containers=MappingProxyType({i.id: i for i in infos}),
             errors=errors, mount=self.mount,
-            devices=MappingProxyType(dict(self._devices)), seq=n)
+            devices=MappingProxyType(dict(self._devices)), seq=n, machine=self.machine, root=root)
         selfmetrics.observe_collection(duration)
         selfmetrics.set_gauge("cgroups_watched", len(samples))
         selfmetrics.set_gauge("collection_last_success_timestamp_seconds", wall)

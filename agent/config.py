@@ -97,6 +97,7 @@ class CollectorSection:
     interval: float
     watch_roots: tuple
     label_allowlist: tuple
+    enable: tuple = ()   # optional metric sets (OPTIONAL_METRICS), off by default
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,19 @@ def _string_list(key: str, v: Any) -> tuple:
     return tuple(v)
 
 
+# Optional metric sets, named as cAdvisor's --enable_metrics names them.
+OPTIONAL_METRICS = ("process", "cpuLoad", "hugetlb")
+
+
+def _metric_sets(key: str, v: Any) -> tuple:
+    names = _string_list(key, v)
+    for n in names:
+        if n not in OPTIONAL_METRICS:
+            raise ConfigError(key, f"{_fmt(n)} is not an optional metric set; use any of "
+                                   f"{', '.join(OPTIONAL_METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def _money(key: str, v: Any) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ConfigError(key, f"{_fmt(v)} is not a price; use a decimal string such as \"0.031\"")
@@ -318,6 +332,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "interval": _duration(min_seconds=0.01),
         "watch_roots": _string_list,
         "label_allowlist": _string_list,
+        "enable": _metric_sets,
     },
     "billing": {
         "period": _duration(min_seconds=1),

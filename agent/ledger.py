@@ -846,7 +846,7 @@ def _count_error(where: str) -> None:
 # ---------------------------------------------------------------- usage queries
 
 GROUPS = ("name", "hour", "day")
-QUERY_KEYS = ("since", "until", "name", "label", "group_by", "format")
+QUERY_KEYS = ("since", "until", "name", "label", "group_by", "format", "open")
 FORMATS = ("table", "csv", "jsonl", "focus")
 _AGO_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
 _AGO_UNITS = {"s": 1, "m": 60, "h": HOUR, "d": DAY, "w": 7 * DAY}
@@ -861,6 +861,7 @@ class UsageQuery(NamedTuple):
     labels: tuple          # ((key, value), ...)
     group_by: str | None   # None, "name", "hour", "day", "label:K"
     format: str
+    open: bool = False     # focus: include the open (current) hour, marked
 
 
 def _user_error(msg: str):
@@ -929,7 +930,11 @@ def parse_usage_params(params: dict, now: float) -> UsageQuery:
     if fmt not in FORMATS:
         raise _user_error(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     name = _one(params, "name")
-    return UsageQuery(since, until, None if name is None else str(name), tuple(pairs), group, fmt)
+    open_ = str(_one(params, "open") or "0").lower()
+    if open_ not in ("0", "1", "true", "false"):
+        raise _user_error(f"open: {open_!r} is not a boolean; use 1 or 0 (true or false)")
+    return UsageQuery(since, until, None if name is None else str(name), tuple(pairs), group, fmt,
+                      open_ in ("1", "true"))
 
 
 def _json_path(key: str) -> str:
@@ -1038,14 +1043,17 @@ def _run_query(db, q: UsageQuery, ledger: "Ledger") -> dict:
         out.update(kind="records", rows=rows, totals=usage_row(total, currency))
         return out
     if q.format == "focus":
-        from exporters.billing import focus_rows
+        from exporters.focus import focus_rows, grace_seconds, hour_is_open
         hourly = []
+        now, grace = time.time(), grace_seconds(ledger.period)
         for r in _grouped(db, q, "instance-hour"):
+            if not q.open and hour_is_open(r[0], now, grace):
+                continue                      # closed periods only unless asked (totals too)
             sums = dict(zip(("n", *SUM_COLS, *MAX_COLS), r[5:]))
             _add(total, sums)
             hourly.append({"hour": r[0], "container_id": r[1], "cgroup_inode": r[2], "name": r[3],
                            "labels": json.loads(r[4]), **sums})
-        out.update(kind="focus", rows=focus_rows(hourly, ledger.host, currency, ledger.card.basis),
+        out.update(kind="focus", rows=focus_rows(hourly, ledger.host, ledger.card, now, grace, q.open),
                    totals=usage_row(total, currency))
         return out
     group = q.group_by or "name"

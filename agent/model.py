@@ -6,6 +6,29 @@ from typing import Any
 
 STATES = ("created", "running", "paused", "exited", "restarting")
 
+HOST_IMAGE = "host"
+
+
+def image_ref(image: str, rootfs: str = "", bundle: str = "") -> str:
+    """The one rule for a container's ``image`` (ps, inspect, and the image label
+    of /metrics): the image reference when there is one; otherwise
+    ``bundle:<dir>`` for an OCI bundle, ``rootfs:<dir>`` for a root directory,
+    ``host`` for a container that runs on the host's root. Never "": the root and
+    other non-container cgroups keep image="" so that image!="" selects containers.
+
+    A value stored by an older agent (a bare path) is read by the same rule: a
+    bare path that holds the rootfs below it was a bundle, else the rootfs.
+    """
+    if bundle:
+        return "bundle:" + bundle
+    if image and not image.startswith("/"):
+        return image                      # already a reference: bundle:, rootfs:, host, or an image
+    if image and rootfs.startswith(image.rstrip("/") + "/"):
+        return "bundle:" + image          # legacy: the bundle path
+    if rootfs:
+        return "rootfs:" + rootfs
+    return HOST_IMAGE
+
 
 @dataclass(frozen=True)
 class ContainerInfo:
@@ -15,7 +38,7 @@ class ContainerInfo:
     limits: Any  # runtime.limits.Limits
     state: str = "created"
     labels: dict = field(default_factory=dict)
-    image: str = ""
+    image: str = ""  # agent.model.image_ref: "host", "rootfs:<dir>", "bundle:<dir>" or an image
     pid: int | None = None
     created_at: float | None = None
     started_at: float | None = None

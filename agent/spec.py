@@ -45,6 +45,7 @@ from typing import Any
 
 from agent.errors import UserError
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
+from agent.model import image_ref
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -133,7 +134,7 @@ class ContainerSpec:
     gid: int = 0
     hostname: str = ""
     rootfs: str = ""  # "" = host root
-    image: str = ""  # what the user named: rootfs or bundle path
+    image: str = ""  # agent.model.image_ref: host, rootfs:<dir>, bundle:<dir> (or an image reference)
     volumes: tuple = ()
     network: str = "host"
     limits: Any = field(default_factory=_empty_limits)
@@ -653,6 +654,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if raw_root not in (None, ""):
         rootfs = _rootfs_path("rootfs", raw_root, config)
         image = image or raw_root
+    image = image_ref(image, rootfs)
     volumes_in = body.get("volumes") or []
     if not isinstance(volumes_in, list):
         raise UserError("volumes: must be a list of SRC:DST[:ro]")
@@ -725,7 +727,7 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
             raise UserError(f"config.json {key}: must be an object")
         return v
 
-    body: dict = {"image": path}
+    body: dict = {"image": image_ref("", bundle=bundle)}
     process = obj("process", oci.get("process"))
     if "args" not in process:
         raise UserError("config.json process.args: missing")

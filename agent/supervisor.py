@@ -32,7 +32,7 @@ import structlog
 from agent import selfmetrics
 from agent import userns_alloc
 from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
-from agent.model import ContainerInfo
+from agent.model import ContainerInfo, image_ref
 from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store, StoreFull
 from agent.store import full_error as store_full_error
@@ -222,7 +222,7 @@ class Supervisor:
         r = e.row
         return ContainerInfo(
             id=r.id, name=r.name, cgroup=r.cgroup, limits=e.limits, state=r.state, labels=dict(e.spec.labels),
-            image=e.spec.image, pid=r.pid, created_at=r.created_at, started_at=r.started_at,
+            image=image_ref(e.spec.image, e.spec.rootfs), pid=r.pid, created_at=r.created_at, started_at=r.started_at,
             finished_at=r.finished_at, exit_code=r.exit_code, exit_signal=r.exit_signal,
             oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,

@@ -1,90 +1,19 @@
 """Billing exports: CSV, JSON lines, FOCUS 1.2 rows and a terminal table.
 
 Pure functions over what agent.ledger.Ledger.query() returns; nothing here
-touches the database or the kernel.
-
-FOCUS (FinOps Open Cost and Usage Specification) 1.2: one row per container
-instance, meter and UTC hour; meters are cpu (Core-Hours), memory
-(GiB-Hours), io_read and io_write (GiB). A meter row is emitted when its
-consumed quantity or its cost is non-zero. There are no discounts or
-commitments, so BilledCost = EffectiveCost = ListCost = ContractedCost; the
-billing account is the host, the billing period the UTC calendar month of the
-charge period. Costs are the sums of
-the records' rounded meter costs, so the rows of an hour add up exactly to
-the records of that hour.
+touches the database or the kernel. FOCUS rows are built by exporters.focus
+(its columns, values and rounding rule); here they are only written out.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-from datetime import datetime, timezone
 
-from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR, METERS, USEC_PER_HOUR, money, quantity
+from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR
+from exporters import focus
 
-SERVICE_NAME = "cgroup-agent"
-
-FOCUS_COLUMNS = (
-    "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "BillingCurrency",
-    "BillingAccountId", "BillingPeriodStart", "BillingPeriodEnd",
-    "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ChargeFrequency", "ChargeDescription",
-    "ConsumedQuantity", "ConsumedUnit", "PricingQuantity", "PricingUnit",
-    "ResourceId", "ResourceName", "ServiceName", "ServiceCategory", "SkuId", "Tags",
-    "ProviderName", "PublisherName", "InvoiceIssuerName",
-    "x_Host", "x_ContainerId", "x_CgroupInode", "x_Meter", "x_PricingBasis",
-)
-
-
-def _month(ts: int) -> tuple[str, str]:
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-# meter -> (consumed column, priced column, units per pricing unit, cost column)
-_METER_COLS = {
-    "cpu": ("cpu_usec", "priced_cpu_usec", USEC_PER_HOUR, "cost_cpu_nanos"),
-    "memory": ("memory_byte_seconds", "priced_memory_byte_seconds", GIB_SECONDS_PER_GIB_HOUR,
-               "cost_memory_nanos"),
-    "io_read": ("io_read_bytes", "io_read_bytes", GIB, "cost_io_read_nanos"),
-    "io_write": ("io_write_bytes", "io_write_bytes", GIB, "cost_io_write_nanos"),
-}
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def focus_rows(hourly: list[dict], host: str, currency: str, basis: str) -> list[dict]:
-    """Hourly per-instance sums (hour, container_id, cgroup_inode, name,
-    labels, and the ledger's summed integer columns) -> FOCUS rows."""
-    rows = []
-    for h in hourly:
-        tags = json.dumps(h["labels"], sort_keys=True, separators=(",", ":"))
-        for meter, (used_col, priced_col, per_unit, cost_col) in _METER_COLS.items():
-            used, cost = h[used_col] or 0, h[cost_col] or 0
-            if not used and not cost:
-                continue
-            unit, sku, what = METERS[meter]
-            c = money(cost)
-            bp_start, bp_end = _month(h["hour"])
-            rows.append({
-                "BilledCost": c, "EffectiveCost": c, "ListCost": c, "ContractedCost": c,
-                "BillingCurrency": currency, "BillingAccountId": host,
-                "BillingPeriodStart": bp_start, "BillingPeriodEnd": bp_end,
-                "ChargePeriodStart": _iso(h["hour"]), "ChargePeriodEnd": _iso(h["hour"] + 3600),
-                "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based",
-                "ChargeDescription": f"{what} of container {h['name']} on {host}",
-                "ConsumedQuantity": quantity(used, per_unit), "ConsumedUnit": unit,
-                "PricingQuantity": quantity(h[priced_col] or 0, per_unit), "PricingUnit": unit,
-                "ResourceId": f"{host}/{h['container_id']}/{h['cgroup_inode']}",
-                "ResourceName": h["name"], "ServiceName": SERVICE_NAME, "ServiceCategory": "Compute",
-                "SkuId": sku, "Tags": tags,
-                "ProviderName": SERVICE_NAME, "PublisherName": SERVICE_NAME, "InvoiceIssuerName": SERVICE_NAME,
-                "x_Host": host, "x_ContainerId": h["container_id"], "x_CgroupInode": h["cgroup_inode"],
-                "x_Meter": meter, "x_PricingBasis": basis,
-            })
-    return rows
+FOCUS_COLUMNS = focus.FOCUS_COLUMNS
 
 
 def _cell(v) -> str:

@@ -21,6 +21,8 @@ class CpuStat(NamedTuple):
     nr_periods: int | None
     nr_throttled: int | None
     throttled_usec: int | None
+    nr_bursts: int | None = None      # cpu.max.burst used (Linux 5.14+)
+    burst_usec: int | None = None
 
 
 class IoStat(NamedTuple):
@@ -67,6 +69,23 @@ class CgroupSample(NamedTuple):
     io_pressure: Pressure | None = None
     events: CgroupEvents | None = None
     cpuset_cpus_effective: frozenset | None = None
+    hugetlb: dict | None = None        # page size ("2MB") -> HugetlbStat; only with [collector] enable hugetlb
+    processes: "ProcessStats | None" = None   # per-process walk; only with [collector] enable process/cpuLoad
+
+
+class HugetlbStat(NamedTuple):
+    usage: int | None        # hugetlb.<size>.current
+    failcnt: int | None      # hugetlb.<size>.events max: allocations refused at the limit
+
+
+class ProcessStats(NamedTuple):
+    """What a walk of the cgroup's processes found (runtime.procstat); None = not counted."""
+
+    file_descriptors: int | None = None   # entries of /proc/PID/fd, summed
+    sockets: int | None = None            # of those, sockets
+    max_open_files: int | None = None     # soft RLIMIT_NOFILE of the first process (-1 = unlimited)
+    tasks_state: tuple | None = None      # (sleeping, running, stopped, uninterruptible) task counts
+    threads: int | None = None            # tasks in cgroup.threads (where pids.current is absent)
 
 
 # -- parsers ---------------------------------------------------------------
@@ -365,3 +384,49 @@ def working_set(sample: CgroupSample) -> int | None:
         return None
     inactive = (sample.memory_stat or {}).get("inactive_file", 0)
     return max(0, sample.memory_current - inactive)
+
+
+# -- hugetlb (files named per page size) --------------------------------------
+
+HUGEPAGES_SYSFS = "/sys/kernel/mm/hugepages"
+
+
+def hugepage_size_name(kb: int) -> str:
+    """A huge page size in kB as the hugetlb controller names its files: 2048 -> "2MB"."""
+    if kb >= 1 << 20:
+        return f"{kb >> 20}GB"
+    if kb >= 1 << 10:
+        return f"{kb >> 10}MB"
+    return f"{kb}KB"
+
+
+def hugepage_sizes(sysfs: str = HUGEPAGES_SYSFS) -> tuple[str, ...]:
+    """The huge page sizes this kernel offers ("hugepages-2048kB" -> "2MB"), smallest first."""
+    try:
+        names = os.listdir(sysfs)
+    except OSError:
+        return ()
+    kbs = []
+    for n in names:
+        if n.startswith("hugepages-") and n.endswith("kB") and n[10:-2].isdigit():
+            kbs.append(int(n[10:-2]))
+    return tuple(hugepage_size_name(kb) for kb in sorted(kbs))
+
+
+def read_hugetlb(cg, sizes) -> dict | None:
+    """{size: HugetlbStat} from hugetlb.<size>.current and .events; None when the
+    hugetlb controller is off for this cgroup (no files)."""
+    cg = _as_cgroup(cg)
+    out = {}
+    for size in sizes:
+        cur = _read_or_none(cg, f"hugetlb.{size}.current")
+        if cur is None:
+            continue
+        ev = _read_or_none(cg, f"hugetlb.{size}.events")
+        try:
+            usage = parse_int_or_max(cur)
+            failcnt = parse_flat_keyed(ev).get("max") if ev is not None else None
+        except ValueError:
+            continue
+        out[size] = HugetlbStat(usage, failcnt)
+    return out or None

@@ -2,6 +2,7 @@
 """Collection and /metrics benchmark: our collector against two peers, same run.
 
     python3 bench/collect/run.py [--sizes 100,1000,5000] [--load-seconds 30]
+                                 [--sections collect,render,optional,load]
 
 Creates N real cgroups on this host's unified hierarchy (under a unique
 cga-bench-<hex> directory), one sleeping process in each, then measures per
@@ -16,7 +17,9 @@ pass over the same cgroups:
   ours/tiered the default: fast/medium/slow tiers, idle cgroups skipped
 
 and /metrics render time (exporters.prometheus.render) against
-prometheus_client.generate_latest over the same series. Then agent RSS and
+prometheus_client.generate_latest over the same series; the collection cost
+of the optional sets ([collector] enable: process, cpuLoad, hugetlb) against
+the default set and the C floor (section "optional"). Then agent RSS and
 CPU% with 1000 containers at a 1 s interval (Collector thread + MetricsServer
 in a child process, scraped every 15 s). Results print as ratios; timings are
 only compared within this run. Not part of the test suite.
@@ -54,8 +57,9 @@ FILES = [file for file, _ in stats.SAMPLE_FILES.values()]
 class Cfg:
     """The two config sections the collector and server read."""
 
-    def __init__(self, interval=1.0, listen="127.0.0.1:0"):
-        self.collector = type("C", (), {"interval": interval, "watch_roots": (), "label_allowlist": ()})()
+    def __init__(self, interval=1.0, listen="127.0.0.1:0", enable=()):
+        self.collector = type("C", (), {"interval": interval, "watch_roots": (), "label_allowlist": (),
+                                        "enable": tuple(enable)})()
         self.agent = type("A", (), {"metrics_listen": listen})()
 
 
@@ -154,9 +158,9 @@ def c_chunk(files_present: int) -> int:
     return max(1, (limit - 200) // (files_present + 1))   # + the directory descriptor runtime.reader keeps
 
 
-def open_ours(paths, **kw) -> Collector:
+def open_ours(paths, enable=(), **kw) -> Collector:
     infos = infos_for(paths)
-    col = Collector(Cfg(), lambda: infos, **kw)
+    col = Collector(Cfg(enable=enable), lambda: infos, **kw)
     col.collect_once()                      # opens descriptors
     return col
 
@@ -231,6 +235,36 @@ def time_generate_latest(body: bytes, reps=3) -> float:
     return min(times)
 
 
+OPTIONAL_ALL = ("process", "cpuLoad", "hugetlb")
+
+
+def optional_sets(creader: str, paths, sizes, chunk: int) -> None:
+    """Collection cost per container with the default families and with every
+    optional set on, full reads (every file and every set each pass: the worst
+    case; by default the sets are read on a cgroup's slow/idle refresh only),
+    against the C floor over the same cgroups."""
+    print(f"optional sets ([collector] enable = {list(OPTIONAL_ALL)}), full reads every pass,"
+          " one sleeping process per cgroup:")
+    print(f"{'cgroups':>8} {'C floor':>10} {'default':>10} {'+process':>10} {'+cpuLoad':>10} {'+hugetlb':>10}"
+          f" {'all':>10} {'default/C':>10} {'all/C':>7}   (us per cgroup per pass)")
+    for n in sizes:
+        sub = paths[:n]
+        passes = max(3, 2000 // n)
+        best = {k: float("inf") for k in ("c", "default", "process", "cpuLoad", "hugetlb", "all")}
+        for _ in range(3):              # interleaved rounds
+            best["c"] = min(best["c"], time_c(creader, sub, passes, chunk))
+            for key, enable in (("default", ()), ("process", ("process",)), ("cpuLoad", ("cpuLoad",)),
+                                ("hugetlb", ("hugetlb",)), ("all", OPTIONAL_ALL)):
+                col = open_ours(sub, enable=enable, slow_every=1, idle_every=1)
+                best[key] = min(best[key], time_ours(col, passes)[0])
+                col.stop()
+        us = {k: v / n * 1e6 for k, v in best.items()}
+        print(f"{n:>8} {us['c']:>10.1f} {us['default']:>10.1f} {us['process']:>10.1f} {us['cpuLoad']:>10.1f}"
+              f" {us['hugetlb']:>10.1f} {us['all']:>10.1f} {us['default'] / us['c']:>10.2f}"
+              f" {us['all'] / us['c']:>7.2f}", flush=True)
+    print()
+
+
 LOAD_CHILD = r"""
 import sys, time, json
 sys.path.insert(0, sys.argv[1])
@@ -282,7 +316,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--load-seconds", type=float, default=30)
     ap.add_argument("--load-size", type=int, default=1000)
+    ap.add_argument("--sections", default="collect,render,optional,load")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     sizes = [int(s) for s in args.sizes.split(",")]
 
     # one descriptor per file per cgroup: 5000 cgroups need more than the usual
@@ -310,9 +346,12 @@ def main() -> int:
                       f"in chunks of {chunk} cgroups; our collector keeps {chunk} cgroups' descriptors "
                       f"and reads the rest with open/read/close (its fallback)")
             print()
-            print(f"{'cgroups':>8} {'C floor':>10} {'psutil':>10} {'ours/full':>10} {'ours/tier':>10}"
-                  f" {'full/C':>7} {'tier/C':>7} {'psutil/C':>8}   (us per cgroup per pass)")
-            for n in sizes:
+            if "optional" in sections:
+                optional_sets(creader, paths, sizes, chunk)
+            if "collect" in sections:
+                print(f"{'cgroups':>8} {'C floor':>10} {'psutil':>10} {'ours/full':>10} {'ours/tier':>10}"
+                      f" {'full/C':>7} {'tier/C':>7} {'psutil/C':>8}   (us per cgroup per pass)")
+            for n in (sizes if "collect" in sections else ()):
                 sub, subpids = paths[:n], pids[:n]
                 passes = max(3, 4000 // n)
                 c = ps = full = tier = float("inf")
@@ -331,10 +370,11 @@ def main() -> int:
                 print(f"{n:>8} {c:>10.1f} {ps:>10.1f} {full:>10.1f} {tier:>10.1f}"
                       f" {full / c:>7.2f} {tier / c:>7.2f} {ps / c:>8.2f}", flush=True)
             print()
-            print("/metrics render (this host's files, and a full cgroup v2 file set from the VM fixture):")
-            print(f"{'containers':>10} {'files':>6} {'series':>8} {'MB':>6} {'cold ms':>8} {'busy ms':>8}"
-                  f" {'idle ms':>8} {'prom_client ms':>15} {'pc/busy':>8}")
-            for n in sizes:
+            if "render" in sections:
+                print("/metrics render (this host's files, and a full cgroup v2 file set from the VM fixture):")
+                print(f"{'containers':>10} {'files':>6} {'series':>8} {'MB':>6} {'cold ms':>8} {'busy ms':>8}"
+                      f" {'idle ms':>8} {'prom_client ms':>15} {'pc/busy':>8}")
+            for n in (sizes if "render" in sections else ()):
                 col = open_ours(paths[:n], slow_every=1, idle_every=1)
                 snap = col.latest()
                 col.stop()
@@ -345,7 +385,8 @@ def main() -> int:
                           f" {busy * 1e3:>8.1f} {idle * 1e3:>8.1f} {g * 1e3:>15.1f} {g / busy:>7.1f}x",
                           flush=True)
             print()
-            for mode, kw in (("tiered (default)", {}), ("full reads", {"slow_every": 1, "idle_every": 1})):
+            for mode, kw in ((("tiered (default)", {}), ("full reads", {"slow_every": 1, "idle_every": 1}))
+                             if "load" in sections else ()):
                 cpu, rss = agent_load(paths[:args.load_size], args.load_seconds, **kw)
                 print(f"agent at {args.load_size} containers, 1 s interval, scraped every 15 s, "
                       f"{args.load_seconds:.0f} s, {mode}: CPU {cpu:.2f}% of one core, RSS {rss:.1f} MiB",

@@ -242,3 +242,57 @@ def test_beyond_the_descriptor_limit_cgroups_are_still_read(cgroup_factory, cgro
         s = snap.samples[cg.path]
         assert s.cpu.usage_usec == usage(cg)           # sleeping: stable
         assert s.events.populated is True
+
+
+# A process with a known set of descriptors (a socketpair and an open file) and
+# three threads, all asleep: what the [collector] enable sets must find.
+KNOWN = [sys.executable, "-c", """
+import os, socket, threading, time
+a, b = socket.socketpair()
+f = open("/proc/self/status")
+for _ in range(3):
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+os.write(1, b"r")
+time.sleep(600)
+"""]
+
+
+def test_optional_sets_walk_the_real_processes(cgroup, cgroup_mount, spawn, collectors):
+    import subprocess
+    p = spawn(KNOWN, cgroup=cgroup, stdout=subprocess.PIPE)
+    assert p.stdout.read(1) == b"r"
+    infos = [info_for(cgroup)]
+    off = collectors(config(cgroup_mount), lambda: infos).collect_once()
+    assert off.samples[cgroup.path].processes is None and off.samples[cgroup.path].hugetlb is None
+    cfg = load_config(None, {"collector.enable": ["process", "cpuLoad", "hugetlb"]})
+    snap = collectors(cfg, lambda: infos).collect_once()
+    ps = snap.samples[cgroup.path].processes
+    fds = os.listdir(f"/proc/{p.pid}/fd")
+    socks = [n for n in fds if os.readlink(f"/proc/{p.pid}/fd/{n}").startswith("socket:")]
+    assert len(socks) == 2 and ps.sockets == 2
+    assert ps.file_descriptors == len(fds)
+    assert ps.threads == 4 == len(os.listdir(f"/proc/{p.pid}/task"))
+    assert ps.tasks_state == (4, 0, 0, 0)            # all four asleep
+    with open(f"/proc/{p.pid}/limits") as f:
+        soft = [ln.split()[3] for ln in f if ln.startswith("Max open files")][0]
+    assert ps.max_open_files == (-1 if soft == "unlimited" else int(soft))
+    # a watched (non-container) cgroup is never walked: its processes are not ours
+    assert all(s.processes is None for path, s in snap.samples.items() if path != cgroup.path)
+
+
+def test_root_cgroup_and_machine_facts(cgroup, cgroup_mount, collectors):
+    infos = [info_for(cgroup)]
+    snap = collectors(config(cgroup_mount), lambda: infos).collect_once()
+    assert cgroup_mount not in snap.samples                # not a watched cgroup: cgroups_watched unchanged
+    root = snap.root
+    kernel = stats.parse_cpu_stat(open(os.path.join(cgroup_mount, "cpu.stat")).read()).usage_usec
+    assert 0 < root.cpu.usage_usec <= kernel
+    with open("/proc/meminfo") as f:
+        mem = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ln.split()[-1] == "kB"}
+    assert root.memory_current is not None and 0 < root.memory_current <= mem["MemTotal"]
+    assert "inactive_file" in root.memory_stat
+    m = snap.machine
+    assert m.cpu_cores == os.cpu_count() and m.memory_bytes == mem["MemTotal"]
+    assert 1 <= m.cpu_sockets <= m.cpu_physical_cores <= m.cpu_cores
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        assert m.boot_id == f.read().strip()

@@ -119,7 +119,8 @@ def stack(tmp_path_factory):
     mport = free_port()
     conf = os.path.join(tmp, "agent.toml")
     with open(conf, "w") as f:
-        f.write('[collector]\ninterval = "200ms"\nlabel_allowlist = ["team"]\n')
+        f.write('[collector]\ninterval = "200ms"\nlabel_allowlist = ["team"]\n'
+                'enable = ["process", "cpuLoad", "hugetlb"]\n')
     sock = os.path.join(tmp, "agent.sock")
     log = open(os.path.join(tmp, "agentd.log"), "wb")
     agentd = subprocess.Popen(
@@ -189,7 +190,7 @@ def test_promql_returns_the_kernels_counters(stack):
         r = prom.query(f'container_cpu_usage_seconds_total{{{sel},cpu="total"}}')
         return r if r and float(r[0]["value"][1]) * 1e6 == pytest.approx(kernel_usage, abs=0.5) else None
     r = wait_for(cpu, what="the scraped cpu usage to equal the kernel's")
-    assert "image" not in r[0]["metric"]                         # empty label: Prometheus drops it
+    assert r[0]["metric"]["image"] == "host"                      # agent.model.image_ref: never empty
     assert "container_label_other" not in r[0]["metric"]          # not in the allow-list
     assert kernel_usage > 0
 
@@ -215,6 +216,50 @@ def test_promql_returns_the_kernels_counters(stack):
     assert r and r[0]["value"][1] == "1"
     r = prom.query("cgroup_agent_collection_duration_seconds_count > 0")
     assert r
+
+
+def test_root_machine_and_optional_series(stack):
+    """The host's own series (id="/", image=""), cAdvisor's machine_* families,
+    image!="" selecting containers only, and the [collector] enable sets read from
+    the container's real processes."""
+    prom, cg = stack["prom"], stack["cg"]
+    r = wait_for(lambda: prom.query('container_cpu_usage_seconds_total{id="/",cpu="total"}'), what="root series")
+    assert "image" not in r[0]["metric"] and "name" not in r[0]["metric"]     # "" labels: dropped
+    with open("/proc/stat") as f:
+        ticks = sum(int(x) for x in f.readline().split()[1:4])
+    assert float(r[0]["value"][1]) > 0 and float(r[0]["value"][1]) <= ticks / os.sysconf("SC_CLK_TCK") * 1.5
+    r = prom.query('container_memory_usage_bytes{id="/"}')                     # from /proc/meminfo
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1]) * 1024
+    assert r and 0 < float(r[0]["value"][1]) < total
+    r = prom.query("machine_cpu_cores")
+    assert r and int(r[0]["value"][1]) == os.cpu_count()
+    assert {"boot_id", "machine_id"} <= set(r[0]["metric"])
+    r = prom.query("machine_memory_bytes")
+    assert r and int(r[0]["value"][1]) == total
+    ids = {x["metric"]["id"] for x in prom.query('container_cpu_usage_seconds_total{image!=""}')}
+    assert ids and "/" not in ids and all("/containers/" in i for i in ids)
+    # the same image value in inspect (and so ps) as on /metrics
+    assert stack["client"].call("GET", "/v1/containers/web")["image"] == "host"
+    # the dashboard's host panel (root cgroup against machine_*) has data
+    _dash, exprs = _dashboard_exprs()
+    host = [e for t, e in exprs if t.startswith("Host:")]
+    assert len(host) == 2
+    for e in host:
+        r = wait_for(lambda: prom.query(_grafana_vars(e)), what=e)
+        assert 0 < float(r[0]["value"][1]) <= 1.0, (e, r)
+    # process set: the container's descriptors and threads, as /proc shows them
+    pids = cg.procs()
+    fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
+    r = wait_for(lambda: prom.query(f'container_file_descriptors{{name="web"}} == {fds}'), what="fd count")
+    assert prom.query('container_threads{name="web"}')[0]["value"][1] == str(len(cg.threads()))
+    assert prom.query('container_threads_max{name="web"}')[0]["value"][1] == "0"       # no pids.max
+    r = prom.query('container_ulimits_soft{name="web",ulimit="max_open_files"}')
+    with open(f"/proc/{pids[0]}/limits") as f:
+        soft = [ln.split()[3] for ln in f if ln.startswith("Max open files")][0]
+    assert r and r[0]["value"][1] == soft
+    r = wait_for(lambda: prom.query('container_tasks_state{name="web",state="sleeping"} == 1'), what="task states")
+    assert prom.query('container_tasks_state{name="web",state="running"}')[0]["value"][1] == "0"
 
 
 def test_frozen_container_shows_frozen(stack):
@@ -326,21 +371,29 @@ def test_promtool_check_metrics_on_every_family():
     for fld, (file, parser) in stats.SAMPLE_FILES.items():
         path = os.path.join(fx, file)
         values[fld] = parser(open(path).read()) if os.path.isfile(path) else None
-    sample = stats.CgroupSample(inode=1, **values)
+    sample = stats.CgroupSample(inode=1, **values)._replace(      # and the optional sets
+        hugetlb={"2MB": stats.HugetlbStat(2 << 20, 1)},
+        processes=stats.ProcessStats(file_descriptors=4, sockets=1, max_open_files=1024, tasks_state=(1, 0, 0, 0),
+                                     threads=1))
     infos = [ContainerInfo(id=f"{i:012x}", name=f"c{i}", cgroup=f"/sys/fs/cgroup/a/containers/{i:012x}",
                            labels={"team": "t"}, image="/srv/rootfs", state="running", started_at=1.0,
                            limits=Limits(memory_max=1 << 30, memory_low=1 << 20, memory_swap_max=0,
                                          cpu_quota_us=50000, cpu_period_us=100000, cpu_weight=100))
              for i in range(3)]
+    from runtime.machine import fill_root, read_machine
     snap = Snapshot(2.0, 1.0, 0.0, MappingProxyType({i.cgroup: sample for i in infos}),
-                    MappingProxyType({i.id: i for i in infos}), mount="/sys/fs/cgroup")
+                    MappingProxyType({i.id: i for i in infos}), mount="/sys/fs/cgroup",
+                    machine=read_machine(), root=fill_root(stats.CgroupSample()))
     selfmetrics.inc("launches_total", result="ok")
     selfmetrics.observe_collection(0.01)
     body = prometheus.render(snap, ("team",))
     names = {line.split("{")[0].split(" ")[0] for line in body.decode().splitlines() if not line.startswith("#")}
     for fam in ("container_memory_working_set_bytes", "container_fs_writes_bytes_total",
                 "container_cpu_cfs_throttled_periods_total", "container_blkio_device_usage_total",
-                "container_oom_events_total", "container_spec_cpu_shares", "cgroup_agent_launches_total"):
+                "container_oom_events_total", "container_spec_cpu_shares", "cgroup_agent_launches_total",
+                "container_memory_failcnt", "container_hugetlb_failcnt", "container_cpu_cfs_burst_seconds_total",
+                "container_memory_workingset_refault_file_total", "container_tasks_state",
+                "container_ulimits_soft", "machine_cpu_cores", "machine_memory_bytes"):
         assert fam in names, fam
     p = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
     assert p.returncode == 0 and p.stdout == b"" and p.stderr == b"", (p.stdout, p.stderr)

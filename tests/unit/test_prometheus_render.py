@@ -218,12 +218,121 @@ def test_full_v2_container_values_match_the_files():
     assert one("cgroup_agent_container_oom_kills_total") == 2
 
 
-def test_unlimited_spec_is_absent_not_zero():
+def test_unlimited_spec_exports_cadvisor_defaults():
+    """cAdvisor (metrics/prometheus.go, specMemoryValue): an unlimited memory, swap or
+    reservation limit is 0; the period is exported whatever the quota (cpu.max's
+    default period 100000); shares are cpu.weight converted (kernel default 100);
+    container_spec_cpu_quota only when a quota is set."""
+    for limits in (Limits(), None, Limits(memory_max="max", memory_swap_max="max", cpu_quota_us="max")):
+        ci = ContainerInfo(id="0123456789ab", name="web", cgroup=f"{MOUNT}/agent/containers/0123456789ab",
+                           limits=limits, state="running", image="host", created_at=1.0)
+        fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(FULL_V2)}, [ci]))
+        lbl = {"name": "web", "image": "host"}
+        for name, want in (("container_spec_memory_limit_bytes", 0), ("container_spec_memory_swap_limit_bytes", 0),
+                           ("container_spec_memory_reservation_limit_bytes", 0), ("container_spec_cpu_period", 100000),
+                           ("container_spec_cpu_shares", 2597)):
+            assert [x.value for x in series(fams, name, **lbl)] == [want], (limits, name)
+        assert not series(fams, "container_spec_cpu_quota"), limits
+        assert [x.value for x in series(fams, "container_creation_time_seconds", **lbl)] == [1.0]
+    # a watched (non-container) cgroup has no spec: nothing invented for it
+    fams = parsed(make_snapshot({f"{MOUNT}/system.slice/x.service": sample_from_texts(FULL_V2)}))
+    assert not series(fams, "container_spec_memory_limit_bytes")
+
+
+V2_MORE = dict(FULL_V2, **{
+    "cpu.stat": FULL_V2["cpu.stat"].replace("nr_bursts 0\nburst_usec 0", "nr_bursts 4\nburst_usec 250000"),
+    "memory.stat": FULL_V2["memory.stat"] + ("file_dirty 8192\nfile_writeback 4096\nworkingset_refault_anon 11\n"
+                                             "workingset_refault_file 12\npgscan 13\npgsteal 14\n"),
+    "memory.events": "low 0\nhigh 9\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
+})
+
+
+def test_more_cgroup_v2_families_follow_cadvisor():
+    """Each value is the kernel file's, as cAdvisor's cgroup v2 handler maps it
+    (container/libcontainer/handler.go and runc's fs2): failcnt = memory.events max,
+    events_high/max from memory.events, kernel usage = memory.stat kernel,
+    active/inactive file, dirty/writeback, refaults, pgscan/pgsteal from memory.stat,
+    CFS burst periods and seconds from cpu.stat nr_bursts/burst_usec."""
     ci = info()
-    fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(FULL_V2)}, [ci]))
-    for name in ("container_spec_memory_limit_bytes", "container_spec_cpu_quota",
-                 "container_spec_memory_swap_limit_bytes", "container_spec_cpu_shares"):
-        assert not series(fams, name), name
+    fams = parsed(make_snapshot({ci.cgroup: sample_from_texts(V2_MORE)}, [ci]))
+    lbl = {"id": "/agent/containers/0123456789ab", "name": "web"}
+
+    def one(family, **extra):
+        (found,) = series(fams, family, **lbl, **extra)
+        return found.value
+
+    assert one("container_cpu_cfs_burst_periods_total") == 4
+    assert one("container_cpu_cfs_burst_seconds_total") == 0.25
+    assert one("container_memory_failcnt") == 7
+    assert one("container_memory_events_max_total") == 7
+    assert one("container_memory_events_high_total") == 9
+    assert one("container_memory_kernel_usage") == 262144
+    assert one("container_memory_total_active_file_bytes") == 1048576
+    assert one("container_memory_total_inactive_file_bytes") == 2097152
+    assert one("container_memory_file_dirty_bytes") == 8192
+    assert one("container_memory_file_writeback_bytes") == 4096
+    assert one("container_memory_workingset_refault_anon_total") == 11
+    assert one("container_memory_workingset_refault_file_total") == 12
+    assert one("container_memory_pgscan_total") == 13
+    assert one("container_memory_pgsteal_total") == 14
+    # promtool-clean: the counters without _total are typed gauge, under cAdvisor's name
+    assert fams["container_memory_failcnt"].type == "gauge"
+    # off by default: the optional sets are absent when the collector did not read them
+    for name in ("container_hugetlb_usage_bytes", "container_file_descriptors", "container_tasks_state",
+                 "container_threads", "container_ulimits_soft"):
+        assert name not in fams, name
+
+
+def test_optional_sets_render_hugetlb_process_and_task_states():
+    ci = info(limits=Limits(pids_max=64))
+    sample = sample_from_texts(FULL_V2)._replace(
+        hugetlb={"2MB": stats.HugetlbStat(4194304, 3), "1GB": stats.HugetlbStat(0, 0)},
+        processes=stats.ProcessStats(file_descriptors=9, sockets=2, max_open_files=1024,
+                                     tasks_state=(5, 1, 0, 2)))
+    fams = parsed(make_snapshot({ci.cgroup: sample}, [ci]))
+    lbl = {"id": "/agent/containers/0123456789ab", "name": "web"}
+
+    def one(family, **extra):
+        (found,) = series(fams, family, **lbl, **extra)
+        return found.value
+
+    assert one("container_hugetlb_usage_bytes", pagesize="2MB") == 4194304
+    assert one("container_hugetlb_failcnt", pagesize="2MB") == 3
+    assert one("container_hugetlb_usage_bytes", pagesize="1GB") == 0
+    assert one("container_file_descriptors") == 9
+    assert one("container_sockets") == 2
+    assert one("container_threads") == 3          # pids.current (cAdvisor: PidsStats.Current)
+    assert one("container_threads_max") == 64    # pids.max; 0 = unlimited
+    assert one("container_ulimits_soft", ulimit="max_open_files") == 1024
+    assert {s.labels["state"]: s.value for s in series(fams, "container_tasks_state", **lbl)} == \
+        {"sleeping": 5, "running": 1, "stopped": 0, "uninterruptible": 2}
+
+
+def test_root_cgroup_and_machine_series():
+    from runtime.machine import MachineInfo
+    ci = info()
+    root = stats.CgroupSample(cpu=stats.CpuStat(9_000_000, 6_000_000, 3_000_000, None, None, None),
+                              memory_current=1 << 30, memory_stat={"inactive_file": 1 << 20, "anon": 5})
+    m = MachineInfo(4, 2, 1, 8 << 30, 1 << 30, (("Unbuffered-DDR4", 2, 8 << 30),), "b", "m", "u")
+    snap = make_snapshot({ci.cgroup: sample_from_texts(FULL_V2)}, [ci])
+    import dataclasses
+    snap = dataclasses.replace(snap, root=root, machine=m)
+    fams = parsed(snap, allow=("team",))
+    (s,) = series(fams, "container_cpu_usage_seconds_total", id="/")
+    assert s.value == 9.0 and s.labels["image"] == "" and s.labels["name"] == "" and s.labels["cpu"] == "total"
+    (s,) = series(fams, "container_memory_working_set_bytes", id="/")
+    assert s.value == (1 << 30) - (1 << 20)
+    assert series(fams, "container_last_seen", id="/")
+    assert not series(fams, "container_spec_memory_limit_bytes", id="/")
+    # image!="" selects containers only
+    ids = {x.labels["id"] for x in fams["container_cpu_usage_seconds"].samples if x.labels["image"] != ""}
+    assert ids == {"/agent/containers/0123456789ab"}
+    ml = {"boot_id": "b", "machine_id": "m", "system_uuid": "u"}
+    for name, want in (("machine_cpu_cores", 4), ("machine_cpu_physical_cores", 2), ("machine_cpu_sockets", 1),
+                       ("machine_memory_bytes", 8 << 30), ("machine_swap_bytes", 1 << 30)):
+        assert [x.value for x in series(fams, name, **ml)] == [want], name
+    assert [x.value for x in series(fams, "machine_dimm_count", type="Unbuffered-DDR4", **ml)] == [2]
+    assert [x.value for x in series(fams, "machine_dimm_capacity_bytes", **ml)] == [8 << 30]
 
 
 def test_every_family_keeps_one_label_set_with_allowlist():

@@ -48,7 +48,7 @@ def test_full_body(config, host):
     assert s.env == {"A": "1"} and s.workdir == "/srv"
     assert (s.uid, s.gid) == (1000, 100)
     assert s.hostname == "web-1" and s.network == "none"
-    assert s.rootfs == str(host / "rootfs") and s.image == str(host / "rootfs")
+    assert s.rootfs == str(host / "rootfs") and s.image == "rootfs:" + str(host / "rootfs")
     assert [(v.src, v.dst, v.ro) for v in s.volumes] == [(str(host / "data"), "/data", True),
                                                          (str(host / "data"), "/rw", False)]
     assert s.limits.memory_max == 64 << 20 and s.limits.cpu_quota_us == 50000 and s.limits.pids_max == 10
@@ -214,6 +214,22 @@ def test_rootfs_and_bundle_root_path_share_one_rule(host):
         spec(cfg, rootfs="/etc")
 
 
+def test_image_is_never_empty_and_names_what_the_container_runs(config, host):
+    """One rule (agent.model.image_ref) for ps, inspect and the image label of /metrics."""
+    from agent.model import image_ref
+    assert spec(config).image == "host"
+    assert spec(config, rootfs=str(host / "rootfs")).image == "rootfs:" + str(host / "rootfs")
+    # a symlinked path names the directory it resolves to: one container, one value
+    (host / "alias").symlink_to(host / "rootfs")
+    assert spec(config, rootfs=str(host / "alias")).image == "rootfs:" + str(host / "rootfs")
+    # stored by an older agent (a bare path): the same values
+    assert image_ref(str(host / "rootfs"), str(host / "rootfs")) == "rootfs:" + str(host / "rootfs")
+    assert image_ref(str(host / "b"), str(host / "b" / "rootfs")) == "bundle:" + str(host / "b")
+    assert image_ref("", "") == "host" and image_ref("docker.io/library/alpine:3", "/x") == "docker.io/library/alpine:3"
+    s = spec(config, rootfs=str(host / "rootfs"))
+    assert ContainerSpec.from_dict(json.loads(json.dumps(s.to_dict()))).image == s.image
+
+
 def test_restart_policy():
     assert parse_restart("on-failure:0") == RestartPolicy("on-failure", 0)
     p = parse_restart("on-failure:2")
@@ -254,7 +270,7 @@ def test_bundle_as_runc_spec_writes_it(config, host):
     s = from_bundle(str(bundle), config, name="oci")
     assert s.name == "oci" and s.argv == ("sh",)
     assert s.env.get("TERM") == "xterm"
-    assert s.rootfs == str(bundle / "rootfs") and s.image == str(bundle)
+    assert s.rootfs == str(bundle / "rootfs") and s.image == "bundle:" + str(bundle)
     assert s.hostname == "runc"
     assert s.network == "none"  # runc spec asks for a new network namespace
     assert s.volumes == ()  # proc, tmpfs, devpts, ...: provided by the launcher, not binds
