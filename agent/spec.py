@@ -609,12 +609,12 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     body = dict(body)
     bundle_limits = None
     image = ""
-    image_ref = image_id = ""
+    img_ref = img_id = ""
     if body.get("image"):
         user_labels = parse_labels(body.get("labels"))  # the request's own labels must be valid
-        body, image_ref, image_id = _image_body(body, images)
+        body, img_ref, img_id = _image_body(body, images)
         body["labels"].update(user_labels)
-        image = image_ref
+        image = img_ref
     else:
         for k in ("image", "pull", "entrypoint"):
             if body.pop(k, None) not in (None, ""):
@@ -689,7 +689,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
-                         image_ref=image_ref, image_id=image_id, userns=userns,
+                         image_ref=img_ref, image_id=img_id, userns=userns,
                          devices=devices)
 
 

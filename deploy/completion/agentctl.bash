@@ -8,7 +8,7 @@
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage)
 
-_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns)
+_shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --json -a --all -q --quiet --filter --format)
 _shtab_agentctl_inspect_option_strings=(-h --help --socket --json --format)
 _shtab_agentctl_logs_option_strings=(-h --help --socket --json -f --follow -n --tail --since -t --timestamps)
@@ -37,7 +37,7 @@ _shtab_agentctl_wait_option_strings=(-h --help --socket --json)
 _shtab_agentctl_pause_option_strings=(-h --help --socket --json)
 _shtab_agentctl_unpause_option_strings=(-h --help --socket --json)
 _shtab_agentctl_update_option_strings=(-h --help --socket --json --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares)
-_shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --socket --json)
+_shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --open --socket --json)
 _shtab_agentctl_option_strings=(-h --help --socket --json)
 
 
@@ -168,6 +168,7 @@ _shtab_agentctl_update___help_nargs=0
 _shtab_agentctl_update___json_nargs=0
 _shtab_agentctl_usage__h_nargs=0
 _shtab_agentctl_usage___help_nargs=0
+_shtab_agentctl_usage___open_nargs=0
 _shtab_agentctl_usage___json_nargs=0
 _shtab_agentctl_pos_0_nargs=A...
 _shtab_agentctl__h_nargs=0
