@@ -79,9 +79,9 @@ class ImageStore:
         self.tmp = os.path.join(root, "tmp")
         self.index_path = os.path.join(root, "index.json")
         self._lock = threading.RLock()
-        for d in (self.blobs, self.layers, self.tmp):
-            os.makedirs(d, 0o700, exist_ok=True)
-        os.chmod(root, 0o700)
+        for d in (root, os.path.dirname(self.blobs), self.blobs, self.layers, self.tmp):
+            os.makedirs(d, 0o700, exist_ok=True)   # each level: makedirs gives parents 0777 & ~umask
+            os.chmod(d, 0o700)
         self._clean_tmp()
         self._index = self._load_index()
 
