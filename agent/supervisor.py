@@ -30,6 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
+from agent import logfiles
 from agent.errors import CannotExecute, Conflict, NotFound, UserError
 from agent.model import ContainerInfo
 from agent.spec import ContainerSpec
@@ -216,6 +217,8 @@ class Supervisor:
             oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
             cgroup_inode=r.cgroup_inode,
+            log_bytes=logfiles.produced_by(os.path.join(self.logs_dir, r.id, f"{stream}.log")
+                                           for stream in ("stdout", "stderr")),
         )
 
     def _find(self, name: str) -> _Entry:
