@@ -866,6 +866,27 @@ class Ledger:
         finally:
             db.close()
 
+    # ------------------------------------------------------------ budgets
+
+    def spend_since(self, since: int) -> list[tuple[str, str, dict, int]]:
+        """Cost accrued since ``since`` (records with period_start >= since,
+        from day/hour rollups where whole, plus every open period), as
+        [(container_id, name, labels, nano-units)] (agent.budgets)."""
+        q = UsageQuery(int(since), FOREVER, None, (), "container", "table")
+        db = self._reader()
+        try:
+            db.execute("BEGIN")
+            rows = _grouped(db, q, "container")
+        finally:
+            db.close()
+        ci = 3 + 1 + SUM_COLS.index("cost_nanos")
+        out = [(r[0], r[1], json.loads(r[2]), r[ci]) for r in rows]
+        with self._lock:
+            for inst in self._instances.values():
+                if inst.open_start is not None and inst.open_start >= since:
+                    out.append((inst.container_id, inst.name, json.loads(inst.labels), _open_cost(self.card, inst)))
+        return out
+
     # ------------------------------------------------------------ queries
 
     def _reader(self) -> sqlite3.Connection:
@@ -889,6 +910,15 @@ class Ledger:
             return _run_query(db, q, self)
         finally:
             db.close()
+
+
+def _open_cost(card, inst: "Instance") -> int:
+    """Nano-units the open period of ``inst`` would cost if it closed now."""
+    meas = inst.a_meas or 0
+    priced = card.priced(inst.a_cpu, round(inst.a_res_cpu * 1e6), inst.cpu_limit is not None,
+                         round(inst.a_mem_bs), round(inst.a_res_mem), inst.mem_limit is not None)
+    return card.costs(priced, inst.a_rbytes, inst.a_wbytes, memory_measured=bool(meas & MEAS_MEMORY),
+                      io_measured=bool(meas & MEAS_IO)).total
 
 
 class _Transaction:
@@ -1115,6 +1145,8 @@ def _key_exprs(group: str, ts: str) -> list[str]:
         return [f"{ts} / {DAY} * {DAY}"]
     if group == "instance-hour":
         return [f"{ts} / {HOUR} * {HOUR}", "container_id", "cgroup_inode", "name", "labels"]
+    if group == "container":
+        return ["container_id", "name", "labels"]
     return [f"COALESCE(json_extract(labels, {_json_path(group[6:])}), '')"]
 
 
