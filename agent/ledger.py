@@ -581,13 +581,13 @@ class Ledger:
                 w0 = min(started, wall)
 
         # counter increases since the committed counters
-        inc = dict.fromkeys(_INT_ACC, 0)
+        inc = [0] * len(_INT_ACC)     # in _INT_ACC order
         cpu = sample.cpu
         if cpu is not None:
-            inc["a_cpu"], inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
-            inc["a_user"], inst.c_user = _delta(cpu.user_usec, inst.c_user)
-            inc["a_system"], inst.c_system = _delta(cpu.system_usec, inst.c_system)
-            inc["a_throttled"], inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
+            inc[0], inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
+            inc[1], inst.c_user = _delta(cpu.user_usec, inst.c_user)
+            inc[2], inst.c_system = _delta(cpu.system_usec, inst.c_system)
+            inc[3], inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
         io = sample.io
         if io:
             last_io = inst.io
@@ -596,14 +596,13 @@ class Ledger:
                 last = last_io.get(dkey)
                 if last is None:
                     last = last_io[dkey] = [None, None, None, None]
-                for i, (acc, cur) in enumerate((("a_rbytes", st.rbytes), ("a_wbytes", st.wbytes),
-                                                ("a_rios", st.rios), ("a_wios", st.wios))):
+                for i, cur in enumerate((st.rbytes, st.wbytes, st.rios, st.wios)):
                     d, last[i] = _delta(cur, last[i])
-                    inc[acc] += d
+                    inc[4 + i] += d
             inst.c_io = _io_encode(last_io)
         log_bytes = getattr(info, "log_bytes", None)
         if log_bytes is not None:
-            inc["a_log"], inst.c_log = _delta(log_bytes, inst.c_log)
+            inc[8], inst.c_log = _delta(log_bytes, inst.c_log)
 
         # memory and pids of a cgroup with no process (an exited container whose
         # cgroup is kept for a restart) are not billed: no time, no peak
@@ -625,7 +624,7 @@ class Ledger:
         first = inst.open_start if inst.open_start is not None else max(self._period_of(w0), inst.next_min)
         last_p = max(first, self._period_of(wall))
         n = (last_p - first) // self.period + 1
-        if n > 1 and (dt > 0 or any(inc.values())):
+        if n > 1 and (dt > 0 or any(inc)):
             weights = _overlaps(w0, wall, first, n, self.period)
         else:
             if inst.open_start is not None and last_p > inst.open_start:
@@ -634,11 +633,15 @@ class Ledger:
         wsum = sum(weights)
         gap = dt > self.gap
         line = n > 1 and mem is not None and inst.last_mem is not None and active
-        parts = {k: _split_int(v, weights, wsum) for k, v in inc.items()}
-        if n > 1 and inc["a_user"] + inc["a_system"] == inc["a_cpu"] and inc["a_cpu"]:
-            # keep user + system = usage in every record when the kernel's do
-            parts["a_user"] = _split_int(inc["a_user"], parts["a_cpu"], inc["a_cpu"])
-            parts["a_system"] = [c - u for c, u in zip(parts["a_cpu"], parts["a_user"])]
+        if n == 1:      # the common case: the whole increase goes to one period
+            parts = [(acc, (v,)) for acc, v in zip(_INT_ACC, inc) if v]
+        else:
+            parts = [_split_int(v, weights, wsum) for v in inc]
+            if inc[1] + inc[2] == inc[0] and inc[0]:
+                # keep user + system = usage in every record when the kernel's do
+                parts[1] = _split_int(inc[1], parts[0], inc[0])
+                parts[2] = [c - u for c, u in zip(parts[0], parts[1])]
+            parts = [(acc, vals) for acc, vals, v in zip(_INT_ACC, parts, inc) if v]
         for k in range(n):
             if inst.open_start is None:
                 inst.open_start = max(first + k * self.period, inst.next_min)
@@ -653,7 +656,7 @@ class Ledger:
                     inst.a_res_cpu += cores * share
                 if mem_limit:
                     inst.a_res_mem += mem_limit * share
-            for acc, vals in parts.items():
+            for acc, vals in parts:
                 setattr(inst, acc, getattr(inst, acc) + vals[k])
             inst.a_mem_bs += mem_bs * f
             inst.a_swap_bs += swap_bs * f
