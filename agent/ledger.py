@@ -91,7 +91,7 @@ SUM_COLS = (
     "reserved_cpu_usec", "reserved_memory_byte_seconds",
     "priced_cpu_usec", "priced_memory_byte_seconds",
     "cost_cpu_nanos", "cost_memory_nanos", "cost_io_read_nanos", "cost_io_write_nanos", "cost_nanos",
-    # added by issue 13 (existing ledgers get them by _migrate): bytes of log
+    # added later (existing ledgers get them by _migrate): bytes of log
     # output the container produced; per record 0/1 flags, summed by rollups
     # and groups into counts of records
     "log_bytes", "interpolated", *(c for c, _ in MEASURED_COLS),
@@ -99,7 +99,6 @@ SUM_COLS = (
 # Default of a column added to an existing ledger: old records were all
 # measured (their zeros cannot be told from real zeros) and never interpolated.
 ADDED_DEFAULTS = {"log_bytes": 0, "interpolated": 0, **{c: 1 for c, _ in MEASURED_COLS}}
-FLAG_COLS = ("interpolated", *(c for c, _ in MEASURED_COLS))
 MAX_COLS = ("memory_peak_bytes", "pids_peak")
 REC_COLS = (
     "record_id", "host", "container_id", "name", "labels", "cgroup_inode",

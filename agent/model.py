@@ -30,6 +30,6 @@ class ContainerInfo:
     argv: tuple = ()  # the command it runs
     auto_remove: bool = False  # removed once it exited for good (run --rm)
     cgroup_inode: int | None = None  # identifies this cgroup instance
-    # added by billing (issue 13): bytes of output the container produced into
+    # added by billing: bytes of output the container produced into
     # its log files, kept or rotated away (agent.logfiles); None = unknown now
     log_bytes: int | None = None

@@ -66,10 +66,10 @@ COLUMNS = (
     ("log_bytes", "bigint NOT NULL DEFAULT 0"), ("interpolated", "boolean NOT NULL DEFAULT false"),
     ("unpriced", "text[] NOT NULL DEFAULT '{}'"),
 )
-# columns that were NOT NULL before unmeasured dimensions became NULL
-NULLABLE_SINCE_ISSUE_13 = ("memory_byte_seconds", "memory_peak_bytes", "swap_byte_seconds", "io_read_bytes",
+# columns that were NOT NULL before unmeasured dimensions became NULL (v2)
+NULLABLE_SINCE_V2 = ("memory_byte_seconds", "memory_peak_bytes", "swap_byte_seconds", "io_read_bytes",
                            "io_write_bytes", "io_read_ops", "io_write_ops", "pids_peak")
-ADDED_SINCE_ISSUE_13 = ("log_bytes", "interpolated", "unpriced")
+ADDED_SINCE_V2 = ("log_bytes", "interpolated", "unpriced")
 
 for _name, _kind, _help, _labels in (
         ("sink_lag_seconds", "gauge", "Age of the oldest billing record not yet shipped (0 = all shipped).", ("sink",)),
@@ -121,8 +121,8 @@ def create_table_sql(table: str) -> list[str]:
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
         f"current_schema() AND table_name = '{table}' AND column_name = 'log_bytes') THEN "
         f"ALTER TABLE {table} "
-        + ", ".join([f"ADD COLUMN {n} {t}" for n, t in COLUMNS if n in ADDED_SINCE_ISSUE_13]
-                    + [f"ALTER COLUMN {n} DROP NOT NULL" for n in NULLABLE_SINCE_ISSUE_13])
+        + ", ".join([f"ADD COLUMN {n} {t}" for n, t in COLUMNS if n in ADDED_SINCE_V2]
+                    + [f"ALTER COLUMN {n} DROP NOT NULL" for n in NULLABLE_SINCE_V2])
         + "; END IF; END $$",
     ]
 

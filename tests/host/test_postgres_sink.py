@@ -194,14 +194,14 @@ def test_retention_keeps_unshipped_records(pg, tmp_path):
 
 
 def test_a_table_of_an_older_agent_is_migrated_and_unmeasured_ships_as_null(pg, tmp_path):
-    """The central table created before issue 13 (no log_bytes, interpolated,
+    """The central table created by an older agent (no log_bytes, interpolated,
     unpriced; memory/io/pids NOT NULL) is altered on connect; a record whose
     host measured no memory, io or pids arrives with NULLs there, its
     unpriced meters and its log bytes."""
-    from exporters.postgres import ADDED_SINCE_ISSUE_13, COLUMNS, NULLABLE_SINCE_ISSUE_13
+    from exporters.postgres import ADDED_SINCE_V2, COLUMNS, NULLABLE_SINCE_V2
     conn, table = pg
-    old = ", ".join(f"{n} {t}{' NOT NULL' if n in NULLABLE_SINCE_ISSUE_13 else ''}"
-                    for n, t in COLUMNS if n not in ADDED_SINCE_ISSUE_13)
+    old = ", ".join(f"{n} {t}{' NOT NULL' if n in NULLABLE_SINCE_V2 else ''}"
+                    for n, t in COLUMNS if n not in ADDED_SINCE_V2)
     conn.execute(f"CREATE TABLE {table} ({old})")
     ledger = _ledger(tmp_path)
     for s in range(5):

@@ -380,7 +380,7 @@ def test_records_fit_their_periods_and_cover_the_life(tmp_path_factory, seq, che
     db.close()
 
 
-def test_a_ledger_written_before_issue_13_opens_and_goes_on(tmp_path):
+def test_an_older_ledger_opens_and_goes_on(tmp_path):
     """An old ledger.db (no log_bytes, interpolated, *_measured columns) is
     migrated when opened: its records keep their numbers (measured, not
     interpolated), its open period continues, its rollups still reconcile."""
