@@ -883,6 +883,24 @@ class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
             raise HttpError(503, "usage is not available: this agentd runs without a billing ledger")
         self._send_json(200, _plain(ledger.query(query)))
 
+    def _budgets(self):
+        budgets = getattr(self.api, "budgets", None)
+        if budgets is None:
+            raise HttpError(503, "budgets are not available: this agentd runs without a billing ledger")
+        return budgets
+
+    def h_budgets(self, query, body):
+        self._send_json(200, {"budgets": self._budgets().list()})
+
+    def h_budget_set(self, query, body):
+        self._send_json(200, self._budgets().set(body))
+
+    def h_budget(self, name, query, body):
+        self._send_json(200, self._budgets().get(name))
+
+    def h_budget_rm(self, name, query, body):
+        self._send_json(200, self._budgets().remove(name))
+
 
 def _classify(e: Exception) -> tuple[int, str]:
     """Status for exceptions that are not agent.errors: runtime errors a request can meet."""
@@ -922,6 +940,8 @@ ROUTES = [
     (("v1", "containers", _NAME, "wait"), {"GET": "wait"}),
     (("v1", "containers", _NAME, "stats"), {"GET": "stats_one"}),
     *api_images.ROUTES,
+    (("v1", "budgets"), {"GET": "budgets", "POST": "budget_set"}),
+    (("v1", "budgets", _NAME), {"GET": "budget", "DELETE": "budget_rm"}),
 ]
 
 QUERY_PARAMS = {
@@ -935,6 +955,7 @@ QUERY_PARAMS = {
     "wait": {"timeout": _seconds_param},
     **api_images.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
+    "budgets": {}, "budget_set": {}, "budget": {}, "budget_rm": {},
 }
 
 

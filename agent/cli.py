@@ -354,6 +354,12 @@ def build_parser(argv: list[str] | None = None, full: bool = False) -> Parser:
         _add_global_options(cli_usage.add_parser(sub), True)
     else:
         sub.add_parser("usage", help=USAGE_HELP, add_help=False)
+    # `budget` too (agent/cli_budget.py)
+    import agent.cli_budget as cli_budget
+    if chosen == "budget":
+        cli_budget.add_parser(sub)
+    else:
+        sub.add_parser("budget", help=cli_budget.HELP, add_help=False)
     return p
 
 
@@ -635,11 +641,18 @@ def cmd_usage(args, client) -> int:
     return EXIT_OK if rc is None else rc
 
 
+def cmd_budget(args, client) -> int:
+    import agent.cli_budget as cli_budget
+
+    return cli_budget.run(args, client)
+
+
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_logs, "stop": cmd_stop,
             "kill": cmd_kill, "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw,
             "stats": cmd_stats, "usage": cmd_usage}
 cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, logout
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
+COMMANDS["budget"] = cmd_budget
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,8 +166,16 @@ class Daemon:
             except Exception as e:
                 log.error("ledger.sink_unavailable", error=str(e))
 
+        budgets = None
+        if ledger is not None:     # spend limits acting on containers (agent/budgets.py)
+            from agent.budgets import Budgets
+            budgets = Budgets(cfg.agent.state_dir, ledger, sup)
+            if collector is not None:
+                collector.subscribe(budgets.observe)     # after the ledger: it sees this pass's cost
+
         from agent.api import ApiServer
         api = self.parts["api"] = ApiServer(cfg, sup, collector, ledger, images)
+        api.budgets = budgets
         api.start()
         if cfg.agent.metrics_listen:
             metrics = self._optional("metrics", lambda: self._metrics(cfg, collector, sup))

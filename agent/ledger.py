@@ -37,7 +37,7 @@ import time
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from agent.pricing import RateCard, money
+from agent.pricing import RateCard, money, unpriced_meters
 
 try:  # structlog is a dependency of the daemon; the ledger also runs in tests
     import structlog
@@ -69,12 +69,19 @@ STATE_COLS = (
     "a_mem_bs", "a_swap_bs", "a_mem_peak", "a_pids_peak",
     "a_rbytes", "a_wbytes", "a_rios", "a_wios",
     "a_res_cpu", "a_res_mem", "cpu_limit", "mem_limit", "finished",
+    "c_log", "a_log", "a_meas", "a_interp",
 )
 ACC_ZERO = {
     "a_samples": 0, "a_running": 0.0, "a_frozen": 0.0, "a_cpu": 0, "a_user": 0, "a_system": 0,
     "a_throttled": 0, "a_mem_bs": 0.0, "a_swap_bs": 0.0, "a_mem_peak": 0, "a_pids_peak": 0,
     "a_rbytes": 0, "a_wbytes": 0, "a_rios": 0, "a_wios": 0, "a_res_cpu": 0.0, "a_res_mem": 0.0,
+    "a_log": 0, "a_meas": 0, "a_interp": 0,
 }
+# a_meas bits: which dimensions a sample of the open period measured (the
+# file exists on this host); a dimension no sample measured is null, unpriced
+MEAS_MEMORY, MEAS_SWAP, MEAS_IO, MEAS_PIDS = 1, 2, 4, 8
+MEASURED_COLS = (("memory_measured", MEAS_MEMORY), ("swap_measured", MEAS_SWAP),
+                 ("io_measured", MEAS_IO), ("pids_measured", MEAS_PIDS))
 
 # Columns summed by rollups and queries, and those maxed.
 SUM_COLS = (
@@ -84,13 +91,25 @@ SUM_COLS = (
     "reserved_cpu_usec", "reserved_memory_byte_seconds",
     "priced_cpu_usec", "priced_memory_byte_seconds",
     "cost_cpu_nanos", "cost_memory_nanos", "cost_io_read_nanos", "cost_io_write_nanos", "cost_nanos",
+    # added later (existing ledgers get them by _migrate): bytes of log
+    # output the container produced; per record 0/1 flags, summed by rollups
+    # and groups into counts of records
+    "log_bytes", "interpolated", *(c for c, _ in MEASURED_COLS),
 )
+# Default of a column added to an existing ledger: old records were all
+# measured (their zeros cannot be told from real zeros) and never interpolated.
+ADDED_DEFAULTS = {"log_bytes": 0, "interpolated": 0, **{c: 1 for c, _ in MEASURED_COLS}}
 MAX_COLS = ("memory_peak_bytes", "pids_peak")
 REC_COLS = (
     "record_id", "host", "container_id", "name", "labels", "cgroup_inode",
     "period_start", "period_end", *SUM_COLS, *MAX_COLS,
     "cpu_limit_cores", "memory_limit_bytes", "currency",
 )
+
+def _int_cols(cols) -> str:
+    return ", ".join(c + " INTEGER NOT NULL" + (f" DEFAULT {ADDED_DEFAULTS[c]}" if c in ADDED_DEFAULTS else "")
+                     for c in cols)
+
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,23 +123,23 @@ CREATE TABLE IF NOT EXISTS records (
     host TEXT NOT NULL, container_id TEXT NOT NULL, name TEXT NOT NULL,
     labels TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
     period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
-    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
-    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    {_int_cols(SUM_COLS)},
+    {_int_cols(MAX_COLS)},
     cpu_limit_cores REAL, memory_limit_bytes INTEGER, currency TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_period ON records (period_start);
 CREATE TABLE IF NOT EXISTS rollups_hour (
     start INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
     name TEXT NOT NULL, labels TEXT NOT NULL, n INTEGER NOT NULL,
-    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
-    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    {_int_cols(SUM_COLS)},
+    {_int_cols(MAX_COLS)},
     PRIMARY KEY (start, container_id, cgroup_inode, name, labels)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups_day (
     start INTEGER NOT NULL, container_id TEXT NOT NULL, cgroup_inode INTEGER NOT NULL,
     name TEXT NOT NULL, labels TEXT NOT NULL, n INTEGER NOT NULL,
-    {", ".join(c + " INTEGER NOT NULL" for c in SUM_COLS)},
-    {", ".join(c + " INTEGER NOT NULL" for c in MAX_COLS)},
+    {_int_cols(SUM_COLS)},
+    {_int_cols(MAX_COLS)},
     PRIMARY KEY (start, container_id, cgroup_inode, name, labels)
 ) WITHOUT ROWID;
 """
@@ -144,6 +163,33 @@ def _upsert_rollup(table: str) -> str:
 _UPSERTS = tuple((_upsert_rollup(t), size) for t, size in ROLLUPS)
 _SAVE_STATE = (f"INSERT OR REPLACE INTO instances ({', '.join(STATE_COLS)}) "
                f"VALUES ({', '.join('?' * len(STATE_COLS))})")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older version up to SCHEMA: add the
+    columns it lacks (ALTER TABLE ... ADD COLUMN with their defaults), in one
+    transaction. A rollup row stands for n records, so its added record-flag
+    counts start at n, not 1."""
+    want = {"records": (*SUM_COLS, *MAX_COLS), "rollups_hour": (*SUM_COLS, *MAX_COLS),
+            "rollups_day": (*SUM_COLS, *MAX_COLS), "instances": STATE_COLS}
+    missing = {}
+    for table, cols in want.items():
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        missing[table] = [c for c in cols if c not in have]
+    if not any(missing.values()):
+        return
+    with _Transaction(db):
+        for table, cols in missing.items():
+            for c in cols:
+                if table == "instances":
+                    default = ACC_ZERO.get(c)
+                    db.execute(f"ALTER TABLE instances ADD COLUMN {c}"
+                               + ("" if default is None else f" DEFAULT {default!r}"))
+                else:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {c} INTEGER NOT NULL DEFAULT {ADDED_DEFAULTS[c]}")
+                    if table != "records" and ADDED_DEFAULTS[c] == 1:
+                        db.execute(f"UPDATE {table} SET {c} = n")
+    log.info("ledger.migrated", added={t: c for t, c in missing.items() if c})
 
 
 class Instance:
@@ -211,6 +257,39 @@ def _delta(cur, last):
     return cur - last, cur
 
 
+_INT_ACC = ("a_cpu", "a_user", "a_system", "a_throttled", "a_rbytes", "a_wbytes", "a_rios", "a_wios", "a_log")
+
+
+def _overlaps(w0: float, w1: float, first: int, n: int, period: int) -> list[int]:
+    """Microseconds of (w0, w1] in each of the n periods from ``first`` on; the
+    first period also takes what lies before it, the last what lies after it."""
+    a, b = round(w0 * 1e6), round(w1 * 1e6)
+    out = []
+    for k in range(n):
+        lo = a if k == 0 else max(a, (first + k * period) * 1_000_000)
+        hi = b if k == n - 1 else min(b, (first + (k + 1) * period) * 1_000_000)
+        out.append(max(0, hi - lo))
+    if not any(out):
+        out[-1] = 1
+    return out
+
+
+def _split_int(total: int, weights: list[int], wsum: int) -> list[int]:
+    """Split an integer in proportion to weights, exactly: floors, then the
+    remainder one by one to the largest fractional parts (ties: the earlier)."""
+    if not total:
+        return [0] * len(weights)
+    if len(weights) == 1:
+        return [total]
+    q = [total * w // wsum for w in weights]
+    rem = total - sum(q)
+    if rem:
+        order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % wsum), i))
+        for i in order[:rem]:
+            q[i] += 1
+    return q
+
+
 def _limit_cores(limits) -> float | None:
     """cpu.max quota/period in cores; None when unlimited ("max") or unset."""
     quota = getattr(limits, "cpu_quota_us", None)
@@ -248,6 +327,10 @@ class Ledger:
         if period < 1 or period != int(period):
             raise ValueError(f"billing.period: {period:g}s is not a whole number of seconds >= 1")
         self.period = int(period)
+        # a reading interval longer than this is a gap (agentd down or stalled):
+        # the records it is split into are flagged interpolated
+        interval = float(getattr(getattr(config, "collector", None), "interval", 1.0) or 1.0)
+        self.gap = 2 * interval + 1.0
         self.retention = float(config.billing.retention)
         self.host = config.agent.host
         self.card = rate_card or RateCard.from_config(config.billing)
@@ -274,6 +357,7 @@ class Ledger:
         os.makedirs(d, exist_ok=True)
         self._db = self._connect()
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
         self._instances: dict[tuple, Instance] = {}
         self._load()
 
@@ -424,7 +508,7 @@ class Ledger:
                     inst = self._advance(info, sample, wall, mono, self._period_of(wall), records,
                                          final=True)
                 if inst.finished and not (inst.a_cpu or inst.a_rbytes or inst.a_wbytes
-                                          or inst.a_rios or inst.a_wios):
+                                          or inst.a_rios or inst.a_wios or inst.a_log):
                     # a repeated final reading with nothing new: no empty record
                     for k, v in ACC_ZERO.items():
                         setattr(inst, k, v)
@@ -447,6 +531,13 @@ class Ledger:
         return int(math.floor(wall / self.period)) * self.period
 
     def _advance(self, info, sample, wall, mono, pw, records, final=False) -> Instance:
+        """Account one reading of one container. The reading interval (from the
+        last accounted reading to this one) is split across the wall-clock
+        periods it covers in proportion to time: every dimension, so that no
+        record holds more than its own period's share. A period the interval
+        passes without any reading of its own (agentd was down) gets its
+        share as a record of its own; the records made from an interval longer
+        than ``self.gap`` are flagged interpolated."""
         inode = sample.inode or 0
         key = (info.id, inode)
         inst = self._instances.get(key)
@@ -459,11 +550,6 @@ class Ledger:
             # that started before the supervisor's final reading): its counters
             # would look like a reset. Ignore it.
             return inst
-        # A sample of a later period closes the open one; its deltas go to the new one.
-        if inst.open_start is not None and pw > inst.open_start:
-            records.append(self._close(inst))
-        if inst.open_start is None:
-            inst.open_start = max(pw, inst.next_min)
         inst.name = info.name
         if info.labels is not inst.labels_src:
             inst.labels = labels_json(info.labels)
@@ -473,40 +559,34 @@ class Ledger:
         limits = info.limits
         cores = _limit_cores(limits) if limits is not None else None
         mem_limit = _limit_bytes(limits) if limits is not None else None
-        # durations: monotonic since the last committed sample
+        # the reading interval (w0, wall]: wall-clock positions, dt its CLOCK_MONOTONIC length
         last_mono = inst.last_mono
         if last_mono is not None:
-            dt = mono - last_mono
-            if dt < 0:
-                dt = 0.0
+            dt = max(0.0, mono - last_mono)
             prev = inst.last_state
         else:
             dt, prev = 0.0, IDLE
+        if inst.last_wall is not None and wall < inst.last_wall:
+            # the wall clock was set back: this instance's timeline goes on from
+            # its last reading at the monotonic pace (no period is re-opened)
+            wall = inst.last_wall + dt
+        w0 = inst.last_wall if inst.last_wall is not None else wall
+        if last_mono is None:
             started = info.started_at
             if new and started:
                 end = info.finished_at if final else None
                 dt = max(0.0, (end or wall) - started)
                 prev = FROZEN if state == FROZEN else RUNNING
-        if prev == RUNNING:
-            inst.a_running += dt
-        elif prev == FROZEN:
-            inst.a_frozen += dt
-        if prev != IDLE:
-            if cores:
-                inst.a_res_cpu += cores * dt
-            if mem_limit:
-                inst.a_res_mem += mem_limit * dt
+                w0 = min(started, wall)
 
+        # counter increases since the committed counters
+        inc = [0] * len(_INT_ACC)     # in _INT_ACC order
         cpu = sample.cpu
         if cpu is not None:
-            d, inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
-            inst.a_cpu += d
-            d, inst.c_user = _delta(cpu.user_usec, inst.c_user)
-            inst.a_user += d
-            d, inst.c_system = _delta(cpu.system_usec, inst.c_system)
-            inst.a_system += d
-            d, inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
-            inst.a_throttled += d
+            inc[0], inst.c_usage = _delta(cpu.usage_usec, inst.c_usage)
+            inc[1], inst.c_user = _delta(cpu.user_usec, inst.c_user)
+            inc[2], inst.c_system = _delta(cpu.system_usec, inst.c_system)
+            inc[3], inst.c_throttled = _delta(cpu.throttled_usec, inst.c_throttled)
         io = sample.io
         if io:
             last_io = inst.io
@@ -515,28 +595,86 @@ class Ledger:
                 last = last_io.get(dkey)
                 if last is None:
                     last = last_io[dkey] = [None, None, None, None]
-                d, last[0] = _delta(st.rbytes, last[0])
-                inst.a_rbytes += d
-                d, last[1] = _delta(st.wbytes, last[1])
-                inst.a_wbytes += d
-                d, last[2] = _delta(st.rios, last[2])
-                inst.a_rios += d
-                d, last[3] = _delta(st.wios, last[3])
-                inst.a_wios += d
+                for i, cur in enumerate((st.rbytes, st.wbytes, st.rios, st.wios)):
+                    d, last[i] = _delta(cur, last[i])
+                    inc[4 + i] += d
             inst.c_io = _io_encode(last_io)
+        log_bytes = getattr(info, "log_bytes", None)
+        if log_bytes is not None:
+            inc[8], inst.c_log = _delta(log_bytes, inst.c_log)
 
         # memory and pids of a cgroup with no process (an exited container whose
         # cgroup is kept for a restart) are not billed: no time, no peak
         active = prev != IDLE or state != IDLE
         mem = sample.memory_current
-        if mem is not None and active:
-            if inst.last_mem is not None and dt > 0 and last_mono is not None:
-                inst.a_mem_bs += (inst.last_mem + mem) / 2.0 * dt
-            if mem > inst.a_mem_peak:
-                inst.a_mem_peak = mem
         swap = sample.memory_swap_current
-        if swap is not None and active and inst.last_swap is not None and dt > 0 and last_mono is not None:
-            inst.a_swap_bs += (inst.last_swap + swap) / 2.0 * dt
+        mem_bs = swap_bs = 0.0
+        if dt > 0 and last_mono is not None and active:
+            if mem is not None and inst.last_mem is not None:
+                mem_bs = (inst.last_mem + mem) / 2.0 * dt
+            if swap is not None and inst.last_swap is not None:
+                swap_bs = (inst.last_swap + swap) / 2.0 * dt
+        meas = ((MEAS_MEMORY if mem is not None else 0) | (MEAS_SWAP if swap is not None else 0)
+                | (MEAS_IO if io is not None else 0)
+                | (MEAS_PIDS if sample.pids_current is not None else 0))
+
+        # the periods the interval covers: from the open one (or the first one
+        # not closed yet) to the one of this reading
+        first = inst.open_start if inst.open_start is not None else max(self._period_of(w0), inst.next_min)
+        last_p = max(first, self._period_of(wall))
+        n = (last_p - first) // self.period + 1
+        if n > 1 and (dt > 0 or any(inc)):
+            weights = _overlaps(w0, wall, first, n, self.period)
+        else:
+            if inst.open_start is not None and last_p > inst.open_start:
+                records.append(self._close(inst))
+            weights, first, n = [1], last_p, 1
+        wsum = sum(weights)
+        gap = dt > self.gap
+        line = n > 1 and mem is not None and inst.last_mem is not None and active
+        if n == 1:      # the common case: the whole increase goes to one period
+            parts = [(acc, (v,)) for acc, v in zip(_INT_ACC, inc) if v]
+        else:
+            parts = [_split_int(v, weights, wsum) for v in inc]
+            if inc[1] + inc[2] == inc[0] and inc[0]:
+                # keep user + system = usage in every record when the kernel's do
+                parts[1] = _split_int(inc[1], parts[0], inc[0])
+                parts[2] = [c - u for c, u in zip(parts[0], parts[1])]
+            parts = [(acc, vals) for acc, vals, v in zip(_INT_ACC, parts, inc) if v]
+        for k in range(n):
+            if inst.open_start is None:
+                inst.open_start = max(first + k * self.period, inst.next_min)
+            f = weights[k] / wsum
+            share = dt * f
+            if prev == RUNNING:
+                inst.a_running += share
+            elif prev == FROZEN:
+                inst.a_frozen += share
+            if prev != IDLE:
+                if cores:
+                    inst.a_res_cpu += cores * share
+                if mem_limit:
+                    inst.a_res_mem += mem_limit * share
+            for acc, vals in parts:
+                setattr(inst, acc, getattr(inst, acc) + vals[k])
+            inst.a_mem_bs += mem_bs * f
+            inst.a_swap_bs += swap_bs * f
+            inst.a_meas |= meas
+            if gap:
+                inst.a_interp = 1
+            if line:
+                # a period's peak within the interval: the straight line between
+                # the two readings, at the period's start and end
+                for t in (first + k * self.period, first + (k + 1) * self.period):
+                    if w0 < t < wall:
+                        v = round(inst.last_mem + (mem - inst.last_mem) * (t - w0) / (wall - w0))
+                        if v > inst.a_mem_peak:
+                            inst.a_mem_peak = v
+            if k < n - 1:
+                records.append(self._close(inst))
+
+        if mem is not None and active and mem > inst.a_mem_peak:
+            inst.a_mem_peak = mem
         peak = sample.memory_peak
         if peak is not None:
             if peak != inst.last_mem_peak and active:  # a new lifetime peak (or a reset) since the last sample
@@ -560,15 +698,22 @@ class Ledger:
     def _close(self, inst: Instance) -> tuple:
         """Turn the open accumulators into a record row; reset them."""
         start = inst.open_start
-        running = round(inst.a_running * 1e6)
+        period_us = self.period * 1_000_000
+        # durations come from CLOCK_MONOTONIC, the period from the wall clock:
+        # a slewed clock must not make a record longer than its period
+        running = min(round(inst.a_running * 1e6), period_us)
+        frozen = min(round(inst.a_frozen * 1e6), period_us - running)
         res_cpu = round(inst.a_res_cpu * 1e6)
         mem_bs = round(inst.a_mem_bs)
         res_mem = round(inst.a_res_mem)
+        meas = inst.a_meas or 0
+        mem_measured = bool(meas & MEAS_MEMORY)
         priced = self.card.priced(inst.a_cpu, res_cpu, inst.cpu_limit is not None,
                                   mem_bs, res_mem, inst.mem_limit is not None)
-        costs = self.card.costs(priced, inst.a_rbytes, inst.a_wbytes)
+        costs = self.card.costs(priced, inst.a_rbytes, inst.a_wbytes,
+                                memory_measured=mem_measured, io_measured=bool(meas & MEAS_IO))
         sums = {
-            "running_usec": running, "frozen_usec": round(inst.a_frozen * 1e6),
+            "running_usec": running, "frozen_usec": frozen,
             "cpu_usec": inst.a_cpu, "cpu_user_usec": inst.a_user, "cpu_system_usec": inst.a_system,
             "cpu_throttled_usec": inst.a_throttled, "memory_byte_seconds": mem_bs,
             "swap_byte_seconds": round(inst.a_swap_bs),
@@ -578,8 +723,10 @@ class Ledger:
             "priced_cpu_usec": priced.cpu_usec, "priced_memory_byte_seconds": priced.memory_byte_seconds,
             "cost_cpu_nanos": costs.cpu, "cost_memory_nanos": costs.memory,
             "cost_io_read_nanos": costs.io_read, "cost_io_write_nanos": costs.io_write,
-            "cost_nanos": costs.total,
+            "cost_nanos": costs.total, "log_bytes": inst.a_log or 0,
         }
+        flags = {"interpolated": 1 if inst.a_interp else 0,
+                 **{c: 1 if meas & bit else 0 for c, bit in MEASURED_COLS}}
         peaks = (inst.a_mem_peak, inst.a_pids_peak)
         for k, v in ACC_ZERO.items():
             setattr(inst, k, v)
@@ -587,6 +734,7 @@ class Ledger:
         inst.open_start = None
         if not any(sums.values()) and not any(peaks):
             return None   # an idle period (e.g. an exited container's cgroup): no record
+        sums.update(flags)
         row = (record_id(self.host, inst.container_id, inst.cgroup_inode, start), self.host,
                inst.container_id, inst.name, inst.labels, inst.cgroup_inode, start, start + self.period,
                *(sums[c] for c in SUM_COLS), *peaks,
@@ -720,6 +868,27 @@ class Ledger:
         finally:
             db.close()
 
+    # ------------------------------------------------------------ budgets
+
+    def spend_since(self, since: int) -> list[tuple[str, str, dict, int]]:
+        """Cost accrued since ``since`` (records with period_start >= since,
+        from day/hour rollups where whole, plus every open period), as
+        [(container_id, name, labels, nano-units)] (agent.budgets)."""
+        q = UsageQuery(int(since), FOREVER, None, (), "container", "table")
+        db = self._reader()
+        try:
+            db.execute("BEGIN")
+            rows = _grouped(db, q, "container")
+        finally:
+            db.close()
+        ci = 3 + 1 + SUM_COLS.index("cost_nanos")
+        out = [(r[0], r[1], json.loads(r[2]), r[ci]) for r in rows]
+        with self._lock:
+            for inst in self._instances.values():
+                if inst.open_start is not None and inst.open_start >= since:
+                    out.append((inst.container_id, inst.name, json.loads(inst.labels), _open_cost(self.card, inst)))
+        return out
+
     # ------------------------------------------------------------ queries
 
     def _reader(self) -> sqlite3.Connection:
@@ -743,6 +912,15 @@ class Ledger:
             return _run_query(db, q, self)
         finally:
             db.close()
+
+
+def _open_cost(card, inst: "Instance") -> int:
+    """Nano-units the open period of ``inst`` would cost if it closed now."""
+    meas = inst.a_meas or 0
+    priced = card.priced(inst.a_cpu, round(inst.a_res_cpu * 1e6), inst.cpu_limit is not None,
+                         round(inst.a_mem_bs), round(inst.a_res_mem), inst.mem_limit is not None)
+    return card.costs(priced, inst.a_rbytes, inst.a_wbytes, memory_measured=bool(meas & MEAS_MEMORY),
+                      io_measured=bool(meas & MEAS_IO)).total
 
 
 class _Transaction:
@@ -773,29 +951,40 @@ def record_dict(r: dict) -> dict:
         **_meters(r),
         "cpu_limit_cores": r["cpu_limit_cores"], "memory_limit_bytes": r["memory_limit_bytes"],
         **_reserved_and_cost(r, r["currency"]),
+        "log_bytes": r["log_bytes"], "interpolated": bool(r["interpolated"]),
     }
 
 
+def _measured(r, col: str) -> bool:
+    """Whether any record behind r (a record, or summed records) measured it."""
+    return bool(r.get(col, 1))
+
+
 def _meters(r) -> dict:
-    """Usage columns (a record or summed records) in the issue's units, in its order."""
+    """Usage columns (a record or summed records) in the issue's units, in its
+    order; a dimension no record measured (the host has no such controller) is None."""
+    mem, swap, io, pids = (_measured(r, c) for c, _ in MEASURED_COLS)
     return {
         "running_seconds": r["running_usec"] / 1e6, "frozen_seconds": r["frozen_usec"] / 1e6,
         "cpu_seconds": r["cpu_usec"] / 1e6, "cpu_user_seconds": r["cpu_user_usec"] / 1e6,
         "cpu_system_seconds": r["cpu_system_usec"] / 1e6,
         "cpu_throttled_seconds": r["cpu_throttled_usec"] / 1e6,
-        "memory_byte_seconds": r["memory_byte_seconds"], "memory_peak_bytes": r["memory_peak_bytes"],
-        "swap_byte_seconds": r["swap_byte_seconds"],
-        "io_read_bytes": r["io_read_bytes"], "io_write_bytes": r["io_write_bytes"],
-        "io_read_ops": r["io_read_ops"], "io_write_ops": r["io_write_ops"],
-        "pids_peak": r["pids_peak"],
+        "memory_byte_seconds": r["memory_byte_seconds"] if mem else None,
+        "memory_peak_bytes": r["memory_peak_bytes"] if mem else None,
+        "swap_byte_seconds": r["swap_byte_seconds"] if swap else None,
+        "io_read_bytes": r["io_read_bytes"] if io else None, "io_write_bytes": r["io_write_bytes"] if io else None,
+        "io_read_ops": r["io_read_ops"] if io else None, "io_write_ops": r["io_write_ops"] if io else None,
+        "pids_peak": r["pids_peak"] if pids else None,
     }
 
 
 def _reserved_and_cost(r, currency: str) -> dict:
+    n = r.get("n", 1)   # records behind r: a meter unmeasured in any of them is (partly) unpriced
     return {
         "reserved_cpu_seconds": r["reserved_cpu_usec"] / 1e6,
         "reserved_memory_byte_seconds": r["reserved_memory_byte_seconds"],
         "cost": money(r["cost_nanos"]), "currency": currency,
+        "unpriced": unpriced_meters(r.get("memory_measured", n) < n, r.get("io_measured", n) < n),
     }
 
 
@@ -963,6 +1152,8 @@ def _key_exprs(group: str, ts: str) -> list[str]:
         return [f"{ts} / {DAY} * {DAY}"]
     if group == "instance-hour":
         return [f"{ts} / {HOUR} * {HOUR}", "container_id", "cgroup_inode", "name", "labels"]
+    if group == "container":
+        return ["container_id", "name", "labels"]
     return [f"COALESCE(json_extract(labels, {_json_path(group[6:])}), '')"]
 
 
@@ -1008,6 +1199,7 @@ def usage_row(sums: dict, currency: str) -> dict:
         "records": sums["n"],
         **_meters(sums),
         **_reserved_and_cost(sums, currency),
+        "log_bytes": sums["log_bytes"], "interpolated_records": sums["interpolated"],
     }
 
 

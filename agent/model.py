@@ -57,3 +57,6 @@ class ContainerInfo:
     userns: Any = "host"
     devices: tuple = ()  # granted host devices, "SRC:DST:ACCESS" (run --device)
     device_filter: str = ""  # "on" (BPF device allow-list on its cgroup) or "off: <reason>"
+    # added by billing: bytes of output the container produced into
+    # its log files, kept or rotated away (agent.logfiles); None = unknown now
+    log_bytes: int | None = None

@@ -100,14 +100,29 @@ class RateCard(NamedTuple):
             _basis(self.basis, memory_byte_seconds, reserved_memory_byte_seconds, memory_limited),
         )
 
-    def costs(self, priced: PricedQuantities, io_read_bytes: int, io_write_bytes: int) -> MeterCosts:
-        """Meter costs in nano-units (each rounded half-even once)."""
+    def costs(self, priced: PricedQuantities, io_read_bytes: int, io_write_bytes: int,
+              memory_measured: bool = True, io_measured: bool = True) -> MeterCosts:
+        """Meter costs in nano-units (each rounded half-even once). A meter
+        the host could not measure is unpriced: its cost is 0 here and the
+        record lists it in ``unpriced`` (see unpriced_meters); it is never
+        priced as if nothing had been used. Memory priced on its reservation
+        (basis reserved, with a limit) needs no measurement."""
+        memory = priced.memory_byte_seconds if memory_measured or self.memory_reserved_only() else 0
         return MeterCosts(
             to_nanos(Decimal(priced.cpu_usec) * self.cpu_core_hour / USEC_PER_HOUR),
-            to_nanos(Decimal(priced.memory_byte_seconds) * self.memory_gib_hour / GIB_SECONDS_PER_GIB_HOUR),
-            to_nanos(Decimal(io_read_bytes) * self.io_read_gib / GIB),
-            to_nanos(Decimal(io_write_bytes) * self.io_write_gib / GIB),
+            to_nanos(Decimal(memory) * self.memory_gib_hour / GIB_SECONDS_PER_GIB_HOUR),
+            to_nanos(Decimal(io_read_bytes if io_measured else 0) * self.io_read_gib / GIB),
+            to_nanos(Decimal(io_write_bytes if io_measured else 0) * self.io_write_gib / GIB),
         )
+
+    def memory_reserved_only(self) -> bool:
+        return self.basis == "reserved"
+
+
+def unpriced_meters(memory_unmeasured: bool, io_unmeasured: bool) -> list[str]:
+    """The meters of a record (or group) that are not priced because the
+    host could not measure them: ["memory"], ["io_read", "io_write"], ..."""
+    return (["memory"] if memory_unmeasured else []) + (["io_read", "io_write"] if io_unmeasured else [])
 
 
 def _basis(basis: str, used: int, reserved: int, limited: bool) -> int:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import structlog
 
 from agent import selfmetrics
+from agent import logfiles
 from agent import userns_alloc
 from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
 from agent.model import ContainerInfo, image_ref
@@ -228,6 +229,8 @@ class Supervisor:
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
             cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
             devices=tuple(str(d) for d in e.spec.devices), device_filter=e.device_filter,
+            log_bytes=logfiles.produced_by(os.path.join(self.logs_dir, r.id, f"{stream}.log")
+                                           for stream in ("stdout", "stderr")),
         )
 
     def _find(self, name: str) -> _Entry:

@@ -40,12 +40,19 @@ def to_jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, sort_keys=False, separators=(",", ":")) + "\n" for r in rows)
 
 
+UNMEASURED = "-"   # a table cell of a dimension this host cannot measure (null in JSON, empty in CSV)
+
+
 def _gib_hours(byte_seconds) -> str:
-    return f"{(byte_seconds or 0) / GIB_SECONDS_PER_GIB_HOUR:.6f}"
+    return UNMEASURED if byte_seconds is None else f"{byte_seconds / GIB_SECONDS_PER_GIB_HOUR:.6f}"
 
 
 def _gib(n) -> str:
-    return f"{(n or 0) / GIB:.6f}"
+    return UNMEASURED if n is None else f"{n / GIB:.6f}"
+
+
+def _mib(n) -> str:
+    return UNMEASURED if n is None else f"{n / (1 << 20):.1f}"
 
 
 def to_table(result: dict) -> str:
@@ -55,7 +62,7 @@ def to_table(result: dict) -> str:
     for r in [*result.get("rows", []), {"group": "TOTAL", **result.get("totals", {})}]:
         lines.append((str(r.get("group", "")), str(r.get("records", 0)),
                       f"{r.get('cpu_seconds', 0):.6f}", _gib_hours(r.get("memory_byte_seconds")),
-                      f"{(r.get('memory_peak_bytes') or 0) / (1 << 20):.1f}",
+                      _mib(r.get("memory_peak_bytes")),
                       _gib(r.get("io_read_bytes")), _gib(r.get("io_write_bytes")),
                       f"{r.get('cost', '0')} {r.get('currency', '')}".strip()))
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]

@@ -55,14 +55,21 @@ COLUMNS = (
     ("running_seconds", "numeric NOT NULL"), ("frozen_seconds", "numeric NOT NULL"),
     ("cpu_seconds", "numeric NOT NULL"), ("cpu_user_seconds", "numeric NOT NULL"),
     ("cpu_system_seconds", "numeric NOT NULL"), ("cpu_throttled_seconds", "numeric NOT NULL"),
-    ("memory_byte_seconds", "numeric NOT NULL"), ("memory_peak_bytes", "bigint NOT NULL"),
-    ("swap_byte_seconds", "numeric NOT NULL"),
-    ("io_read_bytes", "bigint NOT NULL"), ("io_write_bytes", "bigint NOT NULL"),
-    ("io_read_ops", "bigint NOT NULL"), ("io_write_ops", "bigint NOT NULL"), ("pids_peak", "bigint NOT NULL"),
+    # NULL = the host could not measure it (no such controller): see docs/billing.md
+    ("memory_byte_seconds", "numeric"), ("memory_peak_bytes", "bigint"),
+    ("swap_byte_seconds", "numeric"),
+    ("io_read_bytes", "bigint"), ("io_write_bytes", "bigint"),
+    ("io_read_ops", "bigint"), ("io_write_ops", "bigint"), ("pids_peak", "bigint"),
     ("cpu_limit_cores", "double precision"), ("memory_limit_bytes", "bigint"),
     ("reserved_cpu_seconds", "numeric NOT NULL"), ("reserved_memory_byte_seconds", "numeric NOT NULL"),
     ("cost", "numeric(30,9) NOT NULL"), ("currency", "text NOT NULL"),
+    ("log_bytes", "bigint NOT NULL DEFAULT 0"), ("interpolated", "boolean NOT NULL DEFAULT false"),
+    ("unpriced", "text[] NOT NULL DEFAULT '{}'"),
 )
+# columns that were NOT NULL before unmeasured dimensions became NULL (v2)
+NULLABLE_SINCE_V2 = ("memory_byte_seconds", "memory_peak_bytes", "swap_byte_seconds", "io_read_bytes",
+                           "io_write_bytes", "io_read_ops", "io_write_ops", "pids_peak")
+ADDED_SINCE_V2 = ("log_bytes", "interpolated", "unpriced")
 
 for _name, _kind, _help, _labels in (
         ("sink_lag_seconds", "gauge", "Age of the oldest billing record not yet shipped (0 = all shipped).", ("sink",)),
@@ -80,18 +87,26 @@ def _usec(v: int) -> Decimal:
 
 
 def remote_row(r: dict) -> tuple:
-    """A ledger row (integer µs, byte-seconds, nano-units) -> the remote columns, exactly."""
+    """A ledger row (integer µs, byte-seconds, nano-units) -> the remote columns,
+    exactly; a dimension the host did not measure is NULL."""
+    from agent.ledger import MEASURED_COLS
+    from agent.pricing import unpriced_meters
     ts = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
+    mem, swap, io, pids = (bool(r.get(c, 1)) for c, _ in MEASURED_COLS)
+    opt = lambda ok, v: v if ok else None  # noqa: E731
     return (
         r["record_id"], r["host"], r["container_id"], r["name"], r["labels"], r["cgroup_inode"],
         ts(r["period_start"]), ts(r["period_end"]),
         _usec(r["running_usec"]), _usec(r["frozen_usec"]), _usec(r["cpu_usec"]), _usec(r["cpu_user_usec"]),
         _usec(r["cpu_system_usec"]), _usec(r["cpu_throttled_usec"]),
-        Decimal(r["memory_byte_seconds"]), r["memory_peak_bytes"], Decimal(r["swap_byte_seconds"]),
-        r["io_read_bytes"], r["io_write_bytes"], r["io_read_ops"], r["io_write_ops"], r["pids_peak"],
+        opt(mem, Decimal(r["memory_byte_seconds"])), opt(mem, r["memory_peak_bytes"]),
+        opt(swap, Decimal(r["swap_byte_seconds"])),
+        opt(io, r["io_read_bytes"]), opt(io, r["io_write_bytes"]), opt(io, r["io_read_ops"]),
+        opt(io, r["io_write_ops"]), opt(pids, r["pids_peak"]),
         r["cpu_limit_cores"], r["memory_limit_bytes"],
         _usec(r["reserved_cpu_usec"]), Decimal(r["reserved_memory_byte_seconds"]),
         Decimal(int(r["cost_nanos"])).scaleb(-9), r["currency"],
+        r.get("log_bytes", 0), bool(r.get("interpolated", 0)), unpriced_meters(not mem, not io),
     )
 
 
@@ -101,6 +116,14 @@ def create_table_sql(table: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)",
         f"CREATE INDEX IF NOT EXISTS {table}_period ON {table} (period_start)",
         f"CREATE INDEX IF NOT EXISTS {table}_labels ON {table} USING gin (labels)",
+        # a table created by an older agent: add the new columns, let unmeasured be NULL
+        # (checked first, so a fleet reconnecting takes no table lock once it is done)
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+        f"current_schema() AND table_name = '{table}' AND column_name = 'log_bytes') THEN "
+        f"ALTER TABLE {table} "
+        + ", ".join([f"ADD COLUMN {n} {t}" for n, t in COLUMNS if n in ADDED_SINCE_V2]
+                    + [f"ALTER COLUMN {n} DROP NOT NULL" for n in NULLABLE_SINCE_V2])
+        + "; END IF; END $$",
     ]
 
 

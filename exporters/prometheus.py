@@ -107,6 +107,7 @@ FAMILIES = (
     ("cgroup_agent_container_restarts_total", "counter", "Restarts of the container by its restart policy.", ()),
     ("cgroup_agent_container_oom_kills_total", "counter", "OOM kills of the container's processes seen by the supervisor.", ()),
     ("cgroup_agent_container_pids_limit_hits_total", "counter", "Forks refused because the cgroup was at pids.max (pids.events max).", ()),
+    ("cgroup_agent_container_log_bytes_total", "counter", "Bytes of stdout/stderr the container produced into its log files, kept or rotated away.", ()),
     # issue 16: the rest of cAdvisor's cgroup v2 families (appended: indices above stay put)
     ("container_cpu_cfs_burst_periods_total", "counter", "Number of periods when burst occurs.", ()),
     ("container_cpu_cfs_burst_seconds_total", "counter", "Total time duration the container has been bursted.", ()),
@@ -352,6 +353,10 @@ def _emit_container_state(out, lb, info, sample):
         out[36].append(f"cgroup_agent_container_frozen{{{lb}}} {1 if sample.events.frozen else 0}")
     out[37].append(f"cgroup_agent_container_restarts_total{{{lb}}} {int(info.restart_count)}")
     out[38].append(f"cgroup_agent_container_oom_kills_total{{{lb}}} {int(info.oom_kills)}")
+    log_bytes = getattr(info, "log_bytes", None)
+    if log_bytes is not None:   # from creation on (0 before the first byte)
+        out[_INDEX["cgroup_agent_container_log_bytes_total"]].append(
+            f"cgroup_agent_container_log_bytes_total{{{lb}}} {int(log_bytes)}")
 
 
 def _header(lines, name, kind, help, om):

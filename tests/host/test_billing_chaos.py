@@ -107,70 +107,104 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(cgroup_factory,
     assert con.execute("SELECT COUNT(*) FROM instances WHERE open_start IS NOT NULL").fetchone()[0] == 0
 
 
+class Agentd:
+    """A real agentd on a test config (2 s billing periods), started and
+    SIGKILLed at will; its containers keep running under the launcher."""
+
+    def __init__(self, cgroup, tmp_path):
+        import shutil
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.sock = str(tmp_path / "agent.sock")
+        self.cfg = tmp_path / "agent.toml"
+        self.cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
+                            f'socket = "{self.sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "chaos"\n'
+                            f'[collector]\ninterval = "50ms"\n[billing]\nperiod = "2s"\n')
+        self.ctl = [shutil.which("agentctl"), "--socket", self.sock]
+        self.agentd = shutil.which("agentd")
+        self.proc = None
+        self.cgroup = cgroup
+        self.errlog = str(tmp_path / "agentd.stderr")
+
+    def start(self):
+        with open(self.errlog, "ab") as err:
+            self.proc = subprocess.Popen([self.agentd, "--config", str(self.cfg)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+    def healthy(self):
+        from agent.client import Client
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                Client(self.sock, timeout=5).call("GET", "/v1/health")
+                return
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    with open(self.errlog, "rb") as f:
+                        tail = f.read()[-3000:].decode(errors="replace")
+                    raise AssertionError(f"agentd did not come up (exit {self.proc.poll()}): {tail}")
+                time.sleep(0.05)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def run(self, *args, **kw):
+        return subprocess.run(self.ctl + list(args), check=True, capture_output=True, text=True, **kw).stdout
+
+    def burners(self, names):
+        return {name: self.run("run", "-d", "--name", name, "--", "/bin/sh", "-c",
+                               "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.02; done"
+                               ).strip() for name in names}
+
+    def finish(self, ids):
+        """Stop and remove every container (final reading); -> (usage_usec by
+        name, records as agentctl usage --format jsonl prints them)."""
+        usage = {}
+        for name, cid in ids.items():
+            self.run("stop", "-t", "0", name)
+            cg = os.path.join(self.cgroup.path, "containers", cid)
+            while read_sample(cg).events.populated:
+                time.sleep(0.01)
+            usage[name] = read_sample(cg).cpu.usage_usec
+            self.run("rm", name)          # final reading, then rmdir
+            assert not os.path.exists(cg)
+        out = self.run("usage", "--format", "jsonl")
+        return usage, [json.loads(line) for line in out.splitlines()]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def test_sigkill_agentd_at_random_instants(cgroup, tmp_path):
     """The same with the real daemon: agentd is SIGKILLed at random instants
     (while starting, restoring, collecting, committing) and restarted; its
     containers keep running under the launcher. At the end every container's
     billed cpu_seconds equal its cpu.stat usage_usec exactly."""
-    import shutil
-    import socket
-
-    from agent.client import Client
-
     rng = random.Random(os.getpid() + 1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sock = str(tmp_path / "agent.sock")
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
-                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "chaos"\n'
-                   f'[collector]\ninterval = "50ms"\n[billing]\nperiod = "2s"\n')
-    ctl = [shutil.which("agentctl"), "--socket", sock]
-
-    def start():
-        return subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def healthy(proc):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                Client(sock, timeout=5).call("GET", "/v1/health")
-                return
-            except Exception:
-                assert proc.poll() is None and time.monotonic() < deadline, "agentd did not come up"
-                time.sleep(0.05)
-
-    agentd = start()
+    d = Agentd(cgroup, tmp_path)
+    d.start()
     try:
-        healthy(agentd)
-        ids = {}
-        for name in ("b1", "b2"):
-            ids[name] = subprocess.run(
-                ctl + ["run", "-d", "--name", name, "--", "/bin/sh", "-c",
-                       "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.02; done"],
-                check=True, capture_output=True, text=True).stdout.strip()
+        d.healthy()
+        ids = d.burners(("b1", "b2"))
         for _ in range(8):
             if rng.random() < 0.7:
-                healthy(agentd)
+                d.healthy()
             time.sleep(rng.uniform(0.0, 2.0))
-            agentd.send_signal(signal.SIGKILL)
-            agentd.wait()
-            agentd = start()
-        healthy(agentd)
+            d.kill()
+            d.start()
+        d.healthy()
         time.sleep(0.5)
-        usage = {}
-        for name, cid in ids.items():
-            subprocess.run(ctl + ["stop", "-t", "0", name], check=True, capture_output=True)
-            cg = os.path.join(cgroup.path, "containers", cid)
-            while read_sample(cg).events.populated:
-                time.sleep(0.01)
-            usage[name] = read_sample(cg).cpu.usage_usec
-            subprocess.run(ctl + ["rm", name], check=True, capture_output=True)   # final reading, then rmdir
-            assert not os.path.exists(cg)
-        out = subprocess.run(ctl + ["usage", "--format", "jsonl"], check=True, capture_output=True, text=True).stdout
-        recs = [json.loads(line) for line in out.splitlines()]
+        usage, recs = d.finish(ids)
         for name in ids:
             mine = [r for r in recs if r["name"] == name]
             billed = sum(round(r["cpu_seconds"] * 1e6) for r in mine)
@@ -179,9 +213,64 @@ def test_sigkill_agentd_at_random_instants(cgroup, tmp_path):
             assert len(starts) == len(set(starts)) >= 3
         assert len({r["record_id"] for r in recs}) == len(recs)
     finally:
-        agentd.terminate()
-        try:
-            agentd.wait(30)
-        except subprocess.TimeoutExpired:
-            agentd.kill()
-            agentd.wait()
+        d.stop()
+
+
+# 30 downtimes take about 4 minutes here; the default keeps the test near
+# 3 minutes. CGROUP_AGENT_CHAOS_DOWNTIMES=30 runs 30.
+CHAOS_DOWNTIMES = int(os.environ.get("CGROUP_AGENT_CHAOS_DOWNTIMES", "20"))
+
+
+def test_agentd_down_for_random_spans_records_fit_their_periods(cgroup, tmp_path):
+    """Downtime chaos: 2 s periods, agentd SIGKILLed and kept down for a
+    random 0-10 s, CHAOS_DOWNTIMES times, while single-threaded burners run.
+    Every record fits its period (running seconds <= 2, CPU-seconds <= 2 x
+    the host's CPUs, and <= 2 for a one-thread burner), the usage measured
+    across each gap is in interpolated records of the missed periods, the
+    totals equal cpu.stat usage_usec exactly, and no wall-clock second of a
+    container's life is in two records or in none (its records' periods are
+    unique and contiguous, every inner one running the whole 2 s)."""
+    from datetime import datetime
+    rng = random.Random(os.getpid() + 2)
+    ncpu = len(os.sched_getaffinity(0))
+    d = Agentd(cgroup, tmp_path)
+    d.start()
+    downs = []
+    try:
+        d.healthy()
+        ids = d.burners(("g1", "g2"))
+        for _ in range(CHAOS_DOWNTIMES):
+            time.sleep(rng.uniform(0.0, 1.0))     # up for a while (it may not even have collected yet)
+            d.kill()
+            down = rng.uniform(0.0, 10.0)
+            downs.append(down)
+            time.sleep(down)
+            d.start()
+            d.healthy()
+        time.sleep(0.5)
+        usage, recs = d.finish(ids)
+    finally:
+        d.stop()
+    print(f"chaos: {len(downs)} downtimes, {sum(downs):.1f} s down in all, longest {max(downs):.1f} s; "
+          f"{len(recs)} records, {sum(r['interpolated'] for r in recs)} interpolated")
+    assert len(downs) == CHAOS_DOWNTIMES
+    assert len({r["record_id"] for r in recs}) == len(recs)
+
+    def ts(s):
+        return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp())
+
+    for name in ids:
+        mine = sorted((r for r in recs if r["name"] == name), key=lambda r: r["period_start"])
+        billed = sum(round(r["cpu_seconds"] * 1e6) for r in mine)
+        assert billed == usage[name], f"{name}: billed {billed} us, kernel says {usage[name]} us"
+        starts = [ts(r["period_start"]) for r in mine]
+        assert starts == list(range(starts[0], starts[0] + 2 * len(starts), 2)), f"{name}: a period is missing"
+        for r in mine:
+            interval = ts(r["period_end"]) - ts(r["period_start"])
+            assert r["running_seconds"] + r["frozen_seconds"] <= interval, r
+            assert r["cpu_seconds"] <= interval * ncpu, r
+            assert r["cpu_seconds"] <= interval * 1.0, r       # one thread
+        for r in mine[1:-1]:
+            assert r["running_seconds"] >= 2.0 - 0.05, r       # every inner second is in a record
+        if max(downs) > 4.5:                                  # a gap spanned a whole period
+            assert any(r["interpolated"] for r in mine)

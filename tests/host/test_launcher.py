@@ -357,3 +357,25 @@ def test_launcher_raises_its_fd_limit_but_containers_keep_the_callers(ctx):
     wait_exit(client, cid, pid)
     with open(os.path.join(ctx.state_dir, cid + ".log")) as f:
         assert f.read() == f"{low}\n"
+
+
+def test_a_log_flood_is_capped_and_every_byte_counted(ctx):
+    """A container floods its stdout (the launcher splices it): the log file
+    and its one rotated copy never pass log_max_bytes, so a flood cannot fill
+    the disk, and agent.logfiles counts every byte produced, kept or rotated
+    away, across a restart of the container on the same file."""
+    from agent import logfiles
+    client = ctx.connect()
+    cap = 1 << 20
+    total = 40 << 20 | 12345                    # not a multiple of the cap or of a pipe
+    path = os.path.join(ctx.state_dir, "flood.log")
+    for run in (1, 2):
+        cid, pid = ctx.container(client, ["/bin/sh", "-c", f"yes flooding | head -c {total}"],
+                                 stdout=path, stderr=path, log_max_bytes=cap)
+        rec = wait_exit(client, cid, pid)
+        assert rec.exit_code == 0
+        assert os.path.getsize(path) <= cap and os.path.getsize(path + ".1") <= cap
+        assert logfiles.produced(path) == run * total
+    with open(path + ".1", "rb") as f:
+        data = f.read()
+    assert set(data.split(b"\n")[1:-1]) == {b"flooding"}     # whole lines, in order, nothing torn

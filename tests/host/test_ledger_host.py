@@ -105,6 +105,8 @@ def test_periods_freeze_and_new_instance(cgroup, spawn, tmp_path):
 def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path):
     """The real daemon: collector -> ledger.observe, supervisor -> ledger.final
     before rmdir, GET /v1/usage -> agentctl usage."""
+    import csv
+    import io
     import json
     import shutil
     import socket
@@ -120,7 +122,7 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
                    f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "e2e"\n'
                    f'[collector]\ninterval = "100ms"\n'
-                   f'[billing]\nperiod = "1s"\nprice_cpu_core_hour = "3.6"\n')
+                   f'[billing]\nperiod = "1s"\nprice_cpu_core_hour = "3.6"\nprice_memory_gib_hour = "0.5"\n')
     agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     ctl = [shutil.which("agentctl"), "--socket", sock]
@@ -134,6 +136,7 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
                 assert agentd.poll() is None and time.monotonic() < deadline, "agentd did not come up"
                 time.sleep(0.1)
         cid = subprocess.run(ctl + ["run", "-d", "--name", "bill", "-l", "team=red", "--", "/bin/sh", "-c",
+                                    "echo billed-output; echo to-stderr >&2; "
                                     "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 1.5"],
                              check=True, capture_output=True, text=True).stdout.strip()
         subprocess.run(ctl + ["wait", "bill"], capture_output=True, timeout=120)
@@ -145,6 +148,8 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
                 break
             time.sleep(0.1)
         usage = int(open(stat).read().split()[1])
+        # this hybrid host has no memory/io/pids controller: those are not measured
+        measured = os.path.exists(os.path.join(os.path.dirname(stat), "memory.current"))
         subprocess.run(ctl + ["rm", "bill"], check=True, capture_output=True)   # final reading, then rmdir
         assert not os.path.exists(stat)
         out = subprocess.run(ctl + ["usage", "--format", "jsonl"], check=True, capture_output=True, text=True).stdout
@@ -152,9 +157,27 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
         assert recs and {r["name"] for r in recs} == {"bill"} and {r["labels"]["team"] for r in recs} == {"red"}
         assert sum(round(r["cpu_seconds"] * 1e6) for r in recs) == usage
         assert len({r["record_id"] for r in recs}) == len(recs) >= 2
+        # what it printed is billed to it, once, whatever the stream
+        assert sum(r["log_bytes"] for r in recs) == len("billed-output\n") + len("to-stderr\n")
         table = subprocess.run(ctl + ["usage", "--group-by", "label:team"], check=True, capture_output=True,
                                text=True).stdout
         assert f"{usage / 1e6:.6f}" in table.splitlines()[-1]     # TOTAL line
+        rows = list(csv.DictReader(io.StringIO(subprocess.run(ctl + ["usage", "--format", "csv"], check=True,
+                                                              capture_output=True, text=True).stdout)))
+        assert len(rows) == len(recs)
+        if measured:
+            print("memory controller present: memory_byte_seconds measured")
+            assert all(isinstance(r["memory_byte_seconds"], int) and "memory" not in r["unpriced"] for r in recs)
+        else:       # unmeasured is null in JSON lines, empty in CSV, '-' in the table, and unpriced
+            assert all(r["memory_byte_seconds"] is None and r["memory_peak_bytes"] is None for r in recs)
+            assert all(r["io_write_bytes"] is None and r["pids_peak"] is None for r in recs)
+            assert all(r["unpriced"] == ["memory", "io_read", "io_write"] for r in recs)
+            assert {r["memory_byte_seconds"] for r in rows} == {""}
+            assert {r["io_read_bytes"] for r in rows} == {""}
+            assert all(r["cpu_seconds"] != "" for r in rows)
+            total = table.splitlines()[-1].split()
+            head = table.splitlines()[0].split()
+            assert total[head.index("MEM_GIB_H")] == "-" and total[head.index("WRITE_GIB")] == "-"
         bad = subprocess.run(ctl + ["usage", "--since", "yesterday"], capture_output=True, text=True)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "since:" in bad.stderr
     finally:

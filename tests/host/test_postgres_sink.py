@@ -191,3 +191,37 @@ def test_retention_keeps_unshipped_records(pg, tmp_path):
     assert res["rows"] == [] and res["totals"]["records"] == 0
     assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == n
     ledger.close()
+
+
+def test_a_table_of_an_older_agent_is_migrated_and_unmeasured_ships_as_null(pg, tmp_path):
+    """The central table created by an older agent (no log_bytes, interpolated,
+    unpriced; memory/io/pids NOT NULL) is altered on connect; a record whose
+    host measured no memory, io or pids arrives with NULLs there, its
+    unpriced meters and its log bytes."""
+    from exporters.postgres import ADDED_SINCE_V2, COLUMNS, NULLABLE_SINCE_V2
+    conn, table = pg
+    old = ", ".join(f"{n} {t}{' NOT NULL' if n in NULLABLE_SINCE_V2 else ''}"
+                    for n, t in COLUMNS if n not in ADDED_SINCE_V2)
+    conn.execute(f"CREATE TABLE {table} ({old})")
+    ledger = _ledger(tmp_path)
+    for s in range(5):
+        info = ContainerInfo(id="0000000000aa", name="hybrid", cgroup="/cg/h", limits=None, state="running",
+                             labels={}, log_bytes=s * 1000)
+        ledger.observe(SimpleNamespace(taken_at=T0 + s * 30 + 0.5, monotonic=100.0 + s * 30,
+                                       samples={"/cg/h": CgroupSample(inode=3, cpu=CpuStat(s * 10**6, 0, 0, 0, 0, 0),
+                                                                      events=CgroupEvents(True, False))},
+                                       containers={info.id: info}))
+    sink = PostgresSink(ledger.config, ledger, table=table)
+    shipped = 0
+    while (n := sink.ship_once()):
+        shipped += n
+    assert shipped >= 2
+    rows = conn.execute(f"SELECT memory_byte_seconds, io_write_bytes, pids_peak, unpriced, log_bytes, cpu_seconds "
+                        f"FROM {table} ORDER BY period_start").fetchall()
+    assert len(rows) == shipped
+    assert all(r[0] is None and r[1] is None and r[2] is None for r in rows)
+    assert all(r[3] == ["memory", "io_read", "io_write"] for r in rows)
+    local = ledger.query({"format": "jsonl"})["rows"]
+    assert sum(r[4] for r in rows) == sum(r["log_bytes"] for r in local) > 0
+    sink.stop()
+    ledger.close()

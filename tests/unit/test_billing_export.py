@@ -19,7 +19,7 @@ ISSUE_FIELDS = ("record_id host container_id name labels cgroup_inode period_sta
                 "frozen_seconds cpu_seconds cpu_user_seconds cpu_system_seconds cpu_throttled_seconds "
                 "memory_byte_seconds memory_peak_bytes swap_byte_seconds io_read_bytes io_write_bytes io_read_ops "
                 "io_write_ops pids_peak cpu_limit_cores memory_limit_bytes reserved_cpu_seconds "
-                "reserved_memory_byte_seconds cost currency").split()
+                "reserved_memory_byte_seconds cost currency unpriced log_bytes interpolated").split()
 T0 = 1_900_000_800  # an hour boundary
 
 
@@ -160,4 +160,44 @@ def test_any_range_reconciles_across_days_hours_and_edges(tmp_path):
             tot = res["totals"]
             assert (tot["records"], round(tot["cpu_seconds"] * 1e6), round(Decimal(tot["cost"]) * 10**9)) == want
             assert sum(r["records"] for r in res["rows"]) == want[0]
+    led.close()
+
+
+def test_unmeasured_is_null_empty_dash_and_unpriced(tmp_path):
+    """A container whose host has no memory/io/pids controller (samples carry
+    None) gets null in JSON lines, empty CSV cells, '-' in the table, cost
+    without those meters and `unpriced` naming them; a group with one measured
+    and one unmeasured container sums what was measured and says unpriced."""
+    cfg = load_config(None, {"billing.period": "60s", "agent.host": "h1", "billing.price_cpu_core_hour": "0.036",
+                             "billing.price_memory_gib_hour": "100", "billing.price_io_write_gib": "100"})
+    led = Ledger(cfg, str(tmp_path / "ledger.db"))
+    infos = [ContainerInfo(id=f"c{i}", name=f"svc{i}", cgroup=f"/cg/c{i}", limits=None, state="running",
+                           labels={"team": "red"}) for i in range(2)]
+    for step in range(0, 150, 30):
+        u = step * 1000
+        samples = {"/cg/c0": CgroupSample(inode=10, cpu=CpuStat(u, u, 0, 0, 0, 0), events=CgroupEvents(True, False)),
+                   "/cg/c1": CgroupSample(inode=11, cpu=CpuStat(u, u, 0, 0, 0, 0), memory_current=1 << 30,
+                                          io={(8, 0): IoStat(0, step << 20, 0, step, 0, 0)}, pids_current=3,
+                                          events=CgroupEvents(True, False))}
+        led.observe(SimpleNamespace(taken_at=T0 + step + 0.5, monotonic=50.0 + step, samples=samples,
+                                    containers={i.id: i for i in infos}))
+    recs = led.query({"format": "jsonl", "name": "svc0"})["rows"]
+    assert recs and all(r["memory_byte_seconds"] is None and r["io_write_bytes"] is None
+                        and r["pids_peak"] is None and r["swap_byte_seconds"] is None for r in recs)
+    assert all(r["unpriced"] == ["memory", "io_read", "io_write"] and r["cpu_seconds"] > 0 for r in recs)
+    assert all(Decimal(r["cost"]) == Decimal(r["cpu_seconds"]) * Decimal("0.036") / 3600 for r in recs
+               if r["cpu_seconds"] in (30.0, 60.0))
+    rows = list(csv.DictReader(io.StringIO(render(led.query({"format": "csv", "name": "svc0"}), "csv"))))
+    assert {r["memory_byte_seconds"] for r in rows} == {""} and {r["pids_peak"] for r in rows} == {""}
+    measured = led.query({"format": "jsonl", "name": "svc1"})["rows"]
+    assert all(r["memory_byte_seconds"] > 0 and r["unpriced"] == [] and r["pids_peak"] == 3 for r in measured)
+    table = render(led.query({"group_by": "name"}), "table").splitlines()
+    head = table[0].split()
+    svc0 = next(line.split() for line in table if line.startswith("svc0"))
+    svc1 = next(line.split() for line in table if line.startswith("svc1"))
+    assert svc0[head.index("MEM_GIB_H")] == "-" and svc0[head.index("PEAK_MIB")] == "-"
+    assert svc1[head.index("MEM_GIB_H")] != "-"
+    team = led.query({"group_by": "label:team"})["rows"][0]
+    assert team["memory_byte_seconds"] == sum(r["memory_byte_seconds"] for r in measured)
+    assert team["unpriced"] == ["memory", "io_read", "io_write"]
     led.close()

@@ -172,7 +172,7 @@ def test_only_the_named_subcommand_is_built():
     assert "-a" in ps_only["ps"]._option_string_actions
     assert ps_only["run"]._option_string_actions == {}          # a stub: name and help only
     everything = subs(cli.build_parser([]))
-    assert set(everything) == set(ps_only) == set(cli.SUBCOMMANDS) | {"usage"}
+    assert set(everything) == set(ps_only) == set(cli.SUBCOMMANDS) | {"usage", "budget"}
     assert "--memory" in everything["run"]._option_string_actions
 
 

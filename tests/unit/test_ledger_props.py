@@ -204,15 +204,27 @@ def test_counter_decrease_counts_from_zero(tmp_path):
     assert got == 500 + 120
 
 
-def test_gap_billed_in_first_period_after(tmp_path):
+def test_gap_split_across_missed_periods(tmp_path):
+    """agentd down for 10 periods: the usage measured across the gap is split
+    in proportion to time, one interpolated record per period, exactly."""
     sim = Sim(str(tmp_path / "l.db"))
     sim.tick(0, 0, ((1000, 0), (0, 0)), 0)
     sim.tick(10 * PERIOD, 10 * PERIOD, ((7777, 0), (0, 0)), 0)   # agent down for 10 periods
     sim.tick(PERIOD, PERIOD, ((0, 0), (0, 0)), 0)
     db = sqlite3.connect(sim.path)
-    rows = db.execute("SELECT period_start, cpu_usec FROM records WHERE container_id='a' ORDER BY period_start").fetchall()
-    assert [r[1] for r in rows] == [1000, 7777]
-    assert rows[1][0] - rows[0][0] == 10 * PERIOD
+    rows = db.execute("SELECT period_start, cpu_usec, running_usec, interpolated FROM records "
+                      "WHERE container_id='a' ORDER BY period_start").fetchall()
+    starts = [r[0] for r in rows]
+    assert starts == list(range(starts[0], starts[0] + len(rows) * PERIOD, PERIOD))   # no missing period
+    assert len(rows) == 11
+    assert sum(r[1] for r in rows) == 1000 + 7777
+    # T0 is 3.25 s into its period: 6.75 s of the gap in the first, 10 s in each
+    # of the nine missed ones, 3.25 s in the last (plus 6.75 s of the next
+    # reading interval, which closes it); CPU in the same proportion
+    assert [r[2] for r in rows] == [6_750_000] + [10_000_000] * 10
+    exact = [1000 + 7777 * 0.0675] + [7777 * 0.1] * 9 + [7777 * 0.0325]
+    assert all(abs(r[1] - x) < 1 for r, x in zip(rows, exact))
+    assert [r[3] for r in rows] == [1] * 11
 
 
 def test_wall_clock_back_never_reopens_a_period(tmp_path):
@@ -226,7 +238,10 @@ def test_wall_clock_back_never_reopens_a_period(tmp_path):
     rows = db.execute("SELECT period_start, cpu_usec FROM records WHERE container_id='a' ORDER BY seq").fetchall()
     starts = [r[0] for r in rows]
     assert starts == sorted(set(starts))
-    assert sum(r[1] for r in rows) == 1 + 2 + 4 + 8
+    # while the clock is behind, the timeline goes on at the monotonic pace;
+    # what is not in a record yet is in the open period
+    open_cpu = db.execute("SELECT a_cpu FROM instances WHERE container_id='a'").fetchone()[0]
+    assert sum(r[1] for r in rows) + open_cpu == 1 + 2 + 4 + 8 + 16
 
 
 def test_memory_trapezoid_and_peak(tmp_path):
@@ -234,11 +249,12 @@ def test_memory_trapezoid_and_peak(tmp_path):
     sim.tick(0, 0, ((0, 0), (0, 0)), 0)
     sim.tick(1, 2, ((0, 0), (0, 0)), 1000)        # 2 s from 0 to 1000 bytes: 1000 B*s
     sim.tick(1, 3, ((0, 0), (0, 0)), 1000)        # 3 s at 1000: 3000 B*s
-    sim.tick(PERIOD, 1, ((0, 0), (0, 0)), 0)
+    sim.tick(PERIOD, 1, ((0, 0), (0, 0)), 0)      # 1 s from 1000 to 0 (500 B*s), across a boundary
     db = sqlite3.connect(sim.path)
     mbs, peak = db.execute("SELECT memory_byte_seconds, memory_peak_bytes FROM records "
                            "WHERE container_id='a' ORDER BY period_start LIMIT 1").fetchone()
-    assert (mbs, peak) == (4000, 1000)
+    # the last reading interval is 4.75/10 of its wall span in the first period
+    assert (mbs, peak) == (round(4000 + 500 * 0.475), 1000)
 
 
 def test_final_closes_the_period_at_once(tmp_path):
@@ -287,3 +303,116 @@ def test_a_finished_instance_is_forgotten_seconds_later_not_a_day(tmp_path):
     assert db.execute("SELECT SUM(cpu_usec) FROM records WHERE container_id='a' AND cgroup_inode=1").fetchone()[0] \
         == billed
     assert ("b", 100) in sim.ledger._instances             # a live one stays
+
+
+CPUS = 2   # CPUs available to the simulated containers (no cpuset, no cpu.max)
+
+
+class LifeSim(Sim):
+    """Containers started at T0 that burn at most CPUS cores, sampled by an
+    agent that may be down for a while (no readings), killed between passes or
+    in the middle of a commit: wall and monotonic clocks advance together."""
+
+    def info(self, c):
+        return ContainerInfo(id=c, name=f"n{c}", cgroup=f"/cg/{c}", limits=None, state="running",
+                             labels={}, started_at=T0)
+
+    def advance(self, dt, rates, sample=True, crash=False):
+        incs = tuple((int(r * CPUS * dt * 1e6), 0) for r in rates)   # never more than CPUS x dt
+        if sample:
+            self.tick(dt, dt, incs, 1 << 20, crash=crash)
+        else:       # agentd is down: time passes, counters grow, nobody reads them
+            self.wall += dt
+            self.mono += dt
+            for c, (ci, _) in zip("ab", incs):
+                self.cpu[c] += ci
+
+
+rates = st.tuples(st.floats(0, 1), st.floats(0, 1))
+life_ops = st.one_of(
+    st.tuples(st.just("tick"), st.floats(0.05, 4.0), rates),
+    st.tuples(st.just("down"), st.floats(0.0, 45.0), rates),        # a kill at a random point, down 0-45 s
+    st.tuples(st.just("crash_between")),
+    st.tuples(st.just("crash_during"), st.floats(0.05, 4.0), rates),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(life_ops, min_size=1, max_size=40), st.sampled_from([0.0, 3.0]))
+def test_records_fit_their_periods_and_cover_the_life(tmp_path_factory, seq, checkpoint):
+    """Over simulated clocks and random kill points: no record claims more
+    running seconds than its period nor more CPU-seconds than period x CPUs;
+    the CPU totals equal the counters exactly; every wall-clock second of a
+    container's life is in exactly one record (periods unique and contiguous,
+    every inner period's running seconds equal to the period)."""
+    sim = LifeSim(str(tmp_path_factory.mktemp("ledger") / "ledger.db"), checkpoint)
+    sim.tick(0.01, 0.01, ((0, 0), (0, 0)), 1 << 20)
+    for op in seq:
+        if op[0] == "tick":
+            sim.advance(op[1], op[2])
+        elif op[0] == "down":
+            sim.advance(op[1], op[2], sample=False)
+            sim.reopen()                        # agentd comes back from its state file
+        elif op[0] == "crash_between":
+            sim.reopen()
+        else:
+            sim.advance(op[1], op[2], crash=True)
+    sim.advance(0.5, (0.5, 0.5))
+    end = sim.wall
+    for c in "ab":                              # the containers end: final readings close their periods
+        sim.ledger.final(sim.info(c), sim.sample(c, 1 << 20), wall=sim.wall, mono=sim.mono)
+        sim.note(c)
+    db = sqlite3.connect(sim.path)
+    first, last = int(T0 // PERIOD * PERIOD), int(end // PERIOD * PERIOD)
+    for c in "ab":
+        rows = db.execute("SELECT period_start, period_end, running_usec, frozen_usec, cpu_usec FROM records "
+                          "WHERE container_id=? ORDER BY period_start", (c,)).fetchall()
+        assert sum(r[4] for r in rows) == sim.truth_cpu[(c, sim.inode[c])]
+        for start, stop, running, frozen, cpu in rows:
+            assert running + frozen <= (stop - start) * 1_000_000
+            assert cpu <= (stop - start) * 1_000_000 * CPUS
+        # no second in two records or in none
+        assert [r[0] for r in rows] == list(range(first, last + PERIOD, PERIOD))
+        for r in rows[1:-1]:
+            assert abs(r[2] - PERIOD * 1_000_000) <= 1
+        assert abs(sum(r[2] for r in rows) - (end - T0) * 1e6) <= len(rows) + 1
+    sim.ledger.close()
+    db.close()
+
+
+def test_an_older_ledger_opens_and_goes_on(tmp_path):
+    """An old ledger.db (no log_bytes, interpolated, *_measured columns) is
+    migrated when opened: its records keep their numbers (measured, not
+    interpolated), its open period continues, its rollups still reconcile."""
+    import os
+    path = str(tmp_path / "ledger.db")
+    fixture = os.path.join(os.path.dirname(__file__), "fixtures", "ledger-v1.sql")
+    with open(fixture) as f:
+        old = sqlite3.connect(path)
+        old.executescript(f.read())
+        old.close()
+    cfg = load_config(None, {"billing.period": "10s", "agent.host": "h", "billing.price_cpu_core_hour": "0.05"})
+    led = Ledger(cfg, path)
+    info = ContainerInfo(id="old1", name="web", cgroup="/cg/old1", limits=None, state="running",
+                         labels={"team": "x"})
+    for i in range(8, 16):   # the same container goes on where the old ledger stopped
+        u = i * 1_000_000
+        s = CgroupSample(inode=7, cpu=CpuStat(u, u // 2, u - u // 2, 0, 0, 0), memory_current=1 << 20,
+                         io={(8, 0): IoStat(0, i * 4096, 0, i, 0, 0)}, events=CgroupEvents(True, False))
+        led.observe(SimpleNamespace(taken_at=1_900_000_000.5 + 3 * i, monotonic=200.0 + 3 * i,
+                                    samples={"/cg/old1": s}, containers={"old1": info}))
+    recs = led.query({"format": "jsonl"})["rows"]
+    from agent.ledger import iso
+    assert [r["period_start"] for r in recs[:2]] == [iso(1_900_000_000), iso(1_900_000_010)]
+    assert recs[0]["memory_byte_seconds"] == 9437184 and recs[0]["interpolated"] is False
+    assert recs[0]["unpriced"] == [] and recs[0]["log_bytes"] == 0
+    assert len(recs) >= 4
+    db = sqlite3.connect(path)
+    open_cpu = db.execute("SELECT a_cpu FROM instances").fetchone()[0]
+    assert sum(round(r["cpu_seconds"] * 1e6) for r in recs) + open_cpu == 15_000_000
+    grouped = led.query({"group_by": "day"})
+    assert grouped["totals"]["cpu_seconds"] == sum(r["cpu_seconds"] for r in recs)
+    assert grouped["totals"]["memory_byte_seconds"] == sum(r["memory_byte_seconds"] for r in recs)
+    assert grouped["totals"]["unpriced"] == []
+    led.close()
+    Ledger(cfg, path).close()    # opening a migrated ledger again changes nothing

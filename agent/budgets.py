@@ -1,0 +1,364 @@
+"""Budgets: spend limits on groups of containers that act while the bill runs.
+
+    agentctl budget set NAME --match label:K=V|name:GLOB --limit AMOUNT
+                        --per day|month|DURATION --action alert|throttle[:CPUS]|freeze|stop
+                        [--warn 50,80]
+
+A budget's spend is the cost the ledger has accrued for the containers it
+matches in the current window (UTC day, UTC month, or a DURATION aligned to
+the epoch): closed records plus the open period, evaluated after every
+collection pass (so an action lands within one collection interval of the
+crossing). Containers match by the name and labels of their records, so the
+spend of containers removed during the window still counts.
+
+On crossing the limit the action is taken on the matching containers that
+are running: ``freeze`` (cgroup.freeze), ``throttle:CPUS`` (cpu.max; default
+0.1 CPU), ``stop``, or nothing but the event for ``alert``. Actions are
+reversible: when the spend is below the limit again (the limit raised, a new
+window) the budget thaws / unthrottles what *it* did, and only that (a
+container that was already paused is not touched and stays paused). ``stop``
+is not undone. An action the host cannot take (throttle without the cpu
+controller) is refused when the budget is set. Warn thresholds (percent of
+the limit) log ``budget.warned`` once per window; crossing logs
+``budget.acted``, releasing ``budget.released``. Gauges
+cgroup_agent_budget_spent and cgroup_agent_budget_limit (labels budget,
+currency) follow every evaluation.
+
+Budgets persist in state_dir/budgets.json (written atomically), with what
+each budget did in its window, so a restarted agentd releases what the
+previous one froze.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+import structlog
+
+from agent import selfmetrics
+from agent.errors import NotFound, UserError
+from agent.pricing import NANOS_PER_UNIT, money
+
+log = structlog.get_logger("agentd.budgets")
+
+FILE_NAME = "budgets.json"
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_LABEL_RE = re.compile(r"^label:([A-Za-z0-9_.\-/]{1,128})=(.*)$")
+ACTIONS = ("alert", "throttle", "freeze", "stop")
+DEFAULT_THROTTLE = "0.1"
+KEYS = ("name", "match", "limit", "per", "action", "warn")
+MATCH_HELP = "use label:KEY=VALUE or name:GLOB"
+ACTION_HELP = "use alert, throttle[:CPUS], freeze or stop"
+PER_HELP = "use day, month or a duration such as 1h, 7d, 90s"
+
+selfmetrics.declare("budget_spent", "gauge", "Cost accrued by the containers of a budget in its current window.",
+                    ("budget", "currency"))
+selfmetrics.declare("budget_limit", "gauge", "Spend limit of a budget in its window.", ("budget", "currency"))
+
+
+@dataclass
+class Budget:
+    name: str
+    match: str
+    limit_nanos: int
+    per: str
+    action: str
+    warn: list = field(default_factory=list)
+    # what the budget did in its current window
+    window: int = 0
+    warned: list = field(default_factory=list)
+    acted: dict = field(default_factory=dict)     # container_id -> [name, action, undo]
+    crossed_at: float | None = None
+    spent_nanos: int = 0
+
+    def public(self, currency: str) -> dict:
+        return {"name": self.name, "match": self.match, "limit": money(self.limit_nanos), "currency": currency,
+                "per": self.per, "action": self.action, "warn": list(self.warn),
+                "window_start": _iso(self.window) if self.window else None,
+                "spent": money(self.spent_nanos), "crossed_at": self.crossed_at,
+                "warned": list(self.warned), "acted_on": sorted(v[0] for v in self.acted.values())}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(body: dict) -> Budget:
+    """A budget from the API body (strings as agentctl sends them); UserError naming the field."""
+    if not isinstance(body, dict):
+        raise UserError("budget: the body must be a JSON object")
+    unknown = sorted(set(body) - set(KEYS))
+    if unknown:
+        raise UserError(f"{unknown[0]}: is not a budget field; accepted: {', '.join(KEYS)}")
+    name = body.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UserError(f"name: {name!r} is not a budget name (letters, digits, _ . -; up to 63)")
+    match = body.get("match")
+    if not isinstance(match, str) or not (_LABEL_RE.match(match) or (match.startswith("name:") and match[5:])):
+        raise UserError(f"match: {match!r} is not a selector; {MATCH_HELP}")
+    try:
+        limit = Decimal(str(body.get("limit")))
+        if not limit.is_finite() or limit <= 0:
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        raise UserError(f"limit: {body.get('limit')!r} is not an amount > 0 (a decimal such as 0.01 or 250)") from None
+    per = str(body.get("per") or "")
+    window_seconds(per, 0)   # validates
+    action = str(body.get("action") or "")
+    kind, _, arg = action.partition(":")
+    if kind not in ACTIONS or (arg and kind != "throttle"):
+        raise UserError(f"action: {action!r} is not an action; {ACTION_HELP}")
+    if kind == "throttle":
+        from runtime.limits import LimitError, parse_cpus
+        try:
+            parse_cpus(arg or DEFAULT_THROTTLE, "action")
+        except LimitError as e:
+            raise UserError(f"action: {e}") from None
+        action = f"throttle:{arg or DEFAULT_THROTTLE}"
+    warn = body.get("warn") or []
+    if isinstance(warn, str):
+        warn = [w for w in warn.split(",") if w.strip()]
+    try:
+        warn = sorted({int(str(w).strip()) for w in warn})
+    except ValueError:
+        raise UserError(f"warn: {body.get('warn')!r} is not a list of percents such as 50,80") from None
+    if any(not 0 < w < 100 for w in warn):
+        raise UserError(f"warn: {body.get('warn')!r}: each percent must be between 1 and 99")
+    nanos = int(limit * NANOS_PER_UNIT)
+    return Budget(name=name, match=match, limit_nanos=nanos, per=per, action=action, warn=warn)
+
+
+def window_seconds(per: str, now: float) -> int:
+    """Start of the window containing ``now`` (UTC day, UTC month, or epoch-aligned duration)."""
+    if per == "day":
+        return int(now // 86400 * 86400)
+    if per == "month":
+        d = datetime.fromtimestamp(now, timezone.utc)
+        return int(d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
+    from agent.config import parse_duration
+    try:
+        secs = parse_duration(per)
+    except Exception:  # noqa: BLE001 - any parse failure is the same user error
+        secs = None
+    if not secs or secs < 1 or secs != int(secs):
+        raise UserError(f"per: {per!r} is not a budget period; {PER_HELP} (whole seconds)")
+    return int(now // secs * secs)
+
+
+def matches(match: str, name: str, labels: dict) -> bool:
+    m = _LABEL_RE.match(match)
+    if m:
+        return labels.get(m.group(1)) == m.group(2)
+    return fnmatch.fnmatchcase(name, match[5:])
+
+
+class Budgets:
+    """The budgets of one agentd: persisted, evaluated after every collection pass."""
+
+    def __init__(self, state_dir: str, ledger, supervisor):
+        self.path = os.path.join(state_dir, FILE_NAME)
+        self.ledger = ledger
+        self.sup = supervisor
+        self.currency = ledger.card.currency
+        self._lock = threading.Lock()
+        self._budgets: dict[str, Budget] = {}
+        self._load()
+
+    # ------------------------------------------------------------ persistence
+    def _load(self) -> None:
+        try:
+            with open(self.path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.error("budgets.load_failed", path=self.path, error=str(e))
+            return
+        for d in doc.get("budgets", []):
+            try:
+                b = Budget(**d)
+            except TypeError as e:
+                log.error("budgets.bad_entry", error=str(e))
+                continue
+            self._budgets[b.name] = b
+            selfmetrics.set_gauge("budget_limit", b.limit_nanos / NANOS_PER_UNIT, budget=b.name,
+                                  currency=self.currency)
+
+    def _save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"budgets": [asdict(b) for b in self._budgets.values()]}, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    # ------------------------------------------------------------ API
+    def set(self, body: dict) -> dict:
+        new = parse(body)
+        if new.action.startswith("throttle"):
+            self._check_throttle(new.action)
+        with self._lock:
+            old = self._budgets.get(new.name)
+            if old is not None:     # an update keeps what the budget did (it may now release it)
+                new.window, new.warned, new.acted, new.crossed_at = old.window, old.warned, old.acted, old.crossed_at
+            self._budgets[new.name] = new
+            self._save()
+        selfmetrics.set_gauge("budget_limit", new.limit_nanos / NANOS_PER_UNIT, budget=new.name,
+                              currency=self.currency)
+        log.info("budget.set", budget=new.name, match=new.match, limit=money(new.limit_nanos), per=new.per,
+                 action=new.action, warn=new.warn)
+        self.evaluate()
+        return self.get(new.name)
+
+    def _check_throttle(self, action: str) -> None:
+        from runtime.errors import ControllerMissing
+        from runtime.limits import Limits, parse_cpus
+        quota, period = parse_cpus(action.partition(":")[2], "action")
+        try:
+            self.sup.check_controllers(Limits(cpu_quota_us=quota, cpu_period_us=period))
+        except (ControllerMissing, UserError) as e:
+            reason = str(e).removeprefix("limits: ")
+            raise UserError(f"action: {action} cannot be taken on this host: {reason}") from None
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            return [b.public(self.currency) for b in sorted(self._budgets.values(), key=lambda b: b.name)]
+
+    def get(self, name: str) -> dict:
+        with self._lock:
+            b = self._budgets.get(name)
+            if b is None:
+                raise NotFound(f"name: no budget named {name!r}")
+            return b.public(self.currency)
+
+    def remove(self, name: str) -> dict:
+        with self._lock:
+            b = self._budgets.get(name)
+            if b is None:
+                raise NotFound(f"name: no budget named {name!r}")
+            self._release(b, "removed")
+            del self._budgets[name]
+            self._save()
+        log.info("budget.removed", budget=name)
+        return b.public(self.currency)
+
+    # ------------------------------------------------------------ evaluation
+    def observe(self, snapshot=None) -> None:
+        """Collector subscriber: evaluate every budget (never raises)."""
+        if not self._budgets:
+            return
+        try:
+            self.evaluate()
+        except Exception as e:  # noqa: BLE001 - the collector must keep going
+            log.error("budgets.evaluate_failed", error=str(e), exc_type=type(e).__name__)
+
+    def evaluate(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            if not self._budgets:
+                return
+            changed = False
+            spend_cache: dict[int, list] = {}
+            for b in self._budgets.values():
+                start = window_seconds(b.per, now)
+                if start != b.window:
+                    if b.window:
+                        changed |= self._release(b, "new window")
+                    b.window, b.warned, b.crossed_at = start, [], None
+                    changed = True
+                rows = spend_cache.get(start)
+                if rows is None:
+                    rows = spend_cache[start] = self.ledger.spend_since(start)
+                spent = sum(n for _cid, name, labels, n in rows if matches(b.match, name, labels))
+                b.spent_nanos = spent
+                selfmetrics.set_gauge("budget_spent", spent / NANOS_PER_UNIT, budget=b.name, currency=self.currency)
+                for pct in b.warn:
+                    if pct not in b.warned and spent * 100 >= b.limit_nanos * pct:
+                        b.warned.append(pct)
+                        changed = True
+                        log.warning("budget.warned", budget=b.name, percent=pct, spent=money(spent),
+                                    limit=money(b.limit_nanos), currency=self.currency)
+                if spent >= b.limit_nanos:
+                    if b.crossed_at is None:
+                        b.crossed_at = now
+                        changed = True
+                    changed |= self._act(b, spent)
+                elif b.crossed_at is not None or b.acted:
+                    b.crossed_at = None
+                    changed |= self._release(b, "below limit")
+                    changed = True
+            if changed:
+                self._save()
+
+    def _act(self, b: Budget, spent: int) -> bool:
+        kind, _, arg = b.action.partition(":")
+        done = []
+        for info in self.sup.containers(all=False):
+            if info.state != "running" or info.id in b.acted or not matches(b.match, info.name, info.labels or {}):
+                continue
+            undo = None
+            try:
+                if kind == "freeze":
+                    self.sup.freeze(info.id)
+                elif kind == "throttle":
+                    from runtime.limits import Limits, parse_cpus
+                    lim = getattr(info, "limits", None)
+                    undo = [getattr(lim, "cpu_quota_us", None), getattr(lim, "cpu_period_us", None)]
+                    quota, period = parse_cpus(arg)
+                    self.sup.set_limits(info.id, Limits(cpu_quota_us=quota, cpu_period_us=period))
+                elif kind == "stop":
+                    threading.Thread(target=self._stop, args=(info.id, b.name), daemon=True,
+                                     name=f"budget-stop-{info.id}").start()
+            except Exception as e:  # noqa: BLE001 - one container must not keep the others going
+                log.error("budget.act_failed", budget=b.name, container=info.name, action=b.action, error=str(e))
+                continue
+            if kind != "alert":
+                b.acted[info.id] = [info.name, kind, undo]
+            done.append(info.name)
+        if done or (kind == "alert" and "alerted" not in b.warned):
+            if kind == "alert":
+                b.warned.append("alerted")
+            log.warning("budget.acted", budget=b.name, action=b.action, containers=done, spent=money(spent),
+                        limit=money(b.limit_nanos), currency=self.currency)
+            return True
+        return False
+
+    def _stop(self, cid: str, budget: str) -> None:
+        try:
+            self.sup.stop(cid)
+        except Exception as e:  # noqa: BLE001
+            log.error("budget.act_failed", budget=budget, container=cid, action="stop", error=str(e))
+
+    def _release(self, b: Budget, why: str) -> bool:
+        """Undo what this budget did (freeze, throttle); stop is not undone."""
+        if not b.acted:
+            return False
+        released = []
+        for cid, (name, kind, undo) in list(b.acted.items()):
+            try:
+                if kind == "freeze":
+                    info = self.sup.get(cid)
+                    if info.state == "paused":
+                        self.sup.thaw(cid)
+                        released.append(name)
+                elif kind == "throttle":
+                    from runtime.limits import DEFAULT_CPU_PERIOD_US, MAX, Limits
+                    quota, period = undo or (None, None)
+                    self.sup.set_limits(cid, Limits(cpu_quota_us=quota if quota is not None else MAX,
+                                                    cpu_period_us=period or DEFAULT_CPU_PERIOD_US))
+                    released.append(name)
+            except NotFound:
+                pass        # removed meanwhile: nothing to undo
+            except Exception as e:  # noqa: BLE001
+                log.error("budget.release_failed", budget=b.name, container=name, error=str(e))
+                continue
+            del b.acted[cid]
+        log.info("budget.released", budget=b.name, reason=why, containers=released)
+        return True

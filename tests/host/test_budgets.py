@@ -1,0 +1,109 @@
+"""Budgets on a real agentd: a 0.01 USD budget with --action freeze freezes a
+CPU burner once its cost crosses the limit (cgroup.events frozen 1), a
+container the user had paused is left alone, raising the limit thaws what the
+budget froze (and only that); throttle is refused on a host without the cpu
+controller, with the reason, and nothing is created."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+from agent.client import Client
+
+
+def _events(cg: str) -> dict:
+    with open(os.path.join(cg, "cgroup.events")) as f:
+        return dict(line.split() for line in f)
+
+
+def _wait(pred, what, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_freeze_budget_freezes_the_burner_and_raising_the_limit_thaws_it(cgroup, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = str(tmp_path / "agent.sock")
+    cfg = tmp_path / "agent.toml"
+    # 36 USD per core-hour: a busy core costs 0.01 USD a second
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
+                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "budget"\n'
+                   f'[collector]\ninterval = "100ms"\n'
+                   f'[billing]\nperiod = "1s"\ncurrency = "USD"\nprice_cpu_core_hour = "36"\n')
+    agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    ctl = [shutil.which("agentctl"), "--socket", sock]
+
+    def run(*args, check=True):
+        return subprocess.run(ctl + list(args), check=check, capture_output=True, text=True)
+
+    try:
+        _wait(lambda: _up(sock), "agentd")
+        # refused where the host cannot act, with the reason; nothing created
+        bad = run("budget", "set", "slow", "--match", "name:burn*", "--limit", "0.01", "--per", "day",
+                  "--action", "throttle:0.1", check=False)
+        cpu_enabled = "cpu" in open(os.path.join(cgroup.path, "containers", "cgroup.subtree_control")).read()
+        if not cpu_enabled:
+            assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "action:" in bad.stderr, bad.stderr
+            assert "cpu" in bad.stderr
+            assert json.loads(run("budget", "ls", "--json").stdout)["budgets"] == []
+        else:
+            print("cpu controller present: throttle accepted here")
+            run("budget", "rm", "slow")
+        bad = run("budget", "set", "x", "--match", "team", "--limit", "1", "--per", "day", "--action", "freeze",
+                  check=False)
+        assert bad.returncode == 2 and "match:" in bad.stderr and bad.stderr.count("\n") == 1
+
+        burn = "while :; do :; done"
+        ids = {n: run("run", "-d", "--name", n, "--", "/bin/sh", "-c", burn).stdout.strip()
+               for n in ("burn1", "burn2")}
+        cgs = {n: os.path.join(cgroup.path, "containers", cid) for n, cid in ids.items()}
+        run("freeze", "burn2")                 # the user's own pause: not the budget's to undo
+        run("budget", "set", "cap", "--match", "name:burn*", "--limit", "0.01", "--per", "day",
+            "--action", "freeze", "--warn", "50")
+        _wait(lambda: _events(cgs["burn1"])["frozen"] == "1", "the budget to freeze burn1")
+        b = json.loads(run("budget", "inspect", "cap").stdout)
+        assert b["crossed_at"] is not None and b["acted_on"] == ["burn1"] and b["warned"] == [50]
+        assert float(b["spent"]) >= 0.01
+        assert json.loads(run("inspect", "burn1").stdout)["state"] == "paused"
+        metrics = _metrics(port)
+        assert 'cgroup_agent_budget_limit{budget="cap",currency="USD"} 0.01' in metrics
+        assert 'cgroup_agent_budget_spent{budget="cap",currency="USD"}' in metrics
+
+        run("budget", "set", "cap", "--match", "name:burn*", "--limit", "1000", "--per", "day", "--action", "freeze")
+        _wait(lambda: _events(cgs["burn1"])["frozen"] == "0", "raising the limit to thaw burn1")
+        b = json.loads(run("budget", "inspect", "cap").stdout)
+        assert b["crossed_at"] is None and b["acted_on"] == []
+        assert json.loads(run("inspect", "burn1").stdout)["state"] == "running"
+        assert _events(cgs["burn2"])["frozen"] == "1"          # still the user's pause
+        assert run("budget", "rm", "cap").stdout.strip() == "cap"
+        assert run("budget", "inspect", "cap", check=False).returncode == 1
+    finally:
+        agentd.terminate()
+        try:
+            agentd.wait(30)
+        except subprocess.TimeoutExpired:
+            agentd.kill()
+            agentd.wait()
+
+
+def _up(sock):
+    try:
+        Client(sock, timeout=5).call("GET", "/v1/health")
+        return True
+    except Exception:
+        return False
+
+
+def _metrics(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
