@@ -6,7 +6,7 @@
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage budget)
 
 _shtab_agentctl_run_option_strings=(-h --help --socket -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --json -a --all -q --quiet --filter --format)
@@ -38,6 +38,7 @@ _shtab_agentctl_pause_option_strings=(-h --help --socket --json)
 _shtab_agentctl_unpause_option_strings=(-h --help --socket --json)
 _shtab_agentctl_update_option_strings=(-h --help --socket --json --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares)
 _shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --open --socket --json)
+_shtab_agentctl_budget_option_strings=()
 _shtab_agentctl_option_strings=(-h --help --socket --json)
 
 
@@ -47,7 +48,7 @@ _shtab_agentctl_run___network_choices=(host none)
 _shtab_agentctl_run___userns_choices=(auto host)
 _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
