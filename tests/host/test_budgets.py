@@ -77,6 +77,9 @@ def test_freeze_budget_freezes_the_burner_and_raising_the_limit_thaws_it(cgroup,
         metrics = _metrics(port)
         assert 'cgroup_agent_budget_limit{budget="cap",currency="USD"} 0.01' in metrics
         assert 'cgroup_agent_budget_spent{budget="cap",currency="USD"}' in metrics
+        # log bytes are a counter family from the start (0 before the first byte)
+        assert any(line.startswith("cgroup_agent_container_log_bytes_total{") and 'name="burn1"' in line
+                   and line.endswith(" 0") for line in metrics.splitlines())
 
         run("budget", "set", "cap", "--match", "name:burn*", "--limit", "1000", "--per", "day", "--action", "freeze")
         _wait(lambda: _events(cgs["burn1"])["frozen"] == "0", "raising the limit to thaw burn1")
