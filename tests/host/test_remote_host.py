@@ -1,0 +1,235 @@
+"""agentctl --host ssh://... against a second agentd reached only over ssh, and agentctl system.
+
+The test starts Debian's OpenSSH server itself on 127.0.0.1 (a free port, its
+own sshd_config and host key, an authorized key made here with ssh-keygen,
+root login by key only) and points the client's ssh at its own ssh_config
+(AGENT_SSH_COMMAND). The second agentd's socket is given to nobody but the
+remote agentctl (AGENT_SOCKET in the ssh session's environment through the
+remote command), so every request of the client goes through ssh.
+Nothing connects anywhere but 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+from conftest import kill_tree as _kill_tree
+from test_agentctl import AGENTCTL, start_agentd, stop_agentd, uname, wait_for
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REMOTE_AGENTCTL_BIN = os.path.join(os.path.dirname(sys.executable), "agentctl")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+
+
+@pytest.fixture(scope="module")
+def remote():
+    if not os.path.exists(SSHD) or not shutil.which("ssh"):
+        pytest.skip("openssh-server / openssh-client are not installed (scripts/setup.sh installs them)")
+    if not os.path.exists(REMOTE_AGENTCTL_BIN):
+        pytest.skip(f"no agentctl beside {sys.executable} (install the package: pip install -e .)")
+    from runtime.cgroupfs import Cgroup, find_mount
+
+    top = tempfile.mkdtemp(prefix="cga-remote-")
+    os.chmod(top, 0o755)
+    port = _free_port()
+    host_key, user_key = os.path.join(top, "host_key"), os.path.join(top, "user_key")
+    _keygen(host_key)
+    _keygen(user_key)
+    authorized = os.path.join(top, "authorized_keys")
+    shutil.copy(user_key + ".pub", authorized)
+    other_key = os.path.join(top, "other_key")   # a key the server does not know
+    _keygen(other_key)
+    sshd_config = os.path.join(top, "sshd_config")
+    with open(sshd_config, "w") as f:
+        f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {host_key}\nPidFile {top}/sshd.pid\n"
+                f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+                "PrintMotd no\nLogLevel VERBOSE\n")
+    with open(host_key + ".pub") as f:
+        host_pub = f.read().split()
+    known = os.path.join(top, "known_hosts")
+    with open(known, "w") as f:
+        f.write(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+
+    def ssh_config(key: str) -> str:
+        path = os.path.join(top, f"ssh_config.{os.path.basename(key)}")
+        with open(path, "w") as f:
+            f.write(f"Host 127.0.0.1\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
+                    "  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n")
+        return path
+
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation directory
+    sshd_log = open(os.path.join(top, "sshd.log"), "wb")
+    sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", sshd_config], stdout=sshd_log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+    def listening():
+        if sshd.poll() is not None:
+            raise AssertionError(f"sshd exited with {sshd.returncode}: {open(sshd_log.name).read()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
+    os.mkdir(root.path)
+    d = None
+    try:
+        wait_for(listening, 30, "sshd to listen")
+        agent_top = os.path.join(top, "agent")
+        os.mkdir(agent_top)
+        d = start_agentd(root, agent_top)
+        # the remote agentctl: this checkout's code, the second agentd's socket as its own default
+        remote_cmd = (f"env PYTHONPATH={REPO} AGENT_SOCKET={d.sock} {REMOTE_AGENTCTL_BIN}")
+        env = {k: v for k, v in os.environ.items() if k not in ("AGENT_SOCKET", "AGENT_HOST")}
+        env.update(AGENT_SSH_COMMAND=f"ssh -F {ssh_config(user_key)}", AGENT_REMOTE_AGENTCTL=remote_cmd,
+                   AGENT_SOCKET=os.path.join(top, "no-such-local.sock"))   # the local socket is never used
+        yield {"url": f"ssh://root@127.0.0.1:{port}", "env": env, "agentd": d, "port": port,
+               "other_config": ssh_config(other_key), "top": top}
+    finally:
+        if d is not None:
+            stop_agentd(d)
+        sshd.terminate()
+        try:
+            sshd.wait(10)
+        except subprocess.TimeoutExpired:
+            sshd.kill()
+            sshd.wait(10)
+        sshd_log.close()
+        _kill_tree(root)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def rctl(remote, *args, env=None, host=True, timeout=120):
+    e = dict(remote["env"], **(env or {}))
+    argv = [*AGENTCTL, *(["--host", remote["url"]] if host else []), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=e)
+
+
+def test_ps_run_logs_rm_work_over_ssh_only(remote):
+    # the local socket is absent: without --host agentctl fails, so what works below went over ssh
+    local = rctl(remote, "ps", host=False)
+    assert local.returncode == 1 and "no-such-local.sock" in local.stderr
+    r = rctl(remote, "ps")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("NAME")
+    name = uname("remote")
+    r = rctl(remote, "run", "-d", "--name", name, "--", "/bin/sh", "-c", "echo hello-over-ssh; sleep 600")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "hello-over-ssh" in rctl(remote, "logs", name).stdout, 60, "the container's output over ssh")
+    r = rctl(remote, "ps", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [c["state"] for c in json.loads(r.stdout) if c["name"] == name] == ["running"]
+    # the second agentd itself has it (its own socket, read directly)
+    from agent.client import Client
+    assert Client(remote["agentd"].sock).call("GET", f"/v1/containers/{name}")["state"] == "running"
+    r = rctl(remote, "rm", "-f", name)
+    assert r.returncode == 0, r.stderr
+    assert name not in rctl(remote, "ps", "-a", "-q").stdout.split()
+
+
+def test_run_attached_streams_output_and_exit_status_over_ssh(remote):
+    r = rctl(remote, "run", "--rm", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+def test_agent_host_environment_variable(remote):
+    r = rctl(remote, "system", "info", "--json", host=False, env={"AGENT_HOST": remote["url"]})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["state_dir"] == os.path.join(remote["agentd"].top, "state")
+    assert info["kernel"] == os.uname().release
+
+
+def test_unreachable_host_is_one_line_exit_1(remote):
+    closed = _free_port()   # nothing listens there
+    r = rctl(remote, "--host", f"ssh://root@127.0.0.1:{closed}", "ps", host=False)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "cannot reach ssh://root@127.0.0.1" in lines[0] and "refused" in lines[0], r.stderr
+
+
+def test_refused_key_is_one_line_permission_denied(remote):
+    r = rctl(remote, "ps", env={"AGENT_SSH_COMMAND": f"ssh -F {remote['other_config']}"})
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentctl: permission denied by ssh://root@127.0.0.1"), r.stderr
+
+
+def test_missing_remote_agentctl_and_missing_ssh_are_one_line(remote):
+    r = rctl(remote, "ps", env={"AGENT_REMOTE_AGENTCTL": "/nonexistent/agentctl"})
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "agentctl not found on ssh://root@127.0.0.1" in lines[0], r.stderr
+    r = rctl(remote, "ps", env={"AGENT_SSH_COMMAND": "/nonexistent/ssh"})
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "'/nonexistent/ssh' not found" in lines[0], r.stderr
+
+
+def test_a_host_that_is_not_ssh_is_refused(remote):
+    r = rctl(remote, "--host", "tcp://127.0.0.1:2375", "ps", host=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "agentctl: host 'tcp://127.0.0.1:2375' is not accepted; use ssh://[USER@]HOST[:PORT] (only ssh:// is supported)"]
+
+
+def test_dial_stdio_answers_a_request_and_handles_half_close(remote):
+    """stdin's end (a half-close) must not cut the answer short."""
+    d = remote["agentd"]
+    req = b"GET /v1/health HTTP/1.1\r\nHost: agentd\r\nConnection: close\r\n\r\n"
+    r = subprocess.run([*AGENTCTL, "--socket", d.sock, "system", "dial-stdio"], input=req, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["status"] == "ok"
+    r = subprocess.run([*AGENTCTL, "--socket", os.path.join(remote["top"], "nope.sock"), "system", "dial-stdio"],
+                       input=req, capture_output=True, timeout=60)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and b"nope.sock" in r.stderr
+
+
+def test_system_info_df_prune_over_ssh(remote):
+    d = remote["agentd"]
+    r = rctl(remote, "system", "info")
+    assert r.returncode == 0, r.stderr
+    assert "Cgroup mode:" in r.stdout and os.uname().release in r.stdout
+    done = uname("done")
+    r = rctl(remote, "run", "--name", done, "--", "/bin/sh", "-c", "echo bytes-in-the-log")
+    assert r.returncode == 0, r.stderr
+    keep = uname("keep")
+    assert rctl(remote, "run", "-d", "--name", keep, "--", "/bin/sleep", "600").returncode == 0
+    df = json.loads(rctl(remote, "system", "df", "--json").stdout)
+    assert df["containers"]["count"] >= 2 and df["logs"]["bytes"] > 0
+    assert "state.db" in df["databases"]["files"] and df["databases"]["bytes"] > 0
+    # without -f: says what it would remove, removes nothing
+    r = rctl(remote, "system", "prune")
+    assert r.returncode == 0, r.stderr
+    assert f"would remove container {done} (exited)" in r.stdout and keep not in r.stdout
+    from agent.client import Client
+    c = Client(d.sock)
+    assert c.call("GET", f"/v1/containers/{done}")["state"] == "exited"
+    r = rctl(remote, "system", "prune", "-f")
+    assert r.returncode == 0, r.stderr
+    assert f"removed container {done}" in r.stdout
+    left = {x["name"] for x in c.call("GET", "/v1/containers", {"all": "1"})}
+    assert done not in left and keep in left
+    assert rctl(remote, "rm", "-f", keep).returncode == 0
