@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,100 +20,50 @@ import uuid
 
 import pytest
 
+import sshd_fixtures
 from conftest import kill_tree as _kill_tree
 from test_agentctl import AGENTCTL, start_agentd, stop_agentd, uname, wait_for
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REMOTE_AGENTCTL_BIN = os.path.join(os.path.dirname(sys.executable), "agentctl")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: str) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+def remote_agentctl(sock: str) -> str:
+    """AGENT_REMOTE_AGENTCTL for the ssh session: this checkout's code, the second agentd's
+    socket as the remote agentctl's own default."""
+    return f"env PYTHONPATH={REPO} AGENT_SOCKET={sock} {REMOTE_AGENTCTL_BIN}"
 
 
 @pytest.fixture(scope="module")
 def remote():
-    if not os.path.exists(SSHD) or not shutil.which("ssh"):
-        pytest.skip("openssh-server / openssh-client are not installed (scripts/setup.sh installs them)")
+    why = sshd_fixtures.available()
+    if why:
+        pytest.skip(why)
     if not os.path.exists(REMOTE_AGENTCTL_BIN):
         pytest.skip(f"no agentctl beside {sys.executable} (install the package: pip install -e .)")
     from runtime.cgroupfs import Cgroup, find_mount
 
     top = tempfile.mkdtemp(prefix="cga-remote-")
     os.chmod(top, 0o755)
-    port = _free_port()
-    host_key, user_key = os.path.join(top, "host_key"), os.path.join(top, "user_key")
-    _keygen(host_key)
-    _keygen(user_key)
-    authorized = os.path.join(top, "authorized_keys")
-    shutil.copy(user_key + ".pub", authorized)
-    other_key = os.path.join(top, "other_key")   # a key the server does not know
-    _keygen(other_key)
-    sshd_config = os.path.join(top, "sshd_config")
-    with open(sshd_config, "w") as f:
-        f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {host_key}\nPidFile {top}/sshd.pid\n"
-                f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\n"
-                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                "PrintMotd no\nLogLevel VERBOSE\n")
-    with open(host_key + ".pub") as f:
-        host_pub = f.read().split()
-    known = os.path.join(top, "known_hosts")
-    with open(known, "w") as f:
-        f.write(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-
-    def ssh_config(key: str) -> str:
-        path = os.path.join(top, f"ssh_config.{os.path.basename(key)}")
-        with open(path, "w") as f:
-            f.write(f"Host 127.0.0.1\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
-                    "  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n")
-        return path
-
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation directory
-    sshd_log = open(os.path.join(top, "sshd.log"), "wb")
-    sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", sshd_config], stdout=sshd_log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-
-    def listening():
-        if sshd.poll() is not None:
-            raise AssertionError(f"sshd exited with {sshd.returncode}: {open(sshd_log.name).read()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
+    sshd = sshd_fixtures.Sshd(top)
     root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
     os.mkdir(root.path)
     d = None
     try:
-        wait_for(listening, 30, "sshd to listen")
+        sshd.start()
         agent_top = os.path.join(top, "agent")
         os.mkdir(agent_top)
         d = start_agentd(root, agent_top)
-        # the remote agentctl: this checkout's code, the second agentd's socket as its own default
-        remote_cmd = (f"env PYTHONPATH={REPO} AGENT_SOCKET={d.sock} {REMOTE_AGENTCTL_BIN}")
         env = {k: v for k, v in os.environ.items() if k not in ("AGENT_SOCKET", "AGENT_HOST")}
-        env.update(AGENT_SSH_COMMAND=f"ssh -F {ssh_config(user_key)}", AGENT_REMOTE_AGENTCTL=remote_cmd,
+        env.update(AGENT_SSH_COMMAND=f"ssh -F {sshd.ssh_config(sshd.user_key)}",
+                   AGENT_REMOTE_AGENTCTL=remote_agentctl(d.sock),
                    AGENT_SOCKET=os.path.join(top, "no-such-local.sock"))   # the local socket is never used
-        yield {"url": f"ssh://root@127.0.0.1:{port}", "env": env, "agentd": d, "port": port,
-               "other_config": ssh_config(other_key), "top": top}
+        yield {"url": sshd.url, "env": env, "agentd": d, "port": sshd.port,
+               "other_config": sshd.ssh_config(sshd.other_key), "top": top}
     finally:
         if d is not None:
             stop_agentd(d)
-        sshd.terminate()
-        try:
-            sshd.wait(10)
-        except subprocess.TimeoutExpired:
-            sshd.kill()
-            sshd.wait(10)
-        sshd_log.close()
+        sshd.stop()
         _kill_tree(root)
         shutil.rmtree(top, ignore_errors=True)
 
@@ -161,7 +110,7 @@ def test_agent_host_environment_variable(remote):
 
 
 def test_unreachable_host_is_one_line_exit_1(remote):
-    closed = _free_port()   # nothing listens there
+    closed = sshd_fixtures.free_port()   # nothing listens there
     r = rctl(remote, "--host", f"ssh://root@127.0.0.1:{closed}", "ps", host=False)
     assert r.returncode == 1
     lines = r.stderr.splitlines()
@@ -233,3 +182,46 @@ def test_system_info_df_prune_over_ssh(remote):
     left = {x["name"] for x in c.call("GET", "/v1/containers", {"all": "1"})}
     assert done not in left and keep in left
     assert rctl(remote, "rm", "-f", keep).returncode == 0
+
+
+def _ours(remote) -> list[int]:
+    """Pids of the client's ssh to this sshd and of the remote dial-stdio for the second agentd."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"ssh") and str(remote["port"]).encode() in argv:
+            found.append(int(pid))
+        elif b"dial-stdio" in argv and f"AGENT_SOCKET={remote['agentd'].sock}".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+def test_interrupting_logs_follow_leaves_no_ssh_and_no_dial_stdio(remote):
+    import signal
+
+    name = uname("follow")
+    assert rctl(remote, "run", "-d", "--name", name, "--", "/bin/sh", "-c",
+                "while :; do echo tick; sleep 0.2; done").returncode == 0
+    p = subprocess.Popen([*AGENTCTL, "--host", remote["url"], "logs", "-f", name], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=remote["env"])
+    try:
+        assert p.stdout.readline() == b"tick\n"   # streaming over ssh
+        assert _ours(remote), "no ssh session seen while logs -f streams"
+        p.send_signal(signal.SIGINT)   # Ctrl-C
+        assert p.wait(60) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    wait_for(lambda: not _ours(remote), 60, "the ssh session and the remote dial-stdio to end")
+    assert rctl(remote, "rm", "-f", name).returncode == 0
