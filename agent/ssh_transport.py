@@ -159,6 +159,9 @@ def explain(url: str, code: int | None, err: str) -> str | None:
     if code in (SHELL_NOT_FOUND, SHELL_NOT_EXECUTABLE):
         return (f"agentctl not found on {url} ({line or f'exit status {code}'}); install cgroup-agent there "
                 "or name its agentctl with AGENT_REMOTE_AGENTCTL")
+    if "invalid choice: 'system'" in line or "invalid choice: 'dial-stdio'" in line:
+        return (f"the agentctl on {url} has no 'system dial-stdio' (an older cgroup-agent); "
+                "upgrade it there, or name a newer one with AGENT_REMOTE_AGENTCTL")
     if line.startswith("agentctl: "):
         line = line[len("agentctl: "):]
     return f"on {url}: {line or f'agentctl system dial-stdio exited with status {code}'}"

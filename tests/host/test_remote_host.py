@@ -225,3 +225,16 @@ def test_interrupting_logs_follow_leaves_no_ssh_and_no_dial_stdio(remote):
         p.stderr.close()
     wait_for(lambda: not _ours(remote), 60, "the ssh session and the remote dial-stdio to end")
     assert rctl(remote, "rm", "-f", name).returncode == 0
+
+
+def test_socket_flag_names_the_remote_socket(remote):
+    """--socket with --host goes to the remote agentctl: the right one works, a wrong one is one line."""
+    d = remote["agentd"]
+    plain = f"env PYTHONPATH={REPO} {REMOTE_AGENTCTL_BIN}"   # no AGENT_SOCKET on the remote side
+    r = rctl(remote, "--socket", d.sock, "ps", env={"AGENT_REMOTE_AGENTCTL": plain})
+    assert r.returncode == 0 and r.stdout.startswith("NAME"), r.stderr
+    wrong = os.path.join(remote["top"], "missing.sock")
+    r = rctl(remote, "ps", "--socket", wrong, env={"AGENT_REMOTE_AGENTCTL": plain})
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"agentctl: on {remote['url']}: cannot connect to agentd at {wrong}: "
+                                     "No such file or directory (is agentd running? use --socket or AGENT_SOCKET)"]
