@@ -107,6 +107,20 @@ def test_agent_host_environment_variable(remote):
     info = json.loads(r.stdout)
     assert info["state_dir"] == os.path.join(remote["agentd"].top, "state")
     assert info["kernel"] == os.uname().release
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1:3] for line in f]
+    mode = ("unified" if ["/sys/fs/cgroup", "cgroup2"] in mounts
+            else "hybrid" if any(t == "cgroup2" for _, t in mounts) else "legacy")
+    cg = info["cgroup"]
+    assert cg["mode"] == mode and cg["root"] == remote["agentd"].root.path
+    assert set(cg["controllers_enabled"]) | set(cg["controllers_missing"]) >= {"cpu", "memory", "io", "pids", "cpuset"}
+    assert all(cg["controllers_missing"].values())   # each with its reason
+    from agent.client import Client
+    listed = Client(remote["agentd"].sock).call("GET", "/v1/containers", {"all": "1"})
+    assert info["containers"]["total"] == len(listed)
+    text = rctl(remote, "system", "info", host=False, env={"AGENT_HOST": remote["url"]}).stdout
+    for name, reason in cg["controllers_missing"].items():
+        assert f"Controller missing: {name}" in text and reason in text
 
 
 def test_unreachable_host_is_one_line_exit_1(remote):
@@ -238,3 +252,51 @@ def test_socket_flag_names_the_remote_socket(remote):
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"agentctl: on {remote['url']}: cannot connect to agentd at {wrong}: "
                                      "No such file or directory (is agentd running? use --socket or AGENT_SOCKET)"]
+
+
+def test_df_counts_upper_dirs_and_prune_removes_an_unnamed_unused_image(remote):
+    """Images loaded over ssh: a named one runs a container whose writes show in df's upper
+    bytes; an unnamed one is listed by prune, removed only by prune -f; the named one stays."""
+    if not (shutil.which("umoci") and shutil.which("skopeo")):
+        pytest.skip("umoci / skopeo are not installed (scripts/setup.sh installs them)")
+    from registry_fixtures import ImageBuilder
+
+    top = remote["top"]
+    b = ImageBuilder(top, f"img-{uuid.uuid4().hex[:6]}").busybox()
+    with open(os.path.join(b.root, "marker"), "w") as f:
+        f.write(uuid.uuid4().hex)   # a digest of its own
+    b.layer()
+    named, unnamed = os.path.join(top, "named.tar"), os.path.join(top, "unnamed.tar")
+    ref = f"local/df-{uuid.uuid4().hex[:6]}:1"
+    subprocess.run(["skopeo", "copy", f"oci:{b.layout}:1", f"docker-archive:{named}:{ref}"], check=True,
+                   capture_output=True)
+    with open(os.path.join(b.root, "marker2"), "w") as f:
+        f.write(uuid.uuid4().hex)
+    b.layer()
+    subprocess.run(["skopeo", "copy", f"oci:{b.layout}:1", f"docker-archive:{unnamed}"], check=True,
+                   capture_output=True)
+    for archive in (named, unnamed):
+        r = rctl(remote, "image", "load", "-i", archive)
+        assert r.returncode == 0, r.stderr
+    before = json.loads(rctl(remote, "system", "df", "--json").stdout)
+    lone = before["images"]["prunable"]
+    assert len(lone) == 1
+    name = uname("upper")
+    r = rctl(remote, "run", "-d", "--name", name, "--pull", "never", "--image", ref, "--", "sh", "-c",
+             "head -c 3000000 /dev/zero > /big && touch /written; sleep 600")
+    assert r.returncode == 0, r.stderr
+
+    def grown():
+        df = json.loads(rctl(remote, "system", "df", "--json").stdout)
+        return df if df["containers"]["upper_bytes"] >= before["containers"]["upper_bytes"] + 3_000_000 else None
+
+    df = wait_for(grown, 60, "the container's 3 MB write to show in system df")
+    assert df["images"]["count"] == before["images"]["count"] and df["images"]["bytes"] > 0
+    r = rctl(remote, "system", "prune")
+    assert r.returncode == 0 and f"would remove image {lone[0]}" in r.stdout, r.stderr
+    assert rctl(remote, "image", "inspect", lone[0]).returncode == 0   # still there
+    r = rctl(remote, "system", "prune", "-f")
+    assert r.returncode == 0, r.stderr
+    assert rctl(remote, "image", "inspect", lone[0]).returncode == 1
+    assert rctl(remote, "image", "inspect", ref).returncode == 0 and name in rctl(remote, "ps", "-q").stdout
+    assert rctl(remote, "rm", "-f", name).returncode == 0
