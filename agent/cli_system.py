@@ -103,6 +103,9 @@ def _prune(args, client) -> int:
     containers = [c for c in client.call("GET", "/v1/containers", {"all": "1"}) if c.get("state") in EXITED]
     images = (client.call("GET", "/v1/system/df").get("images") or {}).get("prunable")   # None: images disabled
     if not args.force:
+        if args.json:
+            _cli._print_json({"would_remove": {"containers": [c["name"] for c in containers], "images": images or []}})
+            return _cli.EXIT_OK
         for c in containers:
             print(f"would remove container {c['name']} ({c['state']})")
         for i in images or ():
