@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from agent import api_images
+from agent import api_system
 from agent import selfmetrics
 from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge, refuse_now
 from agent.errors import Conflict, Forbidden, NotFound, UserError
@@ -469,7 +470,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.api.release(request)
 
 
-class _Handler(api_images.ImageHandlers, BaseHTTPRequestHandler):
+class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cgroup-agent/" + VERSION
     sys_version = ""
@@ -942,6 +943,7 @@ ROUTES = [
     *api_images.ROUTES,
     (("v1", "budgets"), {"GET": "budgets", "POST": "budget_set"}),
     (("v1", "budgets", _NAME), {"GET": "budget", "DELETE": "budget_rm"}),
+    *api_system.ROUTES,
 ]
 
 QUERY_PARAMS = {
@@ -954,6 +956,7 @@ QUERY_PARAMS = {
     "logs": {"follow": _bool_param, "stream": _stream_param, "tail": _tail_param},
     "wait": {"timeout": _seconds_param},
     **api_images.QUERY_PARAMS,
+    **api_system.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
     "budgets": {}, "budget_set": {}, "budget": {}, "budget_rm": {},
 }

@@ -14,7 +14,8 @@ imported by the commands that need them.
 Docker's verbs (start, restart, wait, pause, unpause, update) and Docker's
 limit flags live in agent/cli_docker.py; output shaping (RFC 3339 times,
 --format templates, ps --filter) in agent/cli_format.py. Global options
-(--socket, --json) are accepted before or after the subcommand.
+(--socket, --host, --json) are accepted before or after the subcommand;
+--host ssh://... reaches another host's agent over OpenSSH (agent/ssh_transport.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import sys
 
 from agent import cli_images
 from agent import cli_docker
+from agent import cli_system
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
@@ -318,14 +320,17 @@ SUBCOMMANDS = {
     "stats": ("live resource usage: CPU, memory, IO, pids, throttling", True, _build_stats),
 }
 USAGE_HELP = "billing usage records: totals, CSV, JSON lines, FOCUS (see agentctl usage --help)"
-GLOBAL_VALUE_OPTIONS = ("--socket",)
+GLOBAL_VALUE_OPTIONS = ("--socket", "--host")
 SOCKET_HELP = "control socket (default: $AGENT_SOCKET or /run/cgroup-agent/agent.sock)"
 JSON_HELP = "print one JSON document instead of text (times in RFC 3339 UTC)"
+HOST_HELP = ("the agent of another host, over OpenSSH: ssh://[USER@]HOST[:PORT] (default: $AGENT_HOST, "
+             "else this host's socket)")
 
 
 def _add_global_options(sp, json_flag: bool) -> None:
     """Global options again after the subcommand (SUPPRESS: given only before, they keep their value)."""
     sp.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help=SOCKET_HELP)
+    sp.add_argument("--host", metavar="URL", default=argparse.SUPPRESS, help=HOST_HELP)
     if json_flag:
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
 
@@ -336,6 +341,7 @@ def build_parser(argv: list[str] | None = None, full: bool = False) -> Parser:
                epilog="Exit status: 0 ok, 1 failure, 2 bad usage. `run` without -d exits with the container's status; "
                       "127/126 when its program is not found / not executable.")
     p.add_argument("--socket", metavar="PATH", help=SOCKET_HELP)
+    p.add_argument("--host", metavar="URL", help=HOST_HELP)
     p.add_argument("--json", action="store_true", help=JSON_HELP + " (for the commands that read)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     chosen = _command_in(sys.argv[1:] if argv is None else argv)
@@ -653,6 +659,7 @@ COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_lo
 cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, logout
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 COMMANDS["budget"] = cmd_budget
+cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -668,8 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     from agent.cli_format import FormatError
     from agent.client import ApiError, Client, ConnectError, ProtocolError
 
-    client = Client(args.socket)
     try:
+        # dial-stdio is the remote end of --host: always this host's socket
+        local = args.command == "system" and args.system_command == "dial-stdio"
+        client = Client(args.socket, host=None if local else args.host) if not local else None
         return COMMANDS[args.command](args, client)
     except (UsageError, FormatError) as e:
         print(f"agentctl: error: {e}", file=sys.stderr)

@@ -152,7 +152,7 @@ def cmd_restart(args, client) -> int:
 def cmd_wait(args, client) -> int:
     from agent.client import Client
 
-    waiter = Client(client.path, timeout=None)  # blocks as long as the container runs
+    waiter = Client(client.path, timeout=None, host=client.host)  # blocks as long as the container runs
     info = waiter.call("GET", f"/v1/containers/{args.name}/wait")
     if args.json:
         _cli._print_json(info)

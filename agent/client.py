@@ -15,6 +15,12 @@ Stream 1 is stdout, 2 is stderr, 3 is a JSON event (created, exited).
     info = client.call("GET", "/v1/containers/web")          # dict, or raises ApiError
     for stream, data in client.stream("GET", "/v1/containers/web/logs", {"follow": "1"}):
         ...
+
+Two transports carry the same HTTP: the agent's Unix socket (the default), or,
+with ``host="ssh://[USER@]HOST[:PORT]"`` (agentctl --host, $AGENT_HOST), an
+OpenSSH client running ``agentctl system dial-stdio`` on that host, its stdin
+and stdout joined to one end of a socketpair (one ssh process per request).
+The ssh side is imported only when a host is given (agent/ssh_transport.py).
 """
 from __future__ import annotations
 
@@ -113,29 +119,74 @@ def error_message(status: int, body: bytes) -> str:
     return text[0] if text else f"HTTP status {status}"
 
 
-class Client:
-    def __init__(self, path: str | None = None, timeout: float | None = None):
-        self.path = socket_path(path)
+def host_url(explicit: str | None = None) -> str | None:
+    """--host, else $AGENT_HOST, else None (the local socket)."""
+    return explicit or os.environ.get("AGENT_HOST") or None
+
+
+def connect_unix(path: str, timeout: float | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Blocking connect: with a full listen backlog it waits for room instead of failing
+        # with EAGAIN, as a non-blocking (timeout) socket would.
+        sock.connect(path)
+        sock.settimeout(timeout)
+    except OSError as e:
+        sock.close()
+        hint = ""
+        if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
+            hint = " (is agentd running? use --socket or AGENT_SOCKET)"
+        elif isinstance(e, PermissionError):
+            hint = " (are you in the agent's socket group?)"
+        raise ConnectError(f"cannot connect to agentd at {path}: {e.strerror or e}{hint}") from None
+    return sock
+
+
+class UnixTransport:
+    """A connection per request to the agent's Unix socket."""
+
+    def __init__(self, path: str, timeout: float | None = None):
+        self.path = path
         self.timeout = timeout
+        self.where = f"agentd at {path}"
+
+    def connect(self) -> socket.socket:
+        return connect_unix(self.path, self.timeout)
+
+    def failure(self, sock) -> None:
+        """Raise a ConnectError if the transport itself failed (nothing to say for a socket)."""
+
+    def close(self, sock) -> None:
+        sock.close()
+
+
+class Client:
+    def __init__(self, path: str | None = None, timeout: float | None = None, host: str | None = None):
+        self.host = host_url(host)
+        self.timeout = timeout
+        if self.host:
+            from agent.ssh_transport import SshTransport  # subprocess, shlex: only for remote hosts
+
+            self.path = path   # None: the remote agentctl's own default ($AGENT_SOCKET there, or the default)
+            self.transport = SshTransport(self.host, path, timeout)
+        else:
+            self.path = socket_path(path)
+            self.transport = UnixTransport(self.path, timeout)
+        self.where = self.transport.where
 
     # -- transport ---------------------------------------------------------
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            # Blocking connect: with a full listen backlog it waits for room instead of failing
-            # with EAGAIN, as a non-blocking (timeout) socket would.
-            sock.connect(self.path)
-            sock.settimeout(self.timeout)
-        except OSError as e:
-            sock.close()
-            hint = ""
-            if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
-                hint = " (is agentd running? use --socket or AGENT_SOCKET)"
-            elif isinstance(e, PermissionError):
-                hint = " (are you in the agent's socket group?)"
-            raise ConnectError(f"cannot connect to agentd at {self.path}: {e.strerror or e}{hint}") from None
-        return sock
+        return self.transport.connect()
+
+    def _close(self, sock) -> None:
+        self.transport.close(sock)
+
+    def _hung_up(self, sock, e) -> ProtocolError:
+        """The error for a connection that ended early: the transport's own (ssh) or a hang-up."""
+        self.transport.failure(sock)
+        return ProtocolError(f"{self.where} hung up: {e}")
+
 
     def _send(self, method: str, target: str, body) -> tuple[socket.socket, object, int, dict]:
         payload = b""
@@ -147,14 +198,17 @@ class Client:
             head.append("Content-Type: application/json")
         sock = self._connect()
         try:
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-            f = sock.makefile("rb")
-            status, headers = _read_head(f)
-        except OSError as e:
-            sock.close()
-            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+            try:
+                sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+                f = sock.makefile("rb")
+                status, headers = _read_head(f)
+            except OSError as e:
+                raise self._hung_up(sock, e) from None
+            except ProtocolError:
+                self.transport.failure(sock)   # ssh: it says why (unreachable, refused key, ...)
+                raise
         except BaseException:
-            sock.close()
+            self._close(sock)
             raise
         return sock, f, status, headers
 
@@ -165,10 +219,10 @@ class Client:
             bodiless = method == "HEAD" or status in (204, 304) or status < 200
             data = b"" if bodiless else b"".join(_read_body(f, headers))
         except OSError as e:
-            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+            raise self._hung_up(sock, e) from None
         finally:
             f.close()
-            sock.close()
+            self._close(sock)
         return Response(status, headers, data)
 
     def call(self, method: str, path: str, query: dict | None = None, body=None):
@@ -194,10 +248,10 @@ class Client:
                 raise ProtocolError(f"agentd answered {status} without a stream")
             yield from iter_frames(_read_body(f, headers, incremental=True))
         except OSError as e:
-            raise ProtocolError(f"agentd at {self.path} hung up: {e}") from None
+            raise self._hung_up(sock, e) from None
         finally:
             f.close()
-            sock.close()
+            self._close(sock)
 
 
 def _read_line(f) -> bytes:

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   util-linux iproute2 procps e2fsprogs
   python3 python3-venv               # the virtual environment below
   zsh                                 # the zsh completion script is checked by zsh itself
+  openssh-server openssh-client       # agentctl --host ssh:// against an sshd the test starts on 127.0.0.1
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
