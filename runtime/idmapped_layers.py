@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 
 from . import caps
@@ -42,25 +43,29 @@ def overmount(dirs, userns_fd: int) -> str | None:
     done: list[str] = []
     try:
         for d in dirs:
-            tree = mounts.open_tree(mounts.AT_FDCWD, d, mounts.OPEN_TREE_CLONE | mounts.OPEN_TREE_CLOEXEC)
+            # one lookup: the clone and its mount point are the same directory
+            target = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                tree = mounts.open_tree(target, "", mounts.OPEN_TREE_CLONE | mounts.OPEN_TREE_CLOEXEC
+                                        | mounts.AT_EMPTY_PATH)
+            except BaseException:
+                os.close(target)
+                raise
             try:
                 try:
                     mounts.mount_setattr(tree, "", mounts.AT_EMPTY_PATH, attr_set=MOUNT_ATTR_IDMAP,
                                          userns_fd=userns_fd, propagation=ns.MS_PRIVATE)
                 except OSError as e:
                     release = os.uname().release
-                    if e.errno == 38:              # ENOSYS
+                    if e.errno == errno.ENOSYS:
                         return f"no idmapped mounts on Linux {release} (needs 5.12)"
                     return (f"image layer {d}: {fs_type(tree)} refuses idmapped mounts on Linux {release}: "
                             f"{os.strerror(e.errno)}")
-                target = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    mounts.attach(tree, target)
-                finally:
-                    os.close(target)
+                mounts.attach(tree, target)
                 done.append(d)
             finally:
                 os.close(tree)
+                os.close(target)
         done.clear()
         return None
     except OSError as e:

@@ -732,16 +732,17 @@ def _open_overlay(o: Overlay, userns_fd: int = -1, mapping: dict | None = None
     inside) and the reason is returned. The mount points every container
     gets (/proc, /dev, /sys) are made in it here, as its creator."""
     what = "overlay root of the image"
-    why, creator = None, (0, 0)
+    why = None
     if userns_fd >= 0:
         uid0, gid0 = (usernsmod.host_id(mapping[k], 0) for k in ("uid", "gid"))
         rw = os.path.dirname(o.upper)
+        dirs = tuple(dict.fromkeys((*o.lower, rw)))     # an image may repeat a layer
         if uid0 is None or gid0 is None:
             why = "container uid/gid 0 is not mapped: image layers not idmapped"
         elif os.path.dirname(o.work) != rw:
             why = "upper and work dirs are not siblings: image layers not idmapped"
         else:
-            why = idlayers.overmount((*o.lower, rw), userns_fd)
+            why = idlayers.overmount(dirs, userns_fd)
         if why is None:
             try:
                 with idlayers.as_creator(uid0, gid0):
@@ -749,9 +750,9 @@ def _open_overlay(o: Overlay, userns_fd: int = -1, mapping: dict | None = None
                     _make_mount_points(fd)
                 return (_Tree(fd, what), _open_target(o)), None
             except OSError as e:
-                idlayers.undo((*o.lower, rw))
-                why = (f"overlayfs on Linux {os.uname().release} refuses idmapped layers "
-                       f"(needs 5.19): {os.strerror(e.errno)}")
+                idlayers.undo(dirs)
+                why = (f"overlayfs refused the idmapped layers on Linux {os.uname().release} "
+                       f"(it takes them from 5.19): {os.strerror(e.errno)}")
     fd = _step(f"mount {what}", lambda: mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True))
     _make_mount_points(fd)
     return (_Tree(fd, what), _open_target(o)), why
