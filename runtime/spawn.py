@@ -16,10 +16,12 @@ it never returns:
        /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
        flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
        ro, noexec; private propagation). Nothing is attached yet.
-   3u. with spec.userns (runtime/userns.py): the mount points /proc, /dev,
-       /sys made in the rootfs, a user namespace made by a helper process
-       with the mapping, every tree given its idmap (or mounted without,
-       the reason reported), the namespace entered as its root; step 4
+   3u. with spec.userns (runtime/userns.py): a user namespace made by a
+       helper process with the mapping (before step 3's trees: an image
+       container's overlay is made of layers idmapped with it,
+       runtime/idmapped_layers.py); the mount points /proc, /dev, /sys made
+       in the rootfs, every tree given its idmap (or mounted without, the
+       reason reported), the namespace entered as its root; step 4
        then unshares NEWNS too, so that the namespace owns every namespace
        the container gets; the idmap outcome goes to `pid_w` after the pid
     4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
@@ -142,7 +144,7 @@ class SpawnSpec:
     allow_sensitive_binds: bool = False
     overlay: Overlay | None = None
     # a user namespace with this mapping ({"uid": [[inside, host, count]],
-    # "gid": [...]}, runtime/userns.py); None: the host's (rootfs only)
+    # "gid": [...]}, runtime/userns.py); None: the host's (rootfs or overlay only)
     userns: dict | None = None
 
     @property
