@@ -221,9 +221,9 @@ def _build_run(r) -> None:
     r.add_argument("--cap-drop", action="append", type=_capability, metavar="CAP", default=[],
                    help="drop a capability (or ALL)")
     r.add_argument("--userns", choices=("auto", "host"),
-                   help="user namespace: auto (default with --rootfs/--bundle: container ids 0..65535 map to "
-                        "65536 host ids of the agent's own; root inside is not root outside) or host (the "
-                        "host's ids: container root is host root; always so without --rootfs/--bundle)")
+                   help="user namespace: auto (default with --rootfs/--bundle/--image: container ids 0..65535 map "
+                        "to 65536 host ids of the agent's own; root inside is not root outside) or host (the "
+                        "host's ids: container root is host root; always so on the host's root)")
     r.add_argument("--device", action="append", type=_device, metavar="/dev/X[:/dev/Y][:rwm]", default=[],
                    help="grant a host device (Docker's syntax); others are denied by the device filter")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")

@@ -431,8 +431,9 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
 
 
 def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
-    """"auto" | "host" | a mapping -> what ContainerSpec.userns holds. The
-    default is "auto" with a rootfs, "host" for the host's root (a host-root
+    """"auto" | "host" | a mapping -> what ContainerSpec.userns holds.
+    `rootfs`: the container's own root (a rootfs path, or an image id). The
+    default is "auto" with one, "host" for the host's root (a host-root
     container shares the host's files, which a user namespace would show
     as owned by nobody)."""
     from runtime.userns import CONTAINER_IDS, UsernsError, check_mapping, host_id
@@ -441,7 +442,7 @@ def parse_userns(v: Any, rootfs: str, uid: int, gid: int) -> Any:
     if v == "host":
         return "host"
     if not rootfs and (v == "auto" or isinstance(v, dict)):
-        raise UserError("userns: a user namespace needs a rootfs or bundle; a container on the host's "
+        raise UserError("userns: a user namespace needs a rootfs, bundle or image; a container on the host's "
                         "root runs in the host's user namespace (userns \"host\")")
     if v == "auto":
         if uid >= CONTAINER_IDS or gid >= CONTAINER_IDS:
@@ -684,7 +685,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if oci:
         from agent import bundle_fields
         bundle_fields.check_with(oci, network=network, rootfs=rootfs)
-    userns = parse_userns(body.get("userns"), rootfs, uid, gid)
+    userns = parse_userns(body.get("userns"), rootfs or img_id, uid, gid)
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,

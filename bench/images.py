@@ -14,6 +14,10 @@ Interleaved rounds, medians and the ratio of medians:
          (request -> execve, the overlay made in the container's mount ns)
          peer: the same agentd launching the same rootfs as an OCI bundle
          (`umoci unpack` output), i.e. the cost of the overlay itself
+         image_hostns: the image launch with "userns": "host"; image /
+         image_hostns is what the default user namespace costs an image
+         container (the namespace, an idmapped clone per layer and of the
+         upper dir, the overlay made as the container's root)
 Writes bench/out/images.json.
 """
 from __future__ import annotations
@@ -103,10 +107,11 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "agent.cli", "--socket", sock, "pull", ref], check=True, env=env,
                        capture_output=True)
         bundle = os.path.join(top, "bundle0")
-        img_t, bun_t = [], []
+        img_t, bun_t, host_t = [], [], []
         for i in range(args.n * 4):
             for kind, body, out in (("image", {"image": ref, "pull": "never"}, img_t),
-                                    ("bundle", {"bundle": bundle}, bun_t)):
+                                    ("bundle", {"bundle": bundle}, bun_t),
+                                    ("image-hostns", {"image": ref, "pull": "never", "userns": "host"}, host_t)):
                 name = f"{kind}-{i}"
                 body = dict(body, name=name, argv=["/bin/busybox", "true"])
                 out.append(timed(lambda: c.call("POST", "/v1/containers", body=body)))
@@ -115,13 +120,17 @@ def main() -> int:
             "layers": 4, "layer_mib": args.layer_mib, "rounds": args.n,
             "pull_ours_s": statistics.median(ours), "pull_skopeo_umoci_s": statistics.median(peer),
             "launch_image_ms": statistics.median(img_t) * 1000, "launch_bundle_ms": statistics.median(bun_t) * 1000,
+            "launch_image_hostns_ms": statistics.median(host_t) * 1000,
         }
+        res["userns_ratio"] = res["launch_image_ms"] / res["launch_image_hostns_ms"]
         res["pull_ratio"] = res["pull_ours_s"] / res["pull_skopeo_umoci_s"]
         res["launch_ratio"] = res["launch_image_ms"] / res["launch_bundle_ms"]
         print(f"pull+unpack  ours {res['pull_ours_s']:.2f} s   skopeo+umoci {res['pull_skopeo_umoci_s']:.2f} s   "
               f"ratio {res['pull_ratio']:.2f}")
         print(f"launch       image {res['launch_image_ms']:.1f} ms   bundle {res['launch_bundle_ms']:.1f} ms   "
               f"ratio {res['launch_ratio']:.2f}")
+        print(f"launch       image {res['launch_image_ms']:.1f} ms   image --userns host "
+              f"{res['launch_image_hostns_ms']:.1f} ms   ratio {res['userns_ratio']:.2f}")
         os.makedirs(os.path.join(REPO, "bench", "out"), exist_ok=True)
         with open(os.path.join(REPO, "bench", "out", "images.json"), "w") as f:
             json.dump(res, f, indent=2)

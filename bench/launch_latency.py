@@ -11,6 +11,11 @@ Measures, interleaved so that drift hits every contender alike:
          ids, idmapped rootfs).
   api_hostns  the same request with "userns": "host" (no user namespace):
          api/api_hostns is what the user namespace costs per launch.
+  api_prev  the same request to a second agentd running the code of the
+         commit before the isolation work (PREV_REV: agent/, runtime/ and
+         exporters/ extracted with `git archive` into a temporary dir): no
+         user namespace, no device filter, no cgroup namespace, no mounts
+         from descriptors. api/api_prev is what all of that costs per launch.
   cli    `agentctl run --rm --rootfs R [limits] -- /bin/true`, whole command
          (its modules byte-compiled first, as pip does on install: this
          environment sets PYTHONDONTWRITEBYTECODE, which would otherwise make
@@ -19,6 +24,14 @@ Measures, interleaved so that drift hits every contender alike:
          else (`python3 -c "import argparse, json, socket"`): the floor of
          any Python CLI here, for reading the cli figure.
   runc   `runc run` of an OCI bundle with the same rootfs, command and limits.
+  runc_userns  the same with the features agentd's default has: `runc spec`'s
+         config plus a "user" namespace with linux.uidMappings/gidMappings
+         (container 0..65535 -> host RUNC_HOST_IDS..) on a copy of the rootfs
+         chowned to that range (once, outside the timing), and a "cgroup"
+         namespace; runc's own device rules are in its default spec. /sys
+         is bound from the host (read-only) instead of a fresh sysfs, which a
+         user namespace without its own network namespace may not mount
+         (agentd does the same). api/runc_userns compares like with like.
   crun   `crun run` of the same bundle (crun refuses hybrid hosts: skipped there).
   freeze/thaw of a container with 100 processes: agentd's API vs `runc pause`/
          `runc resume` of a runc container with 100 processes.
@@ -48,6 +61,8 @@ sys.path.insert(0, REPO)
 from agent.client import Client  # noqa: E402
 from runtime.cgroupfs import Cgroup, find_mount  # noqa: E402
 
+PREV_REV = "906d5f9"          # the parent of the isolation work (user namespaces, device filter, cgroupns)
+RUNC_HOST_IDS = 0x60000000    # runc_userns's host ids: below agentd's default userns_range and 2**31
 LIMITS = {"memory": "64M", "cpus": "0.5", "pids": "64"}
 CLI_FLAGS = {"memory": "--memory", "cpus": "--cpus", "pids": "--pids"}
 CONTROLLER = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
@@ -97,8 +112,10 @@ def kill_tree(path: str) -> None:
             time.sleep(0.05)
 
 
-def make_bundle(base: str, limits: dict, args: list[str]) -> str:
-    """A busybox rootfs and a config.json as `runc spec` writes it, adjusted."""
+def make_bundle(base: str, limits: dict, args: list[str], userns: bool = False) -> str:
+    """A busybox rootfs and a config.json as `runc spec` writes it, adjusted;
+    `userns`: with a user and a cgroup namespace, on a rootfs copy owned by
+    the mapped range."""
     bundle = os.path.join(base, "bundle-" + secrets.token_hex(3))
     rootfs = os.path.join(base, "rootfs")
     if not os.path.isdir(rootfs):
@@ -109,6 +126,16 @@ def make_bundle(base: str, limits: dict, args: list[str]) -> str:
             os.symlink("busybox", os.path.join(rootfs, "bin", applet))
         for d in ("proc", "dev", "sys", "tmp"):
             os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+    if userns:
+        mapped = os.path.join(base, "rootfs-userns")
+        if not os.path.isdir(mapped):
+            shutil.copytree(rootfs, mapped, symlinks=True)
+            for top, dirs, files in os.walk(mapped):
+                for n in [top, *(os.path.join(top, x) for x in dirs + files)]:
+                    st = os.lstat(n)
+                    os.lchown(n, RUNC_HOST_IDS + st.st_uid, RUNC_HOST_IDS + st.st_gid)
+        rootfs = mapped
+        os.chmod(base, 0o755)       # runc's init, the mapped root, walks to the rootfs
     os.makedirs(bundle)
     subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
     with open(os.path.join(bundle, "config.json")) as f:
@@ -118,6 +145,14 @@ def make_bundle(base: str, limits: dict, args: list[str]) -> str:
     doc["root"] = {"path": rootfs, "readonly": False}
     # agentd's default is the host network: leave the network namespace out for both
     doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "network"]
+    if userns:
+        doc["linux"]["namespaces"] += [{"type": t} for t in ("user", "cgroup")
+                                       if t not in {n["type"] for n in doc["linux"]["namespaces"]}]
+        for side in ("uidMappings", "gidMappings"):
+            doc["linux"][side] = [{"containerID": 0, "hostID": RUNC_HOST_IDS, "size": 65536}]
+        doc["mounts"] = [m if m["destination"] != "/sys" else
+                         {"destination": "/sys", "type": "none", "source": "/sys",
+                          "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]} for m in doc["mounts"]]
     res = doc["linux"].setdefault("resources", {})
     if "memory" in limits:
         res["memory"] = {"limit": 64 << 20}
@@ -130,8 +165,19 @@ def make_bundle(base: str, limits: dict, args: list[str]) -> str:
     return bundle
 
 
+def checkout(rev: str, into: str) -> str:
+    """agent/, runtime/ and exporters/ of commit `rev` in a new dir under `into`."""
+    code = os.path.join(into, "code-" + rev)
+    os.makedirs(code)
+    tar = subprocess.run(["git", "-C", REPO, "archive", rev, "agent", "runtime", "exporters"],
+                         check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", code], input=tar, check=True)
+    return code
+
+
 class Agentd:
-    def __init__(self, base: str, root: str):
+    def __init__(self, base: str, root: str, code: str = REPO):
+        os.makedirs(base, exist_ok=True)
         self.state = os.path.join(base, "state")
         self.sock = os.path.join(base, "agent.sock")
         self.root = root
@@ -139,7 +185,8 @@ class Agentd:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.daemon", "--state-dir", self.state, "--cgroup-root", root,
              "--socket", self.sock, "--metrics-listen", f"127.0.0.1:{free_port()}"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=code,
+            env=dict(os.environ, PYTHONPATH=code + os.pathsep + os.environ.get("PYTHONPATH", "")))
         self.client = Client(self.sock, timeout=120)
         deadline = time.monotonic() + 600  # Python under TCG in a loaded VM is slow to start
         while True:
@@ -184,16 +231,22 @@ def main() -> int:
     root = os.path.join(mount, f"cga-bench-{secrets.token_hex(3)}")
     base = tempfile.mkdtemp(prefix="cga-bench-")
     agent = Agentd(base, root)
-    results: dict[str, list[float]] = {"api": [], "api_hostns": [], "cli": [], "pyfloor": [], "runc": [],
-                                       "crun": []}
+    prev = None
+    results: dict[str, list[float]] = {"api": [], "api_hostns": [], "api_prev": [], "cli": [], "pyfloor": [],
+                                       "runc": [], "runc_userns": [], "crun": []}
     notes = []
     try:
+        try:
+            prev = Agentd(os.path.join(base, "prev"), root + "-prev", checkout(PREV_REV, base))
+        except (subprocess.CalledProcessError, SystemExit) as e:
+            notes.append(f"api_prev: the code of {PREV_REV} did not start ({str(e).splitlines()[0]})")
         enabled = Cgroup(os.path.join(root, "containers")).subtree_control()
         limits = {k: v for k, v in LIMITS.items() if CONTROLLER[k] in enabled}
         skipped = sorted(set(LIMITS) - set(limits))
         if skipped:
             notes.append(f"limits not enforceable here, left out for every contender: {', '.join(skipped)}")
         bundle = make_bundle(base, limits, ["/bin/true"])
+        bundle_userns = make_bundle(base, limits, ["/bin/true"], userns=True)
         rootfs = os.path.join(base, "rootfs")
         cli_limits = [x for k, v in limits.items() for x in (CLI_FLAGS[k], v)]
         contenders = {
@@ -210,6 +263,14 @@ def main() -> int:
             except RuntimeError as e:
                 notes.append(f"{name}: cannot run here ({str(e).splitlines()[0]})")
                 contenders[name] = None
+        runc_userns = contenders["runc"]
+        if runc_userns:
+            try:
+                timed([runc_userns, "--root", os.path.join(base, "runc-root"), "run", "--bundle", bundle_userns,
+                       "probe-runc-userns"])
+            except RuntimeError as e:
+                notes.append(f"runc_userns: cannot run here ({str(e).splitlines()[0]})")
+                runc_userns = None
         env = dict(os.environ, AGENT_SOCKET=agent.sock)
         subprocess.run([sys.executable, "-m", "compileall", "-q", *(os.path.join(REPO, p) for p in
                                                                      ("agent", "runtime", "exporters"))],
@@ -218,6 +279,9 @@ def main() -> int:
         # warm-up (page cache, first spawn)
         agent.client.call("POST", "/v1/containers", body={"name": "warm", "argv": ["/bin/true"], "rootfs": rootfs})
         agent.client.call("DELETE", "/v1/containers/warm", query={"force": "1"})
+        if prev:
+            prev.client.call("POST", "/v1/containers", body={"name": "warm", "argv": ["/bin/true"], "rootfs": rootfs})
+            prev.client.call("DELETE", "/v1/containers/warm", query={"force": "1"})
 
         for i in range(args.n):
             name = f"api-{i}"
@@ -230,6 +294,14 @@ def main() -> int:
             agent.client.call("POST", "/v1/containers", body={**body, "userns": "host"})
             results["api_hostns"].append(time.perf_counter() - t0)
             agent.client.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
+            if prev:
+                t0 = time.perf_counter()
+                prev.client.call("POST", "/v1/containers", body=body)
+                results["api_prev"].append(time.perf_counter() - t0)
+                prev.client.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
+            if runc_userns:
+                results["runc_userns"].append(timed([runc_userns, "--root", os.path.join(base, "runc-root"),
+                                                     "run", "--bundle", bundle_userns, f"runc-userns-{i}"]))
 
             results["cli"].append(timed(agentctl + ["run", "--rm", "--rootfs", rootfs, *cli_limits, "--", "/bin/true"],
                                         env=env))
@@ -242,6 +314,8 @@ def main() -> int:
         freeze = bench_freeze(agent, base, contenders["runc"], limits)
     finally:
         agent.close()
+        if prev:
+            prev.close()
         shutil.rmtree(base, ignore_errors=True)
 
     print(f"launch latency of /bin/true, {args.n} runs each (seconds)")
@@ -253,7 +327,8 @@ def main() -> int:
             print(f"{k:<10} {summary[k]['p50']:9.4f} {summary[k]['p90']:9.4f}")
     ratios = {}
     for a, b in (("api", "crun"), ("api", "runc"), ("cli", "runc"), ("cli", "crun"), ("pyfloor", "runc"),
-                 ("cli", "pyfloor"), ("api", "api_hostns")):
+                 ("cli", "pyfloor"), ("api", "api_hostns"), ("api", "api_prev"), ("api_hostns", "api_prev"),
+                 ("api", "runc_userns"), ("runc_userns", "runc")):
         if a in summary and b in summary:
             ratios[f"{a}/{b}"] = summary[a]["p50"] / summary[b]["p50"]
             print(f"ratio p50 {a}/{b}: {ratios[f'{a}/{b}']:.2f}")

@@ -16,10 +16,12 @@ it never returns:
        /proc/self/fd, its fstat), cloned with its submounts (open_tree) and
        flagged on every submount (mount_setattr AT_RECURSIVE: nodev, nosuid,
        ro, noexec; private propagation). Nothing is attached yet.
-   3u. with spec.userns (runtime/userns.py): the mount points /proc, /dev,
-       /sys made in the rootfs, a user namespace made by a helper process
-       with the mapping, every tree given its idmap (or mounted without,
-       the reason reported), the namespace entered as its root; step 4
+   3u. with spec.userns (runtime/userns.py): a user namespace made by a
+       helper process with the mapping (before step 3's trees: an image
+       container's overlay is made of layers idmapped with it,
+       runtime/idmapped_layers.py); the mount points /proc, /dev, /sys made
+       in the rootfs, every tree given its idmap (or mounted without, the
+       reason reported), the namespace entered as its root; step 4
        then unshares NEWNS too, so that the namespace owns every namespace
        the container gets; the idmap outcome goes to `pid_w` after the pid
     4. unshare(UTS | IPC | PID [| NET] [| CGROUP]): a rootfs container's
@@ -71,6 +73,7 @@ from . import mounts as mountsmod
 from . import namespaces as ns
 from . import rlimits, seccomp, sysctl
 from . import userns as usernsmod
+from . import idmapped_layers as idlayers
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -141,7 +144,7 @@ class SpawnSpec:
     allow_sensitive_binds: bool = False
     overlay: Overlay | None = None
     # a user namespace with this mapping ({"uid": [[inside, host, count]],
-    # "gid": [...]}, runtime/userns.py); None: the host's (rootfs only)
+    # "gid": [...]}, runtime/userns.py); None: the host's (rootfs or overlay only)
     userns: dict | None = None
 
     @property
@@ -257,8 +260,8 @@ class SpawnSpec:
                 userns = usernsmod.check_mapping(userns, "spec.userns")
             except usernsmod.UsernsError as e:
                 raise SpecError(str(e)) from None
-            if not rootfs:
-                raise SpecError("spec.userns: needs a rootfs (a host-root container keeps the host's)")
+            if not rootfs and d.get("overlay") is None:
+                raise SpecError("spec.userns: needs a rootfs or an overlay (a host-root container keeps the host's)")
             for name, val in (("uid", uid), ("gid", gid)):
                 if usernsmod.host_id(userns[name], val) is None:
                     raise SpecError(f"spec.{name}: {val} is not mapped by spec.userns.{name}")
@@ -495,12 +498,15 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             # trees before any other namespace is made
             _step("unshare mount namespace", ns.unshare, ns.CLONE_NEWNS)
             _step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-            trees = _open_trees(spec)
+            # the user namespace before the trees: an image container's
+            # overlay is made of layers idmapped with it
+            userns_fd = _step("create user namespace", usernsmod.create, spec.userns) if spec.userns else -1
+            trees = _open_trees(spec, userns_fd)
             idmap = None
             if spec.userns:
-                # the user namespace next, so that it owns every namespace made
-                # after it, a mount namespace of its own included
-                idmap = _enter_userns(spec, trees)
+                # then entered, so that it owns every namespace made after
+                # it, a mount namespace of its own included
+                idmap = _enter_userns(spec, trees, userns_fd)
             _step("unshare namespaces", ns.unshare,
                   spec.unshare_flags if spec.userns else spec.unshare_flags & ~ns.CLONE_NEWNS)
             pid = _step("fork container init", os.fork)
@@ -524,20 +530,25 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         os._exit(127)
 
 
-def _enter_userns(spec: SpawnSpec, trees: "_Trees") -> dict:
-    """Give the detached trees the mapping of a new user namespace
-    (spec.userns) and enter it as its root; {destination: "idmapped" or the
-    one-line reason the tree is mounted without}. Before, as the host's root:
-    the mount points every rootfs container gets (a rootfs that cannot be
-    idmapped is nobody's inside, and its root could not make them)."""
+def _enter_userns(spec: SpawnSpec, trees: "_Trees", userns_fd: int) -> dict:
+    """Give the detached trees the mapping of the container's user namespace
+    (`userns_fd`, made with spec.userns) and enter it as its root; closes
+    `userns_fd`. Returns {destination: "idmapped" or the one-line reason the
+    tree is mounted without}. Before, as the host's root: the mount points
+    every rootfs container gets (a rootfs that cannot be idmapped is
+    nobody's inside, and its root could not make them; an image container's
+    overlay got them when it was made, _open_overlay)."""
     tree, origin = trees.rootfs
-    for dst in ("/proc", "/dev", "/sys"):
-        os.close(_dst_fd(origin, dst, f"mount {dst}", "dir"))
-    userns_fd = _step("create user namespace", usernsmod.create, spec.userns)
     try:
         idmap = {}
-        for dst, t in (("/", tree), *((v.dst, v) for v in trees.volumes)):
-            idmap[dst] = usernsmod.idmap_tree(t.fd, userns_fd) or "idmapped"
+        if spec.overlay is None:
+            for dst in ("/proc", "/dev", "/sys"):
+                os.close(_dst_fd(origin, dst, f"mount {dst}", "dir"))
+            idmap["/"] = usernsmod.idmap_tree(tree.fd, userns_fd) or "idmapped"
+        else:
+            idmap["/"] = trees.overlay_idmap or "idmapped"
+        for v in trees.volumes:
+            idmap[v.dst] = usernsmod.idmap_tree(v.fd, userns_fd) or "idmapped"
         _step("enter user namespace", usernsmod.enter, userns_fd)
     finally:
         os.close(userns_fd)
@@ -647,16 +658,21 @@ class _Trees:
     or None for the host's root; the volumes, in spec order."""
     rootfs: tuple[_Tree, int] | None
     volumes: list[_Tree]
+    # an image container in a user namespace: why its layers are not
+    # idmapped (None: they are, or no user namespace)
+    overlay_idmap: str | None = None
 
 
-def _open_trees(spec: SpawnSpec) -> _Trees:
+def _open_trees(spec: SpawnSpec, userns_fd: int = -1) -> _Trees:
     """Each host path opened once, checked as the descriptor, cloned with its
-    submounts and flagged: nothing is attached yet."""
+    submounts and flagged: nothing is attached yet. `userns_fd`: the
+    container's user namespace (an image container's layers get its idmap)."""
+    why = None
     if spec.overlay is not None:
-        rootfs = _open_overlay(spec.overlay)
+        rootfs, why = _open_overlay(spec.overlay, userns_fd, spec.userns)
     else:
         rootfs = _open_rootfs(spec) if spec.rootfs else None
-    return _Trees(rootfs, _open_volumes(spec))
+    return _Trees(rootfs, _open_volumes(spec), why)
 
 
 def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,
@@ -705,14 +721,52 @@ def _open_rootfs(spec: SpawnSpec) -> tuple[_Tree, int]:
         raise
 
 
-def _open_overlay(o: Overlay) -> tuple[_Tree, int]:
-    """(the image container's overlayfs as a detached mount, the directory it
-    is attached on): made fresh in this private mount namespace, so no host
-    mount is left behind when the container ends."""
+def _open_overlay(o: Overlay, userns_fd: int = -1, mapping: dict | None = None
+                  ) -> tuple[tuple[_Tree, int], str | None]:
+    """((the image container's overlayfs as a detached mount, the directory
+    it is attached on), why its layers are not idmapped): made fresh in this
+    private mount namespace, so no host mount is left behind when the
+    container ends. With a user namespace (`userns_fd`), its layers and its
+    upper dir are idmapped clones (runtime/idmapped_layers.py) seen only in
+    this mount namespace, and the overlay is made as the container's root;
+    where that cannot be, the overlay is made of the plain layers (the
+    container keeps its user namespace; the image's files are nobody's
+    inside) and the reason is returned. The mount points every container
+    gets (/proc, /dev, /sys) are made in it here, as its creator."""
     what = "overlay root of the image"
+    why = None
+    if userns_fd >= 0:
+        uid0, gid0 = (usernsmod.host_id(mapping[k], 0) for k in ("uid", "gid"))
+        rw = os.path.dirname(o.upper)
+        dirs = tuple(dict.fromkeys((*o.lower, rw)))     # an image may repeat a layer
+        if uid0 is None or gid0 is None:
+            why = "container uid/gid 0 is not mapped: image layers not idmapped"
+        elif os.path.dirname(o.work) != rw:
+            why = "upper and work dirs are not siblings: image layers not idmapped"
+        else:
+            why = idlayers.overmount(dirs, userns_fd)
+        if why is None:
+            try:
+                with idlayers.as_creator(uid0, gid0):
+                    fd = mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True)
+                    _make_mount_points(fd)
+                return (_Tree(fd, what), _open_target(o)), None
+            except OSError as e:
+                idlayers.undo(dirs)
+                why = (f"overlayfs refused the idmapped layers on Linux {os.uname().release} "
+                       f"(it takes them from 5.19): {os.strerror(e.errno)}")
     fd = _step(f"mount {what}", lambda: mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True))
-    target = _step(f"open {o.target}", os.open, o.target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    return _Tree(fd, what), target
+    _make_mount_points(fd)
+    return (_Tree(fd, what), _open_target(o)), why
+
+
+def _open_target(o: Overlay) -> int:
+    return _step(f"open {o.target}", os.open, o.target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _make_mount_points(root: int) -> None:
+    for dst in ("/proc", "/dev", "/sys"):
+        os.close(_dst_fd(root, dst, f"mount {dst}", "dir"))
 
 
 def _open_volumes(spec: SpawnSpec) -> list[_Tree]:
