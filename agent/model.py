@@ -57,3 +57,6 @@ class ContainerInfo:
     userns: Any = "host"
     devices: tuple = ()  # granted host devices, "SRC:DST:ACCESS" (run --device)
     device_filter: str = ""  # "on" (BPF device allow-list on its cgroup) or "off: <reason>"
+    read_only: bool = False  # its root read-only (run --read-only)
+    tmpfs: tuple = ()  # "DST:OPTIONS" of each fresh tmpfs (run --tmpfs)
+    exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO": recorded, not published

@@ -228,6 +228,8 @@ class Supervisor:
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
             cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
             devices=tuple(str(d) for d in e.spec.devices), device_filter=e.device_filter,
+            read_only=e.spec.read_only, tmpfs=tuple(str(t) for t in e.spec.tmpfs),
+            exposed_ports=e.spec.exposed_ports,
         )
 
     def _find(self, name: str) -> _Entry:
@@ -431,6 +433,8 @@ class Supervisor:
             **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
             "devices": [{"src": d.src, "dst": d.dst, "type": d.type, "major": d.major, "minor": d.minor}
                         for d in s.devices] if (s.rootfs or s.image_id) else [],
+            **({"readonly_rootfs": True} if s.read_only else {}),
+            "tmpfs": [t.to_dict() for t in s.tmpfs],
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:
