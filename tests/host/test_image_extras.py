@@ -95,3 +95,46 @@ def test_read_only_and_tmpfs_need_a_root_of_the_containers_own(agentd):  # noqa:
         r = ctl(agentd, "run", "--rm", "--name", name, *args, "--", "/bin/true")
         assert r.returncode == 2 and says in one_line(r), r.stderr   # the API's 400
         assert ctl(agentd, "inspect", name).returncode == 1   # nothing created
+
+
+def test_fs_usage_of_an_image_container_is_its_upper_dir_walked_within_a_budget(agentd, webby):  # noqa: F811
+    """container_fs_usage_bytes: the bytes the container wrote (du's count of
+    its upper dir), found by a walk spread over several passes when the
+    per-pass budget is small, with cAdvisor's labels."""
+    import subprocess
+    from agent.collector import Collector
+    from agent.config import load_config
+    from agent.model import ContainerInfo
+    from exporters.prometheus import render
+
+    name = uname("disk")
+    cid = run_ok(agentd, "run", "-d", "--name", name, "--image", webby, "--", "sh", "-c",
+                 "busybox head -c 3000000 /dev/zero > /big; ln /big /big2; mkdir -p /d/e/f; "
+                 "for i in 1 2 3 4 5 6; do echo $i > /d/e/f/$i; done; touch /done; sleep 600").stdout.strip()
+    upper = os.path.join(agentd.state, "containers", cid, "upper")
+    from test_agentctl import wait_for
+    wait_for(lambda: os.path.exists(os.path.join(upper, "done")), 60, "the container's writes")
+    doc = json.loads(run_ok(agentd, "inspect", name).stdout)
+    info = ContainerInfo(id=doc["id"], name=doc["name"], cgroup=doc["cgroup"], limits=None, state=doc["state"],
+                         image=doc["image"], labels=doc["labels"])
+    cfg = load_config(None, {"agent.state_dir": agentd.state})
+    c = Collector(cfg, lambda: [info], fs_budget=3)
+    try:
+        passes = 0
+        while True:
+            snap = c.collect_once()
+            passes += 1
+            if cid in snap.fs_usage or passes > 100:
+                break
+        du = int(subprocess.run(["du", "-s", "-B1", upper], capture_output=True, text=True, check=True)
+                 .stdout.split()[0])
+        device, nbytes = snap.fs_usage[cid]
+        assert nbytes == du and nbytes >= 3000000   # the hard link counted once
+        assert passes >= 3, passes                    # 3 entries a pass cannot see ~15 entries at once
+        text = render(snap).decode()
+        line = next(x for x in text.splitlines() if x.startswith("container_fs_usage_bytes{"))
+        assert f'name="{name}"' in line and f'image="{webby}"' in line and f'device="{device}"' in line
+        assert line.endswith(f" {du}") and f'id="{snap.rel_id(info.cgroup)}"' in line
+    finally:
+        c.stop()
+        run_ok(agentd, "rm", "-f", name)
