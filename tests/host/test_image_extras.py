@@ -138,3 +138,13 @@ def test_fs_usage_of_an_image_container_is_its_upper_dir_walked_within_a_budget(
     finally:
         c.stop()
         run_ok(agentd, "rm", "-f", name)
+
+
+def test_read_only_rootfs_container_in_its_user_namespace_gets_its_tmpfs(agentd, top):  # noqa: F811
+    """--rootfs (a user namespace by default): the tmpfs is mounted from
+    inside the namespace, uid= is the container's id, the root stays read-only."""
+    b = ImageBuilder(top, "plainroot").busybox()
+    r = run_ok(agentd, "run", "--rm", "--rootfs", b.root, "--read-only", "--tmpfs", "/w:size=512k,uid=1000,mode=700",
+               "--", "sh", "-c", "touch /x 2>&1; stat -c owner=%u /w; echo ok > /w/f && cat /w/f")
+    assert "Read-only file system" in r.stdout and "owner=1000" in r.stdout and "ok\n" in r.stdout, r.stdout
+    assert not os.path.exists(os.path.join(b.root, "x")) and not os.path.exists(os.path.join(b.root, "w", "f"))
