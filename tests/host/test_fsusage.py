@@ -38,16 +38,19 @@ def test_the_figure_is_dus(tmp_path):
 
 def test_a_directory_swapped_for_a_symlink_mid_walk_is_skipped(tmp_path):
     outside = str(tmp_path / "host")
-    os.makedirs(outside)
+    os.makedirs(os.path.join(outside, "b"))
     with open(os.path.join(outside, "big"), "wb") as f:
         f.write(b"y" * (8 << 20))
+    os.link(os.path.join(outside, "big"), os.path.join(outside, "b", "big"))
     top = str(tmp_path / "upper")
     wins = 0
     for i in range(100):
         t = f"{top}{i}"
         tree(t)
         w = Walks()
-        w.advance({"c": t}, 1)          # the top listed: "a" is queued by name
+        # swapped once "a" is queued (the last component), or once "a/b" is
+        # (a component on the way): both must fail to open
+        w.advance({"c": t}, 1 + i % 2 * 2)
         os.rename(os.path.join(t, "a"), os.path.join(t, "a.old"))
         os.symlink(outside, os.path.join(t, "a"))
         figure = finish(w, t)
