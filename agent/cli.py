@@ -118,6 +118,15 @@ def _device(value: str) -> str:
     return value
 
 
+def _tmpfs(value: str) -> str:
+    from runtime.tmpfs import TmpfsError, parse  # Docker's syntax, parsed in one place
+    try:
+        parse(value, "--tmpfs")
+    except TmpfsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _restart(value: str) -> str:
     if not RESTART_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a restart policy; use no, always, on-failure or on-failure:N")
@@ -226,6 +235,11 @@ def _build_run(r) -> None:
                         "host's ids: container root is host root; always so on the host's root)")
     r.add_argument("--device", action="append", type=_device, metavar="/dev/X[:/dev/Y][:rwm]", default=[],
                    help="grant a host device (Docker's syntax); others are denied by the device filter")
+    r.add_argument("--read-only", action="store_true",
+                   help="its root read-only (with --rootfs, --bundle or --image); write into --tmpfs or volumes")
+    r.add_argument("--tmpfs", action="append", type=_tmpfs, metavar="DST[:OPTIONS]", default=[],
+                   help="a fresh tmpfs at DST (Docker's options: size=, mode=, uid=, gid=, ro, exec, suid; "
+                        "nosuid,nodev,noexec by default)")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="command to run")
 
 
@@ -431,7 +445,8 @@ def cmd_run(args, client) -> int:
             "bundle": args.bundle, "volumes": args.volume or None, "network": args.network, "userns": args.userns,
             "limits": _limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
-            "detach": args.detach, "devices": args.device or None}
+            "detach": args.detach, "devices": args.device or None,
+            "read_only": args.read_only or None, "tmpfs": args.tmpfs or None}
     body = {k: v for k, v in body.items() if v is not None}
     cli_images.run_body(args, client, body)
     if args.detach:

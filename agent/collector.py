@@ -42,6 +42,13 @@ read (``sample_now``) reads every file. ``slow_every=1, idle_every=1`` reads
 everything every pass. An unchanged cgroup keeps the very same CgroupSample
 object from pass to pass (the renderer relies on that to reuse its output).
 
+Image containers' disk use: the bytes in each one's overlay upper dir
+(state_dir/containers/<id>/upper), walked at a bounded cost by
+runtime.fsusage: at most ``fs_budget`` directory entries per pass over all
+upper dirs together, a figure published when its walk completed
+(``Snapshot.fs_usage``: container id -> (device, bytes); exported as
+container_fs_usage_bytes; a ledger can bill disk byte-seconds from it).
+
 A cgroup that vanishes mid-read is dropped and counted
 (cgroup_agent_cgroups_vanished_total); the pass goes on. Beyond
 RLIMIT_NOFILE (runtime.reader keeps ~7 descriptors per cgroup) the collector
@@ -73,7 +80,7 @@ from typing import Callable, Mapping
 import structlog
 
 from agent import selfmetrics
-from runtime import machine, procstat, stats
+from runtime import fsusage, machine, procstat, stats
 from runtime.cgroupfs import find_mount
 from runtime.errors import CgroupError
 
@@ -87,6 +94,8 @@ SLOW = ("memory.stat", "io.stat", "cpu.pressure", "memory.pressure", "io.pressur
 # file -> (CgroupSample field, parser); from runtime.stats.SAMPLE_FILES.
 _FILE_FIELD = {file: (fld, parser) for fld, (file, parser) in stats.SAMPLE_FILES.items()}
 _PREAD_SIZE = 65536
+# directory entries examined per pass over all image containers' upper dirs (bench/fs_usage.py)
+FS_BUDGET = 4096
 _EMPTY = MappingProxyType({})
 
 
@@ -105,6 +114,9 @@ class Snapshot:
     seq: int = 0                           # 1 for the first pass, +1 each pass
     machine: object = None                 # runtime.machine.MachineInfo (read once at start)
     root: stats.CgroupSample | None = None # the root cgroup (id "/"), completed from /proc
+    # image containers: container id -> (device of the filesystem, bytes in its upper dir at the
+    # end of its last completed walk); absent until a first walk completed (runtime/fsusage.py)
+    fs_usage: Mapping = field(default_factory=lambda: _EMPTY)
 
     def sample_for(self, info) -> stats.CgroupSample | None:
         """The sample of a container's cgroup (None if not read this pass)."""
@@ -199,7 +211,7 @@ class Collector:
     """Samples container and watch-root cgroups every ``config.collector.interval``."""
 
     def __init__(self, config, containers: Callable[[], list], *, mount: str | None = None,
-                 slow_every: int = 5, idle_every: int = 30, watcher=None):
+                 slow_every: int = 5, idle_every: int = 30, watcher=None, fs_budget: int = FS_BUDGET):
         self.config = config
         self.interval = float(config.collector.interval)
         self.watch_roots = tuple(config.collector.watch_roots)
@@ -224,6 +236,9 @@ class Collector:
         self._started = False
         self._fd_limit_logged = False
         self._root = None   # _Tracked of the root cgroup, False when unreadable
+        self.fs_budget = max(1, int(fs_budget))
+        self._fs_walks = fsusage.Walks()
+        self._uppers = os.path.join(config.agent.state_dir, "containers")
         enable = set(getattr(config.collector, "enable", ()) or ())
         self._hugepage_sizes = stats.hugepage_sizes() if "hugetlb" in enable else ()
         self._proc_fds = "process" in enable
@@ -551,6 +566,7 @@ class Collector:
                 continue
             samples[path] = sample
         root = self._read_root(n)
+        fs_usage = self._fs_usage(infos)
         for sample in (*samples.values(), root):
             if sample is not None and sample.io:
                 for dev in sample.io:
@@ -562,7 +578,8 @@ class Collector:
             samples=MappingProxyType(samples),
             containers=MappingProxyType({i.id: i for i in infos}),
             errors=errors, mount=self.mount,
-            devices=MappingProxyType(dict(self._devices)), seq=n, machine=self.machine, root=root)
+            devices=MappingProxyType(dict(self._devices)), seq=n, machine=self.machine, root=root,
+            fs_usage=fs_usage)
         selfmetrics.observe_collection(duration)
         selfmetrics.set_gauge("cgroups_watched", len(samples))
         selfmetrics.set_gauge("collection_last_success_timestamp_seconds", wall)
@@ -580,6 +597,28 @@ class Collector:
                 except Exception:  # noqa: BLE001
                     pass
         return snap
+
+    def _fs_usage(self, infos) -> Mapping:
+        """Walk the image containers' upper dirs on, within fs_budget entries."""
+        trees = {}
+        for info in infos:
+            upper = os.path.join(self._uppers, info.id, "upper")
+            if os.path.isdir(upper):
+                trees[info.id] = upper
+        if not trees:
+            return _EMPTY
+        try:
+            self._fs_walks.advance(trees, self.fs_budget)
+        except OSError as exc:
+            selfmetrics.inc("collection_errors_total", reason="read")
+            log.warning("collector.fs_usage_failed", error=str(exc))
+        out = {}
+        for cid, (nbytes, dev) in self._fs_walks.figures().items():
+            key = (os.major(dev), os.minor(dev))
+            if key not in self._devices:
+                self._devices[key] = _device_name(*key)
+            out[cid] = (self._devices[key], nbytes)
+        return MappingProxyType(out)
 
     # -- thread ----------------------------------------------------------
 

@@ -139,6 +139,11 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class ImagesSection:
+    certs_dir: str = "/etc/cgroup-agent/certs.d"   # HOST[:PORT]/ca.crt: a registry's own CA
+
+
+@dataclass(frozen=True)
 class Config:
     agent: AgentSection
     collector: CollectorSection
@@ -148,6 +153,7 @@ class Config:
     logs: LogsSection
     api: ApiSection
     source: str = ""  # the file it came from ("" = embedded defaults only)
+    images: ImagesSection = ImagesSection()
 
     def replace(self, **sections) -> "Config":
         return replace(self, **sections)
@@ -357,6 +363,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "header_timeout": _duration(min_seconds=0.01),
         "body_timeout": _duration(min_seconds=0.01),
     },
+    "images": {"certs_dir": _path(allow_empty=True)},
 }
 
 SINK_DEFAULTS = {"batch": 500, "interval": "5s"}
@@ -473,6 +480,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         logs=LogsSection(**parsed["logs"]),
         api=ApiSection(**parsed["api"]),
         source=os.path.abspath(os.fspath(path)) if path is not None else "",
+        images=ImagesSection(**parsed.get("images", {})),
     )
 
 

@@ -204,7 +204,7 @@ class Daemon:
     @staticmethod
     def _images(cfg):
         from agent.images.service import ImageService
-        return ImageService(cfg.agent.state_dir)
+        return ImageService(cfg.agent.state_dir, certs_dir=cfg.images.certs_dir)
 
     @staticmethod
     def _ledger(cfg):

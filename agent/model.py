@@ -60,3 +60,6 @@ class ContainerInfo:
     # added by billing: bytes of output the container produced into
     # its log files, kept or rotated away (agent.logfiles); None = unknown now
     log_bytes: int | None = None
+    read_only: bool = False  # its root read-only (run --read-only)
+    tmpfs: tuple = ()  # "DST:OPTIONS" of each fresh tmpfs (run --tmpfs)
+    exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO": recorded, not published

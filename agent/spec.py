@@ -46,6 +46,7 @@ from typing import Any
 from agent.errors import UserError
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 from agent.model import image_ref
+from runtime import tmpfs as tmpfs_rule
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -60,7 +61,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
-             "image", "pull", "entrypoint", "userns", "devices"}
+             "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs"}
 # Docker's default set, less what a container on the host's network must not
 # have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
 # the host's interfaces, loopback included, and sniffs other processes' traffic
@@ -152,6 +153,9 @@ class ContainerSpec:
     # the container is created) or a mapping {"uid": [[in, host, n]], "gid": ...}
     userns: Any = "host"
     devices: tuple = ()  # Device, granted beyond the default /dev set
+    read_only: bool = False  # --read-only: its root read-only (rootfs, bundle or image)
+    tmpfs: tuple = ()        # runtime.tmpfs.Tmpfs (--tmpfs DST[:OPTIONS])
+    exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO" (recorded, not published)
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -169,6 +173,8 @@ class ContainerSpec:
             "image_ref": self.image_ref, "image_id": self.image_id,
             "userns": self.userns,
             "devices": [d.to_dict() for d in self.devices],
+            "read_only": self.read_only, "tmpfs": [t.to_dict() for t in self.tmpfs],
+            "exposed_ports": list(self.exposed_ports),
         }
 
     def spawn_security(self) -> dict:
@@ -211,6 +217,9 @@ class ContainerSpec:
             image_ref=d.get("image_ref", ""), image_id=d.get("image_id", ""),
             userns=d.get("userns", "host"),
             devices=tuple(Device(**x) for x in d.get("devices") or ()),
+            read_only=bool(d.get("read_only")),
+            tmpfs=tuple(tmpfs_rule.Tmpfs(**x) for x in d.get("tmpfs") or ()),
+            exposed_ports=tuple(d.get("exposed_ports") or ()),
         )
 
 
@@ -686,12 +695,42 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
         from agent import bundle_fields
         bundle_fields.check_with(oci, network=network, rootfs=rootfs)
     userns = parse_userns(body.get("userns"), rootfs or img_id, uid, gid)
+    read_only = _bool("read_only", body.get("read_only"), False)
+    if read_only and not (rootfs or img_id):
+        raise UserError("read_only: needs a rootfs, a bundle or an image (the host's root is never made read-only)")
+    tmpfs = parse_tmpfs(body.get("tmpfs"), bool(rootfs or img_id))
+    clash = {t.dst for t in tmpfs} & {v.dst.rstrip("/") or "/" for v in volumes}
+    if clash:
+        raise UserError(f"tmpfs: {sorted(clash)[0]} is also a volume's destination; give one of the two")
     return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
                          image_ref=img_ref, image_id=img_id, userns=userns,
-                         devices=devices)
+                         devices=devices, read_only=read_only, tmpfs=tmpfs,
+                         exposed_ports=tuple(body.get("_exposed_ports") or ()))
+
+
+def parse_tmpfs(v: Any, has_root: bool) -> tuple:
+    """tmpfs: a list of "DST[:OPTIONS]" (the CLI's --tmpfs) or Docker's API map {DST: OPTIONS}."""
+    if v in (None, "", [], {}):
+        return ()
+    if isinstance(v, dict):
+        items = [(dst, opts) for dst, opts in v.items()]
+    elif isinstance(v, list):
+        items = [None] * len(v)
+    else:
+        raise UserError(f"tmpfs: must be a list of {tmpfs_rule.SYNTAX}, or an object {{DST: OPTIONS}}")
+    if not has_root:
+        raise UserError("tmpfs: needs a rootfs, a bundle or an image (no mount on the host's own tree)")
+    try:
+        if isinstance(v, dict):
+            out = [tmpfs_rule.from_options(dst, opts, f"tmpfs[{dst!r}]") for dst, opts in items]
+        else:
+            out = [tmpfs_rule.parse(x, f"tmpfs[{i}]") for i, x in enumerate(v)]
+        return tmpfs_rule.check_all(out)
+    except tmpfs_rule.TmpfsError as e:
+        raise UserError(str(e)) from None
 
 
 def parse_cap_changes(add: Any, drop: Any) -> tuple[tuple, tuple]:

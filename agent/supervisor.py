@@ -231,6 +231,8 @@ class Supervisor:
             devices=tuple(str(d) for d in e.spec.devices), device_filter=e.device_filter,
             log_bytes=logfiles.produced_by(os.path.join(self.logs_dir, r.id, f"{stream}.log")
                                            for stream in ("stdout", "stderr")),
+            read_only=e.spec.read_only, tmpfs=tuple(str(t) for t in e.spec.tmpfs),
+            exposed_ports=e.spec.exposed_ports,
         )
 
     def _find(self, name: str) -> _Entry:
@@ -434,6 +436,8 @@ class Supervisor:
             **({"userns": s.userns} if isinstance(s.userns, dict) else {}),
             "devices": [{"src": d.src, "dst": d.dst, "type": d.type, "major": d.major, "minor": d.minor}
                         for d in s.devices] if (s.rootfs or s.image_id) else [],
+            **({"readonly_rootfs": True} if s.read_only else {}),
+            "tmpfs": [t.to_dict() for t in s.tmpfs],
         }
 
     def _ensure_cgroup(self, e: _Entry) -> None:

@@ -132,12 +132,16 @@ FAMILIES = (
     ("container_threads_max", "gauge", "Maximum number of threads allowed inside the container, infinity if value is zero.", ()),
     ("container_ulimits_soft", "gauge", "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice.", ("ulimit",)),
     ("container_tasks_state", "gauge", "Number of tasks in given state.", ("state",)),
+    ("container_fs_usage_bytes", "gauge", "Number of bytes that are consumed by the container on this filesystem "
+     "(an image container's copy-on-write upper dir; runtime/fsusage.py).", ("device",)),
 )
 _INDEX = {f[0]: i for i, f in enumerate(FAMILIES)}
 (_BURST_N, _BURST_S, _FAILCNT, _EV_HIGH, _EV_MAX, _KERNEL, _ACTIVE_FILE, _INACTIVE_FILE, _DIRTY, _WRITEBACK,
  _REFAULT_ANON, _REFAULT_FILE, _PGSCAN, _PGSTEAL, _CREATED, _HUGE_USAGE, _HUGE_FAILCNT, _FDS, _SOCKETS,
- _THREADS, _THREADS_MAX, _ULIMITS, _TASKS) = range(_INDEX["container_cpu_cfs_burst_periods_total"], len(FAMILIES))
+ _THREADS, _THREADS_MAX, _ULIMITS, _TASKS) = range(_INDEX["container_cpu_cfs_burst_periods_total"],
+                                                  _INDEX["container_tasks_state"] + 1)
 assert FAMILIES[_TASKS][0] == "container_tasks_state"
+_FS_USAGE = _INDEX["container_fs_usage_bytes"]
 
 # memory.stat key -> family index of the plain one-value memory families
 _MEMSTAT_FAMILIES = (
@@ -475,9 +479,13 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
             if len(cache) > 2 * len(snapshot.samples) + 64:
                 for path in [p for p in cache if p not in snapshot.samples]:
                     del cache[path]
+        fs_usage = getattr(snapshot, "fs_usage", None) or {}
         for info in sorted(snapshot.containers.values(), key=lambda i: i.id):
             lb = lbs.get(info.cgroup) or _base_labels(info.cgroup, info, mount, allow)
             _emit_container_state(out, lb, info, snapshot.samples.get(info.cgroup))
+            if info.id in fs_usage:
+                device, nbytes = fs_usage[info.id]
+                out[_FS_USAGE].append(f'container_fs_usage_bytes{{{lb},device="{escape(device)}"}} {nbytes}')
     lines: list[str] = []
     for (name, kind, help, _extra), series in zip(FAMILIES, out):
         if series:

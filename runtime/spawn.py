@@ -74,6 +74,7 @@ from . import namespaces as ns
 from . import rlimits, seccomp, sysctl
 from . import userns as usernsmod
 from . import idmapped_layers as idlayers
+from . import tmpfs as tmpfsmod
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -161,6 +162,7 @@ class SpawnSpec:
     readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS
     sysctl: dict = field(default_factory=dict)     # namespaced keys only
     devices: tuple[DeviceNode, ...] = ()
+    tmpfs: tuple = ()   # runtime.tmpfs.Tmpfs: fresh tmpfs mounts (--tmpfs), rootfs/image containers
 
     @property
     def cap_mask(self) -> int:
@@ -275,6 +277,7 @@ class SpawnSpec:
             raise SpecError("spec.overlay: not with spec.rootfs (an image container's root is its overlay)")
         devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
         extra = _oci_fields(d, rootfs=rootfs or (overlay.target if overlay else ""), network=network)
+        extra["tmpfs"] = _tmpfs_field(d.get("tmpfs"), bool(rootfs or overlay))
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
@@ -357,6 +360,19 @@ def _oci_fields(d: dict, *, rootfs: str, network: str) -> dict:
         checked[k] = v
     out["sysctl"] = checked
     return out
+
+
+def _tmpfs_field(raw, has_root: bool) -> tuple:
+    if not raw:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError("spec.tmpfs: must be a list of {dst, options, ro, noexec, nosuid}")
+    if not has_root:
+        raise SpecError("spec.tmpfs: needs a rootfs or an image (no mount on the host's own tree)")
+    try:
+        return tmpfsmod.check_all((tmpfsmod.check(i, x) for i, x in enumerate(raw)), "spec.tmpfs")
+    except tmpfsmod.TmpfsError as e:
+        raise SpecError(str(e)) from None
 
 
 def _device_node(i, x) -> DeviceNode:
@@ -602,10 +618,12 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         trees.rootfs = (tree, _step("open /", os.open, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
     if trees.rootfs is not None:
         root = _attach_rootfs(trees.rootfs)
+        points = _tmpfs_points(root, spec.tmpfs)   # made while the root can still be written
         if spec.readonly_rootfs:
             _readonly_rootfs(root, trees.volumes)
         _mount_kernel_fs(root, fresh_sys=True, own_cgroup=spec.cgroupns, spec=spec)
         _attach_volumes(root, trees.volumes, create=True)
+        _mount_tmpfs(points, spec.tmpfs)
         _pivot(root)
     else:
         # host root: a fresh /proc, and a read-only /sys without its submounts,
@@ -813,6 +831,20 @@ def _attach_volumes(root: int, trees: list[_Tree], create: bool) -> None:
     for t in trees:
         _attach(t, _dst_fd(root, t.dst, t.what, ("dir" if t.is_dir else "file") if create else None))
         os.close(t.fd)
+
+
+def _tmpfs_points(root: int, mounts) -> list[int]:
+    return [_dst_fd(root, t.dst, f"tmpfs {t.dst}", "dir") for t in mounts]
+
+
+def _mount_tmpfs(points: list[int], mounts) -> None:
+    """--tmpfs: a fresh tmpfs on each point, always nodev (a node made in it
+    by CAP_MKNOD is unusable); nosuid/noexec/ro as the spec says."""
+    for fd, t in zip(points, mounts):
+        what = f"tmpfs {t.dst}"
+        new = _fresh(what, "tmpfs", dict(t.options), ro=t.ro, nosuid=t.nosuid, nodev=True, noexec=t.noexec)
+        _attach(_Tree(new, what, t.dst), fd)   # closes fd
+        os.close(new)
 
 
 def _fresh(what: str, fstype: str, options: dict | None = None, **flags) -> int:

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   runc crun                           # launch benchmarks against peers
   busybox-static                      # tiny rootfs for container tests
   docker-registry skopeo umoci        # image tests: a real OCI registry, images built and pushed
+  openssl                             # image tests: a registry CA, TLS certificates, token JWTs signed
   gcc libc6-dev                       # the C reader used as a benchmark floor
   util-linux iproute2 procps e2fsprogs
   python3 python3-venv               # the virtual environment below

@@ -8,8 +8,11 @@ checked against its digest before the store makes it visible.
 
 HTTP is the `requests` library's. Registries on a loopback address, and the
 ones given --insecure, are reached over HTTPS first and over plain HTTP when
-they do not speak TLS (Docker does the same); TLS is verified against the
-system's CAs, or against certs.d/HOST[:PORT]/ca.crt when that file exists.
+they do not speak TLS (Docker does the same). TLS is verified against the
+system's CAs, or against CERTS_DIR/HOST[:PORT]/ca.crt when that file exists
+([images] certs_dir); a loopback registry that speaks TLS is verified too
+(unlike Docker, which trusts any certificate there): only --insecure skips
+the check. A certificate not trusted is one line naming the CA tried.
 """
 from __future__ import annotations
 
@@ -116,7 +119,10 @@ class Registry:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "cgroup-agent"
         ca = os.path.join(certs_dir, self.host, "ca.crt") if certs_dir else ""
-        self.session.verify = ca if ca and os.path.isfile(ca) else True
+        self.ca_file = ca if ca and os.path.isfile(ca) else ""
+        # --insecure: TLS unverified (or plain HTTP); a loopback registry may
+        # speak plain HTTP, but when it speaks TLS its certificate is checked
+        self.session.verify = False if insecure else (self.ca_file or True)
         self.scheme = "https"
         self._probed = not self.insecure
         self._token: str | None = None
@@ -148,13 +154,14 @@ class Registry:
             headers["Authorization"] = "Basic " + base64.b64encode(
                 ":".join(self.credentials).encode()).decode()
         try:
-            return self.session.request(method, self._url(path), headers=headers, timeout=TIMEOUT, **kw)
-        except requests.exceptions.SSLError:
-            if self.scheme == "https" and self.insecure:
-                self.scheme = "http"
-                return self._send(method, path, headers=headers, **kw)
-            raise RegistryError(f"registry {self.host}: TLS verification failed (put its CA in "
-                                f"certs.d/{self.host}/ca.crt, or use --insecure)") from None
+            # verify per request: a session-wide one loses to REQUESTS_CA_BUNDLE in the environment
+            return self.session.request(method, self._url(path), headers=headers, timeout=TIMEOUT,
+                                        verify=self.session.verify, **kw)
+        except requests.exceptions.SSLError as e:
+            where = f"the CA in {self.ca_file}" if self.ca_file else "the system's CAs"
+            raise RegistryError(f"registry {self.host}: TLS certificate not trusted by {where} "
+                                f"({_tls_reason(e)}); put its CA in certs.d/{self.host}/ca.crt "
+                                "under [images] certs_dir, or use --insecure") from None
         except requests.exceptions.ConnectionError as e:
             if self.scheme == "https" and self.insecure:
                 self.scheme = "http"
@@ -192,7 +199,8 @@ class Registry:
         if "service" in p:
             query["service"] = p["service"]
         try:
-            r = self.session.get(p["realm"], params=query, auth=self.credentials, timeout=TIMEOUT)
+            r = self.session.get(p["realm"], params=query, auth=self.credentials, timeout=TIMEOUT,
+                                 verify=self.session.verify)
         except requests.exceptions.RequestException as e:
             raise RegistryError(f"registry {self.host}: token service {p['realm']}: {_short(e)}") from None
         if r.status_code != 200:
@@ -250,6 +258,11 @@ class Registry:
         r.close()
         if r.status_code not in (200, 404):
             raise RegistryError(f"registry {self.host}: /v2/ answered HTTP {r.status_code}")
+
+
+def _tls_reason(e: Exception) -> str:
+    m = re.search(r"certificate verify failed: ([^(\])'\"]+)", str(e))
+    return m.group(1).strip() if m else "verification failed"
 
 
 def _short(e: Exception) -> str:

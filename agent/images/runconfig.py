@@ -7,12 +7,23 @@
 - workdir, user: the request's when given, else the image's. A user or group
   name is looked up in the image's /etc/passwd and /etc/group.
 - labels: the image's Labels under the request's.
+- ExposedPorts: recorded with the container ("PORT/PROTO", shown by inspect)
+  for the network work; nothing is published.
+- Volumes: Docker makes an anonymous volume for each; this agent makes none
+  (the paths stay in the container's copy-on-write root) and logs
+  image.volumes_not_created naming them.
 """
 from __future__ import annotations
 
 import os
+import re
+
+import structlog
 
 from agent.errors import UserError
+
+log = structlog.get_logger("agent.images")
+PORT_RE = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?")
 
 
 def _lookup(lower_dirs: list[str], rel: str) -> str | None:
@@ -121,4 +132,22 @@ def apply(body: dict, image_config: dict, lower_dirs: list[str], ref: str) -> di
     if labels:
         out["labels"] = labels
     out.pop("entrypoint", None)
+    out["_exposed_ports"] = exposed_ports(cfg.get("ExposedPorts"), ref)
+    volumes = sorted(k for k in (cfg.get("Volumes") or {}) if isinstance(k, str)) \
+        if isinstance(cfg.get("Volumes"), dict) else []
+    if volumes:
+        log.info("image.volumes_not_created", image=ref, paths=volumes,
+                 reason="no anonymous volumes: the paths stay in the container's copy-on-write root")
     return out
+
+
+def exposed_ports(value, ref: str) -> list[str]:
+    """ExposedPorts {"80/tcp": {}} -> ["80/tcp"]; a key that is no port is left out (logged)."""
+    out = set()
+    for key in value if isinstance(value, dict) else ():
+        m = PORT_RE.fullmatch(key) if isinstance(key, str) else None
+        if not m or not 0 < int(m.group(1)) < 65536:
+            log.info("image.exposed_port_ignored", image=ref, port=str(key)[:64])
+            continue
+        out.add(f"{int(m.group(1))}/{m.group(2) or 'tcp'}")
+    return sorted(out, key=lambda p: (int(p.split("/")[0]), p))

@@ -18,7 +18,7 @@ from agent.images.store import ImageError, ImageStore
 
 log = structlog.get_logger("agent.images")
 
-CERTS_DIR = "/etc/cgroup-agent/certs.d"
+CERTS_DIR = "/etc/cgroup-agent/certs.d"   # the default of [images] certs_dir (agent/config.py)
 
 
 class ImageService:

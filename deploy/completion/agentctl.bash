@@ -9,7 +9,7 @@ _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
 _shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system usage budget)
 
-_shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device)
+_shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
 _shtab_agentctl_inspect_option_strings=(-h --help --socket --host --json --format)
 _shtab_agentctl_logs_option_strings=(-h --help --socket --host --json -f --follow -n --tail --since -t --timestamps)
@@ -65,6 +65,7 @@ _shtab_agentctl_run___detach_nargs=0
 _shtab_agentctl_run___rm_nargs=0
 _shtab_agentctl_run__i_nargs=0
 _shtab_agentctl_run___interactive_nargs=0
+_shtab_agentctl_run___read_only_nargs=0
 _shtab_agentctl_ps__h_nargs=0
 _shtab_agentctl_ps___help_nargs=0
 _shtab_agentctl_ps___json_nargs=0

@@ -3,12 +3,14 @@ registry) on 127.0.0.1, and test images built with umoci and pushed with
 skopeo: the same tools and protocol as any registry, nothing mocked."""
 from __future__ import annotations
 
+import base64
 import crypt
 import hashlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -23,7 +25,8 @@ def free_port() -> int:
 
 
 class Registry:
-    def __init__(self, top: str, user: str | None = None, password: str | None = None):
+    def __init__(self, top: str, user: str | None = None, password: str | None = None, *,
+                 tls: "Pki | None" = None, token: "TokenIssuer | None" = None):
         self.top = top
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -36,15 +39,22 @@ class Registry:
             with open(htpasswd, "w") as f:
                 f.write(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
             auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n"
+        if token:
+            auth = (f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
+                    f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert}\n")
+        self.token = token
+        self.scheme = "https" if tls else "http"
+        tls_conf = f"  tls:\n    certificate: {tls.server_cert}\n    key: {tls.server_key}\n" if tls else ""
         with open(conf, "w") as f:
             f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {self.data}\n"
-                    f"  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{auth}")
+                    f"  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{tls_conf}{auth}")
         self.log = open(os.path.join(top, "registry.log"), "wb")
         self.proc = subprocess.Popen(["docker-registry", "serve", conf], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2)
+                urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2,
+                                       context=ssl._create_unverified_context() if tls else None)
                 break
             except urllib.error.HTTPError as e:
                 if e.code == 401:
@@ -63,13 +73,15 @@ class Registry:
             self.proc.kill()
         self.log.close()
 
-    def creds(self) -> list[str]:
+    def creds(self, repo: str = "") -> list[str]:
+        if self.token:
+            return [f"--dest-registry-token={self.token.sign(['push', 'pull'], repo)}"]
         return [f"--dest-creds={self.user}:{self.password}"] if self.user else []
 
     def push(self, layout: str, tag: str, repo: str) -> str:
         """skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG; returns the reference."""
         ref = f"{self.host}/{repo}:{tag}"
-        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", *self.creds(),
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", *self.creds(repo),
                         f"oci:{layout}:{tag}", f"docker://{ref}"], check=True, capture_output=True)
         return ref
 
@@ -136,3 +148,55 @@ def index_of(manifests: list[tuple[bytes, str, dict]]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                        "manifests": [{"mediaType": mt, "digest": sha256(b), "size": len(b), "platform": p}
                                      for b, mt, p in manifests]}).encode()
+
+
+def _openssl(*args: str, cwd: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class Pki:
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with openssl."""
+
+    def __init__(self, top: str):
+        os.makedirs(top, exist_ok=True)
+        self.ca_cert, self.ca_key = os.path.join(top, "ca.crt"), os.path.join(top, "ca.key")
+        self.server_cert, self.server_key = os.path.join(top, "server.crt"), os.path.join(top, "server.key")
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                 "-days", "2", "-subj", "/CN=cgroup-agent test CA", cwd=top)
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                 "-subj", "/CN=127.0.0.1", cwd=top)
+        with open(os.path.join(top, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=top)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenIssuer:
+    """The signing side of the registry's token auth: an RSA key and a
+    self-signed certificate (the registry's rootcertbundle); tokens are JWTs
+    signed RS256 with openssl, the certificate in the x5c header."""
+
+    def __init__(self, top: str, realm: str, service: str = "test-registry", issuer: str = "test-issuer"):
+        os.makedirs(top, exist_ok=True)
+        self.top, self.realm, self.service, self.issuer = top, realm, service, issuer
+        self.key, self.cert = os.path.join(top, "token.key"), os.path.join(top, "token.crt")
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "token.key", "-out", "token.crt",
+                 "-days", "2", "-subj", "/CN=token issuer", cwd=top)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+
+    def sign(self, actions: list[str], repo: str, subject: str = "tester") -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + 600, "nbf": now - 60,
+                  "iat": now, "jti": os.urandom(8).hex(),
+                  "access": [{"type": "repository", "name": repo, "actions": actions}]}
+        signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return signing_input + "." + _b64url(sig)
