@@ -1,8 +1,8 @@
 """Kept-open cgroup file descriptors, re-read with os.pread.
 
 A cgroupfs file opened once returns fresh contents on every pread at
-offset 0, which saves the open/close syscalls of each sample (DESIGN.md:
-~100 us -> ~37 us per cgroup of 7 files in Python). The cost is one
+offset 0, which saves the open/close syscalls of each sample (measured at
+1000 cgroups of 7 files: ~100 us -> ~37 us per cgroup in Python). The cost is one
 descriptor per file per cgroup: call ``raise_nofile_limit()`` at start.
 
     r = CgroupReader("/sys/fs/cgroup/R/containers/abc")
