@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT_ROOT = os.path.join(REPO, "tests", "vm", "out")
 IN_VM_ENV = "CGROUP_AGENT_IN_VM"
 DEFAULT_TIMEOUT = 30 * 60
+HANG_DUMP_SECONDS = 300
 FIXTURE_DIR = os.path.join(REPO, "tests", "unit", "fixtures", "kernel-6.1")
 
 
@@ -92,12 +93,16 @@ def boot(cmd: list[str], console_path: str, timeout: float) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            boot.timed_out = True
             raise RunFailed(f"the VM did not finish within {timeout:.0f} s; qemu killed "
                             f"(console: {console_path})") from None
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
+
+
+boot.timed_out = False
 
 
 def read_text(path: str) -> str | None:
@@ -252,6 +257,10 @@ def vm_main(args, pytest_args: list[str]) -> int:
                  if not a.startswith("-") and os.path.exists(a.split("::")[0])]
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfEs",
                 "-o", "console_output_style=classic",
+                # a test still running after this long dumps every thread's
+                # stack into pytest.out (it is not failed for it): a hang
+                # leaves its evidence behind
+                "-o", f"faulthandler_timeout={HANG_DUMP_SECONDS}",
                 "-o", "junit_family=xunit1",   # keeps record_property figures
                 f"--junitxml={os.path.join(outdir, 'junit.xml')}"]
         argv += pytest_args + ([] if paths else [os.path.join("tests", "vm")])
@@ -288,7 +297,19 @@ def main(argv=None) -> int:
         args, rest = p.parse_known_args(argv)
     if args.inner:
         return vm_main(args, rest)
-    return host_main(args, rest)
+    rc = host_main(args, rest)
+    if rc and boot.timed_out and not args.capture:
+        # Seen once in four full runs on 2026-12-03: the guest stopped making
+        # progress in tests/vm/test_containers_vm.py's first test (qemu busy
+        # on both vCPUs) and the same tree passed on the next boot. Not
+        # understood yet: the hung run's pytest.out keeps the stacks
+        # (faulthandler_timeout). One more boot, said out loud; a failing
+        # test is never retried, only a VM that gave no result at all.
+        print("vm tier: the VM gave no result before its timeout: booting it once more "
+              "(the first run's output directory is kept for diagnosis)", flush=True)
+        boot.timed_out = False
+        rc = host_main(args, rest)
+    return rc
 
 
 if __name__ == "__main__":
