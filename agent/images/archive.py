@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 from agent.images import reference
@@ -25,16 +26,19 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
 
-def _member(tar: tarfile.TarFile, name: str):
-    name = name.lstrip("./")
-    try:
-        m = tar.getmember(name)
-    except KeyError:
+def _member_info(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:
+    """The member named name, written with or without a leading "./"."""
+    name = name.removeprefix("./")
+    for candidate in (name, "./" + name):
         try:
-            m = tar.getmember("./" + name)
+            return tar.getmember(candidate)
         except KeyError:
-            raise ImageError(f"archive: {name} is missing") from None
-    f = tar.extractfile(m)
+            continue
+    raise ImageError(f"archive: {name} is missing")
+
+
+def _member(tar: tarfile.TarFile, name: str):
+    f = tar.extractfile(_member_info(tar, name))
     if f is None:
         raise ImageError(f"archive: {name} is not a regular file")
     return f
@@ -76,17 +80,10 @@ def _load_docker(store: ImageStore, tar, path: str):
         config_digest = store.put_bytes(config_bytes)
         layers = []
         for name in entry["Layers"]:
-            m = tar.getmember(name.lstrip("./")) if name.lstrip("./") in tar.getnames() else tar.getmember(name)
-            f = tar.extractfile(m)
-            data_digest = sha256_digest(b"") if f is None else None
-            if f is not None:
-                import hashlib
-                sha = hashlib.sha256()
-                for b in _chunks(f):
-                    sha.update(b)
-                data_digest = "sha256:" + sha.hexdigest()
-                store.ingest(data_digest, _chunks(tar.extractfile(m)))
-            layers.append({"mediaType": DOCKER_LAYER_TAR, "digest": data_digest, "size": m.size})
+            size = _member_info(tar, name).size
+            # read once: the store hashes it on the way and names it by that digest
+            layer_digest = store.ingest(None, _chunks(_member(tar, name)))
+            layers.append({"mediaType": DOCKER_LAYER_TAR, "digest": layer_digest, "size": size})
         manifest = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
                     "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest,
                                "size": len(config_bytes)},
@@ -159,6 +156,5 @@ def save(store: ImageStore, text: str, path: str) -> str:
         add("index.json", json.dumps(index).encode())
         for d in dict.fromkeys(blobs):
             tar.add(store.blob_path(d), arcname="blobs/sha256/" + d.split(":", 1)[1], recursive=False)
-    import os
     os.replace(tmp, path)
     return digest

@@ -105,16 +105,15 @@ class ImageStore:
         except FileNotFoundError:
             raise ImageNotFound(f"blob {digest} is not in the store") from None
 
-    def ingest(self, digest: str, chunks, progress=None) -> str:
-        """Write the blob that chunks yields, check it is digest, make it visible.
+    def ingest(self, digest: str | None, chunks, progress=None) -> str:
+        """Write the blob that chunks yields, check it is digest, make it
+        visible; returns its digest. digest None: the content names itself
+        (a blob read once from an archive, hashed on the way).
 
         Raises DigestMismatch (nothing is left behind) when the content differs."""
-        final = self.blob_path(digest)
-        if os.path.isfile(final):
-            for _ in chunks:  # drain a response we no longer need
-                break
-            return final
-        tmp = os.path.join(self.tmp, f"blob-{_hex(digest)[:16]}-{uuid.uuid4().hex[:8]}")
+        if digest is not None and self.has_blob(digest):
+            return digest
+        tmp = os.path.join(self.tmp, f"blob-{_hex(digest)[:16] if digest else 'new'}-{uuid.uuid4().hex[:8]}")
         sha = hashlib.sha256()
         try:
             with open(tmp, "wb") as f:
@@ -126,12 +125,12 @@ class ImageStore:
                 f.flush()
                 os.fsync(f.fileno())
             got = "sha256:" + sha.hexdigest()
-            if got != digest:
+            if digest is not None and got != digest:
                 raise DigestMismatch(f"blob {digest}: content has digest {got}; refused")
             os.chmod(tmp, 0o600)
-            os.rename(tmp, final)
+            os.rename(tmp, self.blob_path(got))   # an existing same blob is replaced by itself
             _fsync_dir(self.blobs)
-            return final
+            return got
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -140,9 +139,7 @@ class ImageStore:
             raise
 
     def put_bytes(self, data: bytes, digest: str | None = None) -> str:
-        digest = digest or sha256_digest(data)
-        self.ingest(digest, [data])
-        return digest
+        return self.ingest(digest or sha256_digest(data), [data])
 
     # --------------------------------------------------------------- layers
 
