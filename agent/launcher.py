@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import errno
 import fcntl
 import itertools
 import json
@@ -206,13 +207,16 @@ class LogSink:
                 if moved:
                     return moved
                 raise
-            except OSError:     # disk full, file gone: drop what waits, never crash
+            except OSError as e:
                 try:
-                    n = len(os.read(fd, room))
+                    data = os.read(fd, room)
                 except BlockingIOError:
-                    n = 0
-                self.produced += n
-                return moved + n
+                    data = b""
+                if e.errno == errno.EINVAL:     # a file system without splice: copy it
+                    self.write(data)
+                    return moved + len(data)
+                self.produced += len(data)      # disk full, file gone: drop, never crash
+                return moved + len(data)
             if n == 0:
                 return moved
             self.size += n
