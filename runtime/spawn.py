@@ -428,11 +428,12 @@ def fork_in_cgroup(cgroup: str) -> tuple[int, bool]:
     """Fork the intermediate child for run_child: (pid, joined), pid 0 in the
     child. joined: the child was born in `cgroup` (clone3 CLONE_INTO_CGROUP,
     Linux >= 5.7, no migration: ~10 ms faster, see namespaces.fork_into_cgroup);
-    False: a plain fork, the child joins it as its first step. OSError: the
+    False: a plain fork (no clone3 here, or this process has other threads),
+    the child joins it as its first step. OSError: the
     cgroup refused the child: CgroupRefused (EBUSY, ENOENT, EAGAIN at
     pids.max, ...); the fork itself failed: OSError."""
     global _clone3_works
-    if _clone3_works:
+    if _clone3_works and _single_threaded():
         try:
             fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -444,6 +445,16 @@ def fork_in_cgroup(cgroup: str) -> tuple[int, bool]:
                 raise CgroupRefused(e.errno, f"join cgroup {cgroup}: {os.strerror(e.errno)}") from None
             _clone3_works = False
     return os.fork(), False
+
+
+def _single_threaded() -> bool:
+    """clone3 is a raw syscall: glibc's fork handlers (malloc arenas, stdio)
+    do not run, which is only safe when no other thread can hold their
+    locks. The launcher is single-threaded; any other caller forks."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def probe_clone3(scratch: str) -> bool:

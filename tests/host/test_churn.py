@@ -113,6 +113,7 @@ class Churn:
                 self.errors.append(f"{name}: {e}")
 
 
+@pytest.mark.timeout(1800)
 def test_churn_soak_leaks_nothing_bills_every_container_rss_flat(agentd):
     a = agentd
     a.start()

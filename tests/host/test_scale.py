@@ -60,6 +60,7 @@ def agentd(cgroup, tmp_path):
     a.stop()
 
 
+@pytest.mark.timeout(1800)
 def test_2000_concurrent_containers(agentd):
     a = agentd
     a.start()

@@ -161,19 +161,65 @@ def _in_child(fork, work) -> tuple[bool, str]:
     return joined, text
 
 
+def _single_threaded(work) -> str:
+    """work()'s text, computed in a forked child of this (multi-threaded:
+    the launcher client's reader) pytest process: single-threaded, as the
+    launcher is, so fork_in_cgroup may use clone3 there."""
+    _, text = _in_child(lambda: (os.fork(), None), work)
+    return text
+
+
 def test_launch_child_is_born_in_its_cgroup_without_migrating(env):
-    """clone3(CLONE_INTO_CGROUP) on this kernel (>= 5.7): the child starts in the
-    cgroup; no write to cgroup.procs (a migration waits for an RCU grace period)."""
+    """clone3(CLONE_INTO_CGROUP) on this kernel (>= 5.7), from a single-threaded
+    process: the child starts in the cgroup; no write to cgroup.procs (a
+    migration waits for an RCU grace period)."""
     from runtime import spawn
     _cid, cg = new_cgroup(env)
-    try:
+
+    def launcher_like() -> str:
         mine = read("/proc/self/cgroup")
         joined, seen = _in_child(lambda: spawn.fork_in_cgroup(cg), lambda: read("/proc/self/cgroup"))
-        assert joined is True
-        assert f"0::/{os.path.relpath(cg, find_mount())}\n" in seen
-        assert read("/proc/self/cgroup") == mine          # the parent stayed where it was
+        return repr((joined, seen, read("/proc/self/cgroup") == mine))
+
+    try:
+        joined, seen, parent_stayed = eval(_single_threaded(launcher_like))
     finally:
         kill_tree(cg)
+    assert joined is True
+    assert f"0::/{os.path.relpath(cg, find_mount())}\n" in seen
+    assert parent_stayed                                  # the parent stayed where it was
+
+
+def test_a_multi_threaded_caller_forks_instead_of_clone3(env):
+    """clone3 is a raw syscall: glibc's fork handlers do not run, so a child
+    of a process with other threads could inherit a malloc or stdio lock
+    held forever. With another thread alive (this pytest process has the
+    launcher client's reader), fork_in_cgroup forks and the child joins the
+    cgroup itself; 200 tries while a thread churns the allocator all finish."""
+    import threading
+    from runtime import spawn
+    _cid, cg = new_cgroup(env)
+    stop = threading.Event()
+    blob = os.urandom(1 << 18)
+
+    def churn():
+        import zlib
+        while not stop.is_set():
+            zlib.decompress(zlib.compress(blob, 1))
+
+    t = threading.Thread(target=churn, daemon=True)
+    t.start()
+    try:
+        results = set()
+        for _ in range(200):
+            joined, seen = _in_child(lambda: spawn.fork_in_cgroup(cg),
+                                     lambda: str(len([bytes(100000) for _ in range(8)])))
+            results.add((joined, seen))
+    finally:
+        stop.set()
+        t.join()
+        kill_tree(cg)
+    assert results == {(False, "8")}
 
 
 def test_launch_child_falls_back_to_fork_where_clone3_is_refused(env):
@@ -201,9 +247,17 @@ def test_launch_child_falls_back_to_fork_where_clone3_is_refused(env):
 def test_launch_child_refused_by_its_cgroup_is_one_line(tmp_path, where, reason):
     from runtime.spawn import CgroupRefused, fork_in_cgroup
     path = str(tmp_path / "nope") if where == "missing" else str(tmp_path)
-    with pytest.raises(CgroupRefused) as e:
-        fork_in_cgroup(path)
-    assert e.value.strerror == f"join cgroup {path}: {reason}"
+
+    def launcher_like() -> str:       # clone3 is tried only when single-threaded
+        try:
+            pid, _ = fork_in_cgroup(path)
+        except CgroupRefused as e:
+            return e.strerror
+        if pid == 0:
+            os._exit(0)
+        return "forked"
+
+    assert _single_threaded(launcher_like) == f"join cgroup {path}: {reason}"
 
 
 def test_pid1_private_proc_and_hostname(env):
