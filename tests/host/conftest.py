@@ -11,59 +11,21 @@ test; optionally placed in a cgroup from its first instruction.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
-import uuid
+
+import sys
 
 import pytest
 
-from runtime.cgroupfs import Cgroup, find_mount
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/: helpers
+
+from helpers import kill_tree, new_cgroup  # noqa: E402
+from runtime.cgroupfs import Cgroup, find_mount  # noqa: E402
 
 
-def _kill_tree(cg: Cgroup) -> None:
-    """Kill every process in cg and below, then rmdir bottom-up."""
-    if not os.path.isdir(cg.path):
-        return
-    for child in cg.children():
-        _kill_tree(child)
-    try:
-        cg.write("cgroup.freeze", "0")  # a frozen task cannot die until thawed on old kernels
-    except Exception:
-        pass
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if os.path.exists(cg.file("cgroup.kill")):
-                cg.write("cgroup.kill", "1")
-            else:
-                for pid in cg.procs():
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        except Exception:
-            pass
-        try:
-            os.rmdir(cg.path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def kill_tree(target) -> None:
-    """_kill_tree for a cgroup path or a Cgroup: the one clean-up every host test uses."""
-    _kill_tree(target if isinstance(target, Cgroup) else Cgroup(target))
-
-
-def _new_cgroup(parent: str) -> Cgroup:
-    cg = Cgroup(os.path.join(parent, f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(cg.path)
-    return cg
+# the clean-up and cgroup maker every tier shares (tests/helpers.py)
+_kill_tree = kill_tree
+_new_cgroup = new_cgroup
 
 
 @pytest.fixture

@@ -4,24 +4,20 @@ skopeo: the same tools and protocol as any registry, nothing mocked."""
 from __future__ import annotations
 
 import base64
-import crypt
 import hashlib
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
 import urllib.request
 
+import bcrypt
+
+from helpers import free_port
+
 BUSYBOX = "/bin/busybox"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Registry:
@@ -37,7 +33,7 @@ class Registry:
         if user:
             htpasswd = os.path.join(top, "htpasswd")
             with open(htpasswd, "w") as f:
-                f.write(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+                f.write(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
             auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n"
         if token:
             auth = (f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"

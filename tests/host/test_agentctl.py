@@ -13,62 +13,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from types import SimpleNamespace
 
 import pytest
 
 from agent.client import Client
-from conftest import kill_tree as _kill_tree
-
-AGENTCTL = [sys.executable, "-m", "agent.cli"]
-
-
-def wait_for(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def start_agentd(root, top, extra_toml: str = "", sock: str | None = None) -> SimpleNamespace:
-    state = os.path.join(top, "state")
-    sock = sock or os.path.join(top, "agent.sock")
-    conf = os.path.join(top, "agentd.toml")
-    with open(conf, "w") as f:
-        f.write(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{root.path}"\nsocket = "{sock}"\n'
-                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "200ms"\n')
-    log = open(os.path.join(top, "agentd.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError(f"agentd exited with {proc.returncode}: {open(log.name).read()[-2000:]}")
-        try:
-            return Client(sock, timeout=10).call("GET", "/v1/health")["status"] == "ok"
-        except Exception:  # noqa: BLE001 - not listening yet
-            return False
-
-    wait_for(up, 60, "agentd to listen")
-    return SimpleNamespace(proc=proc, sock=sock, root=root, top=top, log=log)
-
-
-def stop_agentd(d) -> None:
-    if d.proc.poll() is None:
-        d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            d.proc.kill()
-            d.proc.wait(10)
-    d.log.close()
-
+from helpers import kill_tree as _kill_tree
+from helpers import AGENTCTL, ctl, names, one_line, start_agentd, stop_agentd, uname, wait_for
 
 @pytest.fixture(scope="module")
 def agentd(request):
@@ -86,27 +37,6 @@ def agentd(request):
             stop_agentd(d)
         _kill_tree(root)
         shutil.rmtree(top, ignore_errors=True)
-
-
-def ctl(d, *args, timeout=60, env=None):
-    e = dict(os.environ, **(env or {}))
-    e.pop("AGENT_SOCKET", None)
-    return subprocess.run([*AGENTCTL, "--socket", d.sock, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=e)
-
-
-def one_line(r) -> str:
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
-
-
-def uname(prefix="t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def names(d, all_=True) -> set[str]:
-    return {c["name"] for c in Client(d.sock).call("GET", "/v1/containers", {"all": "1" if all_ else "0"})}
 
 
 def container_dirs(d) -> set[str]:

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.client import Client
-from conftest import kill_tree
+from helpers import kill_tree
 from runtime.cgroupfs import Cgroup, find_mount
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -35,7 +35,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.client import Client
-from conftest import kill_tree
+from helpers import kill_tree
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]
 

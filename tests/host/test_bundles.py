@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "cat", "echo", "grep", "touch", "ls", "head", "id", "mkdir")

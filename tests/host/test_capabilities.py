@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from agent.client import ApiError
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 
 PY = os.path.realpath(sys.executable)
 NET_RAW_BIT = 1 << 13

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import agent.ledger
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 from test_faults import api, cgroup_dirs, containers, metric
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

@@ -7,93 +7,15 @@ a free metrics port.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from agent.client import ApiError, Client
-from runtime.cgroupfs import Cgroup
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Agentd:
-    def __init__(self, root: Cgroup, tmp_path, config: str | None = None):
-        self.root = root
-        self.state = str(tmp_path / "state")
-        self.sock = str(tmp_path / "agent.sock")
-        self.log_path = str(tmp_path / "agentd.log")
-        self.args = [sys.executable, "-m", "agent.daemon", "--state-dir", self.state, "--cgroup-root", root.path,
-                     "--socket", self.sock, "--metrics-listen", f"127.0.0.1:{free_port()}"]
-        if config:
-            self.args += ["--config", config]
-        self.proc = None
-        self.client = Client(self.sock, timeout=30)
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agentd exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.client.call("GET", "/v1/health")
-                return True
-            except Exception:
-                return False
-        wait_for(up, what="agentd to serve")
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def events(self) -> list[dict]:
-        out = []
-        for line in self.log().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout=20):
-        return self.proc.wait(timeout)
-
-    def run(self, name, script, **kw):
-        return self.client.call("POST", "/v1/containers", body={"name": name, "argv": ["sh", "-c", script], **kw})
-
-    def inspect(self, name):
-        return self.client.call("GET", f"/v1/containers/{name}")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+from agent.client import ApiError
+from helpers import Agentd, free_port, populated, wait_for  # noqa: F401 - also imported from here by older test files
 
 
 @pytest.fixture
@@ -101,11 +23,6 @@ def agentd(cgroup, tmp_path):
     a = Agentd(cgroup, tmp_path)
     yield a
     a.stop()
-
-
-def populated(cg_path: str) -> bool:
-    ev = Cgroup(cg_path).events()
-    return bool(ev and ev.populated)
 
 
 def test_check_accepts_a_valid_config(tmp_path):

@@ -17,17 +17,12 @@ import uuid
 import pytest
 
 from agent.client import Client
-from conftest import kill_tree
+from helpers import kill_tree
 from runtime.cgroupfs import Cgroup, find_mount
+from helpers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "scripts", "run-demo.sh")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_demo(env, *args):

@@ -22,7 +22,7 @@ import pytest
 
 from runtime import devfilter
 from runtime import seccomp
-from test_daemon import Agentd, populated, wait_for
+from helpers import Agentd, populated, wait_for
 from test_spawn import env, make_spec, new_cgroup, read, run, wait_exit   # noqa: F401 (fixture)
 
 MAGIC = b"CGA-DISK-MAGIC-0123"

@@ -26,7 +26,7 @@ import uuid
 import pytest
 
 from agent.client import Client
-from conftest import kill_tree
+from helpers import kill_tree
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")

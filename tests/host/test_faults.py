@@ -34,7 +34,7 @@ import urllib.request
 import pytest
 
 from runtime.cgroupfs import Cgroup
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 from test_fuzz_api import request
 
 

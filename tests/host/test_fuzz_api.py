@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from conftest import _kill_tree, _new_cgroup
 from runtime.cgroupfs import find_mount
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 
 schemathesis = pytest.importorskip("schemathesis")
 

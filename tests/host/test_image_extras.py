@@ -14,7 +14,7 @@ import os
 import pytest
 
 from registry_fixtures import ImageBuilder
-from test_agentctl import ctl, one_line, uname
+from helpers import ctl, one_line, uname
 from test_images import agentd, registry, run_ok, top  # noqa: F401  (module fixtures)
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("docker-registry") is None,
@@ -112,7 +112,7 @@ def test_fs_usage_of_an_image_container_is_its_upper_dir_walked_within_a_budget(
                  "busybox head -c 3000000 /dev/zero > /big; ln /big /big2; mkdir -p /d/e/f; "
                  "for i in 1 2 3 4 5 6; do echo $i > /d/e/f/$i; done; touch /done; sleep 600").stdout.strip()
     upper = os.path.join(agentd.state, "containers", cid, "upper")
-    from test_agentctl import wait_for
+    from helpers import wait_for
     wait_for(lambda: os.path.exists(os.path.join(upper, "done")), 60, "the container's writes")
     doc = json.loads(run_ok(agentd, "inspect", name).stdout)
     info = ContainerInfo(id=doc["id"], name=doc["name"], cgroup=doc["cgroup"], limits=None, state=doc["state"],

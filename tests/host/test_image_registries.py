@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from registry_fixtures import ImageBuilder, Pki, Registry, TokenIssuer, free_port
-from test_agentctl import ctl, one_line, start_agentd, stop_agentd
-from conftest import kill_tree as _kill_tree
+from helpers import ctl, one_line, start_agentd, stop_agentd
+from helpers import kill_tree as _kill_tree
 
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in ("docker-registry", "umoci", "skopeo", "openssl")),
                                 reason="docker-registry/umoci/skopeo/openssl not installed (scripts/setup.sh)")

@@ -16,7 +16,7 @@ import os
 import stat
 import uuid
 
-from test_agentctl import wait_for
+from helpers import wait_for
 from test_images import agentd, busybox, images_dir, registry, run_ok, top  # noqa: F401  (fixtures)
 
 IDENTITY = ["0", "0", "4294967295"]

@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from test_spawn import BUSYBOX, env, make_spec, new_cgroup, read, wait_exit  # noqa: F401  (fixture)
-from conftest import kill_tree
+from helpers import kill_tree
 
 HOST = 1879048192 + 40 * 65536          # a block of the agent's default range no agentd here uses
 MAPPING = {"uid": [[0, HOST, 65536]], "gid": [[0, HOST, 65536]]}

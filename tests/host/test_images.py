@@ -24,8 +24,8 @@ import uuid
 import pytest
 
 from registry_fixtures import ImageBuilder, Registry, index_of, sha256
-from test_agentctl import ctl, one_line, start_agentd, stop_agentd, wait_for
-from conftest import kill_tree as _kill_tree
+from helpers import ctl, one_line, start_agentd, stop_agentd, wait_for
+from helpers import kill_tree as _kill_tree
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("umoci") is None,
                                 reason="docker-registry/umoci/skopeo not installed (scripts/setup.sh installs them)")

@@ -21,7 +21,7 @@ import pytest
 from agent.launcher import (ExitRecord, LauncherClient, LauncherError, LauncherGone,
                             SOCKET_NAME)
 from runtime.cgroupfs import find_mount
-from conftest import kill_tree
+from helpers import kill_tree
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -28,7 +28,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from agent.client import Client
 from runtime import stats
 from runtime.cgroupfs import Cgroup, find_mount
-from conftest import kill_tree
+from helpers import kill_tree
+from helpers import free_port, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -37,22 +38,6 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(PROMETHEUS) or not os.path.exists(PROMTOOL),
                                 reason="Debian package prometheus not installed (scripts/setup.sh installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(url: str, headers=None) -> tuple[str, bytes]:

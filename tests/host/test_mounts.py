@@ -19,11 +19,11 @@ import pytest
 
 from agent.client import ApiError, Client
 from agent.launcher import LaunchError
-from conftest import kill_tree
+from helpers import kill_tree
 from runtime import mounts
 from runtime import namespaces as ns
 from runtime.cgroupfs import Cgroup, find_mount
-from test_agentctl import ctl, names, one_line, start_agentd, stop_agentd
+from helpers import ctl, names, one_line, start_agentd, stop_agentd
 from test_spawn import BUSYBOX, env, make_spec, new_cgroup, run  # noqa: F401  (env: the launcher fixture)
 
 APPLETS = ("sh", "ls", "cat", "touch", "mknod", "head", "echo", "mkdir", "grep", "wc", "test", "[")

@@ -21,8 +21,8 @@ import uuid
 import pytest
 
 import sshd_fixtures
-from conftest import kill_tree as _kill_tree
-from test_agentctl import AGENTCTL, start_agentd, stop_agentd, uname, wait_for
+from helpers import kill_tree as _kill_tree
+from helpers import AGENTCTL, start_agentd, stop_agentd, uname, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REMOTE_AGENTCTL_BIN = os.path.join(os.path.dirname(sys.executable), "agentctl")

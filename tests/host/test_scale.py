@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from test_daemon import Agentd, wait_for
+from helpers import Agentd, wait_for
 from test_faults import api, cgroup_dirs, containers, metrics_text
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

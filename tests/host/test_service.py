@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.client import Client
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "cgroup-agent.service"
@@ -38,12 +39,6 @@ def unit_bounding_set_args() -> list[str]:
         name = cap.lower().removeprefix("cap_")
         drops.append("-" + name)
     return ["setpriv", "--bounding-set", ",".join(drops), "--"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_str(s: str) -> str:

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from exporters.postgres import DEFAULT_TABLE, create_table_sql
-from test_daemon import Agentd
+from helpers import Agentd
 from test_postgres_sink import DSN, _pg, pg_exclusive
 
 PERIODS = 60            # an hour of the default 60 s periods

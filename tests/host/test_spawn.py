@@ -16,7 +16,7 @@ import pytest
 
 from agent.launcher import LaunchError, LauncherClient, ExitRecord
 from runtime.cgroupfs import find_mount
-from conftest import kill_tree
+from helpers import kill_tree
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"

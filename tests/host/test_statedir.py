@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from test_daemon import Agentd, free_port, wait_for
+from helpers import Agentd, free_port, wait_for
 
 
 def mode(path) -> int:

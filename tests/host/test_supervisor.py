@@ -19,6 +19,7 @@ from agent.spec import from_json
 from agent.store import Store
 from agent.supervisor import Supervisor, layout_cgroups
 from runtime.cgroupfs import Cgroup
+from helpers import wait_for
 
 
 class Env:
@@ -63,16 +64,6 @@ def env(cgroup, tmp_path):
     e = Env(cgroup, tmp_path)
     yield e
     e.close()
-
-
-def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_layout_creates_the_three_cgroups(env):

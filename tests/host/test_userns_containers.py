@@ -16,7 +16,7 @@ import pytest
 from agent.client import ApiError
 from runtime import namespaces as ns
 from runtime import userns
-from test_daemon import Agentd, populated, wait_for
+from helpers import Agentd, populated, wait_for
 
 BUSYBOX = "/bin/busybox"
 DEFAULT_START, DEFAULT_LEN = userns.parse_range(userns.DEFAULT_RANGE)

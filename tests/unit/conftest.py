@@ -8,8 +8,11 @@ oom/, root/, ...). Tests iterate over every folder present, nested ones too.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/: helpers
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

@@ -20,7 +20,6 @@ Fixtures for test files in tests/vm:
 """
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import subprocess
@@ -39,7 +38,10 @@ if os.environ.get(IN_VM_ENV) != "1":
         f"tests/vm must run inside the VM, not on this host ({IN_VM_ENV} is not 1): "
         f"run `python3 tests/vm/run.py [pytest args]`")
 
-from runtime.cgroupfs import Cgroup  # noqa: E402  (after the host guard)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/: helpers
+
+from helpers import kill_tree  # noqa: E402  (after the host guard)
+from runtime.cgroupfs import Cgroup  # noqa: E402
 
 
 class LoopDevice(NamedTuple):
@@ -79,29 +81,7 @@ def _populated(path: str) -> bool:
         return False
 
 
-def destroy_cgroup(path: str, timeout: float = 20.0) -> None:
-    """Kill everything in ``path`` and its children, then rmdir bottom-up."""
-    if not os.path.isdir(path):
-        return
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_dir(follow_symlinks=False):
-            destroy_cgroup(entry.path, timeout)
-    if os.path.exists(os.path.join(path, "cgroup.freeze")):
-        _write(os.path.join(path, "cgroup.freeze"), "0")
-    _write(os.path.join(path, "cgroup.kill"), "1")
-    deadline = time.monotonic() + timeout
-    while _populated(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+destroy_cgroup = kill_tree   # the clean-up every tier shares (tests/helpers.py)
 
 
 @pytest.fixture(scope="session")

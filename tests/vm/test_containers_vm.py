@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import time
 
 import pytest
 
@@ -24,6 +23,7 @@ from runtime.limits import Limits
 from runtime.stats import parse_cpu_stat, parse_flat_keyed
 
 from conftest import destroy_cgroup
+from helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +59,6 @@ def run(sup, name, argv, **kw):
 
 def read(cg_path, file):
     return Cgroup(cg_path).read(file).strip()
-
-
-def wait_for(pred, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_limits_are_in_the_kernel(sup):

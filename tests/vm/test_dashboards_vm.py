@@ -18,10 +18,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 
@@ -29,6 +27,7 @@ import pytest
 
 from conftest import destroy_cgroup
 from dashboard_exprs import NETWORK, NOT_OURS, PANELS, promql
+from helpers import free_port, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -36,22 +35,6 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 if not (os.path.exists(PROMETHEUS) and os.path.exists(PROMTOOL)):
     pytest.skip("Debian package prometheus not installed (scripts/setup.sh installs it)",
                 allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout=240.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(url: str) -> bytes:

@@ -30,22 +30,7 @@ import urllib.request
 import pytest
 
 from conftest import destroy_cgroup
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from helpers import free_port, wait_for
 
 
 class _UnixHTTP(http.client.HTTPConnection):
