@@ -27,6 +27,13 @@ currency) follow every evaluation.
 Budgets persist in state_dir/budgets.json (written atomically), with what
 each budget did in its window, so a restarted agentd releases what the
 previous one froze.
+
+Budgets may also be set in the config file, one [budgets.NAME] table each
+with the same fields (match, limit, per, action, warn). Those are checked by
+`agentd --check`, applied at start and on every reload (a table removed from
+the file removes its budget, releasing what it did), and shown with
+source "config"; the API refuses to change or remove them (the file is
+where they live).
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from decimal import Decimal, InvalidOperation
 import structlog
 
 from agent import selfmetrics
+from agent.config import ConfigError, parse_duration
 from agent.errors import NotFound, UserError
 from agent.pricing import NANOS_PER_UNIT, money
 
@@ -77,13 +85,15 @@ class Budget:
     acted: dict = field(default_factory=dict)     # container_id -> [name, action, undo]
     crossed_at: float | None = None
     spent_nanos: int = 0
+    source: str = "api"      # "config": a [budgets.NAME] table of the config file
 
     def public(self, currency: str) -> dict:
         return {"name": self.name, "match": self.match, "limit": money(self.limit_nanos), "currency": currency,
                 "per": self.per, "action": self.action, "warn": list(self.warn),
                 "window_start": _iso(self.window) if self.window else None,
                 "spent": money(self.spent_nanos), "crossed_at": self.crossed_at,
-                "warned": list(self.warned), "acted_on": sorted(v[0] for v in self.acted.values())}
+                "warned": list(self.warned), "acted_on": sorted(v[0] for v in self.acted.values()),
+                "source": self.source}
 
 
 def _iso(ts: float) -> str:
@@ -142,7 +152,6 @@ def window_seconds(per: str, now: float) -> int:
     if per == "month":
         d = datetime.fromtimestamp(now, timezone.utc)
         return int(d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
-    from agent.config import parse_duration
     try:
         secs = parse_duration(per)
     except Exception:  # noqa: BLE001 - any parse failure is the same user error
@@ -150,6 +159,28 @@ def window_seconds(per: str, now: float) -> int:
     if not secs or secs < 1 or secs != int(secs):
         raise UserError(f"per: {per!r} is not a budget period; {PER_HELP} (whole seconds)")
     return int(now // secs * secs)
+
+
+def from_config(entries: tuple) -> list[Budget]:
+    """The budgets of the config's [budgets.NAME] tables (Config.budgets.entries);
+    ConfigError naming the table and the field."""
+    out = []
+    for name, items in entries:
+        body = {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+        if "name" in body:
+            raise ConfigError(f"budgets.{name}.name", "the table's name is the budget's name; remove this key")
+        try:
+            b = parse({**body, "name": name})
+        except UserError as e:
+            raise ConfigError(f"budgets.{name}", str(e)) from None
+        b.source = "config"
+        out.append(b)
+    return out
+
+
+def check_config(cfg) -> None:
+    """agentd --check and start: ConfigError when a [budgets.NAME] table is wrong."""
+    from_config(cfg.budgets.entries)
 
 
 def matches(match: str, name: str, labels: dict) -> bool:
@@ -162,7 +193,7 @@ def matches(match: str, name: str, labels: dict) -> bool:
 class Budgets:
     """The budgets of one agentd: persisted, evaluated after every collection pass."""
 
-    def __init__(self, state_dir: str, ledger, supervisor):
+    def __init__(self, state_dir: str, ledger, supervisor, configured: tuple = ()):
         self.path = os.path.join(state_dir, FILE_NAME)
         self.ledger = ledger
         self.sup = supervisor
@@ -170,6 +201,63 @@ class Budgets:
         self._lock = threading.Lock()
         self._budgets: dict[str, Budget] = {}
         self._load()
+        try:
+            self.sync_config(configured)
+        except ConfigError as e:     # agentd --check and main() refuse this first
+            log.error("budgets.config_refused", error=str(e))
+
+    # ------------------------------------------------------------ the config file
+    def sync_config(self, entries: tuple) -> None:
+        """Make the config-sourced budgets those of `entries` (all or none:
+        ConfigError leaves every budget as it was). An update keeps what the
+        budget did in its window; a removed table releases it."""
+        wanted = {b.name: b for b in from_config(entries)}
+        for b in wanted.values():
+            if b.action.startswith("throttle"):
+                try:
+                    self._check_throttle(b.action)
+                except UserError as e:
+                    raise ConfigError(f"budgets.{b.name}", str(e)) from None
+        with self._lock:
+            changed = False
+            for name, old in list(self._budgets.items()):
+                if old.source == "config" and name not in wanted:
+                    self._release(old, "removed from the config")
+                    del self._budgets[name]
+                    changed = True
+                    log.info("budget.removed", budget=name, source="config")
+            for name, new in wanted.items():
+                old = self._budgets.get(name)
+                if old is not None:
+                    if old.source != "config":
+                        log.warning("budget.replaced_by_config", budget=name)
+                    new.window, new.warned, new.acted, new.crossed_at = old.window, old.warned, old.acted, old.crossed_at
+                    new.spent_nanos = old.spent_nanos
+                    if asdict(old) == asdict(new):
+                        continue
+                self._budgets[name] = new
+                changed = True
+                selfmetrics.set_gauge("budget_limit", new.limit_nanos / NANOS_PER_UNIT, budget=name,
+                                      currency=self.currency)
+                log.info("budget.set", budget=name, match=new.match, limit=money(new.limit_nanos), per=new.per,
+                         action=new.action, warn=new.warn, source="config")
+            if changed:
+                self._save()
+        if wanted:
+            self.evaluate()
+
+    def reload(self, cfg) -> None:
+        """SIGHUP: the config's budgets anew; a wrong table keeps the previous ones."""
+        try:
+            self.sync_config(cfg.budgets.entries)
+        except ConfigError as e:
+            log.error("budgets.reload_failed", error=str(e), kept="previous budgets")
+
+    def _not_from_config(self, name: str) -> None:
+        b = self._budgets.get(name)
+        if b is not None and b.source == "config":
+            raise UserError(f"name: budget {name!r} is set in the config file ([budgets.{name}]); "
+                            "change it there and reload agentd")
 
     # ------------------------------------------------------------ persistence
     def _load(self) -> None:
@@ -205,6 +293,7 @@ class Budgets:
         if new.action.startswith("throttle"):
             self._check_throttle(new.action)
         with self._lock:
+            self._not_from_config(new.name)
             old = self._budgets.get(new.name)
             if old is not None:     # an update keeps what the budget did (it may now release it)
                 new.window, new.warned, new.acted, new.crossed_at = old.window, old.warned, old.acted, old.crossed_at
@@ -243,6 +332,7 @@ class Budgets:
             b = self._budgets.get(name)
             if b is None:
                 raise NotFound(f"name: no budget named {name!r}")
+            self._not_from_config(name)
             self._release(b, "removed")
             del self._budgets[name]
             self._save()

@@ -144,6 +144,13 @@ class ImagesSection:
 
 
 @dataclass(frozen=True)
+class BudgetsSection:
+    # ((name, ((key, value), ...)), ...): the [budgets.NAME] tables, checked
+    # by agent/budgets.py
+    entries: tuple = ()
+
+
+@dataclass(frozen=True)
 class Config:
     agent: AgentSection
     collector: CollectorSection
@@ -154,6 +161,7 @@ class Config:
     api: ApiSection
     source: str = ""  # the file it came from ("" = embedded defaults only)
     images: ImagesSection = ImagesSection()
+    budgets: BudgetsSection = BudgetsSection()
 
     def replace(self, **sections) -> "Config":
         return replace(self, **sections)
@@ -376,6 +384,9 @@ def _flatten(doc: dict) -> dict[str, dict[str, Any]]:
     """Turn the TOML document into {section: {key: value}}, rejecting unknown keys."""
     out: dict[str, dict[str, Any]] = {}
     for top, body in doc.items():
+        if top == "budgets":
+            out["budgets"] = _budget_tables(body)
+            continue
         if top == "sink":
             if not isinstance(body, dict):
                 raise ConfigError("sink", "must be a table such as [sink.postgres]")
@@ -388,16 +399,32 @@ def _flatten(doc: dict) -> dict[str, dict[str, Any]]:
                 out[name] = dict(sbody)
             continue
         if top not in SCHEMA:
-            known = ", ".join(sorted({s.split(".")[0] for s in SCHEMA}))
+            known = ", ".join(sorted({s.split(".")[0] for s in SCHEMA} | {"budgets"}))
             raise ConfigError(top, f"unknown section; known: {known}")
         if not isinstance(body, dict):
             raise ConfigError(top, f"must be a table [{top}]")
         out[top] = dict(body)
     for section, body in out.items():
+        if section == "budgets":
+            continue
         for key in body:
             if key not in SCHEMA[section]:
                 known = ", ".join(SCHEMA[section])
                 raise ConfigError(f"{section}.{key}", f"unknown key; known keys of [{section}]: {known}")
+    return out
+
+
+def _budget_tables(body: Any) -> dict[str, tuple]:
+    """[budgets.NAME] tables, kept as given: agent/budgets.py owns their
+    rules and checks them (agentd --check, start, reload); here only their
+    shape. Each becomes a hashable tuple of (key, value) pairs."""
+    if not isinstance(body, dict):
+        raise ConfigError("budgets", "must hold tables such as [budgets.team-a]")
+    out = {}
+    for name, table in body.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"budgets.{name}", "must be a table [budgets.NAME] with match, limit, per, action")
+        out[name] = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
     return out
 
 
@@ -449,8 +476,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     """Embedded defaults, then the file at `path`, then `overrides` (None values ignored)."""
     raw = _flatten(tomllib.loads(DEFAULT_TOML.read_text()))
     raw.pop("sink.postgres", None)
+    budgets: dict[str, tuple] = {}
     if path is not None:
         for section, body in _flatten(_read_toml(os.fspath(path))).items():
+            if section == "budgets":
+                budgets = body
+                continue
             raw.setdefault(section, {}).update(body)
     for key, value in (overrides or {}).items():
         if value is None:
@@ -481,6 +512,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         api=ApiSection(**parsed["api"]),
         source=os.path.abspath(os.fspath(path)) if path is not None else "",
         images=ImagesSection(**parsed.get("images", {})),
+        budgets=BudgetsSection(entries=tuple(sorted(budgets.items()))),
     )
 
 

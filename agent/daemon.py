@@ -41,7 +41,7 @@ log = structlog.get_logger("agentd")
 AUTO_ROOT_NAME = "cgroup-agent"
 LIVE_KEYS = {"agent.log_level", "agent.socket_group", "agent.read_group", "agent.admin_group",
              "agent.stop_containers_on_exit", "agent.stop_timeout", "security.allow_sensitive_binds",
-             "logs.max_bytes"}
+             "logs.max_bytes", "budgets.entries"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +169,7 @@ class Daemon:
         budgets = None
         if ledger is not None:     # spend limits acting on containers (agent/budgets.py)
             from agent.budgets import Budgets
-            budgets = Budgets(cfg.agent.state_dir, ledger, sup)
+            budgets = self.parts["budgets"] = Budgets(cfg.agent.state_dir, ledger, sup, cfg.budgets.entries)
             if collector is not None:
                 collector.subscribe(budgets.observe)     # after the ledger: it sees this pass's cost
 
@@ -246,10 +246,11 @@ class Daemon:
             log.warning("config.reload_needs_restart", keys=fixed, note="kept the running values")
             keep = self.config
             agent_live = {k.split(".", 1)[1]: getattr(new.agent, k.split(".", 1)[1]) for k in live if k.startswith("agent.")}
-            new = replace(keep, agent=replace(keep.agent, **agent_live), security=new.security, logs=new.logs)
+            new = replace(keep, agent=replace(keep.agent, **agent_live), security=new.security, logs=new.logs,
+                          budgets=new.budgets)
         self.config = new
         logsetup.configure(new.agent.log_level)
-        for name in ("supervisor", "api", "collector", "ledger", "metrics"):
+        for name in ("supervisor", "api", "collector", "ledger", "metrics", "budgets"):
             part = self.parts.get(name)
             if part is None:
                 continue
@@ -329,10 +330,12 @@ class Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agent.budgets import check_config as check_budgets
     from agent.config import ConfigError, load_config
     overrides = _overrides(args)
     try:
         config = load_config(args.config, overrides)
+        check_budgets(config)
     except ConfigError as e:
         sys.stderr.write(f"agentd: {e}\n")
         return 2

@@ -110,3 +110,49 @@ def _metrics(port):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         return r.read().decode()
+
+
+def test_a_config_budget_acts_is_refused_to_the_api_and_follows_reloads(cgroup, tmp_path):
+    """[budgets.cap] in the config file: shown with source config, acting like an
+    API budget; agentctl may not change or remove it (one line naming the
+    file); a SIGHUP after raising its limit in the file thaws what it froze;
+    one after removing the table removes the budget."""
+    import signal
+    from helpers import Agentd, ctl, wait_for
+    cfg = tmp_path / "agent.toml"
+    base = ('[collector]\ninterval = "100ms"\n'
+            '[billing]\nperiod = "1s"\ncurrency = "USD"\nprice_cpu_core_hour = "36"\n')
+
+    def budget(limit):
+        return (f'[budgets.cap]\nmatch = "name:burn*"\nlimit = "{limit}"\nper = "day"\n'
+                f'action = "freeze"\nwarn = [50]\n')
+
+    cfg.write_text(base + budget("0.01"))
+    a = Agentd(cgroup, tmp_path, config=str(cfg))
+    a.start()
+    try:
+        b = a.client.call("GET", "/v1/budgets/cap")
+        assert b["source"] == "config" and float(b["limit"]) == 0.01 and b["action"] == "freeze"
+        refused = ctl(a, "budget", "rm", "cap")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "[budgets.cap]" in refused.stderr and "config file" in refused.stderr
+        refused = ctl(a, "budget", "set", "cap", "--match", "name:x", "--limit", "5", "--per", "day",
+                      "--action", "alert")
+        assert refused.returncode == 2 and "[budgets.cap]" in refused.stderr
+
+        cid = a.run("burn1", "while :; do :; done")["id"]
+        cg = os.path.join(cgroup.path, "containers", cid)
+        wait_for(lambda: _events(cg)["frozen"] == "1", 90, "the config budget to freeze burn1")
+        assert a.client.call("GET", "/v1/budgets/cap")["acted_on"] == ["burn1"]
+
+        cfg.write_text(base + budget("1000"))
+        a.signal(signal.SIGHUP)
+        wait_for(lambda: _events(cg)["frozen"] == "0", 90, "the raised limit to thaw burn1")
+        assert float(a.client.call("GET", "/v1/budgets/cap")["limit"]) == 1000
+
+        cfg.write_text(base)
+        a.signal(signal.SIGHUP)
+        wait_for(lambda: a.client.call("GET", "/v1/budgets")["budgets"] == [], 60, "the budget to go")
+        assert a.client.call("GET", f"/v1/containers/{cid}")["state"] == "running"
+    finally:
+        a.stop()

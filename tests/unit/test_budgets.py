@@ -61,3 +61,48 @@ def test_spend_since_counts_closed_records_and_the_open_period(tmp_path):
     assert sum(n for _c, _n, _l, n in rows) == 3_000_000
     assert {(c, n, tuple(lab.items())) for c, n, lab, _ in rows} == {("c1", "web", (("team", "red"),))}
     led.close()
+
+
+# ------------------------------------------------------------ [budgets.NAME] in the config
+
+def _config(tmp_path, text):
+    from agent.config import load_config
+    p = tmp_path / "agent.toml"
+    p.write_text(text)
+    return load_config(str(p))
+
+
+def test_config_budgets_are_parsed_with_the_api_rules(tmp_path):
+    from agent.budgets import from_config
+    cfg = _config(tmp_path, '[budgets.team-a]\nmatch = "label:team=a"\nlimit = "12.5"\nper = "month"\n'
+                            'action = "freeze"\nwarn = [50, 80]\n'
+                            '[budgets.night]\nmatch = "name:batch-*"\nlimit = 3\nper = "1h"\naction = "alert"\n')
+    got = {b.name: b for b in from_config(cfg.budgets.entries)}
+    assert set(got) == {"team-a", "night"}
+    assert got["team-a"].warn == [50, 80] and got["team-a"].per == "month" and got["team-a"].source == "config"
+    assert got["night"].limit_nanos == 3 * 10**9 and got["night"].action == "alert"
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[budgets.a]\nmatch = "team"\nlimit = "1"\nper = "day"\naction = "freeze"\n', "budgets.a: match:"),
+    ('[budgets.a]\nmatch = "name:x"\nlimit = "-1"\nper = "day"\naction = "freeze"\n', "budgets.a: limit:"),
+    ('[budgets.a]\nmatch = "name:x"\nlimit = "1"\nper = "day"\naction = "freeze"\ncolour = 1\n', "budgets.a: colour:"),
+    ('[budgets.a]\nname = "b"\nmatch = "name:x"\nlimit = "1"\nper = "day"\naction = "freeze"\n', "budgets.a.name:"),
+    ('[budgets]\na = 1\n', "budgets.a: must be a table"),
+])
+def test_a_wrong_config_budget_is_one_line_naming_the_table_and_field(tmp_path, text, key):
+    from agent.budgets import check_config
+    from agent.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        check_config(_config(tmp_path, text))
+    assert str(e.value).startswith(key) and "\n" not in str(e.value)
+
+
+def test_agentd_check_refuses_a_wrong_config_budget(tmp_path):
+    import subprocess
+    import sys
+    p = tmp_path / "agent.toml"
+    p.write_text('[budgets.a]\nmatch = "name:x"\nlimit = "1"\nper = "fortnight"\naction = "freeze"\n')
+    r = subprocess.run([sys.executable, "-m", "agent.daemon", "--config", str(p), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "budgets.a: per:" in r.stderr, r.stderr

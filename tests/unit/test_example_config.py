@@ -19,6 +19,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
 
 # Config field name -> TOML section name
 SECTION_NAMES = {"sink_postgres": "sink.postgres"}
+# tables of tables ([budgets.NAME]): no fixed keys; the example shows one,
+# commented out, checked by test_example_budget_block_is_a_valid_budget
+TABLE_SECTIONS = {"budgets"}
 
 
 def config_keys() -> dict[str, list[str]]:
@@ -26,7 +29,7 @@ def config_keys() -> dict[str, list[str]]:
     out = {}
     hints = {f.name: f for f in dataclasses.fields(Config)}
     for name, f in hints.items():
-        if name == "source":
+        if name == "source" or name in TABLE_SECTIONS:
             continue
         section_cls = _section_class(f)
         out[SECTION_NAMES.get(name, name)] = [sf.name for sf in dataclasses.fields(section_cls)]
@@ -158,3 +161,22 @@ def test_agentd_check_accepts_the_example_and_names_a_bad_key(tmp_path):
     assert r.returncode == 2
     err = (r.stdout + r.stderr).strip().splitlines()
     assert len(err) == 1 and "agent.stop_timeout" in err[0] and "soon" in err[0], err
+
+
+def test_example_budget_block_is_a_valid_budget(tmp_path):
+    """The commented [budgets.team-a] block of the example, uncommented, is a
+    budget agentd accepts."""
+    from agent.budgets import check_config, from_config
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# [budgets.team-a]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:].split("  #")[0].rstrip())
+    p = tmp_path / "budget.toml"
+    p.write_text("\n".join(block) + "\n")
+    cfg = load_config(p, {})
+    check_config(cfg)
+    (b,) = from_config(cfg.budgets.entries)
+    assert b.name == "team-a" and b.action == "freeze" and b.warn == [50, 80]

@@ -129,5 +129,5 @@ def test_live_keys_in_readme_match_the_daemon():
         short = key.split(".", 1)[1]
         words = {"log_level": "log level", "socket_group": "groups", "read_group": "groups",
                  "admin_group": "groups", "stop_containers_on_exit": "stop settings",
-                 "stop_timeout": "stop settings"}.get(short, short)
+                 "stop_timeout": "stop settings", "entries": "[budgets.NAME]"}.get(short, short)
         assert words in para or key in para, f"{key} changes live but the README does not say so"
