@@ -61,14 +61,18 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _LABEL_RE = re.compile(r"^label:([A-Za-z0-9_.\-/]{1,128})=(.*)$")
 ACTIONS = ("alert", "throttle", "freeze", "stop")
 DEFAULT_THROTTLE = "0.1"
-KEYS = ("name", "match", "limit", "per", "action", "warn")
+KEYS = ("name", "match", "limit", "per", "action", "warn", "scope")
+SCOPES = ("host", "fleet")
 MATCH_HELP = "use label:KEY=VALUE or name:GLOB"
 ACTION_HELP = "use alert, throttle[:CPUS], freeze or stop"
 PER_HELP = "use day, month or a duration such as 1h, 7d, 90s"
+SCOPE_HELP = "use host (this agentd's containers) or fleet (every host shipping to the PostgreSQL table)"
 
 selfmetrics.declare("budget_spent", "gauge", "Cost accrued by the containers of a budget in its current window.",
                     ("budget", "currency"))
 selfmetrics.declare("budget_limit", "gauge", "Spend limit of a budget in its window.", ("budget", "currency"))
+selfmetrics.declare("budget_fleet_errors_total", "counter",
+                    "Failed reads of the other hosts' spend from the PostgreSQL table (fleet budgets).", ())
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Budget:
     crossed_at: float | None = None
     spent_nanos: int = 0
     source: str = "api"      # "config": a [budgets.NAME] table of the config file
+    scope: str = "host"      # "fleet": spend summed over every host of the central table
 
     def public(self, currency: str) -> dict:
         return {"name": self.name, "match": self.match, "limit": money(self.limit_nanos), "currency": currency,
@@ -93,7 +98,7 @@ class Budget:
                 "window_start": _iso(self.window) if self.window else None,
                 "spent": money(self.spent_nanos), "crossed_at": self.crossed_at,
                 "warned": list(self.warned), "acted_on": sorted(v[0] for v in self.acted.values()),
-                "source": self.source}
+                "source": self.source, "scope": self.scope}
 
 
 def _iso(ts: float) -> str:
@@ -141,8 +146,11 @@ def parse(body: dict) -> Budget:
         raise UserError(f"warn: {body.get('warn')!r} is not a list of percents such as 50,80") from None
     if any(not 0 < w < 100 for w in warn):
         raise UserError(f"warn: {body.get('warn')!r}: each percent must be between 1 and 99")
+    scope = body.get("scope") or "host"
+    if scope not in SCOPES:
+        raise UserError(f"scope: {scope!r} is not a budget scope; {SCOPE_HELP}")
     nanos = int(limit * NANOS_PER_UNIT)
-    return Budget(name=name, match=match, limit_nanos=nanos, per=per, action=action, warn=warn)
+    return Budget(name=name, match=match, limit_nanos=nanos, per=per, action=action, warn=warn, scope=scope)
 
 
 def window_seconds(per: str, now: float) -> int:
@@ -193,11 +201,21 @@ def matches(match: str, name: str, labels: dict) -> bool:
 class Budgets:
     """The budgets of one agentd: persisted, evaluated after every collection pass."""
 
-    def __init__(self, state_dir: str, ledger, supervisor, configured: tuple = ()):
+    def __init__(self, state_dir: str, ledger, supervisor, configured: tuple = (), fleet=None,
+                 host: str = ""):
+        """fleet: the other hosts' spend (exporters.postgres.FleetSpend, built
+        by the daemon when [sink.postgres] is set), read by a thread of its
+        own every fleet.interval; None: fleet budgets are refused."""
         self.path = os.path.join(state_dir, FILE_NAME)
         self.ledger = ledger
         self.sup = supervisor
         self.currency = ledger.card.currency
+        self.fleet = fleet
+        self.host = host
+        self._fleet_rows: dict[int, tuple[float, list]] = {}   # window start -> (read at, rows)
+        self._fleet_wake = threading.Event()
+        self._fleet_stop = threading.Event()
+        self._fleet_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._budgets: dict[str, Budget] = {}
         self._load()
@@ -213,6 +231,10 @@ class Budgets:
         budget did in its window; a removed table releases it."""
         wanted = {b.name: b for b in from_config(entries)}
         for b in wanted.values():
+            try:
+                self._check_scope(b)
+            except UserError as e:
+                raise ConfigError(f"budgets.{b.name}", str(e)) from None
             if b.action.startswith("throttle"):
                 try:
                     self._check_throttle(b.action)
@@ -246,6 +268,47 @@ class Budgets:
         if wanted:
             self.evaluate()
 
+    def _check_scope(self, b: Budget) -> None:
+        if b.scope == "fleet":
+            if self.fleet is None:
+                raise UserError("scope: fleet needs [sink.postgres] in the config (the fleet's spend is "
+                                "summed from its table); use scope host")
+            self._start_fleet()
+
+    # ------------------------------------------------------------ the fleet's spend
+    def _start_fleet(self) -> None:
+        if self._fleet_thread is None:
+            self._fleet_thread = threading.Thread(target=self._fleet_loop, name="budgets-fleet", daemon=True)
+            self._fleet_thread.start()
+        self._fleet_wake.set()
+
+    def stop(self) -> None:
+        self._fleet_stop.set()
+        self._fleet_wake.set()
+        if self.fleet is not None:
+            self.fleet.close()
+
+    def _fleet_loop(self) -> None:
+        """Every fleet.interval: the other hosts' spend for each window a fleet
+        budget is in. A failed read keeps the previous answer (logged, counted)."""
+        while not self._fleet_stop.is_set():
+            with self._lock:
+                starts = {window_seconds(b.per, time.time()) for b in self._budgets.values() if b.scope == "fleet"}
+            fresh = {}
+            for start in starts:
+                try:
+                    fresh[start] = (time.time(), self.fleet.since(start, self.host))
+                except Exception as e:  # noqa: BLE001 - the database may be down: keep the last answer
+                    selfmetrics.inc("budget_fleet_errors_total")
+                    log.warning("budgets.fleet_unavailable", error=f"{type(e).__name__}: {e}".strip())
+            with self._lock:
+                self._fleet_rows = {s: fresh.get(s) or self._fleet_rows.get(s) for s in starts
+                                    if fresh.get(s) or self._fleet_rows.get(s)}
+            if fresh:
+                self.evaluate()
+            self._fleet_wake.wait(max(1.0, self.fleet.interval))
+            self._fleet_wake.clear()
+
     def reload(self, cfg) -> None:
         """SIGHUP: the config's budgets anew; a wrong table keeps the previous ones."""
         try:
@@ -276,6 +339,11 @@ class Budgets:
                 log.error("budgets.bad_entry", error=str(e))
                 continue
             self._budgets[b.name] = b
+            if b.scope == "fleet" and self.fleet is not None:
+                self._start_fleet()
+            elif b.scope == "fleet":
+                log.warning("budget.fleet_without_sink", budget=b.name,
+                            note="no [sink.postgres]: only this host's spend counts until it is configured")
             selfmetrics.set_gauge("budget_limit", b.limit_nanos / NANOS_PER_UNIT, budget=b.name,
                                   currency=self.currency)
 
@@ -290,6 +358,7 @@ class Budgets:
     # ------------------------------------------------------------ API
     def set(self, body: dict) -> dict:
         new = parse(body)
+        self._check_scope(new)
         if new.action.startswith("throttle"):
             self._check_throttle(new.action)
         with self._lock:
@@ -367,6 +436,9 @@ class Budgets:
                 if rows is None:
                     rows = spend_cache[start] = self.ledger.spend_since(start)
                 spent = sum(n for _cid, name, labels, n in rows if matches(b.match, name, labels))
+                if b.scope == "fleet":     # the other hosts' shipped records (their sink's lag behind)
+                    _at, others = self._fleet_rows.get(start) or (None, [])
+                    spent += sum(n for _host, name, labels, n in others if matches(b.match, name, labels))
                 b.spent_nanos = spent
                 selfmetrics.set_gauge("budget_spent", spent / NANOS_PER_UNIT, budget=b.name, currency=self.currency)
                 for pct in b.warn:

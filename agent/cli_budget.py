@@ -2,6 +2,7 @@
 
     agentctl budget set NAME --match label:K=V|name:GLOB --limit AMOUNT
                         --per day|month|DURATION --action alert|throttle[:CPUS]|freeze|stop [--warn 50,80]
+                        [--scope host|fleet]
     agentctl budget ls | inspect NAME | rm NAME
 
 `set` creates or updates. The agent validates everything; a bad value exits
@@ -28,6 +29,8 @@ def add_parser(subparsers):
     p.add_argument("--per", metavar="WINDOW", help="set: day, month or a duration (1h, 7d)")
     p.add_argument("--action", metavar="ACTION", help="set: alert, throttle[:CPUS], freeze or stop")
     p.add_argument("--warn", metavar="PCTS", help="set: percents of the limit that log budget.warned, e.g. 50,80")
+    p.add_argument("--scope", metavar="SCOPE", help="set: host (default) or fleet (spend of every host shipping "
+                                                    "to the PostgreSQL table; this host acts on its own containers)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -45,6 +48,8 @@ def run(args, client) -> int:
         body = {"name": args.name, "match": args.match, "limit": args.limit, "per": args.per, "action": args.action}
         if args.warn:
             body["warn"] = args.warn
+        if args.scope:
+            body["scope"] = args.scope
         out = client.call("POST", "/v1/budgets", body=body)
     elif cmd == "ls":
         out = client.call("GET", "/v1/budgets")

@@ -169,7 +169,12 @@ class Daemon:
         budgets = None
         if ledger is not None:     # spend limits acting on containers (agent/budgets.py)
             from agent.budgets import Budgets
-            budgets = self.parts["budgets"] = Budgets(cfg.agent.state_dir, ledger, sup, cfg.budgets.entries)
+            fleet = None
+            if cfg.sink_postgres is not None:    # fleet budgets read the other hosts' spend from its table
+                from exporters.postgres import FleetSpend
+                fleet = self._optional("fleet", lambda: FleetSpend(cfg))
+            budgets = self.parts["budgets"] = Budgets(cfg.agent.state_dir, ledger, sup, cfg.budgets.entries,
+                                                      fleet=fleet, host=cfg.agent.host)
             if collector is not None:
                 collector.subscribe(budgets.observe)     # after the ledger: it sees this pass's cost
 

@@ -254,3 +254,49 @@ class PostgresSink:
         selfmetrics.set_gauge("sink_lag_seconds", lag, sink="postgres")
         selfmetrics.set_gauge("sink_backlog_records", backlog, sink="postgres")
         return backlog
+
+
+class FleetSpend:
+    """Read side of the central table for fleet-wide budgets (agent/budgets.py):
+    what the other hosts' shipped records cost since a time. Built by the
+    daemon next to the sink and handed to the budgets as a callable; its own
+    connection, short timeouts, never the sink's thread."""
+
+    def __init__(self, config, table: str = DEFAULT_TABLE):
+        sec = config.sink_postgres
+        if sec is None:
+            raise ValueError("sink.postgres: not configured")
+        if not _TABLE_RE.match(table):
+            raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
+        self.dsn = sec.dsn
+        self.interval = float(sec.interval)
+        self._sql = (f"SELECT host, name, labels::text, sum(cost) FROM {table} "
+                     f"WHERE period_start >= to_timestamp(%s) AND host <> %s "
+                     f"GROUP BY host, container_id, name, labels::text")
+        self._conn = None
+
+    def since(self, start: int, exclude_host: str) -> list[tuple[str, str, dict, int]]:
+        """[(host, name, labels, nano-units)] of every other host's records with
+        period_start >= start; raises on any database error (the caller keeps
+        its last answer)."""
+        import json
+
+        import psycopg  # optional dependency: only when a sink is configured
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, connect_timeout=5, autocommit=True,
+                                         application_name="cgroup-agent-budgets")
+        try:
+            rows = self._conn.execute(self._sql, (start, exclude_host)).fetchall()
+        except Exception:
+            self.close()
+            raise
+        return [(h, n, json.loads(lab), int(Decimal(c).scaleb(9))) for h, n, lab, c in rows]
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+

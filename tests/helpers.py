@@ -7,7 +7,9 @@ from here (`from helpers import wait_for, Agentd`), never from one another.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -222,3 +224,50 @@ def uname(prefix="t") -> str:
 
 def names(d, all_=True) -> set[str]:
     return {c["name"] for c in Client(d.sock).call("GET", "/v1/containers", {"all": "1" if all_ else "0"})}
+
+
+# ------------------------------------------------------------- PostgreSQL
+
+PG_DSN = os.environ.get("CGROUP_AGENT_TEST_PG", "postgresql://agent:agent@127.0.0.1:5432/cgroup_agent_test")
+PG_LOCK = "/tmp/cgroup-agent-test-postgres.lock"
+
+
+def _pg_version() -> str:
+    return sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
+
+
+def pg_online() -> bool:
+    return "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+
+
+def pg_ctl(action: str) -> None:
+    """pg_ctlcluster start|stop of this machine's cluster (scripts/services.sh)."""
+    r = subprocess.run(["pg_ctlcluster", _pg_version(), "main", action], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0 and pg_online() != (action == "start"):
+        raise AssertionError(f"pg_ctlcluster {action} failed: {r.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def pg_exclusive():
+    """Hold the machine-wide lock of the tests that stop the database (two runs
+    of them at once would stop it under each other), with the database up."""
+    import psycopg   # the PostgreSQL tests' dependency only
+    with open(PG_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        if not pg_online():
+            pg_ctl("start")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5).close()
+                break
+            except psycopg.OperationalError as e:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"PostgreSQL is not reachable at {PG_DSN} (run scripts/services.sh): {e}")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            if not pg_online():
+                pg_ctl("start")

@@ -5,10 +5,6 @@ record, the collection side never blocked, a replay inserts nothing twice,
 retention only drops shipped records."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -24,48 +20,9 @@ from agent.model import ContainerInfo
 from exporters.postgres import PostgresSink
 from runtime.stats import CgroupEvents, CgroupSample, CpuStat, IoStat
 
-DSN = os.environ.get("CGROUP_AGENT_TEST_PG", "postgresql://agent:agent@127.0.0.1:5432/cgroup_agent_test")
+from helpers import PG_DSN as DSN, pg_exclusive, pg_online as _online, pg_ctl as _pg
+
 T0 = 1_900_000_800
-LOCK = "/tmp/cgroup-agent-test-postgres.lock"
-
-
-def _pg_version() -> str:
-    return sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
-
-
-def _online() -> bool:
-    return "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
-
-
-def _pg(action: str) -> None:
-    r = subprocess.run(["pg_ctlcluster", _pg_version(), "main", action], capture_output=True, text=True,
-                       timeout=120)
-    if r.returncode != 0 and _online() != (action == "start"):
-        raise AssertionError(f"pg_ctlcluster {action} failed: {r.stderr.strip()}")
-
-
-@contextlib.contextmanager
-def pg_exclusive():
-    """Hold the machine-wide lock of the tests that stop the database (two runs
-    of them at once would stop it under each other), with the database up."""
-    with open(LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        if not _online():
-            _pg("start")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg.connect(DSN, autocommit=True, connect_timeout=5).close()
-                break
-            except psycopg.OperationalError as e:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"PostgreSQL is not reachable at {DSN} (run scripts/services.sh): {e}")
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            if not _online():
-                _pg("start")
 
 
 @pytest.fixture

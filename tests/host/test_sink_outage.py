@@ -29,8 +29,7 @@ import psycopg
 import pytest
 
 from exporters.postgres import DEFAULT_TABLE, create_table_sql
-from helpers import Agentd
-from test_postgres_sink import DSN, _pg, pg_exclusive
+from helpers import PG_DSN as DSN, Agentd, pg_ctl as _pg, pg_exclusive
 
 PERIODS = 60            # an hour of the default 60 s periods
 WORKERS = 4
