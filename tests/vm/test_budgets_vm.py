@@ -51,7 +51,7 @@ def _cpu_rate(cg: str, seconds: float) -> tuple[float, int]:
     return (u1 - u0) / 1e6 / (w1 - w0), t1 - t0
 
 
-def test_a_throttle_budget_caps_the_burner_to_a_tenth_of_a_cpu_and_raising_it_gives_it_back(agentd):
+def test_a_throttle_budget_caps_the_burner_to_a_tenth_of_a_cpu_and_raising_it_gives_it_back(agentd, record_property):
     cid = agentd.run("burn", "while :; do :; done")["id"]
     cg = os.path.join(agentd.root.path, "containers", cid)
     assert _cpu_max(cg) == "max 100000"
@@ -64,8 +64,9 @@ def test_a_throttle_budget_caps_the_burner_to_a_tenth_of_a_cpu_and_raising_it_gi
     b = agentd.client.call("GET", "/v1/budgets/cap")
     assert b["acted_on"] == ["burn"] and b["crossed_at"] is not None
     capped_rate, throttled = _cpu_rate(cg, 4.0)
-    print(f"burner: {free_rate:.3f} CPU free, {capped_rate:.3f} CPU under throttle:0.1 "
-          f"({throttled} throttled periods in 4 s)")
+    record_property("cpu_free", round(free_rate, 3))
+    record_property("cpu_under_throttle_0_1", round(capped_rate, 3))
+    record_property("throttled_periods_4s", throttled)
     assert capped_rate < 0.2 and throttled > 0, (capped_rate, throttled)
 
     agentd.client.call("POST", "/v1/budgets", body={"name": "cap", "match": "name:burn", "limit": "1000",
