@@ -49,7 +49,7 @@ from agent.pricing import NANOS_PER_UNIT, money
 log = structlog.get_logger("agentd.budgets")
 
 FILE_NAME = "budgets.json"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+from agent.rules import NAME_RE  # noqa: E402
 _LABEL_RE = re.compile(r"^label:([A-Za-z0-9_.\-/]{1,128})=(.*)$")
 ACTIONS = ("alert", "throttle", "freeze", "stop")
 DEFAULT_THROTTLE = "0.1"
@@ -98,7 +98,7 @@ def parse(body: dict) -> Budget:
     if unknown:
         raise UserError(f"{unknown[0]}: is not a budget field; accepted: {', '.join(KEYS)}")
     name = body.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UserError(f"name: {name!r} is not a budget name (letters, digits, _ . -; up to 63)")
     match = body.get("match")
     if not isinstance(match, str) or not (_LABEL_RE.match(match) or (match.startswith("name:") and match[5:])):
