@@ -45,6 +45,7 @@ import structlog
 from agent import selfmetrics
 from agent.errors import NotFound, UserError
 from agent.pricing import NANOS_PER_UNIT, money
+from agent.model import State
 
 log = structlog.get_logger("agentd.budgets")
 
@@ -301,7 +302,7 @@ class Budgets:
         kind, _, arg = b.action.partition(":")
         done = []
         for info in self.sup.containers(all=False):
-            if info.state != "running" or info.id in b.acted or not matches(b.match, info.name, info.labels or {}):
+            if info.state != State.RUNNING or info.id in b.acted or not matches(b.match, info.name, info.labels or {}):
                 continue
             undo = None
             try:
@@ -345,7 +346,7 @@ class Budgets:
             try:
                 if kind == "freeze":
                     info = self.sup.get(cid)
-                    if info.state == "paused":
+                    if info.state == State.PAUSED:
                         self.sup.thaw(cid)
                         released.append(name)
                 elif kind == "throttle":
