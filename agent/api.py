@@ -35,7 +35,6 @@ import grp
 import json
 import os
 import pwd
-import re
 import signal as _signal
 import socket
 import socketserver
@@ -63,7 +62,8 @@ MAX_LINE = 8192      # one request line or header line
 STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
 STDOUT, STDERR, EVENT = 1, 2, 3
 FRAME_HEADER = struct.Struct(">BxxxI")
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+from agent.rules import NAME_RE  # noqa: E402
+from runtime.rules import signal_number  # noqa: E402
 NAME_ACCEPTED = "names match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62} (no / and no ..)"
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by Python 3.11
 LOG_POLL = 0.1  # seconds between reads of a followed log file
@@ -301,18 +301,10 @@ def _seconds_param(key: str, value: str) -> float:
 
 def parse_signal(value) -> int:
     """A signal by name (KILL, SIGKILL, kill) or number (1..64) -> its number; UserError otherwise."""
-    text = str(value).strip()
-    if text.isdigit():
-        n = int(text)
-        if 1 <= n <= _signal.SIGRTMAX:
-            return n
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        sig = getattr(_signal.Signals, name, None) if name.isidentifier() else None
-        if isinstance(sig, _signal.Signals):
-            return int(sig)
-    raise UserError(f"signal: {text!r} is not a signal; use a name like TERM, KILL, HUP or a number 1..{int(_signal.SIGRTMAX)}")
+    try:
+        return signal_number(str(value).strip())
+    except ValueError as e:
+        raise UserError(f"signal: {e}") from None
 
 
 def _signal_param(key: str, value: str) -> int:

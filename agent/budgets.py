@@ -53,11 +53,12 @@ from agent import selfmetrics
 from agent.config import ConfigError, parse_duration
 from agent.errors import NotFound, UserError
 from agent.pricing import NANOS_PER_UNIT, money
+from agent.model import State
 
 log = structlog.get_logger("agentd.budgets")
 
 FILE_NAME = "budgets.json"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+from agent.rules import NAME_RE  # noqa: E402
 _LABEL_RE = re.compile(r"^label:([A-Za-z0-9_.\-/]{1,128})=(.*)$")
 ACTIONS = ("alert", "throttle", "freeze", "stop")
 DEFAULT_THROTTLE = "0.1"
@@ -113,7 +114,7 @@ def parse(body: dict) -> Budget:
     if unknown:
         raise UserError(f"{unknown[0]}: is not a budget field; accepted: {', '.join(KEYS)}")
     name = body.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UserError(f"name: {name!r} is not a budget name (letters, digits, _ . -; up to 63)")
     match = body.get("match")
     if not isinstance(match, str) or not (_LABEL_RE.match(match) or (match.startswith("name:") and match[5:])):
@@ -463,7 +464,7 @@ class Budgets:
         kind, _, arg = b.action.partition(":")
         done = []
         for info in self.sup.containers(all=False):
-            if info.state != "running" or info.id in b.acted or not matches(b.match, info.name, info.labels or {}):
+            if info.state != State.RUNNING or info.id in b.acted or not matches(b.match, info.name, info.labels or {}):
                 continue
             undo = None
             try:
@@ -507,7 +508,7 @@ class Budgets:
             try:
                 if kind == "freeze":
                     info = self.sup.get(cid)
-                    if info.state == "paused":
+                    if info.state == State.PAUSED:
                         self.sup.thaw(cid)
                         released.append(name)
                 elif kind == "throttle":

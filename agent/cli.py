@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 from agent import cli_images
 from agent import cli_docker
 from agent import cli_system
+from agent.rules import NAME_RE, RESTART_RE  # pure: re only
 
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-RESTART_RE = re.compile(r"(no|always|on-failure)(:\d{1,6})?")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXEC_EXIT = {"exec_not_found": 127, "exec_not_executable": 126}  # the API error's "reason"
 
@@ -144,16 +142,17 @@ def _seconds(value: str) -> float:
 
 
 def _signal(value: str) -> str:
-    import signal
+    from runtime.rules import signal_number  # the one signal rule (the daemon checks it again)
 
+    try:
+        signal_number(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     text = value.strip()
-    if text.isdigit() and 1 <= int(text) <= signal.SIGRTMAX:
+    if text.isdigit():
         return text
     name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    if name.isidentifier() and isinstance(getattr(signal.Signals, name, None), signal.Signals):
-        return name[3:]
-    raise argparse.ArgumentTypeError(f"{value!r} is not a signal; use a name like TERM, KILL, HUP or a number 1..{int(signal.SIGRTMAX)}")
+    return name[3:] if name.startswith("SIG") else name
 
 
 def _dir(value: str) -> str:

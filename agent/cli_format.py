@@ -31,7 +31,7 @@ import json
 import re
 
 FILTER_KEYS = ("name", "id", "label", "status")
-STATES = ("created", "running", "paused", "exited", "restarting")
+from agent.model import STATES  # noqa: E402 (the one state enum)
 _ACTION_RE = re.compile(r"{{\s*(.*?)\s*}}", re.S)
 _FIELD_RE = re.compile(r"(?:json\s+)?\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)?")
 

@@ -16,6 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
+from runtime.controllers.values import parse_size as _parse_size
+from runtime.errors import LimitError
+
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 
 
@@ -31,8 +34,6 @@ class ConfigError(ValueError):
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_duration(value: Any) -> float:
@@ -52,19 +53,15 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_size(value: Any) -> int:
-    """"10M", "512K", "1G", "4096" -> bytes (binary multiples)."""
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError
-        return value
-    if not isinstance(value, str):
-        raise ValueError
-    m = _SIZE_RE.match(value)
-    if not m:
-        raise ValueError
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    """"10M", "512K", "1.5G", "4096" -> bytes (binary multiples); ValueError otherwise.
+
+    The project's one size rule (runtime.controllers.values.parse_size),
+    without "max": a unit may follow a decimal number, a bare number is
+    whole bytes."""
+    try:
+        return _parse_size(value, "size", allow_max=False)
+    except LimitError:
+        raise ValueError(f"{value!r} is not a size") from None
 
 
 def _fmt(value: Any) -> str:

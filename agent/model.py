@@ -1,10 +1,27 @@
 """Read-only views shared between the supervisor, collector, ledger and exporters."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-STATES = ("created", "running", "paused", "exited", "restarting")
+
+class State(enum.StrEnum):
+    """The one container state enum (a str: stored, shown and compared as its
+    value). created -> running <-> paused; running -> exited -> (restarting ->
+    running)*. Adding a state is one line here; say in ACTIVE / LIVE below
+    whether it has a process / counts as live."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    EXITED = "exited"
+    RESTARTING = "restarting"
+
+
+STATES = tuple(State)
+ACTIVE = frozenset({State.RUNNING, State.PAUSED})  # a process of it runs (or is frozen)
+LIVE = frozenset({State.RUNNING, State.PAUSED, State.RESTARTING})  # what `ps` without --all lists
 
 HOST_IMAGE = "host"
 

@@ -47,17 +47,15 @@ from agent.errors import UserError
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 from agent.model import image_ref
 from runtime import tmpfs as tmpfs_rule
+from agent.rules import NAME_RE, RESTART_RE  # one rule each, shared with agentctl and the API
+from runtime.rules import valid_hostname
 
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_KEY_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,62}")
-HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-RESTART_RE = re.compile(r"(no|always|on-failure)(?::(\d{1,6}))?")
 ROOTFS_ACCEPTED = ("use a directory holding the container's files, outside /etc, /proc, /sys and /dev, "
                    "that neither is, holds nor lies in the agent's state dir and does not hold its socket")
 MAX_ARGS = 4096
 MAX_BUNDLE_CONFIG = 4 << 20
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
@@ -657,7 +655,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     hostname = body.get("hostname")
     if hostname in (None, ""):
         hostname = name.replace("_", "-").replace(".", "-").strip("-")[:63] or "container"
-    elif not isinstance(hostname, str) or len(hostname) > 64 or not HOSTNAME_RE.fullmatch(hostname):
+    elif not valid_hostname(hostname):
         raise UserError(f"hostname: {_q(hostname)} is not a host name; use letters, digits, - and . (at most 64)")
     rootfs = ""
     raw_root = body.get("rootfs")

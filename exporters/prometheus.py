@@ -55,6 +55,7 @@ from agent.labels import metric_label_name
 log = structlog.get_logger("exporters.prometheus")
 from runtime.limits import DEFAULT_CPU_PERIOD_US
 from runtime.procstat import TASK_STATES
+from runtime.stats import working_set
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -246,8 +247,9 @@ def _emit_cgroup(add, lb, s, info, devices):
     mstat = s.memory_stat
     if cur is not None:
         add((6, f"container_memory_usage_bytes{{{lb}}} {cur}"))
-        if mstat is not None and "inactive_file" in mstat:
-            add((7, f"container_memory_working_set_bytes{{{lb}}} {max(0, cur - mstat['inactive_file'])}"))
+        ws = working_set(s)
+        if ws is not None:
+            add((7, f"container_memory_working_set_bytes{{{lb}}} {ws}"))
     if mstat is not None:
         if "anon" in mstat:
             add((8, f"container_memory_rss{{{lb}}} {mstat['anon']}"))

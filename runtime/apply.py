@@ -18,7 +18,8 @@ import errno
 
 from runtime.cgroupfs import V2_CONTROLLERS, Cgroup, controller_status
 from runtime.errors import CgroupError, CgroupGone, ControllerMissing, LimitError
-from runtime.limits import FILE_FIELDS, Limits, parse_io_max_line, read_limits
+from runtime.controllers.io import parse_io_max_line
+from runtime.controllers.value import FILE_FIELDS, Limits, read_limits
 
 
 def check_controllers(cg, limits: Limits) -> None:

@@ -60,7 +60,6 @@ import errno
 import json
 import fcntl
 import os
-import re
 import resource
 import signal
 import socket
@@ -75,9 +74,8 @@ from . import rlimits, seccomp, sysctl
 from . import userns as usernsmod
 from . import idmapped_layers as idlayers
 from . import tmpfs as tmpfsmod
+from .rules import DEFAULT_PATH, valid_hostname  # one rule each, shared with the agent
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 # as Docker's defaults (moby oci/defaults.go): read-only and masked kernel files
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
@@ -207,8 +205,9 @@ class SpawnSpec:
             if not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < 2**32 - 1:
                 raise SpecError(f"spec.{name}: must be an integer from 0 to 4294967294")
         hostname = d.get("hostname", "")
-        if not isinstance(hostname, str) or (hostname and not HOSTNAME_RE.match(hostname)):
-            raise SpecError("spec.hostname: 1-64 characters [A-Za-z0-9_.-], starting with a letter or digit")
+        if not isinstance(hostname, str) or (hostname and not valid_hostname(hostname)):
+            raise SpecError("spec.hostname: an RFC 1123 host name of 1-64 characters (letters, digits, "
+                            "inner hyphens, dot-separated labels)")
         rootfs = d.get("rootfs", "")
         if not isinstance(rootfs, str):
             raise SpecError("spec.rootfs: must be \"\" (host root) or an absolute directory")

@@ -379,10 +379,16 @@ def read_cpuset_effective(cg) -> frozenset | None:
 
 
 def working_set(sample: CgroupSample) -> int | None:
-    """cAdvisor's working set: memory.current - inactive_file, floored at 0."""
+    """cAdvisor's working set: memory.current - inactive_file, floored at 0.
+
+    None when either is unknown (no memory.current, or a memory.stat without
+    inactive_file): an unmeasured value is left out, never taken as 0. The
+    one rule: the /metrics series container_memory_working_set_bytes is this."""
     if sample.memory_current is None:
         return None
-    inactive = (sample.memory_stat or {}).get("inactive_file", 0)
+    inactive = (sample.memory_stat or {}).get("inactive_file")
+    if inactive is None:
+        return None
     return max(0, sample.memory_current - inactive)
 
 

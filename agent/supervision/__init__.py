@@ -1,0 +1,1 @@
+"""The supervisor's parts, one job per module (see agent/supervisor.py)."""
