@@ -60,7 +60,7 @@ class Cfg:
     def __init__(self, interval=1.0, listen="127.0.0.1:0", enable=()):
         self.collector = type("C", (), {"interval": interval, "watch_roots": (), "label_allowlist": (),
                                         "enable": tuple(enable)})()
-        self.agent = type("A", (), {"metrics_listen": listen})()
+        self.agent = type("A", (), {"metrics_listen": listen, "state_dir": tempfile.gettempdir()})()
 
 
 def make_cgroups(root: str, n: int) -> tuple[list[str], list[int]]:
@@ -275,8 +275,8 @@ from agent.model import ContainerInfo
 from exporters.metrics_server import MetricsServer
 paths = [l for l in sys.stdin.read().split("\n") if l]
 class Cfg:
-    class collector: interval = 1.0; watch_roots = (); label_allowlist = ()
-    class agent: metrics_listen = "127.0.0.1:0"
+    class collector: interval = 1.0; watch_roots = (); label_allowlist = (); enable = ()
+    class agent: metrics_listen = "127.0.0.1:0"; state_dir = "/tmp"
 infos = [ContainerInfo(id=f"{i:012x}", name=f"bench-{i}", cgroup=p, limits=None, state="running")
          for i, p in enumerate(paths)]
 col = Collector(Cfg, lambda: infos, **json.loads(sys.argv[3]))
