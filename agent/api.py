@@ -34,11 +34,11 @@ import structlog
 
 from agent import api_budgets, api_containers, api_images, api_system, api_usage
 from agent.api_access import Access, Peer, peer_cgroup, peer_credentials
-from agent.api_errors import ApiSetupError, RequestError, classify
+from agent.api_errors import ApiSetupError, HttpError, RequestError, classify
 from agent.api_http import FRAME_HEADER, MAX_BODY, STREAM_CONTENT_TYPE, VERSION, BaseHandler
 from agent.api_query import NAME_ACCEPTED, NAME_PARAM, NAME_RE, check_name, parse_json, parse_query, parse_signal
 from agent.api_server import ControlSocket
-from agent.api_views import container_json, stats_json
+from agent.api_views import container_json, json_bytes, plain, stats_json
 
 log = structlog.get_logger("agent.api")
 
@@ -46,16 +46,31 @@ __all__ = [  # what other modules and the tests import from here
     "ApiServer", "ApiSetupError", "Access", "Peer", "peer_cgroup", "peer_credentials", "RequestError",
     "FRAME_HEADER", "MAX_BODY", "STREAM_CONTENT_TYPE", "VERSION", "NAME_ACCEPTED", "NAME_RE", "check_name",
     "parse_signal", "container_json", "stats_json", "ROUTES", "QUERY_PARAMS", "RESOURCES",
+    "HttpError", "_plain", "_json_bytes",  # the names handler modules written before the split import
 ]
+_plain, _json_bytes = plain, json_bytes
 
 # The resource modules, in route order. A new resource: one line here.
-RESOURCES = [
+RESOURCES = [  # a module's HANDLERS, or else its one class named *Handlers (as api_images had)
     api_system,
     api_containers,
     api_usage,
     api_images,
     api_budgets,
 ]
+
+
+
+def _handlers(m) -> type:
+    found = getattr(m, "HANDLERS", None)
+    if found is None:
+        classes = [v for k, v in vars(m).items() if k.endswith("Handlers") and isinstance(v, type)
+                   and v.__module__ == m.__name__]
+        if len(classes) != 1:
+            raise RuntimeError(f"{m.__name__}: no HANDLERS and not exactly one *Handlers class")
+        found = classes[0]
+    return found
+
 
 ROUTES = [route for m in RESOURCES for route in m.ROUTES]
 QUERY_PARAMS = {handler: spec for m in RESOURCES for handler, spec in m.QUERY_PARAMS.items()}
@@ -75,8 +90,8 @@ def _check_routes() -> None:
                 if handler in seen and seen[handler] != m.__name__:
                     raise RuntimeError(f"{m.__name__}: handler {handler!r} is already {seen[handler]}'s")
                 seen[handler] = m.__name__
-                if not hasattr(m.HANDLERS, "h_" + handler):
-                    raise RuntimeError(f"{m.__name__}: {m.HANDLERS.__name__} has no h_{handler}")
+                if not hasattr(_handlers(m), "h_" + handler):
+                    raise RuntimeError(f"{m.__name__}: {_handlers(m).__name__} has no h_{handler}")
 
 
 _check_routes()
@@ -107,7 +122,7 @@ def _match(segs: list[str], method: str) -> tuple[str, list[str]]:
     raise RequestError("not_found", f"no such endpoint: /{'/'.join(segs)[:200]}; see agent/openapi.json")
 
 
-class Handler(*(m.HANDLERS for m in RESOURCES), BaseHandler):
+class Handler(*(_handlers(m) for m in RESOURCES), BaseHandler):
     """One request: route, check access, parse, call ``h_<handler>``, map any error to its status."""
 
     def _dispatch(self):

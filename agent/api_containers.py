@@ -131,7 +131,7 @@ class ContainerHandlers:
     def h_create(self, query, body):
         if not isinstance(body, dict):
             raise RequestError("invalid", "request body: expected a JSON object describing the container, e.g. "
-                                 "{\"name\": \"web\", \"command\": [\"/bin/sh\"]}")
+                                          "{\"name\": \"web\", \"command\": [\"/bin/sh\"]}")
         body = dict(body)
         detach = body.pop("detach", True)
         if not isinstance(detach, bool):

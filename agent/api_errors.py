@@ -42,6 +42,13 @@ class RequestError(KindedError):
         self.headers = headers or {}
 
 
+def HttpError(status: int, message: str, headers: dict | None = None) -> RequestError:  # noqa: N802
+    """For handlers written before kinds (``raise HttpError(404, ...)``): the RequestError of that
+    status's kind (derived from STATUS; 422 is "refused"). New code raises RequestError(kind, ...)."""
+    kinds = {code: kind for kind, code in reversed(list(STATUS.items()))}
+    return RequestError(kinds.get(status, "invalid" if status < 500 else "internal"), message, headers)
+
+
 def status_of(kind: str) -> int:
     return STATUS[kind]
 

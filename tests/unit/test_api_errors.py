@@ -92,6 +92,15 @@ def test_every_resource_module_has_the_registered_shape():
         assert isinstance(m.ROUTES, list) and isinstance(m.QUERY_PARAMS, dict), m.__name__
         for _pattern, methods in m.ROUTES:
             for handler in methods.values():
-                assert hasattr(m.HANDLERS, "h_" + handler), (m.__name__, handler)
+                assert hasattr(api._handlers(m), "h_" + handler), (m.__name__, handler)
                 assert hasattr(api.Handler, "h_" + handler)
     assert api.ROUTES == [r for m in api.RESOURCES for r in m.ROUTES]
+
+
+@pytest.mark.parametrize("status,kind", [(400, "invalid"), (403, "forbidden"), (404, "not_found"),
+                                         (405, "method_not_allowed"), (409, "conflict"), (422, "refused"),
+                                         (503, "unavailable")])
+def test_http_error_of_handlers_written_before_kinds_becomes_its_kind(status, kind):
+    e = api.HttpError(status, "no", {"Allow": "GET"})
+    assert isinstance(e, api_errors.RequestError) and e.kind == kind
+    assert api_errors.classify(e)[0] == status and api_errors.classify(e)[3] == {"Allow": "GET"}
