@@ -390,11 +390,6 @@ def _machine_lines(lines, m, om):
         lines.extend(f'machine_dimm_capacity_bytes{{{ml},type="{escape(t)}"}} {b}' for t, _n, b in m.dimms)
 
 
-def _selfmetric_lines(lines, om):
-    """The agent's own families, rendered by prometheus_client from agent.selfmetrics.REGISTRY."""
-    lines.extend(selfmetrics.exposition(om).decode().splitlines())
-
-
 # Rendered series per cgroup, reused while the collector hands over the very
 # same (immutable) CgroupSample object and an equal ContainerInfo: the collector keeps
 # the previous sample object for a cgroup whose files did not change, so idle
@@ -470,7 +465,7 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
             lines.extend(series)
     if snapshot is not None and getattr(snapshot, "machine", None) is not None:
         _machine_lines(lines, snapshot.machine, openmetrics)
-    _selfmetric_lines(lines, openmetrics)
+    lines.extend(selfmetrics.exposition(openmetrics).decode().splitlines())  # by prometheus_client
     if openmetrics:
         lines.append("# EOF")
     lines.append("")
