@@ -107,7 +107,8 @@ class MetricsServer:
             if cached is not None and cached[0] is snap and snap is not None:
                 return cached[1]
         if gzipped:
-            body = gzip.compress(self.render(openmetrics), compresslevel=6)
+            # level 1: 1000 containers' 8.4 MB -> 0.42 MB in ~22 ms (level 9: 0.36 MB, ~137 ms)
+            body = gzip.compress(self.render(openmetrics), compresslevel=1)
         else:
             body = prometheus.render(snap, self.allowlist, openmetrics=openmetrics)
         with self._lock:
