@@ -1,4 +1,4 @@
-"""The image endpoints of the control API (a mixin of agent.api's handler).
+"""The image endpoints of the control API (a resource module, registered in agent/api.py).
 
     GET  /v1/images                       list
     GET  /v1/images/inspect?reference=R   one image, with its config and layers
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from agent.api_errors import status_of
 from agent.images.reference import ReferenceError
 from agent.images.store import ImageError
 
@@ -45,7 +46,7 @@ QUERY_PARAMS = {"images_list": {}, "images_inspect": {"reference": _text_param},
 class BadRequest(ImageError):
     """A malformed body (400)."""
 
-    status = 400
+    kind = "invalid"
 
 
 def _field(body, key: str, kind=str, required: bool = True, default=None):
@@ -93,7 +94,7 @@ class ImageHandlers:
                             progress=lambda ev: self._event(dict(ev, event="progress")))
             self._event({"event": "pulled", "image": info})
         except (ImageError, ReferenceError) as e:
-            self._event({"event": "error", "status": e.status, "error": str(e)})
+            self._event({"event": "error", "status": status_of(e.kind), "error": str(e)})
         self._end_stream()
 
     def h_images_load(self, query, body):
@@ -125,3 +126,6 @@ class ImageHandlers:
         host = _field(body, "registry")
         self.images.logout(host)
         self._send_json(200, {"status": "logged out", "registry": host})
+
+
+HANDLERS = ImageHandlers

@@ -1,5 +1,6 @@
-"""The system endpoints of the control API (a mixin of agent.api's handler).
+"""The system endpoints of the control API (a resource module, registered in agent/api.py).
 
+    GET /v1/health        agentd answers: version, pid, the caller's access level and uid
     GET /v1/system/info   the agent and its host: version, host name, kernel, cgroup mode,
                           controllers enabled and missing (with reasons), state dir, containers
                           running/total, images, userns pool, device filter
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import os
 
+from agent.api_http import VERSION
+from runtime import cgroupfs
+
 ROUTES = [
+    (("v1", "health"), {"GET": "health"}),
     (("v1", "system", "info"), {"GET": "system_info"}),
     (("v1", "system", "df"), {"GET": "system_df"}),
 ]
 
-QUERY_PARAMS = {"system_info": {}, "system_df": {}}
+QUERY_PARAMS = {"health": {}, "system_info": {}, "system_df": {}}
 
 from agent.model import LIVE  # noqa: E402 (the one rule of what counts as live)
 
@@ -65,10 +70,13 @@ def cgroup_mode(mounts) -> str:
 
 
 class SystemHandlers:
-    def h_system_info(self, query, body):
-        from agent.api import VERSION
-        from runtime import cgroupfs
+    def h_health(self, query, body):
+        self._send_json(200, {"status": "ok", "version": VERSION, "pid": os.getpid(),
+                              "access": self.access, "uid": self.peer.uid,
+                              "usage": self.api.ledger is not None})
 
+
+    def h_system_info(self, query, body):
         api, sup = self.api, self.sup
         infos = sup.containers(all=True)
         running = [i for i in infos if i.state in LIVE]
@@ -128,3 +136,6 @@ class SystemHandlers:
             "logs": {"bytes": disk_usage(os.path.join(state_dir, "logs"))},
             "databases": {"bytes": sum(dbs.values()), "files": dbs},
         })
+
+
+HANDLERS = SystemHandlers

@@ -1,22 +1,53 @@
-"""Errors a client can cause; the API maps them to 4xx responses."""
+"""Errors a client can cause. Each carries a kind; ``HTTP_STATUS`` is the one map from kind to status.
+
+The control API (agent/api_errors.py) answers every error through this map;
+``status`` on an error is read from it, never set by the error.
+"""
+
+# kind -> HTTP status. A new kind is added here, and nowhere else gets a number.
+HTTP_STATUS = {
+    "invalid": 400,              # bad input: the message names what and what is accepted
+    "forbidden": 403,            # the peer may not do this
+    "not_found": 404,            # no such container, image, budget, endpoint
+    "method_not_allowed": 405,   # the path exists, not with this method (Allow header)
+    "timeout": 408,              # the request head or body did not arrive in time
+    "conflict": 409,             # the state does not allow it now (running, in use, name taken)
+    "length_required": 411,      # a request body without Content-Length
+    "too_large": 413,            # a request body over the limit
+    "refused": 422,              # understood, but a registry or an image said no
+    "host_limitation": 422,      # understood, but this host cannot honour it (a missing controller)
+    "unavailable": 503,          # a part of agentd this request needs is not running
+    "storage_full": 507,         # the state dir has no room: nothing was changed
+    "internal": 500,             # a bug: logged with its traceback
+}
 
 
-class UserError(Exception):
+class KindedError(Exception):
+    """An error that says what kind of failure it is; its HTTP status follows from the kind."""
+
+    kind = "internal"
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS[self.kind]
+
+
+class UserError(KindedError):
     """Bad input: HTTP 400, CLI exit 2."""
 
-    status = 400
+    kind = "invalid"
 
 
 class Forbidden(UserError):
-    status = 403
+    kind = "forbidden"
 
 
 class NotFound(UserError):
-    status = 404
+    kind = "not_found"
 
 
 class Conflict(UserError):
-    status = 409
+    kind = "conflict"
 
 
 class CannotExecute(UserError):
@@ -34,4 +65,4 @@ class HostLimitation(UserError):
     needs a cgroup controller the host does not hand down): HTTP 422, CLI
     exit 1 (a property of the host, not bad usage)."""
 
-    status = 422
+    kind = "host_limitation"

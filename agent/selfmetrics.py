@@ -1,8 +1,12 @@
 """The agent's own health counters, exported as ``cgroup_agent_<name>``.
 
-A tiny thread-safe registry that any module of the daemon may update. It never
-blocks for long (one lock, O(1) updates) and never touches the kernel; the
-/metrics exporter (exporters/prometheus.py) reads it with ``families()``.
+prometheus_client's Counter, Gauge, Histogram and Info in a registry of the
+agent's own (``REGISTRY``, not the library's global one), behind a small
+facade that any module of the daemon may update. Updates never block for
+long and never touch the kernel; the /metrics exporter
+(exporters/prometheus.py) appends ``exposition(openmetrics)``, rendered by
+prometheus_client's own encoders. ``*_created`` series are disabled (as the
+agent never exported them), and a family with no series yet is left out.
 
 Usage from other modules::
 
@@ -41,12 +45,20 @@ Declared families (kind, labels):
     ledger_errors_total         counter  stage    (observe, final, retention)
     collection_duration_seconds histogram -       (via observe_collection)
 
-Tests may call ``reset()`` to start from zero.
+``families()`` and ``collection_histogram()`` give read-only copies (tests,
+the API). Tests may call ``reset()`` to start from zero.
 """
 from __future__ import annotations
 
+import platform
 import threading
 from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+disable_created_metrics()  # no *_created series: the exposition stays what it always was
 
 PREFIX = "cgroup_agent_"
 
@@ -58,10 +70,14 @@ LEDGER_ERROR_STAGES = ("observe", "final", "retention")
 
 # Upper bounds of the collection duration histogram, in seconds.
 COLLECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_HIST_NAME = PREFIX + "collection_duration_seconds"
+_HIST_HELP = "Duration of one collection pass over every watched cgroup."
+
+REGISTRY = CollectorRegistry(auto_describe=False)
 
 
 class Family(NamedTuple):
-    """A read-only copy of one family, for the exporter."""
+    """A read-only copy of one family."""
 
     name: str            # full name, with the cgroup_agent_ prefix
     kind: str            # "counter" | "gauge"
@@ -81,11 +97,23 @@ class HistogramData(NamedTuple):
 
 _lock = threading.Lock()
 _meta: dict[str, tuple[str, str, tuple]] = {}   # name -> (kind, help, labelnames)
-_values: dict[str, dict[tuple, float]] = {}
 _zero: dict[str, set[tuple]] = {}               # counter -> label-value tuples exported at 0
-_hist_counts = [0] * len(COLLECTION_BUCKETS)
-_hist_count = 0
-_hist_sum = 0.0
+_metrics: dict = {}                             # name -> its Counter/Gauge in REGISTRY (a gauge once set)
+_hist: list = [None]                            # the collection duration Histogram
+
+
+def _create(name: str):
+    """The prometheus_client metric of a declared family, registered (caller holds _lock)."""
+    kind, help, labelnames = _meta[name]
+    cls = Counter if kind == "counter" else Gauge
+    metric = cls(PREFIX + name, help, labelnames, registry=REGISTRY)
+    _metrics[name] = metric
+    if kind == "counter":
+        for key in sorted(_zero.get(name, ())):
+            if len(key) == len(labelnames):
+                if labelnames:
+                    metric.labels(*key)  # a child starts at 0
+    return metric
 
 
 def declare(name: str, kind: str, help: str, labelnames=(), zero=()) -> None:
@@ -106,28 +134,35 @@ def declare(name: str, kind: str, help: str, labelnames=(), zero=()) -> None:
         old = _meta.get(name)
         if old is not None and old[2] != labelnames:
             raise ValueError(f"selfmetrics {name!r} already has labels {old[2]}, not {labelnames}")
+        if old is not None and old[0] != kind:
+            raise ValueError(f"selfmetrics {name!r} is a {old[0]}, not a {kind}")
         _meta[name] = (kind, help, labelnames)
-        vals = _values.setdefault(name, {})
+        metric = _metrics.get(name)
+        if metric is not None:
+            metric._documentation = help  # declared after a first update: the help text it now has
         if kind == "counter":
             seeds = _zero.setdefault(name, set())
             seeds.update([()] if not labelnames else (tuple(str(v) for v in z) for z in zero))
-            for key in seeds:
-                if len(key) == len(labelnames):
-                    vals.setdefault(key, 0)
+            if metric is None:
+                _create(name)
+            else:
+                for key in sorted(seeds):
+                    if labelnames and len(key) == len(labelnames):
+                        metric.labels(*key)
 
 
-def _key(name: str, kind: str, labels: dict) -> tuple:
-    meta = _meta.get(name)
-    if meta is None:
-        names = tuple(sorted(labels))
-        _meta[name] = (kind, name.replace("_", " "), names)
-        _values[name] = {}
-        meta = _meta[name]
-    if meta[0] != kind:
-        raise ValueError(f"selfmetrics {name!r} is a {meta[0]}, not a {kind}")
-    if len(labels) != len(meta[2]) or any(n not in labels for n in meta[2]):
-        raise ValueError(f"selfmetrics {name!r} takes labels {meta[2]}, got {tuple(sorted(labels))}")
-    return tuple(str(labels[n]) for n in meta[2])
+def _series(name: str, kind: str, labels: dict):
+    """The series to update (created on first use); ValueError for another kind or label set."""
+    with _lock:
+        meta = _meta.get(name)
+        if meta is None:
+            meta = _meta[name] = (kind, name.replace("_", " "), tuple(sorted(labels)))
+        if meta[0] != kind:
+            raise ValueError(f"selfmetrics {name!r} is a {meta[0]}, not a {kind}")
+        if len(labels) != len(meta[2]) or any(n not in labels for n in meta[2]):
+            raise ValueError(f"selfmetrics {name!r} takes labels {meta[2]}, got {tuple(sorted(labels))}")
+        metric = _metrics.get(name) or _create(name)
+        return metric.labels(*(str(labels[n]) for n in meta[2])) if meta[2] else metric
 
 
 def inc(name: str, value: float = 1, **labels) -> None:
@@ -136,31 +171,30 @@ def inc(name: str, value: float = 1, **labels) -> None:
         raise ValueError(f"selfmetrics counter {name!r} cannot decrease (got {value})")
     if not name.endswith("_total"):
         raise ValueError(f"selfmetrics counter {name!r} must end in _total")
-    with _lock:
-        key = _key(name, "counter", labels)
-        vals = _values[name]
-        vals[key] = vals.get(key, 0) + value
+    _series(name, "counter", labels).inc(value)
 
 
 def set_gauge(name: str, value: float, **labels) -> None:
     """Set gauge ``name`` with the given labels to ``value``."""
     if name.endswith("_total"):
         raise ValueError(f"selfmetrics gauge {name!r} must not end in _total")
-    with _lock:
-        key = _key(name, "gauge", labels)
-        _values[name][key] = value
+    _series(name, "gauge", labels).set(value)
 
 
 def observe_collection(seconds: float) -> None:
     """Record the duration of one collection pass."""
-    global _hist_count, _hist_sum
-    with _lock:
-        for i, bound in enumerate(COLLECTION_BUCKETS):
-            if seconds <= bound:
-                _hist_counts[i] += 1
-                break
-        _hist_count += 1
-        _hist_sum += seconds
+    _hist[0].observe(seconds)
+
+
+def _values(name: str) -> dict:
+    """label-value tuple -> value of every series of ``name`` (caller holds _lock)."""
+    metric = _metrics.get(name)
+    if metric is None:
+        return {}
+    labelnames = _meta[name][2]
+    full = PREFIX + name
+    return {tuple(s.labels[n] for n in labelnames): s.value
+            for fam in metric.collect() for s in fam.samples if s.name == full}
 
 
 def get(name: str, **labels) -> float:
@@ -170,25 +204,50 @@ def get(name: str, **labels) -> float:
         if meta is None:
             return 0
         key = tuple(str(labels.get(n, "")) for n in meta[2])
-        return _values[name].get(key, 0)
+        return _values(name).get(key, 0)
 
 
 def families() -> list[Family]:
-    """A consistent copy of every family (sorted by name), for the exporter."""
+    """A copy of every family (sorted by name)."""
     with _lock:
-        return [Family(PREFIX + n, _meta[n][0], _meta[n][1], _meta[n][2], dict(_values[n]))
-                for n in sorted(_meta)]
+        return [Family(PREFIX + n, _meta[n][0], _meta[n][1], _meta[n][2], _values(n)) for n in sorted(_meta)]
 
 
 def collection_histogram() -> HistogramData:
-    with _lock:
-        cum, acc = [], 0
-        for c in _hist_counts:
-            acc += c
-            cum.append(acc)
-        return HistogramData(PREFIX + "collection_duration_seconds",
-                             "Duration of one collection pass over every watched cgroup.",
-                             COLLECTION_BUCKETS, tuple(cum), _hist_count, _hist_sum)
+    by_le, count, total = {}, 0, 0.0
+    for fam in _hist[0].collect():
+        for s in fam.samples:
+            if s.name == _HIST_NAME + "_bucket":
+                by_le[float(s.labels["le"])] = int(s.value)
+            elif s.name == _HIST_NAME + "_count":
+                count = int(s.value)
+            elif s.name == _HIST_NAME + "_sum":
+                total = s.value
+    return HistogramData(_HIST_NAME, _HIST_HELP, COLLECTION_BUCKETS,
+                         tuple(by_le.get(b, 0) for b in COLLECTION_BUCKETS), count, total)
+
+
+class _Exposed:
+    """REGISTRY as the exposition shows it: families sorted by name, those without a series left out."""
+
+    def collect(self):
+        return sorted((f for f in REGISTRY.collect() if f.samples), key=lambda f: f.name)
+
+
+_EXPOSED = _Exposed()
+
+
+def exposition(openmetrics: bool = False) -> bytes:
+    """The agent's own families in the text format, or OpenMetrics without its final ``# EOF``."""
+    if not openmetrics:
+        return generate_latest(_EXPOSED)
+    body = generate_openmetrics(_EXPOSED)
+    return body[:-len(b"# EOF\n")] if body.endswith(b"# EOF\n") else body
+
+
+def set_build_info(version: str) -> None:
+    """cgroup_agent_build_info{version, python} 1 (an Info: "cgroup_agent_build" in OpenMetrics)."""
+    _build.info({"version": version, "python": platform.python_version()})
 
 
 def _declare_defaults() -> None:
@@ -212,19 +271,22 @@ def _declare_defaults() -> None:
             zero=[(s,) for s in LEDGER_ERROR_STAGES])
 
 
+def _new_histogram() -> None:
+    _hist[0] = Histogram(_HIST_NAME, _HIST_HELP, buckets=COLLECTION_BUCKETS, registry=REGISTRY)
+
+
 def reset() -> None:
     """Forget every value (declarations stay). For tests."""
-    global _hist_count, _hist_sum
     with _lock:
-        for name, vals in _values.items():
-            vals.clear()
-            for key in _zero.get(name, ()):
-                if len(key) == len(_meta[name][2]):
-                    vals[key] = 0
-        for i in range(len(_hist_counts)):
-            _hist_counts[i] = 0
-        _hist_count = 0
-        _hist_sum = 0.0
+        for metric in list(_metrics.values()) + [_hist[0]]:
+            REGISTRY.unregister(metric)
+        _metrics.clear()
+        for name, (kind, _help, _labels) in _meta.items():
+            if kind == "counter" and name in _zero:  # declared: exported at 0 again
+                _create(name)
+        _new_histogram()
 
 
+_build = Info(PREFIX + "build", "Build information of the running agent.", registry=REGISTRY)
+_new_histogram()
 _declare_defaults()

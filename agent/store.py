@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import structlog
 
 from agent import selfmetrics
-from agent.errors import Conflict
+from agent.errors import Conflict, KindedError
 
 log = structlog.get_logger("agentd.store")
 
@@ -34,10 +34,10 @@ selfmetrics.declare("state_write_errors_total", "counter",
                     "Writes to the state store (state_dir/state.db) that failed, by reason.", ("reason",))
 
 
-class StoreFull(Exception):
+class StoreFull(KindedError):
     """The state dir has no room left: nothing was written (the API answers 507)."""
 
-    status = 507
+    kind = "storage_full"
 
 
 def _is_full(err: BaseException) -> bool:

@@ -43,7 +43,6 @@ agent.selfmetrics.
 """
 from __future__ import annotations
 
-import platform
 import threading
 import time
 
@@ -65,6 +64,7 @@ try:
     VERSION = _dist_version("cgroup-agent")
 except Exception:  # noqa: BLE001 - not installed: still render
     VERSION = "0.0.0"
+selfmetrics.set_build_info(VERSION)
 
 # (name, kind, help, extra label names). Order = output order.
 FAMILIES = (
@@ -392,34 +392,6 @@ def _machine_lines(lines, m, om):
         lines.extend(f'machine_dimm_capacity_bytes{{{ml},type="{escape(t)}"}} {b}' for t, _n, b in m.dimms)
 
 
-def _selfmetric_lines(lines, om):
-    for fam in selfmetrics.families():
-        if not fam.values:
-            continue
-        _header(lines, fam.name, fam.kind, fam.help, om)
-        for key in sorted(fam.values):
-            v = _num(fam.values[key])
-            if fam.labelnames:
-                lines.append(f"{fam.name}{{{_label_str(fam.labelnames, key)}}} {v}")
-            else:
-                lines.append(f"{fam.name} {v}")
-    h = selfmetrics.collection_histogram()
-    _header(lines, h.name, "histogram", h.help, om)
-    for bound, c in zip(h.buckets, h.counts):
-        lines.append(f'{h.name}_bucket{{le="{_num(float(bound))}"}} {c}')
-    lines.append(f'{h.name}_bucket{{le="+Inf"}} {h.count}')
-    lines.append(f"{h.name}_count {h.count}")
-    lines.append(f"{h.name}_sum {_num(float(h.sum))}")
-    info_labels = f'version="{escape(VERSION)}",python="{escape(platform.python_version())}"'
-    if om:
-        lines.append("# HELP cgroup_agent_build Build information of the running agent.")
-        lines.append("# TYPE cgroup_agent_build info")
-    else:
-        lines.append("# HELP cgroup_agent_build_info Build information of the running agent.")
-        lines.append("# TYPE cgroup_agent_build_info gauge")
-    lines.append(f"cgroup_agent_build_info{{{info_labels}}} 1")
-
-
 # Rendered series per cgroup, reused while the collector hands over the very
 # same (immutable) CgroupSample object and an equal ContainerInfo: the collector keeps
 # the previous sample object for a cgroup whose files did not change, so idle
@@ -495,7 +467,7 @@ def render(snapshot, label_allowlist=(), openmetrics=False) -> bytes:
             lines.extend(series)
     if snapshot is not None and getattr(snapshot, "machine", None) is not None:
         _machine_lines(lines, snapshot.machine, openmetrics)
-    _selfmetric_lines(lines, openmetrics)
+    lines.extend(selfmetrics.exposition(openmetrics).decode().splitlines())  # by prometheus_client
     if openmetrics:
         lines.append("# EOF")
     lines.append("")

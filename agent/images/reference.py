@@ -32,7 +32,7 @@ ACCEPTED = ("accepted: [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST], "
 class ReferenceError(UserError):
     """A reference that does not parse; the message names it and what is accepted."""
 
-    status = 400
+    kind = "invalid"
 
 
 class Reference(NamedTuple):

@@ -38,15 +38,15 @@ class ImageError(UserError):
     """An image operation failed; the message is one line for the user.
     422: the request was understood, the registry or the image said no."""
 
-    status = 422
+    kind = "refused"
 
 
 class ImageNotFound(ImageError):
-    status = 404
+    kind = "not_found"
 
 
 class ImageInUse(ImageError):
-    status = 409
+    kind = "conflict"
 
 
 class DigestMismatch(ImageError):

@@ -2,7 +2,7 @@
 """Collection and /metrics benchmark: our collector against two peers, same run.
 
     python3 bench/collect/run.py [--sizes 100,1000,5000] [--load-seconds 30]
-                                 [--sections collect,render,optional,load]
+                                 [--sections collect,render,scrape,optional,load]
 
 Creates N real cgroups on this host's unified hierarchy (under a unique
 cga-bench-<hex> directory), one sleeping process in each, then measures per
@@ -17,7 +17,8 @@ pass over the same cgroups:
   ours/tiered the default: fast/medium/slow tiers, idle cgroups skipped
 
 and /metrics render time (exporters.prometheus.render) against
-prometheus_client.generate_latest over the same series; the collection cost
+prometheus_client.generate_latest over the same series; whole scrapes over
+HTTP (section "scrape": the first, then cached text, OpenMetrics, gzip); the collection cost
 of the optional sets ([collector] enable: process, cpuLoad, hugetlb) against
 the default set and the C floor (section "optional"). Then agent RSS and
 CPU% with 1000 containers at a 1 s interval (Collector thread + MetricsServer
@@ -60,7 +61,7 @@ class Cfg:
     def __init__(self, interval=1.0, listen="127.0.0.1:0", enable=()):
         self.collector = type("C", (), {"interval": interval, "watch_roots": (), "label_allowlist": (),
                                         "enable": tuple(enable)})()
-        self.agent = type("A", (), {"metrics_listen": listen, "state_dir": "/nonexistent/cga-bench-state"})()
+        self.agent = type("A", (), {"metrics_listen": listen, "state_dir": tempfile.gettempdir()})()
 
 
 def make_cgroups(root: str, n: int) -> tuple[list[str], list[int]]:
@@ -235,6 +236,41 @@ def time_generate_latest(body: bytes, reps=3) -> float:
     return min(times)
 
 
+OM_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+             "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+def time_scrapes(snap, reps=7) -> dict:
+    """Wall seconds of whole /metrics scrapes over HTTP on 127.0.0.1 (exporters.metrics_server
+    over a fixed snapshot), min of ``reps``: "first" renders (text), the others are served from
+    the per-snapshot cache: text, OpenMetrics (Prometheus's Accept), text gzipped."""
+    from exporters.metrics_server import MetricsServer
+
+    class Fixed:
+        @staticmethod
+        def latest():
+            return snap
+
+    srv = MetricsServer(Cfg(), Fixed())
+    srv.start()
+    url = f"http://127.0.0.1:{srv.port}/metrics"
+
+    def get(headers):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+            r.read()
+        return time.perf_counter() - t0
+    try:
+        out = {"first": get({})}
+        for label, headers in (("text", {}), ("openmetrics", {"Accept": OM_ACCEPT}),
+                               ("gzip", {"Accept-Encoding": "gzip"})):
+            get(headers)  # fills the cache for this format
+            out[label] = min(get(headers) for _ in range(reps))
+    finally:
+        srv.stop()
+    return out
+
+
 OPTIONAL_ALL = ("process", "cpuLoad", "hugetlb")
 
 
@@ -275,8 +311,8 @@ from agent.model import ContainerInfo
 from exporters.metrics_server import MetricsServer
 paths = [l for l in sys.stdin.read().split("\n") if l]
 class Cfg:
-    class collector: interval = 1.0; watch_roots = (); label_allowlist = ()
-    class agent: metrics_listen = "127.0.0.1:0"; state_dir = "/nonexistent/cga-bench-state"
+    class collector: interval = 1.0; watch_roots = (); label_allowlist = (); enable = ()
+    class agent: metrics_listen = "127.0.0.1:0"; state_dir = "/tmp"
 infos = [ContainerInfo(id=f"{i:012x}", name=f"bench-{i}", cgroup=p, limits=None, state="running")
          for i, p in enumerate(paths)]
 col = Collector(Cfg, lambda: infos, **json.loads(sys.argv[3]))
@@ -384,6 +420,15 @@ def main() -> int:
                     print(f"{n:>10} {label:>6} {nseries:>8} {size / 1e6:>6.2f} {cold * 1e3:>8.1f}"
                           f" {busy * 1e3:>8.1f} {idle * 1e3:>8.1f} {g * 1e3:>15.1f} {g / busy:>7.1f}x",
                           flush=True)
+            print()
+            if "scrape" in sections:
+                print("/metrics scrapes over HTTP (full cgroup v2 file set), ms: first = render + send; "
+                      "then cached per snapshot")
+                print(f"{'containers':>10} {'first':>8} {'text':>8} {'openmetrics':>12} {'gzip':>8}")
+            for n in (sizes if "scrape" in sections else ()):
+                f = time_scrapes(full_v2_snapshot(n))
+                print(f"{n:>10} {f['first'] * 1e3:>8.1f} {f['text'] * 1e3:>8.1f} {f['openmetrics'] * 1e3:>12.1f}"
+                      f" {f['gzip'] * 1e3:>8.1f}", flush=True)
             print()
             for mode, kw in ((("tiered (default)", {}), ("full reads", {"slow_every": 1, "idle_every": 1}))
                              if "load" in sections else ()):

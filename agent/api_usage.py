@@ -1,0 +1,26 @@
+"""The usage endpoint of the control API (a resource module, registered in agent/api.py).
+
+    GET /v1/usage?...   the billing ledger's records; the query is the ledger's
+                        own language (agent/ledger.py validates it), passed through
+"""
+from __future__ import annotations
+
+from agent.api_errors import RequestError
+from agent.api_views import plain
+
+ROUTES = [
+    (("v1", "usage"), {"GET": "usage"}),
+]
+
+QUERY_PARAMS: dict = {}  # "usage" absent: its query is passed through to ledger.query
+
+
+class UsageHandlers:
+    def h_usage(self, query, body):
+        ledger = self.api.ledger
+        if ledger is None:
+            raise RequestError("unavailable", "usage is not available: this agentd runs without a billing ledger")
+        self._send_json(200, plain(ledger.query(query)))
+
+
+HANDLERS = UsageHandlers
