@@ -11,7 +11,8 @@ container_network_* families).
 A container on the host's network (its namespace is agentd's) has no figures
 of its own: the fields stay None, and no container_network_* series is
 exported for it (never a 0). The root cgroup (id "/") gets the host's
-interfaces from /proc/1/net/dev, as cAdvisor.
+interfaces from /proc/1/net/dev, as cAdvisor (or agentd's own, when pid 1's
+is not ours to read).
 
 The descriptor pins the namespace, so a container whose process exited
 keeps its final figures: the pass after the exit reads them once more, then
@@ -36,7 +37,9 @@ from runtime import netstat
 
 log = structlog.get_logger("agent.netmeter")
 
-ROOT_PID = 1   # the root cgroup's interfaces: the host's, read where cAdvisor reads them
+# the root cgroup's interfaces: the host's, read where cAdvisor reads them (pid 1), else from
+# agentd's own namespace (the host's too: a pid 1 we may not look at, in a container or a sandbox)
+ROOT_PIDS = (1, "self")
 
 
 class _Entry:
@@ -92,11 +95,13 @@ class NetMeter:
             return None
         with self._lock:
             if self._root is None:
-                try:
-                    self._root = netstat.NetDevReader.open(ROOT_PID)
-                except OSError as exc:
-                    log.warning("netmeter.root_unreadable", error=str(exc))
-                    self._root = False
+                for pid in ROOT_PIDS:
+                    try:
+                        self._root = netstat.NetDevReader.open(pid)
+                        break
+                    except OSError as exc:
+                        log.info("netmeter.root_unreadable", pid=pid, error=str(exc))
+                        self._root = False
             if self._root is False:
                 return sample
             try:

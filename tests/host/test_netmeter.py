@@ -215,6 +215,10 @@ def test_transmit_counter_rises_by_what_the_container_sent_not_counting_loopback
     assert f'id="{hid}"' in text and not any(
         line.startswith("container_network_") and f'id="{hid}"' in line for line in text.splitlines())
     assert 'interface="lo"' not in text
+    # the root cgroup (id "/"): the host's interfaces, as cAdvisor, loopback left out
+    host_ifaces = {i.name for i in netstat.read_net_dev("self")}
+    assert {i.name for i in snap.root.network} == host_ifaces
+    assert set(series(text, "container_network_receive_bytes_total", "/")) == host_ifaces
     if os.path.exists(PROMTOOL):
         r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True,
                            timeout=300)
