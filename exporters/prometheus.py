@@ -38,9 +38,11 @@ container_tasks_state{state="iowaiting"} (netlink taskstats only), machine_nvm_*
 (Intel's libipmctl), the cpu_topology set.
 
 container_network_* come from the sample's ``network`` (agent/netmeter.py):
-a container on the host's network has None and no series; the TCP/UDP
+a container on the host's network has None and no series. cAdvisor's TCP/UDP
 socket-state families (container_network_{tcp,tcp6,udp,udp6}_usage_total) are
-not exported (bench/net_counters.py: ~700x the cost of the interface counters).
+not exported: they are gauges named _total, which `promtool check metrics`
+rejects, and their source files cost ~670x the interface counters per
+container (bench/net_counters.py).
 
 Entry point: ``render(snapshot, label_allowlist=(), openmetrics=False) -> bytes``.
 A scrape never reads the kernel: everything comes from the snapshot and from
