@@ -298,3 +298,42 @@ def test_final_figures_survive_the_process_then_the_namespace_is_released(
         time.sleep(0.1)
     else:
         raise AssertionError("the container's namespace outlived its last pass: a descriptor leaked")
+
+
+def test_agentd_exports_a_network_none_containers_link_and_nothing_for_a_host_network_one(
+        cgroup, tmp_path, peer_netns):
+    """End to end: agentd's own container pid, its namespace, /metrics."""
+    import urllib.request
+    from test_daemon import Agentd, wait_for
+    a = Agentd(cgroup, tmp_path)
+    a.start()
+    try:
+        port = a.args[a.args.index("--metrics-listen") + 1]
+        a.client.call("POST", "/v1/containers", body={"name": "isolated", "argv": ["sleep", "3600"],
+                                                      "network": "none"})
+        a.client.call("POST", "/v1/containers", body={"name": "onhost", "argv": ["sleep", "3600"]})
+        pid = wait_for(lambda: a.inspect("isolated").get("pid"), what="the isolated container's pid")
+        assert netstat.netns_inode(pid) != netstat.netns_inode("self")
+        subnet = f"10.216.{secrets.randbelow(250) + 1}"
+        link(pid, peer_netns, subnet)
+        # a fixed neighbour with a MAC nobody has: the datagrams leave eth0 and go nowhere
+        run(NSENTER, "-t", str(pid), "-n", IP, "neigh", "replace", f"{subnet}.1", "lladdr",
+            "02:00:00:00:00:01", "dev", "eth0", "nud", "permanent")
+        run(NSENTER, "-t", str(pid), "-n", sys.executable, "-c",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"for _ in range(100): s.sendto(b'z' * 1000, ('{subnet}.1', 9))\n")
+
+        def scraped():
+            with urllib.request.urlopen(f"http://{port}/metrics", timeout=30) as r:
+                text = r.read().decode()
+            lines = [ln for ln in text.splitlines() if ln.startswith("container_network_transmit_bytes_total{")]
+            mine = [ln for ln in lines if 'name="isolated"' in ln]
+            if mine and int(mine[0].rsplit(" ", 1)[1]) >= 100 * 1000:
+                return text, lines, mine
+            return None
+        text, lines, mine = wait_for(scraped, timeout=60, what="the isolated container's eth0 on /metrics")
+        assert len(mine) == 1 and 'interface="eth0"' in mine[0]
+        assert not any('name="onhost"' in ln for ln in text.splitlines() if ln.startswith("container_network_"))
+        assert 'container_cpu_usage_seconds_total{id="' in text and 'name="onhost"' in text
+    finally:
+        a.stop()
