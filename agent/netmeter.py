@@ -77,6 +77,8 @@ class NetMeter:
                 samples[cg] = self._merge(cg, base, self._read(info))
             for cg in [c for c in self._entries if c not in listed]:
                 self._drop(cg)
+            for cg in [c for c in self._merged if c not in listed and c != "/"]:
+                del self._merged[cg]
 
     def attach_one(self, info, sample):
         """The same for one sample read outside a pass (the supervisor's final read)."""

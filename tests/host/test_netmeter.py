@@ -249,9 +249,12 @@ def test_a_vanished_or_foreign_process_is_counted_once_and_the_pass_goes_on(
         assert snap.samples[cg.path].net_tx_bytes is None
     errors = selfmetrics.get("collection_errors_total", reason="network")
     assert errors == 2
+    first = snap.samples[good_cg.path]
     snap = col.collect_once()                  # counted once per pid, not once per pass
     assert selfmetrics.get("collection_errors_total", reason="network") == 2
     assert snap.samples[good_cg.path].net_tx_bytes == 0
+    # nothing moved in that idle container: the very same sample object (the renderer's cache keys on it)
+    assert snap.samples[good_cg.path] is first
 
 
 FINAL = r"""
