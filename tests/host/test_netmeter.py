@@ -128,10 +128,9 @@ def own_netns_container(spawn, cgroup, argv):
               stdout=subprocess.PIPE)
     # unshare execs argv in place: wait until the pid is in its own namespace
     host = netstat.netns_inode("self")
-    for _ in range(2000):
-        if netstat.netns_inode(p.pid) != host:
-            break
-        os.sched_yield()
+    deadline = time.monotonic() + 60
+    while netstat.netns_inode(p.pid) == host and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert netstat.netns_inode(p.pid) != host
     run(NSENTER, "-t", str(p.pid), "-n", IP, "link", "set", "lo", "up")
     return p
