@@ -80,6 +80,7 @@ from typing import Callable, Mapping
 import structlog
 
 from agent import selfmetrics
+from agent.netmeter import NetMeter
 from runtime import fsusage, machine, procstat, stats
 from runtime.cgroupfs import find_mount
 from runtime.errors import CgroupError
@@ -248,6 +249,7 @@ class Collector:
         except Exception as exc:  # noqa: BLE001 - machine_* absent, everything else goes on
             log.warning("collector.machine_info_failed", error=str(exc))
             self.machine = None
+        self._net = NetMeter(self.mount)   # containers' network counters (agent/netmeter.py)
 
     # -- public API ------------------------------------------------------
 
@@ -295,6 +297,7 @@ class Collector:
         if self._root:
             self._root.close()
         self._root = None
+        self._net.close()
         if self._watcher is not None and self._own_watcher:
             try:
                 self._watcher.close()
@@ -318,7 +321,7 @@ class Collector:
         """A fresh full read of a container's cgroup (every file), e.g. the final
         read before removal. Independent of the pass; None if the cgroup is gone."""
         try:
-            return stats.read_sample(info.cgroup)
+            return self._net.attach_one(info, stats.read_sample(info.cgroup))
         except (CgroupError, OSError) as exc:
             log.info("collector.sample_now_gone", cgroup=info.cgroup, error=str(exc))
             return None
@@ -565,7 +568,8 @@ class Collector:
                     log.warning("collector.read_failed", path=path, error=str(exc))
                 continue
             samples[path] = sample
-        root = self._read_root(n)
+        self._net.attach(infos, samples)
+        root = self._net.attach_root(self._read_root(n))
         fs_usage = self._fs_usage(infos)
         for sample in (*samples.values(), root):
             if sample is not None and sample.io:

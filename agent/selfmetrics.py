@@ -65,7 +65,7 @@ PREFIX = "cgroup_agent_"
 # Label values of the labelled counters that deploy/alerts.yml reads, each
 # exported at 0 from the start (counters without labels always are).
 COLLECTION_ERROR_REASONS = ("vanished", "read", "inotify", "inotify_overflow", "fd_limit",
-                            "containers", "pass", "watch_root_missing")
+                            "containers", "pass", "watch_root_missing", "network")
 LEDGER_ERROR_STAGES = ("observe", "final", "retention")
 
 # Upper bounds of the collection duration histogram, in seconds.

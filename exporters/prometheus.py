@@ -37,6 +37,13 @@ container_hugetlb_max_usage_bytes (no hugetlb peak file),
 container_tasks_state{state="iowaiting"} (netlink taskstats only), machine_nvm_*
 (Intel's libipmctl), the cpu_topology set.
 
+container_network_* come from the sample's ``network`` (agent/netmeter.py):
+a container on the host's network has None and no series. cAdvisor's TCP/UDP
+socket-state families (container_network_{tcp,tcp6,udp,udp6}_usage_total) are
+not exported: they are gauges named _total, which `promtool check metrics`
+rejects, and their source files cost ~670x the interface counters per
+container (bench/net_counters.py).
+
 Entry point: ``render(snapshot, label_allowlist=(), openmetrics=False) -> bytes``.
 A scrape never reads the kernel: everything comes from the snapshot and from
 agent.selfmetrics.
@@ -135,6 +142,15 @@ FAMILIES = (
     ("container_tasks_state", "gauge", "Number of tasks in given state.", ("state",)),
     ("container_fs_usage_bytes", "gauge", "Number of bytes that are consumed by the container on this filesystem "
      "(an image container's copy-on-write upper dir; runtime/fsusage.py).", ("device",)),
+    # issue 15: a container's own network namespace, per counted interface (agent/netmeter.py)
+    ("container_network_receive_bytes_total", "counter", "Cumulative count of bytes received", ("interface",)),
+    ("container_network_receive_packets_total", "counter", "Cumulative count of packets received", ("interface",)),
+    ("container_network_receive_packets_dropped_total", "counter", "Cumulative count of packets dropped while receiving", ("interface",)),
+    ("container_network_receive_errors_total", "counter", "Cumulative count of errors encountered while receiving", ("interface",)),
+    ("container_network_transmit_bytes_total", "counter", "Cumulative count of bytes transmitted", ("interface",)),
+    ("container_network_transmit_packets_total", "counter", "Cumulative count of packets transmitted", ("interface",)),
+    ("container_network_transmit_packets_dropped_total", "counter", "Cumulative count of packets dropped while transmitting", ("interface",)),
+    ("container_network_transmit_errors_total", "counter", "Cumulative count of errors encountered while transmitting", ("interface",)),
 )
 _INDEX = {f[0]: i for i, f in enumerate(FAMILIES)}
 (_BURST_N, _BURST_S, _FAILCNT, _EV_HIGH, _EV_MAX, _KERNEL, _ACTIVE_FILE, _INACTIVE_FILE, _DIRTY, _WRITEBACK,
@@ -143,6 +159,10 @@ _INDEX = {f[0]: i for i, f in enumerate(FAMILIES)}
                                                   _INDEX["container_tasks_state"] + 1)
 assert FAMILIES[_TASKS][0] == "container_tasks_state"
 _FS_USAGE = _INDEX["container_fs_usage_bytes"]
+_NET = _INDEX["container_network_receive_bytes_total"]
+# (family name, IfStats field), in FAMILIES order from _NET
+_NET_FAMILIES = tuple((FAMILIES[_NET + i][0], fld) for i, fld in enumerate(
+    ("rx_bytes", "rx_packets", "rx_dropped", "rx_errors", "tx_bytes", "tx_packets", "tx_dropped", "tx_errors")))
 
 # memory.stat key -> family index of the plain one-value memory families
 _MEMSTAT_FAMILIES = (
@@ -301,6 +321,12 @@ def _emit_cgroup(add, lb, s, info, devices):
         if ps.tasks_state is not None:          # the "cpuLoad" set
             for state, n in zip(TASK_STATES, ps.tasks_state):
                 add((_TASKS, f'container_tasks_state{{{lb},state="{state}"}} {n}'))
+    net = getattr(s, "network", None)
+    if net:     # None: the host's network or not measured; never a made-up 0
+        for ifs in net:
+            il = f'{lb},interface="{escape(ifs.name)}"'
+            for i, (name, fld) in enumerate(_NET_FAMILIES):
+                add((_NET + i, f"{name}{{{il}}} {getattr(ifs, fld)}"))
     io = s.io
     if io:
         for (maj, mnr), st in sorted(io.items()):

@@ -71,6 +71,13 @@ class CgroupSample(NamedTuple):
     cpuset_cpus_effective: frozenset | None = None
     hugetlb: dict | None = None        # page size ("2MB") -> HugetlbStat; only with [collector] enable hugetlb
     processes: "ProcessStats | None" = None   # per-process walk; only with [collector] enable process/cpuLoad
+    # the container's own network namespace (runtime.netstat; agent.netmeter fills them in): bytes
+    # summed over its counted interfaces (loopback and cAdvisor's other ignored names left out),
+    # and each counted interface's IfStats. None = not measured: the host's network (shared, no
+    # figures of its own), no process, or not a container
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+    network: tuple | None = None
 
 
 class HugetlbStat(NamedTuple):

@@ -91,10 +91,8 @@ PANELS = (
 VARIABLES = {"$host": ".*", "$container": ".*", "$interval": "1m"}
 
 # Families a target needs that are not container series of ours: Prometheus's own
-# process metrics (893 adds its CPU into one target) and the network families,
-# which come with the network work.
+# process metrics (893 adds its CPU into one target).
 NOT_OURS = ("process_cpu_seconds_total",)
-NETWORK = ("container_network_",)
 
 
 def promql(expr: str) -> str:
