@@ -60,9 +60,7 @@ log = structlog.get_logger("agent.api")
 MAX_BODY = 1 << 20  # 1 MiB: a container spec is a few KiB
 MAX_HEAD = 64 << 10  # request line and headers together
 MAX_LINE = 8192      # one request line or header line
-STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
-STDOUT, STDERR, EVENT = 1, 2, 3
-FRAME_HEADER = struct.Struct(">BxxxI")
+from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: E402,F401
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 NAME_ACCEPTED = "names match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62} (no / and no ..)"
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by Python 3.11

@@ -1,0 +1,460 @@
+"""The launcher's server: a single-threaded forkserver and child subreaper.
+
+agentd is multi-threaded and must never fork; it asks this process instead
+(the package docstring, agent/launcher/__init__.py, tells the whole story;
+agent/launcher/protocol.py is the wire).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import time
+
+from agent.launcher import protocol as wire
+from agent.launcher.logsink import LogSink
+from agent.launcher.protocol import (EXITS_DIR, MAX_LINE, SETUP_TIMEOUT, SOCKET_NAME, ExitRecord,
+                                     LaunchError, check_id as _cid)
+from agent.launcher.records import fsync_dir as _fsync_dir, read_exit_records, write_exit_record
+from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, run_child
+
+CONTAINER_NOFILE: tuple[int, int] | None = None   # RLIMIT_NOFILE before the launcher raised it (boot.py)
+LOG_PIPE_SIZE = 1 << 20           # F_SETPIPE_SZ: a flood moves in large chunks, few wake-ups
+LOG_REST = 0.02                   # a pipe just copied waits this long before it is polled again
+
+
+class _Container:
+    def __init__(self, cid, pid, pipes):
+        self.id, self.pid = cid, pid
+        self.pipes = pipes          # read fd -> LogSink
+
+
+class _Client:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+
+class Launcher:
+    log_rest = LOG_REST
+    log_pipe_size = LOG_PIPE_SIZE
+
+    def __init__(self, state_dir: str, log):
+        self.state_dir = state_dir
+        self.exits_dir = os.path.join(state_dir, EXITS_DIR)
+        os.makedirs(self.exits_dir, 0o700, exist_ok=True)
+        self.log = log
+        self.by_id: dict[str, _Container] = {}
+        self.by_pid: dict[int, _Container] = {}
+        self.idmap: dict[str, dict] = {}    # id -> idmap outcome of its last spawn (userns)
+        self.pipe_owner: dict[int, _Container] = {}
+        self.resting: dict[int, float] = {}   # log pipe -> monotonic time it is polled again
+        self.clients: dict[int, _Client] = {}
+        self.listener: socket.socket | None = None
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    # ------------------------------------------------------------- set-up
+    def listen(self) -> None:
+        path = os.path.join(self.state_dir, SOCKET_NAME)
+        try:
+            os.unlink(path)          # stale: we hold the lock, so nobody serves it
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            s.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        s.listen(16)
+        s.setblocking(False)
+        self.listener = s
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _on_term(self, *_):
+        self.stopping = True
+
+    # ------------------------------------------------------------- loop
+    def serve(self) -> None:
+        self.log.info("launcher.serving", pid=os.getpid(), state_dir=self.state_dir,
+                      clone3_into_cgroup=getattr(self, "clone3", None))
+        while not self.stopping:
+            try:
+                self._iterate()
+            except Exception:           # a bug must not take the containers' reaper down
+                self.log.exception("launcher.loop_error")
+                time.sleep(0.1)
+        self.log.info("launcher.stopping", containers=len(self.by_id))
+        for c in list(self.clients.values()):
+            c.sock.close()
+        self.listener.close()
+
+    def _iterate(self) -> None:
+        self.reap()
+        # poll, not select: a few hundred containers pass FD_SETSIZE (1024)
+        poller = select.poll()
+        listen_fd = self.listener.fileno()
+        timeout = 5000
+        if self.resting:
+            now = time.monotonic()
+            for fd, until in list(self.resting.items()):
+                if until <= now:
+                    del self.resting[fd]
+                else:
+                    timeout = min(timeout, max(1, int((until - now) * 1000) + 1))
+        for fd in (listen_fd, self.wake_r, *self.clients, *self.pipe_owner):
+            if fd not in self.resting:
+                poller.register(fd, select.POLLIN)
+        ready = [fd for fd, _ev in poller.poll(timeout)]
+        for r in ready:
+            if r == listen_fd:
+                self._accept()
+            elif r == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif r in self.clients:
+                self._client_readable(r)
+            elif r in self.pipe_owner:
+                self._pipe_readable(r)
+
+    def _accept(self):
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        refused = _refuse_peer(sock)
+        if refused:
+            self.log.warning("client.refused", reason=refused)
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.clients[sock.fileno()] = _Client(sock)
+        self.log.debug("client.connected", fd=sock.fileno())
+
+    def _drop_client(self, fd):
+        c = self.clients.pop(fd, None)
+        if c:
+            c.sock.close()
+
+    def _client_readable(self, fd):
+        c = self.clients[fd]
+        try:
+            data = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client(fd)
+            return
+        lines, c.buf = wire.split_lines(c.buf + data)
+        for line in lines:
+            self._send(fd, self._handle(line))
+            if fd not in self.clients:
+                return
+        if len(c.buf) > MAX_LINE:
+            self._send(fd, wire.error(None, "BadRequest", "request line too long"))
+            self._drop_client(fd)
+
+    def _send(self, fd, obj):
+        c = self.clients.get(fd)
+        if c is None:
+            return
+        data = wire.encode(obj)
+        try:
+            c.sock.setblocking(True)
+            c.sock.settimeout(5.0)
+            c.sock.sendall(data)
+            c.sock.setblocking(False)
+        except OSError:
+            self._drop_client(fd)
+
+    def _broadcast(self, obj):
+        for fd in list(self.clients):
+            self._send(fd, obj)
+
+    # ------------------------------------------------------------- requests
+    def _handle(self, line: bytes) -> dict:
+        seq = None
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+            seq = req.get("seq")
+            op = req.get("op")
+            fn = getattr(self, f"op_{op}", None) if op in wire.OPS else None
+            if fn is None:
+                return wire.error(seq, "BadRequest", f"op: unknown {op!r}; accepted: {', '.join(wire.OPS)}")
+            return wire.ok(seq, fn(req))
+        except LaunchError as e:
+            return wire.error(seq, "LaunchError", str(e))
+        except (SpecError, ValueError, TypeError, KeyError) as e:
+            return wire.error(seq, "BadRequest", str(e))
+        except ProcessLookupError as e:
+            return wire.error(seq, "ProcessLookupError", str(e))
+        except Exception as e:      # never die on a request
+            self.log.exception("request.failed")
+            return wire.error(seq, "LauncherError", f"{type(e).__name__}: {e}")
+
+    def op_ping(self, req):
+        return {"pid": os.getpid(), "containers": len(self.by_id)}
+
+    def op_running(self, req):
+        return {c.id: c.pid for c in self.by_id.values()}
+
+    def op_exits(self, req):
+        return [r._asdict() for r in read_exit_records(self.exits_dir)]
+
+    def op_ack(self, req):
+        cid, pid = _cid(req.get("id")), req.get("pid")
+        if not isinstance(pid, int):
+            raise ValueError("pid: must be an integer")
+        try:
+            os.unlink(os.path.join(self.exits_dir, f"{cid}-{pid}.json"))
+            _fsync_dir(self.exits_dir)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def op_signal(self, req):
+        pid, signum = req.get("pid"), req.get("signum")
+        if not isinstance(pid, int) or not isinstance(signum, int):
+            raise ValueError("pid, signum: must be integers")
+        if pid not in self.by_pid:
+            raise ProcessLookupError(f"pid {pid}: no running container has this pid")
+        os.kill(pid, signum)
+        return True
+
+    def op_shutdown(self, req):
+        self.stopping = True
+        return True
+
+    def op_spawn(self, req):
+        cid = _cid(req.get("id"))
+        spec = SpawnSpec.from_dict(req.get("spec"))
+        if cid in self.by_id:
+            raise LaunchError(f"container {cid} is already running with pid {self.by_id[cid].pid}")
+        pid = self.spawn(cid, spec)
+        if getattr(spec, "userns", None) is None:
+            return pid                  # what a launcher without user namespaces answered
+        return {"pid": pid, "idmap": self.idmap.pop(cid, None)}
+
+    # ------------------------------------------------------------- spawning
+    def spawn(self, cid: str, spec: SpawnSpec) -> int:
+        if not os.path.isfile(os.path.join(spec.cgroup, "cgroup.procs")):
+            raise LaunchError(f"cgroup {spec.cgroup}: no such cgroup")
+        sinks, opened = {}, []
+        try:
+            for path in {spec.stdout, spec.stderr}:
+                sinks[path] = LogSink(path, spec.log_max_bytes)
+                opened.append(sinks[path])
+        except OSError as e:
+            for s in opened:
+                s.close()
+            raise LaunchError(f"log file {e.filename}: {os.strerror(e.errno)}") from None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._set_pipe_size(out_r)
+        self._set_pipe_size(err_r)
+        fail_r, fail_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        try:
+            child, joined = fork_in_cgroup(spec.cgroup)
+        except OSError as e:
+            for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w):
+                os.close(fd)
+            for s in opened:
+                s.close()
+            raise LaunchError(e.strerror if isinstance(e, CgroupRefused)
+                              else f"fork: {os.strerror(e.errno)}") from None
+        if child == 0:
+            try:
+                run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
+                          nofile=CONTAINER_NOFILE, joined=joined)
+            finally:
+                os._exit(127)
+        for fd in (out_w, err_w, fail_w, pid_w):
+            os.close(fd)
+        pid_text, _, notes = _read_to_eof(pid_r, SETUP_TIMEOUT).strip().partition(" ")
+        pid1 = int(pid_text) if pid_text.isdigit() else None
+        if pid1 is None:                # failed or stuck before forking PID 1
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(child, 0)
+        failure = _read_to_eof(fail_r, SETUP_TIMEOUT, stop_at_newline=True)
+        os.close(pid_r)
+        os.close(fail_r)
+        if failure or pid1 is None:
+            if pid1 is not None:
+                try:
+                    os.kill(pid1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _waitpid_quiet(pid1)
+            os.close(out_r)
+            os.close(err_r)
+            for s in opened:
+                s.close()
+            msg = failure.strip() or (f"container setup timed out after {SETUP_TIMEOUT:.0f}s"
+                                      if pid1 is not None else
+                                      f"container setup failed (intermediate {_describe(status)})")
+            self.log.warning("launch.failed", id=cid, error=msg)
+            raise LaunchError(msg)
+        c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]})
+        for fd in c.pipes:
+            os.set_blocking(fd, False)
+            self.pipe_owner[fd] = c
+        self.by_id[cid] = c
+        self.by_pid[pid1] = c
+        if notes:                       # "PID {json}": the idmap outcome of a user namespace
+            try:
+                self.idmap[cid] = json.loads(notes)
+            except ValueError:
+                self.idmap[cid] = {"?": notes}
+            for dst, how in self.idmap[cid].items():
+                if how != "idmapped":
+                    self.log.warning("container.not_idmapped", id=cid, mount=dst, reason=how)
+        self.log.info("container.spawned", id=cid, pid=pid1, argv=list(spec.argv))
+        return pid1
+
+    # ------------------------------------------------------------- logs
+    def _pipe_readable(self, fd):
+        if self._copy_log(self.pipe_owner[fd], fd) and self.log_rest:
+            # let the pipe fill before the next copy: a flood then costs one
+            # wake-up per LOG_PIPE_SIZE, not one per write() of the container
+            self.resting[fd] = time.monotonic() + self.log_rest
+
+    def _copy_log(self, c, fd) -> bool:
+        """Copy what waits in a container's pipe into its log; closes the pipe
+        at EOF. True when something was copied (more may follow)."""
+        try:
+            n = c.pipes[fd].splice_from(fd)
+        except BlockingIOError:
+            return False
+        if n:
+            return True
+        self._close_pipe(c, fd)
+        return False
+
+    def _close_pipe(self, c, fd):
+        sink = c.pipes.pop(fd)
+        self.pipe_owner.pop(fd, None)
+        self.resting.pop(fd, None)
+        os.close(fd)
+        if sink not in c.pipes.values():
+            sink.close()
+
+    def _drain(self, c):
+        for fd in list(c.pipes):
+            while fd in c.pipes and self._copy_log(c, fd):
+                pass
+
+    def _set_pipe_size(self, fd):
+        if self.log_pipe_size:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, self.log_pipe_size)
+            except OSError:
+                pass        # over the user's pipe quota: the default size still works
+
+    # ------------------------------------------------------------- reaping
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            c = self.by_pid.pop(pid, None)
+            if c is None:
+                self.log.info("orphan.reaped", pid=pid, status=_describe(status))
+                continue
+            self.by_id.pop(c.id, None)
+            self._drain(c)
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                code = 128 + sig
+            else:
+                sig, code = None, os.waitstatus_to_exitcode(status)
+            rec = ExitRecord(c.id, pid, code, sig, time.time())
+            try:
+                write_exit_record(self.exits_dir, rec)
+            except OSError as e:
+                self.log.error("exit.record_failed", id=c.id, pid=pid, error=str(e))
+            self.log.info("container.exited", **rec._asdict())
+            self._broadcast({"event": "exit", **rec._asdict()})
+
+
+def _refuse_peer(sock: socket.socket) -> str | None:
+    """Only our own user, and never a process inside a container: every
+    container has its own PID namespace, so a peer whose PID namespace is not
+    ours is refused (a host-root container could otherwise reach this socket
+    through the filesystem and ask for an unconfined sibling)."""
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         struct.calcsize("3i")))
+    if uid != os.geteuid():
+        return f"peer uid {uid} is not {os.geteuid()}"
+    if pid <= 0:
+        return "peer pid unknown (peer in another PID namespace)"
+    try:
+        if os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino:
+            return f"peer pid {pid} is in another PID namespace"
+    except OSError:
+        return f"peer pid {pid} vanished"
+    return None
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _waitpid_quiet(pid):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _read_to_eof(fd: int, timeout: float, stop_at_newline: bool = False) -> str:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(left * 1000):
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        buf += data
+        if stop_at_newline and b"\n" in buf:
+            break
+    return buf.decode(errors="replace")
+
