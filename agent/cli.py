@@ -27,6 +27,7 @@ import sys
 
 from agent import cli_images
 from agent import cli_docker
+from agent import cli_exec
 from agent import cli_system
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
@@ -675,6 +676,7 @@ cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, lo
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
+cli_exec.install(sys.modules[__name__])  # exec
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,7 @@ class LauncherClient:
         except (BlockingIOError, OSError):
             pass
 
-    def _call(self, op: str, timeout: float = 30.0, **kw):
+    def _exchange(self, op: str, timeout: float = 30.0, **kw) -> dict:
         with self._lock:
             seq = next(self._seq)
             data = wire.encode({"seq": seq, "op": op, **kw})
@@ -143,6 +143,12 @@ class LauncherClient:
                         raise LauncherError(f"launcher did not answer {op} within {timeout:.0f}s")
                     self._cv.wait(left)
                 resp = self._responses.pop(seq)
+        return resp
+
+    def _call(self, op: str, timeout: float = 30.0, **kw):
+        resp = self._exchange(op, timeout, **kw)
+        for fd in resp.get("fds") or ():
+            os.close(fd)
         return wire.raise_for(resp)
 
     # -------------------------------------------------------------- API
@@ -158,6 +164,24 @@ class LauncherClient:
         user namespace)."""
         res = self._call("spawn", timeout=SETUP_TIMEOUT + 30, id=container_id, spec=spec)
         return res if isinstance(res, dict) else {"pid": res}
+
+    def exec(self, container_id: str, argv: list[str], env: dict | None = None, cwd: str | None = None,
+             user: str | None = None, tty: bool = False, stdin: bool = False) -> tuple[int, list[int]]:
+        """Start a process inside a running container (agent/launcher/execs.py):
+        (its host pid, descriptors: [stdin write end if stdin], stdout, stderr,
+        status; with tty: [terminal master, status]). The caller owns and
+        closes the descriptors. Raises LaunchError (one line) when it could not
+        start, ValueError for a malformed request."""
+        resp = self._exchange("exec", timeout=SETUP_TIMEOUT + 30, id=container_id, argv=list(argv),
+                              env=dict(env or {}), cwd=cwd, user=user, tty=tty, stdin=stdin)
+        fds = resp.get("fds") or []
+        want = 2 if tty else 4 if stdin else 3
+        if not resp.get("ok") or len(fds) != want:
+            for fd in fds:
+                os.close(fd)
+            wire.raise_for(resp)
+            raise LauncherError(f"launcher answered exec with {len(fds)} descriptors, not {want}")
+        return resp["result"]["pid"], fds
 
     def signal(self, pid: int, signum: int) -> None:
         self._call("signal", pid=int(pid), signum=int(signum))

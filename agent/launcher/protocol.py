@@ -29,7 +29,7 @@ EXITS_DIR = "exits"
 MAX_LINE = 4 << 20
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SETUP_TIMEOUT = 30.0
-OPS = ("spawn", "signal", "running", "exits", "ack", "ping", "shutdown")
+OPS = ("spawn", "exec", "signal", "running", "exits", "ack", "ping", "shutdown")
 
 
 class LauncherError(Exception):
@@ -60,6 +60,12 @@ ERROR_KINDS = {
     "BadRequest": ValueError,
     "LauncherError": LauncherError,
 }
+
+
+class WithFds(NamedTuple):
+    """An op's result that goes out with descriptors (the response's "fds")."""
+    result: object
+    fds: list
 
 
 def encode(obj: dict) -> bytes:

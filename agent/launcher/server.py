@@ -17,6 +17,7 @@ import struct
 import time
 
 from agent.launcher import protocol as wire
+from agent.launcher.execs import Execs, parse as parse_exec
 from agent.launcher.logsink import LogSink
 from agent.launcher.protocol import (EXITS_DIR, MAX_LINE, SETUP_TIMEOUT, SOCKET_NAME, ExitRecord,
                                      LaunchError, check_id as _cid)
@@ -29,9 +30,10 @@ LOG_REST = 0.02                   # a pipe just copied waits this long before it
 
 
 class _Container:
-    def __init__(self, cid, pid, pipes):
+    def __init__(self, cid, pid, pipes, spec=None):
         self.id, self.pid = cid, pid
         self.pipes = pipes          # read fd -> LogSink
+        self.spec = spec            # the SpawnSpec it was started with (exec joins it as its PID 1 got it)
 
 
 class _Client:
@@ -55,6 +57,7 @@ class Launcher:
         self.pipe_owner: dict[int, _Container] = {}
         self.resting: dict[int, float] = {}   # log pipe -> monotonic time it is polled again
         self.clients: dict[int, _Client] = {}
+        self.execs = Execs(log)
         self.listener: socket.socket | None = None
         self.stopping = False
         self.wake_r, self.wake_w = os.pipe()
@@ -167,14 +170,20 @@ class Launcher:
             return
         lines, c.buf = wire.split_lines(c.buf + data)
         for line in lines:
-            self._send(fd, self._handle(line))
+            resp = self._handle(line)
+            fds = resp.pop("_fds", ())
+            try:
+                self._send(fd, resp, fds)
+            finally:
+                for x in fds:
+                    os.close(x)
             if fd not in self.clients:
                 return
         if len(c.buf) > MAX_LINE:
             self._send(fd, wire.error(None, "BadRequest", "request line too long"))
             self._drop_client(fd)
 
-    def _send(self, fd, obj):
+    def _send(self, fd, obj, fds=()):
         c = self.clients.get(fd)
         if c is None:
             return
@@ -182,6 +191,8 @@ class Launcher:
         try:
             c.sock.setblocking(True)
             c.sock.settimeout(5.0)
+            if fds:     # the descriptors ride on the line's first byte
+                data = data[socket.send_fds(c.sock, [data[:1]], list(fds)):]
             c.sock.sendall(data)
             c.sock.setblocking(False)
         except OSError:
@@ -203,7 +214,10 @@ class Launcher:
             fn = getattr(self, f"op_{op}", None) if op in wire.OPS else None
             if fn is None:
                 return wire.error(seq, "BadRequest", f"op: unknown {op!r}; accepted: {', '.join(wire.OPS)}")
-            return wire.ok(seq, fn(req))
+            result = fn(req)
+            if isinstance(result, wire.WithFds):
+                return {**wire.ok(seq, result.result), "fds": len(result.fds), "_fds": result.fds}
+            return wire.ok(seq, result)
         except LaunchError as e:
             return wire.error(seq, "LaunchError", str(e))
         except (SpecError, ValueError, TypeError, KeyError) as e:
@@ -256,6 +270,16 @@ class Launcher:
         if getattr(spec, "userns", None) is None:
             return pid                  # what a launcher without user namespaces answered
         return {"pid": pid, "idmap": self.idmap.pop(cid, None)}
+
+    def op_exec(self, req):
+        cid = _cid(req.get("id"))
+        ex, want_stdin = parse_exec(req)
+        c = self.by_id.get(cid)
+        if c is None or c.spec is None:
+            raise LaunchError(f"container {cid} is not running under this launcher"
+                              + (" (started by an earlier launcher)" if c is not None else ""))
+        result, fds = self.execs.start(cid, c.pid, c.spec, ex, want_stdin, CONTAINER_NOFILE, _read_to_eof)
+        return wire.WithFds(result, fds)
 
     # ------------------------------------------------------------- spawning
     def spawn(self, cid: str, spec: SpawnSpec) -> int:
@@ -320,7 +344,7 @@ class Launcher:
                                       f"container setup failed (intermediate {_describe(status)})")
             self.log.warning("launch.failed", id=cid, error=msg)
             raise LaunchError(msg)
-        c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]})
+        c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]}, spec)
         for fd in c.pipes:
             os.set_blocking(fd, False)
             self.pipe_owner[fd] = c
@@ -388,6 +412,8 @@ class Launcher:
             if pid == 0:
                 return
             c = self.by_pid.pop(pid, None)
+            if c is None and self.execs.reaped(pid, status):
+                continue
             if c is None:
                 self.log.info("orphan.reaped", pid=pid, status=_describe(status))
                 continue
