@@ -139,7 +139,7 @@ def _terminal(send, resize_id: int):
         except OSError:
             pass
 
-    tty.setraw(0)
+    tty.setraw(0, termios.TCSANOW)    # not TCSAFLUSH: input typed ahead is kept
     old = signal.signal(signal.SIGWINCH, size)
     size()
 

@@ -15,7 +15,7 @@ from conftest import kill_tree
 from test_agentctl import AGENTCTL, ctl, one_line, start_agentd, stop_agentd, uname, wait_for
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr")
+APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty")
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,27 @@ def test_exec_in_a_host_root_container(agentd):
         assert int(pid) < 20 and exe.endswith("sleep")
     finally:
         ctl(agentd, "rm", "-f", name)
+
+
+def test_exec_tty_gives_a_terminal_of_the_clients_size(agentd, box):
+    import fcntl
+    import struct
+    import termios
+
+    name, _ = box
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+    try:
+        p = subprocess.Popen([*AGENTCTL, "--socket", agentd.sock, "exec", "-i", "-t", name, "sh", "-c",
+                              "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; stty size; exit 3"],
+                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # input goes after the size on the same connection: once `read` has
+        # its line, the size is applied
+        os.write(master, b"go\r")
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert p.returncode == 3, err
+    lines = out.replace(b"\r", b"").splitlines()
+    assert b"is-a-tty" in lines and lines[-1] == b"33 99", out   # (the terminal echoes "go" somewhere)
