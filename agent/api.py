@@ -750,6 +750,7 @@ class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_exec.Exe
         from agent.spec import from_json
 
         spec = from_json(body, self.api.config, self.api.images)
+        api_exec.check_stdin(spec, detach)
         if detach:
             info = self.sup.create(spec)
             self._send_json(201, container_json(info))
@@ -770,6 +771,8 @@ class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_exec.Exe
         try:
             self._start_stream()
             self._event({"event": "created", "container": container_json(info)})
+            if spec.stdin:
+                api_exec.forward_stdin(self, info)
             final = self._pump_logs(name, "all", follow=True)
             final = final or self.sup.get(name)
             if final.state != "exited":  # agentd is stopping: the container lives on (live restore)

@@ -21,6 +21,7 @@ import os
 import select
 import struct
 import termios
+import threading
 
 import structlog
 
@@ -69,6 +70,65 @@ def exec_request(body) -> dict:
             raise UserError(f"{key}: {v!r} is not a boolean; use true or false")
         out[key] = v
     return out
+
+
+def check_stdin(spec, detach: bool) -> None:
+    """run -i: stdin is forwarded on an attached run only."""
+    if spec.stdin and detach:
+        raise UserError("stdin: only with an attached run (detach false): nobody would write to it")
+
+
+def forward_stdin(h, info) -> None:
+    """run -i: the client's STDIN frames (after the answer's headers, on the
+    same connection) into the container's PID 1 stdin, by a thread, while
+    the handler streams its output; an empty frame or a closed client is
+    its end of input. A container that already exited has no stdin to feed."""
+    from agent.launcher import LauncherError
+
+    try:
+        fd = h.sup.launcher.take_stdin(info.id)
+    except (LauncherError, ValueError) as e:
+        log.info("api.stdin_unavailable", name=info.name, error=str(e))
+        return
+    pending = bytes(h.rfile.buf)
+    h.rfile.buf.clear()
+    # its own descriptor of the connection: never a number the handler's
+    # close could hand to another connection meanwhile
+    conn = os.dup(h.connection.fileno())
+    threading.Thread(target=_stdin_loop, args=(conn, fd, pending), daemon=True,
+                     name=f"api-stdin-{info.name}").start()
+
+
+def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    try:
+        while True:
+            used = _complete(buf)
+            at = 0
+            while at < used:
+                sid, n = FRAME_HEADER.unpack_from(buf, at)
+                data = buf[at + FRAME_HEADER.size:at + FRAME_HEADER.size + n]
+                at += FRAME_HEADER.size + n
+                if sid != STDIN:
+                    continue
+                if not data:
+                    return
+                _write_all(fd, data)
+            buf = buf[used:]
+            poller.poll()
+            try:
+                data = os.read(conn, 65536)
+            except BlockingIOError:     # the handler's socket is non-blocking (it has a timeout)
+                continue
+            if not data:
+                return
+            buf += data
+    except OSError:         # the client went away, or the container closed its stdin
+        return
+    finally:
+        os.close(fd)
+        os.close(conn)
 
 
 class ExecHandlers:

@@ -217,7 +217,7 @@ def _build_run(r) -> None:
     r.add_argument("-u", "--user", metavar="UID[:GID]", help="user (and group) to run as, by number or name")
     r.add_argument("--hostname", metavar="NAME", help="host name in its UTS namespace")
     r.add_argument("-i", "--interactive", action="store_true",
-                   help="forward stdin (not supported yet: refused with a message)")
+                   help="forward stdin to the container (an attached run; its end is the container's EOF)")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=_dir, metavar="DIR", help="root filesystem directory (default: the host's /)")
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
@@ -437,9 +437,8 @@ def cmd_run(args, client) -> int:
         argv = argv[1:]
     if not argv and not args.bundle and not args.image:
         raise UsageError("run: give the command after --, e.g. agentctl run -- /bin/echo hi")
-    if args.interactive:
-        raise UsageError("run -i: forwarding stdin is not supported yet (the control API carries no stdin); "
-                         "give the input in a file through a volume (-v) instead")
+    if args.interactive and args.detach:
+        raise UsageError("run -i: not with -d (nobody would write to its stdin); run it attached")
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
@@ -454,6 +453,9 @@ def cmd_run(args, client) -> int:
         info = client.call("POST", "/v1/containers", body=body)
         print(info.get("id") or info.get("name"))
         return EXIT_OK
+    if args.interactive:  # its stdin forwarded on the same connection (agent/cli_exec.py)
+        body["stdin"] = True
+        return _attach(client, name, cli_exec.stream_with_input(client, "POST", "/v1/containers", body, True))
     return _attach(client, name, client.stream("POST", "/v1/containers", body=body))
 
 

@@ -47,22 +47,16 @@ def _env(items: list[str]) -> dict:
     return out
 
 
-def cmd_exec(args, client) -> int:
-    import json
+def stream_with_input(client, method: str, path: str, body: dict, interactive: bool, tty: bool = False):
+    """Send a request whose answer is a stream; yield its (stream, data)
+    frames while a thread forwards stdin as STDIN frames on the same
+    connection (with tty: this terminal raw meanwhile, its size as RESIZE)."""
     import threading
 
     from agent.client import ProtocolError, _read_body, api_error, iter_frames
-    from agent.wire import EVENT, RESIZE, STDERR, STDIN, STDOUT, STREAM_CONTENT_TYPE, frame
+    from agent.wire import RESIZE, STDIN, STREAM_CONTENT_TYPE, frame
 
-    argv = list(args.argv)
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    if not argv:
-        raise _cli.UsageError("exec: give the command after the name, e.g. agentctl exec web -- ls /")
-    body = {"command": argv, "env": _env(args.env) or None, "workdir": args.workdir, "user": args.user,
-            "stdin": bool(args.interactive), "tty": bool(args.tty)}
-    body = {k: v for k, v in body.items() if v is not None}
-    sock, f, status, headers = client._send("POST", f"/v1/containers/{args.name}/exec", body)
+    sock, f, status, headers = client._send(method, path, body)
     restore = None
     try:
         if status >= 400:
@@ -75,12 +69,38 @@ def cmd_exec(args, client) -> int:
             with send_lock:
                 sock.sendall(frame(sid, data))
 
-        if args.tty:
+        if tty:
             restore = _terminal(send, RESIZE)
-        if args.interactive or args.tty:
-            threading.Thread(target=_forward_stdin, args=(send, STDIN, args.tty), daemon=True).start()
-        result = None
-        for stream, data in iter_frames(_read_body(f, headers, incremental=True)):
+        if interactive or tty:
+            threading.Thread(target=_forward_stdin, args=(send, STDIN), daemon=True).start()
+        yield from iter_frames(_read_body(f, headers, incremental=True))
+    except OSError as e:
+        raise client._hung_up(sock, e) from None
+    finally:
+        if restore:
+            restore()
+        f.close()
+        client._close(sock)
+
+
+def cmd_exec(args, client) -> int:
+    import json
+
+    from agent.wire import EVENT, STDERR, STDOUT
+
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise _cli.UsageError("exec: give the command after the name, e.g. agentctl exec web -- ls /")
+    body = {"command": argv, "env": _env(args.env) or None, "workdir": args.workdir, "user": args.user,
+            "stdin": bool(args.interactive), "tty": bool(args.tty)}
+    body = {k: v for k, v in body.items() if v is not None}
+    frames = stream_with_input(client, "POST", f"/v1/containers/{args.name}/exec", body,
+                               args.interactive, args.tty)
+    result = None
+    try:
+        for stream, data in frames:
             if stream == STDOUT:
                 _cli._write(sys.stdout, data)
             elif stream == STDERR:
@@ -90,18 +110,11 @@ def cmd_exec(args, client) -> int:
                 if ev.get("event") == "exited":
                     result = _cli.exit_status(ev)
                 elif ev.get("event") == "error":
-                    if restore:
-                        restore()
-                        restore = None
+                    frames.close()      # the terminal back first
                     print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
                     return _cli.EXIT_FAIL
-    except OSError as e:
-        raise client._hung_up(sock, e) from None
     finally:
-        if restore:
-            restore()
-        f.close()
-        client._close(sock)
+        frames.close()
     if result is None:
         print(f"agentctl: the stream of exec in {args.name} ended before the command exited (agentd stopped?)",
               file=sys.stderr)
@@ -109,7 +122,7 @@ def cmd_exec(args, client) -> int:
     return result
 
 
-def _forward_stdin(send, stdin_id: int, tty: bool) -> None:
+def _forward_stdin(send, stdin_id: int) -> None:
     try:
         while True:
             data = os.read(0, 65536)

@@ -183,6 +183,18 @@ class LauncherClient:
             raise LauncherError(f"launcher answered exec with {len(fds)} descriptors, not {want}")
         return resp["result"]["pid"], fds
 
+    def take_stdin(self, container_id: str) -> int:
+        """The write end of a container's stdin (spawned with spec stdin);
+        the caller owns it: closing it is the container's end of input."""
+        resp = self._exchange("take_stdin", id=container_id)
+        fds = resp.get("fds") or []
+        if not resp.get("ok") or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            wire.raise_for(resp)
+            raise LauncherError(f"launcher answered take_stdin with {len(fds)} descriptors, not 1")
+        return fds[0]
+
     def signal(self, pid: int, signum: int) -> None:
         self._call("signal", pid=int(pid), signum=int(signum))
 

@@ -29,7 +29,7 @@ EXITS_DIR = "exits"
 MAX_LINE = 4 << 20
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SETUP_TIMEOUT = 30.0
-OPS = ("spawn", "exec", "signal", "running", "exits", "ack", "ping", "shutdown")
+OPS = ("spawn", "exec", "take_stdin", "signal", "running", "exits", "ack", "ping", "shutdown")
 
 
 class LauncherError(Exception):

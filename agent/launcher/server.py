@@ -34,6 +34,7 @@ class _Container:
         self.id, self.pid = cid, pid
         self.pipes = pipes          # read fd -> LogSink
         self.spec = spec            # the SpawnSpec it was started with (exec joins it as its PID 1 got it)
+        self.stdin_w = -1           # spec.stdin: the write end of PID 1's stdin, until take_stdin
 
 
 class _Client:
@@ -281,6 +282,17 @@ class Launcher:
         result, fds = self.execs.start(cid, c.pid, c.spec, ex, want_stdin, CONTAINER_NOFILE, _read_to_eof)
         return wire.WithFds(result, fds)
 
+    def op_take_stdin(self, req):
+        """The write end of a running container's stdin (spec.stdin), once:
+        the launcher keeps no copy, so closing it is the container's EOF."""
+        cid = _cid(req.get("id"))
+        c = self.by_id.get(cid)
+        if c is None or c.stdin_w < 0:
+            raise LaunchError(f"container {cid}: no stdin to hand over (not running, not started "
+                              "with stdin, or already taken)")
+        fd, c.stdin_w = c.stdin_w, -1
+        return wire.WithFds(True, [fd])
+
     # ------------------------------------------------------------- spawning
     def spawn(self, cid: str, spec: SpawnSpec) -> int:
         if not os.path.isfile(os.path.join(spec.cgroup, "cgroup.procs")):
@@ -300,10 +312,11 @@ class Launcher:
         self._set_pipe_size(err_r)
         fail_r, fail_w = os.pipe()
         pid_r, pid_w = os.pipe()
+        in_r, in_w = os.pipe() if spec.stdin else (None, -1)
         try:
             child, joined = fork_in_cgroup(spec.cgroup)
         except OSError as e:
-            for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w):
+            for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w, *_stdin_ends(in_r, in_w)):
                 os.close(fd)
             for s in opened:
                 s.close()
@@ -312,10 +325,10 @@ class Launcher:
         if child == 0:
             try:
                 run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
-                          nofile=CONTAINER_NOFILE, joined=joined)
+                          nofile=CONTAINER_NOFILE, joined=joined, stdin_fd=in_r)
             finally:
                 os._exit(127)
-        for fd in (out_w, err_w, fail_w, pid_w):
+        for fd in (out_w, err_w, fail_w, pid_w, *_stdin_ends(in_r, -1)):
             os.close(fd)
         pid_text, _, notes = _read_to_eof(pid_r, SETUP_TIMEOUT).strip().partition(" ")
         pid1 = int(pid_text) if pid_text.isdigit() else None
@@ -337,6 +350,8 @@ class Launcher:
                 _waitpid_quiet(pid1)
             os.close(out_r)
             os.close(err_r)
+            for fd in _stdin_ends(None, in_w):
+                os.close(fd)
             for s in opened:
                 s.close()
             msg = failure.strip() or (f"container setup timed out after {SETUP_TIMEOUT:.0f}s"
@@ -345,6 +360,7 @@ class Launcher:
             self.log.warning("launch.failed", id=cid, error=msg)
             raise LaunchError(msg)
         c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]}, spec)
+        c.stdin_w = in_w
         for fd in c.pipes:
             os.set_blocking(fd, False)
             self.pipe_owner[fd] = c
@@ -418,6 +434,8 @@ class Launcher:
                 self.log.info("orphan.reaped", pid=pid, status=_describe(status))
                 continue
             self.by_id.pop(c.id, None)
+            if c.stdin_w >= 0:
+                os.close(c.stdin_w)
             self._drain(c)
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
@@ -431,6 +449,10 @@ class Launcher:
                 self.log.error("exit.record_failed", id=c.id, pid=pid, error=str(e))
             self.log.info("container.exited", **rec._asdict())
             self._broadcast({"event": "exit", **rec._asdict()})
+
+
+def _stdin_ends(*fds) -> list[int]:
+    return [fd for fd in fds if fd is not None and fd >= 0]
 
 
 def _refuse_peer(sock: socket.socket) -> str | None:

@@ -97,7 +97,7 @@ def test_docker_limit_flags_keep_dockers_meaning():
     (["run", "--memory", "1G", "--memory-swap", "512M", "--", "true"], "--memory-swap"),
     (["run", "--cpu-shares", "1", "--", "true"], "--cpu-shares"),
     (["run", "--pids-limit", "lots", "--", "true"], "--pids-limit"),
-    (["run", "-i", "--", "cat"], "-i"),
+    (["run", "-i", "-d", "--", "cat"], "-d"),
     (["logs", "-t", "web"], "-t"),
     (["logs", "--since", "10m", "web"], "--since"),
     (["logs", "--tail", "many", "web"], "--tail"),
