@@ -51,6 +51,7 @@ import structlog
 
 from agent import api_exec
 from agent import api_images
+from agent import api_ops
 from agent import api_system
 from agent import selfmetrics
 from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge, refuse_now
@@ -469,7 +470,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.api.release(request)
 
 
-class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_exec.ExecHandlers, BaseHTTPRequestHandler):
+class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_exec.ExecHandlers,
+               api_ops.OpsHandlers, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cgroup-agent/" + VERSION
     sys_version = ""
@@ -947,6 +949,7 @@ ROUTES = [
     (("v1", "budgets", _NAME), {"GET": "budget", "DELETE": "budget_rm"}),
     *api_system.ROUTES,
     *api_exec.ROUTES,
+    *api_ops.ROUTES,
 ]
 
 QUERY_PARAMS = {
@@ -961,6 +964,7 @@ QUERY_PARAMS = {
     **api_images.QUERY_PARAMS,
     **api_system.QUERY_PARAMS,
     **api_exec.QUERY_PARAMS,
+    **api_ops.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
     "budgets": {}, "budget_set": {}, "budget": {}, "budget_rm": {},
 }

@@ -28,6 +28,7 @@ import sys
 from agent import cli_images
 from agent import cli_docker
 from agent import cli_exec
+from agent import cli_ops
 from agent import cli_system
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
@@ -679,6 +680,7 @@ cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpaus
 COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
 cli_exec.install(sys.modules[__name__])  # exec
+cli_ops.install(sys.modules[__name__])  # cp, top, events
 
 
 def main(argv: list[str] | None = None) -> int:
