@@ -5,6 +5,7 @@
          the container side resolved inside its root (runtime/rootfile.py)
     GET  /v1/containers/NAME/top  the processes of its cgroup (psutil)
     GET  /v1/events?since=SEQ&limit=N   the lifecycle events after sequence SEQ, oldest first
+    POST /v1/containers/NAME/rename {"name": NEW}   (agent/rename.py)
 
 Host paths are read and written by agentd as root: cp is an admin request (a
 POST), and the admin group is root-equivalent (docs/security.md).
@@ -24,6 +25,7 @@ ROUTES = [
     (("v1", "containers", "{name}", "cp"), {"POST": "cp"}),
     (("v1", "containers", "{name}", "top"), {"GET": "top"}),
     (("v1", "events"), {"GET": "events"}),
+    (("v1", "containers", "{name}", "rename"), {"POST": "rename"}),
 ]
 
 
@@ -33,12 +35,12 @@ def _count(key: str, value: str, top: int) -> int:
     return int(value)
 
 
-QUERY_PARAMS = {"cp": {}, "top": {},
+QUERY_PARAMS = {"cp": {}, "top": {}, "rename": {},
                 "events": {"since": lambda k, v: _count(k, v, 2**62), "limit": lambda k, v: _count(k, v, 10000)}}
 # the store's kinds under Docker's event names (others keep their own)
 DOCKER_NAMES = {"created": "create", "started": "start", "exited": "die", "stopped": "stop", "removed": "remove",
                 "paused": "pause", "thawed": "unpause", "signalled": "kill", "restarted": "restart",
-                "limits": "update"}
+                "limits": "update", "renamed": "rename"}
 
 
 def _running_pid(h, name: str) -> tuple[object, int]:
@@ -134,6 +136,14 @@ class OpsHandlers:
             except psutil.Error:
                 continue            # exited meanwhile
         self._send_json(200, {"name": name, "taken_at": time.time(), "processes": rows})
+
+    def h_rename(self, name, query, body):
+        from agent.api import container_json
+        from agent.rename import rename
+
+        if not isinstance(body, dict) or set(body) != {"name"} or not isinstance(body["name"], str):
+            raise UserError('request body: {"name": "NEW-NAME"}')
+        self._send_json(200, container_json(rename(self.sup, name, body["name"])))
 
     def h_events(self, query, body):
         events = self.sup.events(None, query.get("since", 0), query.get("limit", 1000))

@@ -3,6 +3,7 @@
     cp NAME:PATH HOSTPATH | HOSTPATH NAME:PATH   one regular file out of / into a running container
     top NAME                                     the processes of its cgroup
     events [--since T] [--until T] [--filter K=V] [--json]   the lifecycle stream
+    rename OLD NEW                               a new name; id, cgroup, logs, billing stay
 
 `install(cli)` adds the subcommands to agent/cli.py's tables; nothing here is
 imported by anything else.
@@ -26,6 +27,18 @@ def _build_cp(p) -> None:
 
 def _build_top(p) -> None:
     p.add_argument("name", help="container name or id")
+
+
+def _build_rename(p) -> None:
+    p.add_argument("old", metavar="OLD", help="container name or id")
+    p.add_argument("new", metavar="NEW", help="its new name")
+
+
+def cmd_rename(args, client) -> int:
+    info = client.call("POST", f"/v1/containers/{args.old}/rename", body={"name": args.new})
+    if args.json:
+        _cli._print_json(info)
+    return _cli.EXIT_OK
 
 
 def _build_events(p) -> None:
@@ -157,5 +170,6 @@ def install(cli) -> None:
         "top": ("the processes of a container (its cgroup)", True, _build_top),
         "events": ("the containers' lifecycle events (create, start, die, oom, stop, remove, ...)", True,
                    _build_events),
+        "rename": ("give a container a new name (id, cgroup, logs and billing stay)", True, _build_rename),
     })
-    cli.COMMANDS.update({"cp": cmd_cp, "top": cmd_top, "events": cmd_events})
+    cli.COMMANDS.update({"cp": cmd_cp, "top": cmd_top, "events": cmd_events, "rename": cmd_rename})

@@ -7,7 +7,7 @@
 
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events usage budget)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events rename usage budget)
 
 _shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
@@ -47,6 +47,7 @@ _shtab_agentctl_exec_option_strings=(-h --help --socket --host -i --interactive 
 _shtab_agentctl_cp_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_top_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_events_option_strings=(-h --help --socket --host --json --since --until --filter)
+_shtab_agentctl_rename_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --open --socket --host --json)
 _shtab_agentctl_budget_option_strings=()
 _shtab_agentctl_option_strings=(-h --help --socket --host --json)
@@ -59,7 +60,7 @@ _shtab_agentctl_run___userns_choices=(auto host)
 _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_system_pos_0_choices=(info df prune dial-stdio)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events usage budget)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events rename usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
@@ -212,6 +213,9 @@ _shtab_agentctl_top___json_nargs=0
 _shtab_agentctl_events__h_nargs=0
 _shtab_agentctl_events___help_nargs=0
 _shtab_agentctl_events___json_nargs=0
+_shtab_agentctl_rename__h_nargs=0
+_shtab_agentctl_rename___help_nargs=0
+_shtab_agentctl_rename___json_nargs=0
 _shtab_agentctl_usage__h_nargs=0
 _shtab_agentctl_usage___help_nargs=0
 _shtab_agentctl_usage___open_nargs=0

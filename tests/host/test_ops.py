@@ -179,3 +179,30 @@ def test_events_stream_create_start_die_and_remove(agentd):
         follower.terminate()
         out, _ = follower.communicate(timeout=30)
     assert name in out          # the follower saw them live
+
+
+def test_rename_keeps_the_container_and_frees_the_old_name(agentd, rootfs):
+    name = start(agentd, rootfs, "sleep 1000")
+    new = uname("renamed")
+    c = Client(agentd.sock)
+    try:
+        before = c.call("GET", f"/v1/containers/{name}")
+        r = ctl(agentd, "rename", name, new)
+        assert r.returncode == 0, r.stderr
+        after = c.call("GET", f"/v1/containers/{new}")
+        assert (after["id"], after["pid"], after["cgroup"], after["state"]) == \
+            (before["id"], before["pid"], before["cgroup"], "running")
+        r = ctl(agentd, "inspect", name)
+        assert r.returncode == 1 and name in one_line(r)
+        assert ctl(agentd, "exec", new, "true").returncode == 0
+        other = start(agentd, rootfs, "sleep 1000")
+        r = ctl(agentd, "rename", other, new)
+        assert r.returncode == 1 and "taken" in one_line(r)
+        r = ctl(agentd, "rename", other, "bad/name")
+        assert r.returncode == 2 and "name" in one_line(r)
+        ctl(agentd, "rm", "-f", other)
+        evs = c.call("GET", "/v1/events", {"since": "0", "limit": "10000"})
+        assert any(e["event"] == "rename" and e["name"] == new and e["old_name"] == name for e in evs)
+    finally:
+        ctl(agentd, "rm", "-f", new)
+        ctl(agentd, "rm", "-f", name)
