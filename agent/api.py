@@ -52,6 +52,7 @@ import structlog
 from agent import api_exec
 from agent import api_images
 from agent import api_ops
+from agent import logtimes
 from agent import api_system
 from agent import selfmetrics
 from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge, refuse_now
@@ -828,6 +829,8 @@ class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_exec.Exe
 
     def h_logs(self, name, query, body):
         self.sup.get(name)  # 404 before the stream starts
+        if query.get("since") is not None or query.get("timestamps"):
+            return logtimes.pump(self, name, query)  # times from the launcher's index (agent/logtimes.py)
         self._start_stream()
         self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False), tail=query.get("tail"))
         self._end_stream()
@@ -959,7 +962,8 @@ QUERY_PARAMS = {
     "remove": {"force": _bool_param},
     "stop": {"timeout": _seconds_param},
     "kill": {"signal": _signal_param},
-    "logs": {"follow": _bool_param, "stream": _stream_param, "tail": _tail_param},
+    "logs": {"follow": _bool_param, "stream": _stream_param, "tail": _tail_param,
+             "since": logtimes.since_param, "timestamps": _bool_param},
     "wait": {"timeout": _seconds_param},
     **api_images.QUERY_PARAMS,
     **api_system.QUERY_PARAMS,

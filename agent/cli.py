@@ -276,9 +276,9 @@ def _build_inspect(p) -> None:
 def _build_logs(p) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
     p.add_argument("-n", "--tail", type=_tail, metavar="N", help="only the last N lines of each stream (default: all)")
-    p.add_argument("--since", metavar="T", help="refused: the log files record no times (docs/cli.md)")
+    p.add_argument("--since", metavar="T", help="only lines from T: a duration ago (10m), RFC 3339 or epoch seconds")
     p.add_argument("-t", "--timestamps", action="store_true",
-                   help="refused: the log files record no times (docs/cli.md)")
+                   help="prefix each line with the RFC 3339 time it arrived")
     p.add_argument("name", metavar="NAME", help="container name")
 
 
@@ -589,16 +589,16 @@ def cmd_thaw(args, client) -> int:
     return _done(args, client.call("POST", f"/v1/containers/{args.name}/thaw"))
 
 
-LOG_TIMES_REFUSED = ("logs {flag}: this agent stores a container's output as it was written, without times, "
-                     "so it cannot show or select by them; use --tail N (docs/cli.md)")
-
-
 def cmd_logs(args, client) -> int:
     from agent.client import STDERR, STDOUT
 
-    if args.since is not None or args.timestamps:
-        raise UsageError(LOG_TIMES_REFUSED.format(flag="--since" if args.since is not None else "-t"))
     q = {}
+    if args.since is not None:  # times from the launcher's index (agent/logtimes.py)
+        import time
+
+        q["since"] = repr(cli_ops.when("--since", args.since, time.time()))
+    if args.timestamps:
+        q["timestamps"] = "1"
     if args.follow:
         q["follow"] = "1"
     if args.tail is not None:

@@ -49,7 +49,7 @@ def _build_events(p) -> None:
                    help="name=NAME, id=ID or event=EVENT (create, start, die, oom, stop, remove, ...); repeatable")
 
 
-def _when(flag: str, value: str, now: float) -> float:
+def when(flag: str, value: str, now: float) -> float:
     from datetime import datetime, timezone
 
     from agent.config import parse_duration
@@ -132,8 +132,8 @@ def cmd_events(args, client) -> int:
 
     filters = _event_filters(args.filter)
     now = time.time()
-    since = _when("--since", args.since, now) if args.since else None
-    until = _when("--until", args.until, now) if args.until else None
+    since = when("--since", args.since, now) if args.since else None
+    until = when("--until", args.until, now) if args.until else None
     if since is not None and until is not None and until < since:
         raise _cli.UsageError("--until: must not be before --since")
     seq = 0

@@ -6,6 +6,7 @@ import errno
 import os
 
 from agent import logfiles
+from agent.logtimes import TimeIndex
 
 SPLICE_FLAGS = 0x1 | 0x2          # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 SPLICE_CHUNK = 1 << 20
@@ -24,6 +25,7 @@ class LogSink:
         self.rotated = 0
         self.produced = 0
         self._open()
+        self.times = TimeIndex(path)    # when each copy arrived (logs -t, --since)
 
     def _open(self):
         # not O_APPEND: splice(2) refuses a file opened for appending; the
@@ -53,6 +55,7 @@ class LogSink:
                 n = os.write(self.fd, chunk)
             except OSError:
                 return          # disk full or file gone: drop, never crash
+            self.times.note(self.size)
             self.size += n
 
     def splice_from(self, fd: int) -> int:
@@ -79,6 +82,7 @@ class LogSink:
                 return moved + len(data)
             if n == 0:
                 return moved
+            self.times.note(self.size)
             self.size += n
             self.produced += n
             moved += n
@@ -88,6 +92,7 @@ class LogSink:
         self.rotated += self.size
         try:
             os.replace(self.path, self.path + ".1")
+            self.times.rotate(self.path)
         except OSError:
             self.rotated -= self.size   # still the same file: reopened at its end
         self._open()
@@ -96,4 +101,5 @@ class LogSink:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.times.close()
 

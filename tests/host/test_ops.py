@@ -206,3 +206,33 @@ def test_rename_keeps_the_container_and_frees_the_old_name(agentd, rootfs):
     finally:
         ctl(agentd, "rm", "-f", new)
         ctl(agentd, "rm", "-f", name)
+
+
+def test_logs_timestamps_and_since(agentd, rootfs):
+    import datetime
+
+    name = start(agentd, rootfs, "echo first; while [ ! -e /data/go ]; do sleep 0.05; done; "
+                                 "echo second; echo err >&2; sleep 1000")
+    try:
+        wait_for(lambda: "first" in ctl(agentd, "logs", name).stdout, 30, "first line")
+        cut = time.time()       # "first" had arrived before this instant, "second" comes after it
+        assert ctl(agentd, "exec", name, "sh", "-c", "> /data/go").returncode == 0
+        wait_for(lambda: "second" in ctl(agentd, "logs", name).stdout, 30, "second line")
+        r = ctl(agentd, "logs", "--since", repr(cut), name)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "second\n", "err\n")
+        r = ctl(agentd, "logs", "-t", name)
+        assert r.returncode == 0, r.stderr
+        stamps = {}
+        for line in r.stdout.splitlines():
+            ts, text = line.split(" ", 1)
+            assert ts.endswith("Z")
+            stamps[text] = datetime.datetime.fromisoformat(ts[:26] + "+00:00").timestamp()
+        assert stamps["first"] <= cut <= stamps["second"] + 1e-6
+        r = ctl(agentd, "logs", "-t", "--tail", "1", name)
+        assert r.stdout.count("\n") == 1 and r.stdout.rstrip().endswith("second")
+        r = ctl(agentd, "logs", "--since", "1m", name)
+        assert r.stdout == "first\nsecond\n"
+        r = ctl(agentd, "logs", "--since", "next tuesday", name)
+        assert r.returncode == 2 and "--since" in one_line(r)
+    finally:
+        ctl(agentd, "rm", "-f", name)
