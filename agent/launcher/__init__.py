@@ -5,6 +5,8 @@
     client.py    LauncherClient (agentd's side)
     boot.py      start-up: detach, lock, cgroup, subreaper (python3 -m agent.launcher)
     logsink.py   a container's capped log file fed by splice(2)
+    execs.py     a process started inside a running container (agentctl exec)
+    peers.py     who may connect; how a child ended; reading a setup pipe
     records.py   durable exit records
 
 agentd is multi-threaded and must never fork; it asks this process instead.

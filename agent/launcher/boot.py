@@ -15,7 +15,8 @@ import sys
 
 from agent.launcher import server
 from agent.launcher.protocol import LOCK_NAME, LOG_NAME, LauncherError
-from agent.launcher.server import Launcher, _read_to_eof
+from agent.launcher.peers import read_to_eof as _read_to_eof
+from agent.launcher.server import Launcher
 from runtime import namespaces as ns
 from runtime.spawn import probe_clone3
 

@@ -13,12 +13,13 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
 
 from agent.launcher import protocol as wire
 from agent.launcher.execs import Execs, parse as parse_exec
 from agent.launcher.logsink import LogSink
+from agent.launcher.peers import describe as _describe, read_to_eof as _read_to_eof, refuse_peer as _refuse_peer
+from agent.launcher.peers import waitpid_quiet as _waitpid_quiet
 from agent.launcher.protocol import (EXITS_DIR, MAX_LINE, SETUP_TIMEOUT, SOCKET_NAME, ExitRecord,
                                      LaunchError, check_id as _cid)
 from agent.launcher.records import fsync_dir as _fsync_dir, read_exit_records, write_exit_record
@@ -453,56 +454,3 @@ class Launcher:
 
 def _stdin_ends(*fds) -> list[int]:
     return [fd for fd in fds if fd is not None and fd >= 0]
-
-
-def _refuse_peer(sock: socket.socket) -> str | None:
-    """Only our own user, and never a process inside a container: every
-    container has its own PID namespace, so a peer whose PID namespace is not
-    ours is refused (a host-root container could otherwise reach this socket
-    through the filesystem and ask for an unconfined sibling)."""
-    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                         struct.calcsize("3i")))
-    if uid != os.geteuid():
-        return f"peer uid {uid} is not {os.geteuid()}"
-    if pid <= 0:
-        return "peer pid unknown (peer in another PID namespace)"
-    try:
-        if os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino:
-            return f"peer pid {pid} is in another PID namespace"
-    except OSError:
-        return f"peer pid {pid} vanished"
-    return None
-
-
-def _describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exited with status {os.waitstatus_to_exitcode(status)}"
-
-
-def _waitpid_quiet(pid):
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _read_to_eof(fd: int, timeout: float, stop_at_newline: bool = False) -> str:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        if not poller.poll(left * 1000):
-            break
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        buf += data
-        if stop_at_newline and b"\n" in buf:
-            break
-    return buf.decode(errors="replace")
-
