@@ -190,6 +190,10 @@ def test_exec_user_workdir_env_and_stdin(agentd, box):
 def test_exec_into_a_stopped_container_is_a_one_line_refusal(agentd, rootfs):
     name, _ = run_sleeper(agentd, rootfs)
     try:
+        assert ctl(agentd, "pause", name).returncode == 0
+        r = ctl(agentd, "exec", name, "true")
+        assert r.returncode == 1 and "paused" in one_line(r)
+        assert ctl(agentd, "unpause", name).returncode == 0
         assert ctl(agentd, "stop", "-t", "1", name).returncode == 0
         r = ctl(agentd, "exec", name, "true")
         assert r.returncode == 1
