@@ -19,6 +19,7 @@ import threading
 
 import structlog
 
+from agent import api_exec, logtimes
 from agent.api_errors import RequestError
 from agent.api_http import STDERR, STDOUT
 from agent.api_query import NAME_PARAM, bool_param, seconds_param, signal_param, stream_param, tail_param
@@ -55,7 +56,8 @@ QUERY_PARAMS = {
     "remove": {"force": bool_param},
     "stop": {"timeout": seconds_param},
     "kill": {"signal": signal_param},
-    "logs": {"follow": bool_param, "stream": stream_param, "tail": tail_param},
+    "logs": {"follow": bool_param, "stream": stream_param, "tail": tail_param,
+             "since": logtimes.since_param, "timestamps": bool_param},
     "wait": {"timeout": seconds_param},
 }
 
@@ -138,6 +140,7 @@ class ContainerHandlers:
         if not isinstance(detach, bool):
             raise RequestError("invalid", f"detach: {detach!r} is not a boolean; use true or false")
         spec = from_json(body, self.api.config, self.api.images)
+        api_exec.check_stdin(spec, detach)
         if detach:
             info = self.sup.create(spec)
             self._send_json(201, container_json(info))
@@ -158,6 +161,8 @@ class ContainerHandlers:
         try:
             self._start_stream()
             self._event({"event": "created", "container": container_json(info)})
+            if spec.stdin:
+                api_exec.forward_stdin(self, info)
             final = self._pump_logs(name, "all", follow=True)
             final = final or self.sup.get(name)
             if final.state != State.EXITED:  # agentd is stopping: the container lives on (live restore)
@@ -211,6 +216,8 @@ class ContainerHandlers:
 
     def h_logs(self, name, query, body):
         self.sup.get(name)  # 404 before the stream starts
+        if query.get("since") is not None or query.get("timestamps"):
+            return logtimes.pump(self, name, query)  # times from the launcher's index (agent/logtimes.py)
         self._start_stream()
         self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False), tail=query.get("tail"))
         self._end_stream()

@@ -13,7 +13,6 @@ import os
 import socket
 import socketserver
 import stat
-import struct
 from http.server import BaseHTTPRequestHandler
 
 import structlog
@@ -22,15 +21,13 @@ from agent import selfmetrics
 from agent.api_errors import ApiSetupError, RequestError
 from agent.api_limits import DeadlineReader, HeadTooLarge
 from agent.api_views import json_bytes
+from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: F401 (defined once there)
 
 log = structlog.get_logger("agent.api")
 
 MAX_BODY = 1 << 20  # 1 MiB: a container spec is a few KiB
 MAX_HEAD = 64 << 10  # request line and headers together
 MAX_LINE = 8192      # one request line or header line
-STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
-STDOUT, STDERR, EVENT = 1, 2, 3
-FRAME_HEADER = struct.Struct(">BxxxI")
 
 selfmetrics.declare("api_request_timeouts_total", "counter",
                     "Control API requests whose headers or body did not arrive within [api] header_timeout / "

@@ -26,6 +26,8 @@ import sys
 
 from agent import cli_images
 from agent import cli_docker
+from agent import cli_exec
+from agent import cli_ops
 from agent import cli_system
 from agent.rules import NAME_RE, RESTART_RE  # pure: re only
 
@@ -215,7 +217,7 @@ def _build_run(r) -> None:
     r.add_argument("-u", "--user", metavar="UID[:GID]", help="user (and group) to run as, by number or name")
     r.add_argument("--hostname", metavar="NAME", help="host name in its UTS namespace")
     r.add_argument("-i", "--interactive", action="store_true",
-                   help="forward stdin (not supported yet: refused with a message)")
+                   help="forward stdin to the container (an attached run; its end is the container's EOF)")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=_dir, metavar="DIR", help="root filesystem directory (default: the host's /)")
     src.add_argument("--bundle", type=_dir, metavar="DIR", help="OCI bundle directory (config.json)")
@@ -273,9 +275,9 @@ def _build_inspect(p) -> None:
 def _build_logs(p) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
     p.add_argument("-n", "--tail", type=_tail, metavar="N", help="only the last N lines of each stream (default: all)")
-    p.add_argument("--since", metavar="T", help="refused: the log files record no times (docs/cli.md)")
+    p.add_argument("--since", metavar="T", help="only lines from T: a duration ago (10m), RFC 3339 or epoch seconds")
     p.add_argument("-t", "--timestamps", action="store_true",
-                   help="refused: the log files record no times (docs/cli.md)")
+                   help="prefix each line with the RFC 3339 time it arrived")
     p.add_argument("name", metavar="NAME", help="container name")
 
 
@@ -435,9 +437,8 @@ def cmd_run(args, client) -> int:
         argv = argv[1:]
     if not argv and not args.bundle and not args.image:
         raise UsageError("run: give the command after --, e.g. agentctl run -- /bin/echo hi")
-    if args.interactive:
-        raise UsageError("run -i: forwarding stdin is not supported yet (the control API carries no stdin); "
-                         "give the input in a file through a volume (-v) instead")
+    if args.interactive and args.detach:
+        raise UsageError("run -i: not with -d (nobody would write to its stdin); run it attached")
     name = args.name or "c-" + os.urandom(4).hex()
     body = {"name": name, "argv": argv or None, "env": args.env or None, "labels": args.label or None,
             "workdir": args.workdir, "user": args.user, "hostname": args.hostname, "rootfs": args.rootfs,
@@ -452,6 +453,9 @@ def cmd_run(args, client) -> int:
         info = client.call("POST", "/v1/containers", body=body)
         print(info.get("id") or info.get("name"))
         return EXIT_OK
+    if args.interactive:  # its stdin forwarded on the same connection (agent/cli_exec.py)
+        body["stdin"] = True
+        return _attach(client, name, cli_exec.stream_with_input(client, "POST", "/v1/containers", body, True))
     return _attach(client, name, client.stream("POST", "/v1/containers", body=body))
 
 
@@ -584,16 +588,16 @@ def cmd_thaw(args, client) -> int:
     return _done(args, client.call("POST", f"/v1/containers/{args.name}/thaw"))
 
 
-LOG_TIMES_REFUSED = ("logs {flag}: this agent stores a container's output as it was written, without times, "
-                     "so it cannot show or select by them; use --tail N (docs/cli.md)")
-
-
 def cmd_logs(args, client) -> int:
     from agent.client import STDERR, STDOUT
 
-    if args.since is not None or args.timestamps:
-        raise UsageError(LOG_TIMES_REFUSED.format(flag="--since" if args.since is not None else "-t"))
     q = {}
+    if args.since is not None:  # times from the launcher's index (agent/logtimes.py)
+        import time
+
+        q["since"] = repr(cli_ops.when("--since", args.since, time.time()))
+    if args.timestamps:
+        q["timestamps"] = "1"
     if args.follow:
         q["follow"] = "1"
     if args.tail is not None:
@@ -674,6 +678,8 @@ cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, lo
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
+cli_exec.install(sys.modules[__name__])  # exec
+cli_ops.install(sys.modules[__name__])  # cp, top, events
 
 
 def main(argv: list[str] | None = None) -> int:

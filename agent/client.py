@@ -27,15 +27,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 from collections import namedtuple
 from collections.abc import Iterator   # typing costs ~8 ms of agentctl's start
 
 DEFAULT_SOCKET = "/run/cgroup-agent/agent.sock"
 
-STDOUT, STDERR, EVENT = 1, 2, 3
-FRAME_HEADER = struct.Struct(">BxxxI")
-STREAM_CONTENT_TYPE = "application/vnd.cgroup-agent.stream"
+from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: E402,F401
 
 _MAX_HEADER_LINE = 65536
 

@@ -59,7 +59,7 @@ MAX_BUNDLE_CONFIG = 4 << 20
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
-             "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs"}
+             "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs", "stdin"}
 # Docker's default set, less what a container on the host's network must not
 # have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
 # the host's interfaces, loopback included, and sniffs other processes' traffic
@@ -154,6 +154,7 @@ class ContainerSpec:
     read_only: bool = False  # --read-only: its root read-only (rootfs, bundle or image)
     tmpfs: tuple = ()        # runtime.tmpfs.Tmpfs (--tmpfs DST[:OPTIONS])
     exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO" (recorded, not published)
+    stdin: bool = False        # run -i: PID 1's stdin is a pipe the attached client feeds (never persisted)
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -706,7 +707,8 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
                          image_ref=img_ref, image_id=img_id, userns=userns,
                          devices=devices, read_only=read_only, tmpfs=tmpfs,
-                         exposed_ports=tuple(body.get("_exposed_ports") or ()))
+                         exposed_ports=tuple(body.get("_exposed_ports") or ()),
+                         stdin=_bool("stdin", body.get("stdin"), False))
 
 
 def parse_tmpfs(v: Any, has_root: bool) -> tuple:

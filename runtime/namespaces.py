@@ -210,3 +210,17 @@ def set_child_subreaper() -> None:
 
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+SYS_SETFSUID = 122
+SYS_SETFSGID = 123
+
+
+def setfsid(uid: int, gid: int) -> tuple[int, int]:
+    """The calling THREAD's file-system uid and gid (raw syscalls: glibc's
+    setuid family changes every thread, these change only the caller);
+    returns the previous pair. The kernel gives no error: the caller checks
+    with a second call where it matters."""
+    old_gid = _libc.syscall(SYS_SETFSGID, ctypes.c_uint(gid))
+    old_uid = _libc.syscall(SYS_SETFSUID, ctypes.c_uint(uid))
+    return old_uid, old_gid

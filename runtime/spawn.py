@@ -161,6 +161,7 @@ class SpawnSpec:
     sysctl: dict = field(default_factory=dict)     # namespaced keys only
     devices: tuple[DeviceNode, ...] = ()
     tmpfs: tuple = ()   # runtime.tmpfs.Tmpfs: fresh tmpfs mounts (--tmpfs), rootfs/image containers
+    stdin: bool = False  # PID 1's stdin a pipe the launcher hands on (run -i), not /dev/null
 
     @property
     def cap_mask(self) -> int:
@@ -277,6 +278,9 @@ class SpawnSpec:
         devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
         extra = _oci_fields(d, rootfs=rootfs or (overlay.target if overlay else ""), network=network)
         extra["tmpfs"] = _tmpfs_field(d.get("tmpfs"), bool(rootfs or overlay))
+        extra["stdin"] = d.get("stdin", False)
+        if not isinstance(extra["stdin"], bool):
+            raise SpecError("spec.stdin: must be true or false")
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
@@ -508,7 +512,7 @@ def probe_clone3(scratch: str) -> bool:
 
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
               err_w: int, pid_w: int, nofile: tuple[int, int] | None = None,
-              joined: bool = False) -> None:
+              joined: bool = False, stdin_fd: int | None = None) -> None:
     """Executed in the launcher's forked child. Never returns. `nofile`:
     the RLIMIT_NOFILE the container gets (the launcher raises its own).
     `joined`: fork_in_cgroup put it in spec.cgroup already."""
@@ -518,7 +522,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
                 _join_cgroup(spec.cgroup)      # the very first thing we do
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
-            _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
+            _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w), stdin_fd=stdin_fd)
             # a private copy of the host's mount namespace, where the host
             # paths the container gets become detached, checked, flagged
             # trees before any other namespace is made
@@ -593,7 +597,7 @@ def _join_cgroup(cgroup: str) -> None:
         raise _Fail(f"join cgroup {cgroup}: {os.strerror(e.errno)}") from None
 
 
-def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
+def _setup_stdio(stdout_fd: int, stderr_fd: int, keep, stdin_fd: int | None = None) -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     try:
@@ -601,7 +605,7 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep) -> None:
     except ValueError:
         pass
     null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
+    os.dup2(null if stdin_fd is None else stdin_fd, 0)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     low = 3

@@ -16,6 +16,7 @@ Hook points (lists on the Supervisor, empty by default):
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -311,6 +312,29 @@ class Lifecycle:
             else:
                 self._send(e, num)
             self._history(e, "signalled", signal=num)
+            return self._info(e)
+
+    def rename(self, old: str, new: str) -> ContainerInfo:
+        """agentctl rename: the id, cgroup, logs and billing history stay; the
+        name changes in the index, the stored row and spec, and an event says so."""
+        from agent.spec import check_name
+        check_name(new)
+        with self._lock:
+            e = self._find(old)
+            if new == e.row.name:
+                return self._info(e)
+            if new in self._names or new in self._entries:
+                raise Conflict(f"name: {new!r} is already taken by another container")
+            prior = e.row.name
+            spec = dataclasses.replace(e.spec, name=new)
+            with self.store.transaction():
+                self.store.update(e.row.id, name=new, spec=spec.to_dict())
+                self.store.add_event(e.row.id, new, "renamed", old_name=prior)
+            e.row.name = new
+            e.spec = spec
+            del self._names[prior]
+            self._names[new] = e.row.id
+            self._changed(e)
             return self._info(e)
 
     def freeze(self, name: str) -> ContainerInfo:

@@ -191,10 +191,18 @@ def test_run_without_a_name_gets_one(agentd):
     ok(ctl(agentd, "rm", "-f", row["name"]))
 
 
-def test_run_i_is_refused_with_one_line_and_creates_nothing(agentd):
-    before = {c["name"] for c in Client(agentd.sock).call("GET", "/v1/containers", {"all": "1"})}
+def test_run_i_forwards_stdin_and_its_end(agentd):
     r = ctl(agentd, "run", "--rm", "-i", "--", "cat", stdin="hi\n")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "stdin" in r.stderr and r.stdout == ""
+    assert (r.returncode, r.stdout) == (0, "hi\n"), r.stderr
+    data = "".join(f"line {i}\n" for i in range(20000))      # past a pipe's buffer
+    r = ctl(agentd, "run", "--rm", "-i", "--", "sh", "-c", "wc -l; exit 4", stdin=data)
+    assert (r.returncode, r.stdout.strip()) == (4, "20000"), r.stderr
+
+
+def test_run_i_detached_is_refused_with_one_line_and_creates_nothing(agentd):
+    before = {c["name"] for c in Client(agentd.sock).call("GET", "/v1/containers", {"all": "1"})}
+    r = ctl(agentd, "run", "-d", "-i", "--", "cat", stdin="hi\n")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "-i" in r.stderr and r.stdout == ""
     assert {c["name"] for c in Client(agentd.sock).call("GET", "/v1/containers", {"all": "1"})} == before
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from agent.launcher.boot import main
+
+sys.exit(main())

@@ -1,0 +1,204 @@
+"""A process started inside a running container (agentctl exec), run in a
+freshly forked child of the launcher. `run_exec()` never returns:
+
+  intermediate (forked by the launcher, see spawn.fork_in_cgroup):
+    1. born in the container's cgroup (clone3 CLONE_INTO_CGROUP), or its
+       first step joins it: the process is metered from its first
+       instruction, never outside the container's meter
+    2. stdio onto the pipes (or the terminal) the launcher made, every other
+       descriptor closed but the namespace descriptors
+    3. setns into each namespace of the container's PID 1 that is not the
+       launcher's own, from descriptors the launcher opened on /proc/PID/ns/*
+       while PID 1 was its unreaped child (so a recycled pid cannot hand it
+       another process's namespaces): the user namespace first (entered as
+       its root, as PID 1 was), then ipc, uts, net, cgroup, pid, mnt (the
+       mount namespace sets root and cwd to the container's root)
+    4. fork the process (it is in the container's PID namespace), write its
+       host pid to `pid_w`, _exit(0): it is reparented to the launcher
+  the process:
+    5. a terminal: a new session, the terminal its controlling one
+    6. the user (-u) resolved in the container's own /etc/passwd and
+       /etc/group; the environment is the container's with -e on top
+    7. as the container's PID 1 got them (spawn._container_init): no_new_privs,
+       the seccomp filter, rlimits, bounding set, setgroups/setgid/setuid,
+       capabilities (or the OCI capability sets); working dir; signals
+    8. execve
+
+Any failure before execve is one line on `err_w` (close-on-exec) and exit 127.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import resource
+import signal
+import termios
+
+from . import namespaces as ns
+from . import rlimits, seccomp
+from . import userns as usernsmod
+from .spawn import SpawnSpec, _drop_privileges, _exec, _Fail, _join_cgroup, _report, _step
+
+# setns order after the user namespace; mnt last (it moves root and cwd)
+NS_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+NS_FLAGS = {"user": ns.CLONE_NEWUSER, "ipc": ns.CLONE_NEWIPC, "uts": ns.CLONE_NEWUTS,
+            "net": ns.CLONE_NEWNET, "cgroup": ns.CLONE_NEWCGROUP, "pid": ns.CLONE_NEWPID,
+            "mnt": ns.CLONE_NEWNS}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecSpec:
+    """What `agentctl exec` asks for, on top of the container's SpawnSpec."""
+    argv: tuple[str, ...]
+    env: dict                   # added to (and overriding) the container's
+    cwd: str | None = None      # None: the container's working dir
+    user: str | None = None     # "name|uid[:group|gid]"; None: the container's user
+    tty: bool = False
+
+
+def open_namespaces(pid: int) -> dict[str, int]:
+    """O_RDONLY descriptors of /proc/PID/ns/* for each namespace `pid` does
+    not share with the caller. Call it while `pid` cannot be recycled (the
+    caller's unreaped child)."""
+    out: dict[str, int] = {}
+    try:
+        for name in NS_ORDER:
+            fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            if os.fstat(fd).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                os.close(fd)
+            else:
+                out[name] = fd
+    except OSError:
+        for fd in out.values():
+            os.close(fd)
+        raise
+    return out
+
+
+def run_exec(spec: SpawnSpec, ex: ExecSpec, nsfds: dict[str, int], *, stdin_fd: int, stdout_fd: int,
+             stderr_fd: int, err_w: int, pid_w: int, nofile=None, joined: bool = False) -> None:
+    """Executed in the launcher's forked child. Never returns."""
+    try:
+        try:
+            if not joined:
+                _join_cgroup(spec.cgroup)
+            if nofile is not None:
+                _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
+            _stdio(stdin_fd, stdout_fd, stderr_fd, keep=(err_w, pid_w, *nsfds.values()))
+            for name in NS_ORDER:
+                fd = nsfds.get(name)
+                if fd is None:
+                    continue
+                if name == "user":
+                    _step("enter user namespace", usernsmod.enter, fd)
+                else:
+                    _step(f"enter {name} namespace", ns.setns, fd, NS_FLAGS[name])
+                os.close(fd)
+            pid = _step("fork", os.fork)
+        except _Fail as e:
+            _report(err_w, str(e))
+            os._exit(127)
+        except BaseException as e:     # a bug in here must still be one line
+            _report(err_w, f"exec setup: {type(e).__name__}: {e}")
+            os._exit(127)
+        if pid:
+            os.write(pid_w, f"{pid}\n".encode())
+            os._exit(0)
+        os.close(pid_w)
+        try:
+            _process(spec, ex)
+        except _Fail as e:
+            _report(err_w, str(e))
+        except BaseException as e:
+            _report(err_w, f"exec setup: {type(e).__name__}: {e}")
+    finally:
+        os._exit(127)
+
+
+def _stdio(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep) -> None:
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for target, fd in ((0, stdin_fd), (1, stdout_fd), (2, stderr_fd)):
+        os.dup2(fd, target)
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _process(spec: SpawnSpec, ex: ExecSpec) -> None:
+    if ex.tty:
+        _step("setsid", os.setsid)
+        _step("set controlling terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
+    uid, gid, home = resolve_user(ex.user, spec.uid, spec.gid)
+    env = dict(spec.env)
+    env.setdefault("HOME", home)
+    env.update(ex.env)
+    if ex.tty:
+        env.setdefault("TERM", "xterm")
+    if spec.no_new_privs:
+        _step("set no_new_privs", ns.set_no_new_privs)
+    if spec.seccomp:
+        _step("install seccomp filter", seccomp.install)
+    for kind, soft, hard in spec.rlimits:
+        _step(f"set {kind} {soft}/{hard}", rlimits.set_limit, kind, soft, hard)
+    _drop_privileges(dataclasses.replace(spec, uid=uid, gid=gid))
+    cwd = ex.cwd or spec.cwd
+    _step(f"cwd {cwd}", os.chdir, cwd)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _exec(ex.argv, env)
+
+
+def resolve_user(user: str | None, uid: int, gid: int) -> tuple[int, int, str]:
+    """(uid, gid, home) for "-u name|uid[:group|gid]", read from /etc/passwd
+    and /etc/group of the current root (the container's, after setns)."""
+    if not user:
+        return uid, gid, _passwd_home(uid)
+    who, _, grp = user.partition(":")
+    entry = _lookup("/etc/passwd", who)
+    if who.isdigit():
+        uid = int(who)
+        gid = int(entry[3]) if entry and entry[3].isdigit() else 0
+    elif entry is None:
+        raise _Fail(f"user {who}: no such user in the container's /etc/passwd")
+    else:
+        uid, gid = int(entry[2]), int(entry[3])
+    if grp:
+        if grp.isdigit():
+            gid = int(grp)
+        else:
+            g = _lookup("/etc/group", grp)
+            if g is None:
+                raise _Fail(f"group {grp}: no such group in the container's /etc/group")
+            gid = int(g[2])
+    if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
+        raise _Fail(f"user {user}: ids are 0 to 4294967294")
+    return uid, gid, _passwd_home(uid)
+
+
+def _lookup(path: str, key: str) -> list[str] | None:
+    """The entry of `path` whose name (or, for a number, id) is `key`."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 4 and (parts[0] == key or (key.isdigit() and parts[2] == key)):
+                    return parts
+    except OSError:
+        return None
+    return None
+
+
+def _passwd_home(uid: int) -> str:
+    entry = _lookup("/etc/passwd", str(uid))
+    return entry[5] if entry and len(entry) > 5 and entry[5].startswith("/") else "/"
