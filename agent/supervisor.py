@@ -34,6 +34,7 @@ from agent import logfiles
 from agent import userns_alloc
 from agent.errors import CannotExecute, Conflict, HostLimitation, NotFound, UserError
 from agent.model import ContainerInfo, image_ref
+from agent.network import netspec
 from agent.spec import ContainerSpec
 from agent.store import ContainerRow, Store, StoreFull
 from agent.store import full_error as store_full_error
@@ -195,6 +196,7 @@ class Supervisor:
         self.rootfs_dir = os.path.join(config.agent.state_dir, "containers")
         self.images = None  # agent.images.service.ImageService, set by the daemon
         self.userns_pool = userns_alloc.agent_pool(config)
+        self.net = None  # agent.network.service.NetworkService, set by the daemon
 
     # ------------------------------------------------------------- start / shutdown
 
@@ -202,6 +204,8 @@ class Supervisor:
         """Load the store, re-adopt what still runs, apply exits that happened
         while agentd was down, then start the event loop."""
         self._restore()
+        if self.net is not None:
+            self.net.boot({cid: en.spec for cid, en in self._entries.items()})
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -233,6 +237,7 @@ class Supervisor:
                                            for stream in ("stdout", "stderr")),
             read_only=e.spec.read_only, tmpfs=tuple(str(t) for t in e.spec.tmpfs),
             exposed_ports=e.spec.exposed_ports,
+            network=netspec.view(e.spec.network, e.spec.net),
         )
 
     def _find(self, name: str) -> _Entry:
@@ -333,6 +338,8 @@ class Supervisor:
             self.check_controllers(spec.limits)
             spec = userns_alloc.resolve(spec, self.userns_pool,
                                         {en.spec.name: en.spec.userns for en in self._entries.values()})
+            if self.net is not None:
+                spec = self.net.resolve(spec)
             cid = _new_id(self._entries)
             cg = self.layout.containers.child(cid)
             try:
@@ -363,6 +370,12 @@ class Supervisor:
             self._entries[cid] = e
             self._names[spec.name] = cid
             log.info("container.created", name=spec.name, id=cid, cgroup=cg.path)
+            if self.net is not None:
+                try:
+                    self.net.attach(cid, spec)
+                except BaseException:
+                    self._undo_create(e)
+                    raise
             if spec.start:
                 try:
                     self._start(e)
@@ -384,6 +397,8 @@ class Supervisor:
             return
         self._rmdir_quiet(e.cg)
         shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
+        if self.net is not None:
+            self.net.detach(e.row.id, e.spec)
         self._entries.pop(e.row.id, None)
         self._names.pop(e.row.name, None)
 
@@ -421,7 +436,7 @@ class Supervisor:
         env.update(s.env)
         logdir = os.path.join(self.logs_dir, e.row.id)
         os.makedirs(logdir, mode=0o750, exist_ok=True)
-        return {
+        spawn = {
             "argv": list(s.argv), "env": env, "cwd": s.workdir, "uid": s.uid, "gid": s.gid,
             "hostname": s.hostname, "rootfs": s.rootfs,
             "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro, "noexec": v.noexec} for v in s.volumes],
@@ -439,6 +454,9 @@ class Supervisor:
             **({"readonly_rootfs": True} if s.read_only else {}),
             "tmpfs": [t.to_dict() for t in s.tmpfs],
         }
+        if self.net is not None:
+            self.net.spawn_fields(e.row.id, s, spawn)  # netns, the /etc files
+        return spawn
 
     def _ensure_cgroup(self, e: _Entry) -> None:
         """The cgroup lives across restarts; if someone removed it, make a new one."""
@@ -715,6 +733,8 @@ class Supervisor:
             self._unwatch(e)
             shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
             shutil.rmtree(os.path.join(self.rootfs_dir, e.row.id), ignore_errors=True)
+            if self.net is not None:
+                self.net.detach(e.row.id, e.spec)
             self._entries.pop(e.row.id, None)
             if self._names.get(e.row.name) == e.row.id:
                 del self._names[e.row.name]

@@ -44,6 +44,8 @@ it never returns:
        root: a fresh /proc, the host's /sys read-only without submounts,
        the volumes on existing destinations.
     7. hostname; loopback up when the network namespace is new
+  (spec.netns: the intermediate joins that network namespace with setns
+   right after step 2, as the host's root, instead of step 4 making one)
     8. no_new_privs, seccomp filter, rlimits, bounding set,
        setgroups/setgid/setuid, capabilities (or the OCI capability sets),
        working dir, signal dispositions back to default
@@ -163,6 +165,9 @@ class SpawnSpec:
     sysctl: dict = field(default_factory=dict)     # namespaced keys only
     devices: tuple[DeviceNode, ...] = ()
     tmpfs: tuple = ()   # runtime.tmpfs.Tmpfs: fresh tmpfs mounts (--tmpfs), rootfs/image containers
+    # network "none" only: a network namespace bound on this path (runtime/netns.py),
+    # joined (setns) instead of a fresh one being made
+    netns: str = ""
 
     @property
     def cap_mask(self) -> int:
@@ -173,7 +178,7 @@ class SpawnSpec:
     @property
     def unshare_flags(self) -> int:
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWPID
-        if self.network == "none":
+        if self.network == "none" and not self.netns:
             flags |= ns.CLONE_NEWNET
         if self.cgroupns:
             flags |= ns.CLONE_NEWCGROUP
@@ -278,6 +283,11 @@ class SpawnSpec:
         devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
         extra = _oci_fields(d, rootfs=rootfs or (overlay.target if overlay else ""), network=network)
         extra["tmpfs"] = _tmpfs_field(d.get("tmpfs"), bool(rootfs or overlay))
+        extra["netns"] = d.get("netns") or ""
+        if extra["netns"]:
+            _abs("netns", extra["netns"])
+            if network != "none":
+                raise SpecError("spec.netns: only with spec.network \"none\" (the namespace joined instead of a new one)")
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
@@ -520,6 +530,8 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w))
+            if spec.netns:   # as the host's root, before any user namespace
+                _step(f"join network namespace {spec.netns}", _join_netns, spec.netns)
             # a private copy of the host's mount namespace, where the host
             # paths the container gets become detached, checked, flagged
             # trees before any other namespace is made
@@ -555,6 +567,14 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             _report(err_w, f"container setup: {type(e).__name__}: {e}")
     finally:
         os._exit(127)
+
+
+def _join_netns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        ns.setns(fd, ns.CLONE_NEWNET)   # EINVAL: not a network namespace
+    finally:
+        os.close(fd)
 
 
 def _enter_userns(spec: SpawnSpec, trees: "_Trees", userns_fd: int) -> dict:
