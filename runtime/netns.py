@@ -51,6 +51,15 @@ def _lo_up() -> None:
             ipr.link("set", index=idx[0], state="up")
 
 
+# written in every namespace made here: ICMP echo sockets (SOCK_DGRAM) for
+# every group, as Docker does, so ping works without CAP_NET_RAW (which a
+# container's user namespace does not hold over a namespace the host's root owns)
+# and every port bindable (a container root in its own user namespace holds no
+# CAP_NET_BIND_SERVICE over it either): as Docker does, since the namespace is
+# the container's alone
+NETNS_SYSCTLS = {"net/ipv4/ping_group_range": "0 2147483647", "net/ipv4/ip_unprivileged_port_start": "0"}
+
+
 def create(path: str) -> None:
     """A new network namespace bound on `path` (which must not exist)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -59,6 +68,9 @@ def create(path: str) -> None:
     def make():
         ns.unshare(ns.CLONE_NEWNET)
         _lo_up()
+        for key, value in NETNS_SYSCTLS.items():
+            with open(f"/proc/sys/{key}", "w") as f:   # this thread's namespace
+                f.write(value)
         ns.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, ns.MS_BIND)
 
     try:

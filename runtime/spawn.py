@@ -666,7 +666,7 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         os.close(root)
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
-    if spec.network == "none":
+    if spec.network == "none" and not spec.netns:   # a joined one: its maker did
         _step("bring up lo", _loopback_up)
     if spec.no_new_privs:
         _step("set no_new_privs", ns.set_no_new_privs)
