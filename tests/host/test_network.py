@@ -163,3 +163,126 @@ def test_bridge_containers_reach_each_other_by_name_and_another_network_does_not
     assert {n["name"] for n in ls} >= {"bridge", "other"}
     # the same agent, the same containers: the isolation rule really is what blocks it
     assert any(n["name"] == "other" and n["containers"] == [{"name": "outsider", "ip": other["ip"]}] for n in ls)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _http_get(port: int) -> str:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+        return r.read().decode()
+
+
+def test_published_port_serves_http_on_127_0_0_1_and_a_held_port_is_refused(agentd, rootfs):
+    d = agentd
+    r = run(d, rootfs, "web", "httpd -f -p 80 -h /www", "-p", "18080:80")
+    assert r.returncode == 0, r.stderr
+    assert inspect(d, "web")["network"]["ports"] == ["18080:80/tcp"]
+    body = wait_for(lambda: _try(lambda: _http_get(18080)), 60, "the published port to answer")
+    assert body == "hello from the container\n"
+    # the same host port again: refused in one line naming the container that publishes it
+    r = run(d, rootfs, "web2", "httpd -f -p 80 -h /www", "-p", "18080:80")
+    assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "18080/tcp" in r.stderr and "'web'" in r.stderr, r.stderr
+    # a host port a process of the host listens on: refused, the holder named, nothing created
+    before = ours(d)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        r = run(d, rootfs, "web3", "httpd -f -p 80 -h /www", "-p", f"{port}:80")
+    finally:
+        holder.close()
+    assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"host port {port}/tcp is in use by pid {os.getpid()} (" in r.stderr, r.stderr
+    names_now = {c["name"] for c in Client(d.sock).call("GET", "/v1/containers", {"all": "1"})}
+    assert "web3" not in names_now and "web2" not in names_now
+    assert ours(d) == before
+    # a malformed publish: one line naming what is accepted
+    r = run(d, rootfs, "web4", "true", "-p", "80")
+    assert r.returncode != 0 and "ports[0]" in r.stderr and "HOST_PORT:CONTAINER_PORT" in r.stderr, r.stderr
+
+
+def _try(fn):
+    try:
+        return fn()
+    except OSError:
+        return None
+
+
+def test_removing_containers_leaves_no_veth_address_or_rule(agentd, rootfs):
+    d = agentd
+    for i in range(3):
+        assert run(d, rootfs, f"c{i}", "sleep 1000", "-p", f"{_free_port()}:80").returncode == 0
+    st = ours(d)
+    assert len(st["veths"]) == 3 and st["table"] and len(st["netns"]) == 3 and len(st["bridges"]) == 1
+    ips = [inspect(d, f"c{i}")["network"]["ip"] for i in range(3)]
+    for i in range(3):
+        r = ctl(d, "rm", "-f", f"c{i}")
+        assert r.returncode == 0, r.stderr
+    st = ours(d)
+    assert st == {"veths": [], "bridges": [], "table": False, "netns": []}, st
+    addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    assert not any(ip in addrs for ip in ips)
+    assert not os.listdir(f"/run/cgroup-agent-net-{tag_of(d)}")
+
+
+def _outside_ns(name: str, host_ip: str, ns_ip: str, docroot: str):
+    """A network namespace standing in for the outside world: a veth to the
+    host (/30), a busybox httpd on port 8000 inside."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    hv, nv = f"h{name[-9:]}", f"n{name[-9:]}"
+    for cmd in (["ip", "link", "add", hv, "type", "veth", "peer", "name", nv],
+                ["ip", "link", "set", nv, "netns", name],
+                ["ip", "addr", "add", f"{host_ip}/30", "dev", hv], ["ip", "link", "set", hv, "up"],
+                ["ip", "-n", name, "addr", "add", f"{ns_ip}/30", "dev", nv],
+                ["ip", "-n", name, "link", "set", nv, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]):
+        subprocess.run(cmd, check=True)
+    return subprocess.Popen(["ip", "netns", "exec", name, BUSYBOX, "httpd", "-f", "-p", "8000", "-h", docroot])
+
+
+def test_egress_allow_reaches_the_allowed_cidr_only(agentd, rootfs):
+    d = agentd
+    suffix = uuid.uuid4().hex[:8]
+    a_ns, b_ns = f"cgat-a{suffix}", f"cgat-b{suffix}"
+    servers = []
+    try:
+        servers.append(_outside_ns(a_ns, "10.251.1.1", "10.251.1.2", os.path.join(rootfs, "www")))
+        servers.append(_outside_ns(b_ns, "10.251.2.1", "10.251.2.2", os.path.join(rootfs, "www")))
+        script = FETCH + ("fetch 10.251.1.2 8000 >/dev/null && echo A-OK || echo A-BLOCKED; "
+                          "fetch 10.251.2.2 8000 >/dev/null && echo B-OK || echo B-BLOCKED")
+        # without a rule both outside servers are reachable (through NAT)
+        wait_for(lambda: "A-OK" in output(d, _once(d, rootfs, script)), 60, "the outside servers to answer")
+        run(d, rootfs, "free", script, detach=False)
+        out = output(d, "free")
+        assert "A-OK" in out and "B-OK" in out, out
+        run(d, rootfs, "fenced", script, "--egress-allow", "10.251.1.0/24", detach=False)
+        out = output(d, "fenced")
+        assert "A-OK" in out and "B-BLOCKED" in out, out
+        # a port rule: the allowed CIDR on another port is not reachable
+        run(d, rootfs, "port", script, "--egress-allow", "10.251.2.2/32:9999", detach=False)
+        out = output(d, "port")
+        assert "A-BLOCKED" in out and "B-BLOCKED" in out, out
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+        for n in (a_ns, b_ns):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+_probe = [0]
+
+
+def _once(d, rootfs, script) -> str:
+    _probe[0] += 1
+    name = f"probe{_probe[0]}"
+    run(d, rootfs, name, script, detach=False)
+    return name
