@@ -591,6 +591,9 @@ def _enter_userns(spec: SpawnSpec, trees: "_Trees", userns_fd: int) -> dict:
         if spec.overlay is None:
             for dst in ("/proc", "/dev", "/sys"):
                 os.close(_dst_fd(origin, dst, f"mount {dst}", "dir"))
+            for v in trees.volumes:   # a file volume's mount point (e.g. /etc/hosts) too
+                if not v.is_dir:
+                    os.close(_dst_fd(origin, v.dst, v.what, "file"))
             idmap["/"] = usernsmod.idmap_tree(tree.fd, userns_fd) or "idmapped"
         else:
             idmap["/"] = trees.overlay_idmap or "idmapped"
