@@ -34,7 +34,7 @@ from dataclasses import replace
 import structlog
 
 from agent import selfmetrics
-from agent.errors import Conflict, HostLimitation, UserError
+from agent.errors import Conflict, HostLimitation, NotFound, UserError
 from agent.network import etcfiles, holders, ipam, names, netspec, nftrules
 from agent.network.registry import Registry
 from runtime import netdev, netns
@@ -72,7 +72,10 @@ class NetworkService:
         if not self.is_bridged(spec):
             return spec
         with self._lock:
-            net = self.registry.get(spec.network)
+            try:
+                net = self.registry.get(spec.network)
+            except NotFound as e:   # a field of the request: 400, not 404
+                raise UserError(str(e)) from None
             taken = {m.net["ip"]: m.name for m in self.members.values() if m.network == spec.network}
             ip = ipam.allocate(net.subnet, taken, (spec.net or {}).get("ip", ""))
             for p in netspec.ports_from((spec.net or {}).get("ports")):
