@@ -354,3 +354,36 @@ def test_chaos_with_agentd_sigkilled_mid_create_leaves_nothing_of_ours(rootfs):
         assert ours(d) == st
     finally:
         _teardown(d)
+
+
+def _etc(d, name, file) -> str:
+    with open(f"/proc/{inspect(d, name)['pid']}/root/etc/{file}") as f:
+        return f.read()
+
+
+def test_hosts_kept_current_dns_add_host_ip_and_rates_on_the_veth(agentd, rootfs):
+    d = agentd
+    assert run(d, rootfs, "first", "sleep 1000", "--dns", "10.77.0.53", "--add-host", "db:10.77.0.9").returncode == 0
+    subnet = json.loads(ctl(d, "network", "inspect", "bridge").stdout)["subnet"]
+    want = subnet.rsplit(".", 2)[0] + "." + subnet.split(".")[2] + ".200"
+    r = run(d, rootfs, "second", "sleep 1000", "--ip", want, "--egress-rate", "8mbit", "--ingress-rate", "4mbit")
+    assert r.returncode == 0, r.stderr
+    assert inspect(d, "second")["network"]["ip"] == want
+    hosts = _etc(d, "first", "hosts")
+    assert f"{want}\tsecond" in hosts and "10.77.0.9\tdb" in hosts     # the newcomer shows up in the first
+    assert _etc(d, "first", "resolv.conf") == "nameserver 10.77.0.53\n"
+    assert _etc(d, "second", "hostname") == "second\n"
+    # the same address again: refused in one line naming who holds it
+    r = run(d, rootfs, "third", "sleep 1000", "--ip", want)
+    assert r.returncode != 0 and "held by container 'second'" in r.stderr and len(r.stderr.splitlines()) == 1
+    # rates: a tbf on the container's eth0 (what it sends) and on the host end (what it receives)
+    cid = inspect(d, "second")["id"]
+    nsfile = os.path.join(d.top, "state", "network", "ns", cid)
+    inside = subprocess.run(["nsenter", f"--net={nsfile}", "tc", "-j", "qdisc", "show", "dev", "eth0"],
+                            capture_output=True, text=True, check=True).stdout
+    outside = subprocess.run(["tc", "-j", "qdisc", "show", "dev", names.host_veth(tag_of(d), cid)],
+                             capture_output=True, text=True, check=True).stdout
+    assert json.loads(inside)[0]["kind"] == "tbf" and json.loads(inside)[0]["options"]["rate"] == 1_000_000
+    assert json.loads(outside)[0]["kind"] == "tbf" and json.loads(outside)[0]["options"]["rate"] == 500_000
+    assert ctl(d, "rm", "-f", "second").returncode == 0
+    assert want not in _etc(d, "first", "hosts")                      # and leaves it when removed
