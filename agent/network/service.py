@@ -273,7 +273,17 @@ class NetworkService:
     # ------------------------------------------------------------ boot
 
     def boot(self, specs: dict) -> None:
-        """`specs`: {container id: ContainerSpec} of every stored container."""
+        """`specs`: {container id: ContainerSpec} of every stored container.
+        A failure here (no pyroute2, no netlink) is logged, never fatal:
+        host and none containers go on working, bridged ones fail to start
+        with the reason."""
+        try:
+            self._boot(specs)
+        except Exception as e:  # noqa: BLE001 - the daemon keeps going
+            selfmetrics.inc("network_cleanup_total", kind="failed")
+            log.error("network.boot_failed", error=f"{type(e).__name__}: {e}")
+
+    def _boot(self, specs: dict) -> None:
         with self._lock:
             self.members = {cid: s for cid, s in specs.items() if self.is_bridged(s) and s.net
                             and self._known(s.network)}
