@@ -23,8 +23,14 @@ def _ipr():
 
 
 def _index(ipr, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
+    """One RTM_GETLINK by name (not a dump of every link)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        return ipr.link("get", ifname=name)[0]["index"]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
 
 
 def _sysctl(path: str, value: str) -> bool:

@@ -61,6 +61,7 @@ class NetworkService:
         self.alias_prefix = names.alias(self.tag, "", "").rsplit(":", 2)[0] + ":"
         self.members: dict[str, object] = {}   # container id -> ContainerSpec (with .net)
         self._lock = threading.RLock()
+        self._applied: str | None = None   # the batch nft last accepted (None: unknown, apply)
 
     # ------------------------------------------------------------ create
 
@@ -228,16 +229,19 @@ class NetworkService:
             nets[net.name] = nftrules.Net(net.name, net.bridge, net.subnet)
             members.append(nftrules.Member(m.name, m.net["ip"], net.bridge, netspec.ports_from(m.net.get("ports")),
                                            tuple(m.net.get("egress_allow") or ())))
-        batch = nftrules.render(self.table, list(nets.values()), members)
+        text = nftrules.dumps(nftrules.render(self.table, list(nets.values()), members))
+        if text == self._applied:   # a container without ports or egress rules changes nothing
+            return
+        self._applied = None
         try:
-            r = subprocess.run(["nft", "-j", "-f", "-"], input=nftrules.dumps(batch), capture_output=True, text=True,
-                               timeout=60)
+            r = subprocess.run(["nft", "-j", "-f", "-"], input=text, capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
             raise HostLimitation("network: nft is not installed (Debian package nftables); "
                                  "bridge networks need it") from None
         if r.returncode != 0:
             raise HostLimitation(f"network: nft refused the ruleset of table {self.table}: "
                                  f"{(r.stderr.strip().splitlines() or ['?'])[0]}")
+        self._applied = text
 
     # ------------------------------------------------------------ networks
 
@@ -302,6 +306,7 @@ class NetworkService:
                 for entry in os.listdir(self.files_dir):
                     if entry not in self.members:
                         shutil.rmtree(os.path.join(self.files_dir, entry), ignore_errors=True)
+            self._applied = None   # whatever the kernel holds now is rebuilt
             try:
                 self._apply_rules()
             except HostLimitation as e:
