@@ -146,6 +146,6 @@ def check_with(extra: dict, *, network: str, rootfs: str) -> None:
         raise _refuse("root.readonly", "needs the bundle's rootfs (the host's root is never made read-only)")
     for key, value in (extra.get("sysctl") or {}).items():
         try:
-            sysctl.check(key, value, own_netns=network == "none")
+            sysctl.check(key, value, own_netns=network != "host")
         except sysctl.SysctlError as e:
             raise _refuse("linux.sysctl", str(e)) from None

@@ -25,6 +25,7 @@ import os
 import sys
 
 from agent import cli_images
+from agent import cli_network
 from agent import cli_docker
 from agent import cli_exec
 from agent import cli_ops
@@ -224,7 +225,7 @@ def _build_run(r) -> None:
     cli_images.add_run_flags(r, src)
     r.add_argument("-v", "--volume", action="append", type=_volume, metavar="SRC:DST[:ro]", default=[],
                    help="bind-mount host path SRC at DST, read-only with :ro (repeatable)")
-    r.add_argument("--network", choices=("host", "none"), help="network namespace: host (default) or none")
+    cli_network.add_run_flags(r)  # --network, --ip, -p, --egress-allow, --egress-rate, --ingress-rate, --dns, --add-host
     r.add_argument("--cap-add", action="append", type=_capability, metavar="CAP", default=[],
                    help="add a capability (Docker's names, with or without CAP_, or ALL); "
                         "NET_RAW is left out by default on the host's network")
@@ -448,6 +449,7 @@ def cmd_run(args, client) -> int:
             "detach": args.detach, "devices": args.device or None,
             "read_only": args.read_only or None, "tmpfs": args.tmpfs or None}
     body = {k: v for k, v in body.items() if v is not None}
+    cli_network.run_body(args, body)
     cli_images.run_body(args, client, body)
     if args.detach:
         info = client.call("POST", "/v1/containers", body=body)
@@ -675,6 +677,7 @@ COMMANDS = {"run": cmd_run, "ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_lo
             "kill": cmd_kill, "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw,
             "stats": cmd_stats, "usage": cmd_usage}
 cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, logout
+cli_network.install(sys.modules[__name__])  # network create, ls, rm, inspect
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio

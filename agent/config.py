@@ -148,6 +148,15 @@ class BudgetsSection:
 
 
 @dataclass(frozen=True)
+class NetworkSection:
+    default: str = "bridge"   # the network of rootfs and image containers that name none
+    bridge: str = ""          # "" = cga<tag> (tag: 8 hex digits of the state dir's SHA-256)
+    subnet: str = ""          # "" = a /20 of 10.128.0.0/10 picked by the tag
+    nft_table: str = ""       # "" = cgroup_agent_<tag>
+    files_dir: str = ""       # "" = /run/cgroup-agent-net-<tag> (containers' /etc/hosts, resolv.conf)
+
+
+@dataclass(frozen=True)
 class Config:
     agent: AgentSection
     collector: CollectorSection
@@ -159,6 +168,7 @@ class Config:
     source: str = ""  # the file it came from ("" = embedded defaults only)
     images: ImagesSection = ImagesSection()
     budgets: BudgetsSection = BudgetsSection()
+    network: NetworkSection = NetworkSection()
 
     def replace(self, **sections) -> "Config":
         return replace(self, **sections)
@@ -324,6 +334,28 @@ def _dsn(key: str, v: Any) -> str:
     return s
 
 
+def _ifname(key: str, v: Any) -> str:
+    if not isinstance(v, str) or (v and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", v)):
+        raise ConfigError(key, f"{_fmt(v)} is not an interface name; use 1-15 of [A-Za-z0-9_.-], or \"\" for the default")
+    return v
+
+
+def _subnet(key: str, v: Any) -> str:
+    import ipaddress
+    if v == "":
+        return v
+    try:
+        return str(ipaddress.IPv4Network(v, strict=True))
+    except (ValueError, TypeError):
+        raise ConfigError(key, f"{_fmt(v)} is not an IPv4 CIDR like 10.88.0.0/16 (host bits zero)") from None
+
+
+def _nft_table(key: str, v: Any) -> str:
+    if not isinstance(v, str) or (v and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", v)):
+        raise ConfigError(key, f"{_fmt(v)} is not an nftables table name; use [A-Za-z][A-Za-z0-9_]*, or \"\"")
+    return v
+
+
 SCHEMA: dict[str, dict[str, Checker]] = {
     "agent": {
         "host": _hostname,
@@ -369,6 +401,8 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "body_timeout": _duration(min_seconds=0.01),
     },
     "images": {"certs_dir": _path(allow_empty=True)},
+    "network": {"default": _choice("bridge", "none", "host"), "bridge": _ifname, "subnet": _subnet,
+                "nft_table": _nft_table, "files_dir": _path(allow_empty=True)},
 }
 
 SINK_DEFAULTS = {"batch": 500, "interval": "5s"}
@@ -510,6 +544,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         source=os.path.abspath(os.fspath(path)) if path is not None else "",
         images=ImagesSection(**parsed.get("images", {})),
         budgets=BudgetsSection(entries=tuple(sorted(budgets.items()))),
+        network=NetworkSection(**parsed.get("network", {})),
     )
 
 

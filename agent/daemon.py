@@ -145,6 +145,8 @@ class Daemon:
         images = self._optional("images", lambda: self._images(cfg))
         sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
         sup.images = images
+        from agent.network.service import NetworkService
+        sup.net = NetworkService(cfg)
         if images is not None:
             images.in_use = sup.images_in_use
         self.parts["supervisor"] = sup

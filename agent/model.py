@@ -80,3 +80,4 @@ class ContainerInfo:
     read_only: bool = False  # its root read-only (run --read-only)
     tmpfs: tuple = ()  # "DST:OPTIONS" of each fresh tmpfs (run --tmpfs)
     exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO": recorded, not published
+    network: dict | None = None  # {name, ip, mac, ports} (agent/network/netspec.view)

@@ -13,7 +13,9 @@ Two ways in, one result (ContainerSpec):
        "bundle": "/abs/oci-bundle",        OCI bundle (config.json); other keys override it
        "volumes": ["SRC:DST[:ro]"] | [{"src", "dst", "ro"}],
        "devices": ["/dev/X[:/dev/Y][:rwm]"] | [{"src", "dst", "access"}],
-       "network": "host" | "none",
+       "network": "host" | "none" | "bridge" | NAME,   default: bridge for rootfs/image containers
+       "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts":
+                                           a bridge network's settings (agent/network/netspec.py)
        "limits": {"memory_max": "512M", ...}   keyword arguments of runtime Limits.parse
        "restart": "no" | "on-failure[:N]" | "always",
        "labels": {"k": "v"} | ["k=v"],
@@ -59,7 +61,8 @@ MAX_BUNDLE_CONFIG = 4 << 20
 
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
-             "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs", "stdin"}
+             "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs", "stdin",
+             "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts"}
 # Docker's default set, less what a container on the host's network must not
 # have unless it asks (--cap-add): NET_RAW there opens AF_PACKET sockets on
 # the host's interfaces, loopback included, and sniffs other processes' traffic
@@ -155,6 +158,7 @@ class ContainerSpec:
     tmpfs: tuple = ()        # runtime.tmpfs.Tmpfs (--tmpfs DST[:OPTIONS])
     exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO" (recorded, not published)
     stdin: bool = False        # run -i: PID 1's stdin is a pipe the attached client feeds (never persisted)
+    net: dict | None = None    # a bridge network's settings (agent/network/netspec.py), its ip once created
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)
@@ -174,6 +178,7 @@ class ContainerSpec:
             "devices": [d.to_dict() for d in self.devices],
             "read_only": self.read_only, "tmpfs": [t.to_dict() for t in self.tmpfs],
             "exposed_ports": list(self.exposed_ports),
+            "net": self.net,
         }
 
     def spawn_security(self) -> dict:
@@ -219,6 +224,7 @@ class ContainerSpec:
             read_only=bool(d.get("read_only")),
             tmpfs=tuple(tmpfs_rule.Tmpfs(**x) for x in d.get("tmpfs") or ()),
             exposed_ports=tuple(d.get("exposed_ports") or ()),
+            net=d.get("net"),
         )
 
 
@@ -674,9 +680,10 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     devices = tuple(parse_device(i, d, rootfs) for i, d in enumerate(devices_in))
     if len({d.dst for d in devices}) < len(devices):
         raise UserError("devices: two devices have the same container path")
-    network = body.get("network") or "host"
-    if network not in ("host", "none"):
-        raise UserError(f"network: {_q(network)} is not host or none")
+    from agent.network import netspec
+    network = netspec.choose_mode(body, bool(rootfs or img_id),
+                                  config.network.default if config is not None else "bridge")
+    net = netspec.parse(body, network)
     limits = parse_limits(body.get("limits"))
     if bundle_limits is not None:
         limits = bundle_limits.merge(limits)
@@ -708,7 +715,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          image_ref=img_ref, image_id=img_id, userns=userns,
                          devices=devices, read_only=read_only, tmpfs=tmpfs,
                          exposed_ports=tuple(body.get("_exposed_ports") or ()),
-                         stdin=_bool("stdin", body.get("stdin"), False))
+                         stdin=_bool("stdin", body.get("stdin"), False), net=net)
 
 
 def parse_tmpfs(v: Any, has_root: bool) -> tuple:

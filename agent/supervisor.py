@@ -40,6 +40,7 @@ from agent import selfmetrics
 from agent import userns_alloc
 from agent.errors import NotFound, UserError
 from agent.model import ContainerInfo, image_ref
+from agent.network import netspec
 from agent.store import Store, StoreFull
 from agent.supervision.launchspec import LaunchSpec
 from agent.supervision.layout import Layout, layout_cgroups
@@ -99,11 +100,14 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
         self.rootfs_dir = os.path.join(config.agent.state_dir, "containers")
         self.images = None  # agent.images.service.ImageService, set by the daemon
         self.userns_pool = userns_alloc.agent_pool(config)
+        self.net = None  # agent.network.service.NetworkService, set by the daemon
 
     def boot(self) -> None:
         """Load the store, re-adopt what still runs, apply exits that happened
         while agentd was down, then start the event loop."""
         self._restore()
+        if self.net is not None:
+            self.net.boot({cid: en.spec for cid, en in self._entries.items()})
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -133,6 +137,7 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
                                            for stream in ("stdout", "stderr")),
             read_only=e.spec.read_only, tmpfs=tuple(str(t) for t in e.spec.tmpfs),
             exposed_ports=e.spec.exposed_ports,
+            network=netspec.view(e.spec.network, e.spec.net),
         )
 
     def _find(self, name: str) -> Container:

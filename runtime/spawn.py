@@ -44,6 +44,8 @@ it never returns:
        root: a fresh /proc, the host's /sys read-only without submounts,
        the volumes on existing destinations.
     7. hostname; loopback up when the network namespace is new
+  (spec.netns: the intermediate joins that network namespace with setns
+   right after step 2, as the host's root, instead of step 4 making one)
     8. no_new_privs, seccomp filter, rlimits, bounding set,
        setgroups/setgid/setuid, capabilities (or the OCI capability sets),
        working dir, signal dispositions back to default
@@ -162,6 +164,9 @@ class SpawnSpec:
     devices: tuple[DeviceNode, ...] = ()
     tmpfs: tuple = ()   # runtime.tmpfs.Tmpfs: fresh tmpfs mounts (--tmpfs), rootfs/image containers
     stdin: bool = False  # PID 1's stdin a pipe the launcher hands on (run -i), not /dev/null
+    # network "none" only: a network namespace bound on this path (runtime/netns.py),
+    # joined (setns) instead of a fresh one being made
+    netns: str = ""
 
     @property
     def cap_mask(self) -> int:
@@ -172,7 +177,7 @@ class SpawnSpec:
     @property
     def unshare_flags(self) -> int:
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWPID
-        if self.network == "none":
+        if self.network == "none" and not self.netns:
             flags |= ns.CLONE_NEWNET
         if self.cgroupns:
             flags |= ns.CLONE_NEWCGROUP
@@ -281,6 +286,11 @@ class SpawnSpec:
         extra["stdin"] = d.get("stdin", False)
         if not isinstance(extra["stdin"], bool):
             raise SpecError("spec.stdin: must be true or false")
+        extra["netns"] = d.get("netns") or ""
+        if extra["netns"]:
+            _abs("netns", extra["netns"])
+            if network != "none":
+                raise SpecError("spec.netns: only with spec.network \"none\" (the namespace joined instead of a new one)")
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),
@@ -523,6 +533,8 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
             if nofile is not None:
                 _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
             _setup_stdio(stdout_fd, stderr_fd, keep=(err_w, pid_w), stdin_fd=stdin_fd)
+            if spec.netns:   # as the host's root, before any user namespace
+                _step(f"join network namespace {spec.netns}", _join_netns, spec.netns)
             # a private copy of the host's mount namespace, where the host
             # paths the container gets become detached, checked, flagged
             # trees before any other namespace is made
@@ -560,6 +572,14 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         os._exit(127)
 
 
+def _join_netns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        ns.setns(fd, ns.CLONE_NEWNET)   # EINVAL: not a network namespace
+    finally:
+        os.close(fd)
+
+
 def _enter_userns(spec: SpawnSpec, trees: "_Trees", userns_fd: int) -> dict:
     """Give the detached trees the mapping of the container's user namespace
     (`userns_fd`, made with spec.userns) and enter it as its root; closes
@@ -574,6 +594,9 @@ def _enter_userns(spec: SpawnSpec, trees: "_Trees", userns_fd: int) -> dict:
         if spec.overlay is None:
             for dst in ("/proc", "/dev", "/sys"):
                 os.close(_dst_fd(origin, dst, f"mount {dst}", "dir"))
+            for v in trees.volumes:   # a file volume's mount point (e.g. /etc/hosts) too
+                if not v.is_dir:
+                    os.close(_dst_fd(origin, v.dst, v.what, "file"))
             idmap["/"] = usernsmod.idmap_tree(tree.fd, userns_fd) or "idmapped"
         else:
             idmap["/"] = trees.overlay_idmap or "idmapped"
@@ -649,7 +672,7 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         os.close(root)
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
-    if spec.network == "none":
+    if spec.network == "none" and not spec.netns:   # a joined one: its maker did
         _step("bring up lo", _loopback_up)
     if spec.no_new_privs:
         _step("set no_new_privs", ns.set_no_new_privs)

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   python3 python3-venv               # the virtual environment below
   zsh                                 # the zsh completion script is checked by zsh itself
   openssh-server openssh-client       # agentctl --host ssh:// against an sshd the test starts on 127.0.0.1
+  nftables iperf3 curl                # bridge networks: NAT/ports/egress rules (nft -j), network bench, port tests
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -26,7 +26,7 @@ class LaunchSpec:
         env.update(s.env)
         logdir = os.path.join(self.logs_dir, e.row.id)
         os.makedirs(logdir, mode=0o750, exist_ok=True)
-        return {
+        spawn = {
             "argv": list(s.argv), "env": env, "cwd": s.workdir, "uid": s.uid, "gid": s.gid,
             "hostname": s.hostname, "rootfs": s.rootfs,
             "mounts": [{"src": v.src, "dst": v.dst, "ro": v.ro, "noexec": v.noexec} for v in s.volumes],
@@ -45,6 +45,9 @@ class LaunchSpec:
             "tmpfs": [t.to_dict() for t in s.tmpfs],
             **({"stdin": True} if s.stdin else {}),   # run -i (agent/api_exec.py forwards it)
         }
+        if self.net is not None:
+            self.net.spawn_fields(e.row.id, s, spawn)  # netns, the /etc files
+        return spawn
 
     def _overlay(self, e: Container) -> dict | None:
         """The overlayfs an image container's root is made of (None for the others)."""

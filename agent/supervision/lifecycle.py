@@ -80,6 +80,8 @@ class Lifecycle:
             self.check_controllers(spec.limits)
             spec = userns_alloc.resolve(spec, self.userns_pool,
                                         {en.spec.name: en.spec.userns for en in self._entries.values()})
+            if self.net is not None:
+                spec = self.net.resolve(spec)
             cid = new_id(self._entries)
             cg = self.layout.containers.child(cid)
             try:
@@ -110,6 +112,12 @@ class Lifecycle:
             self._entries[cid] = e
             self._names[spec.name] = cid
             log.info("container.created", name=spec.name, id=cid, cgroup=cg.path)
+            if self.net is not None:
+                try:
+                    self.net.attach(cid, spec)
+                except BaseException:
+                    self._undo_create(e)
+                    raise
             if spec.start:
                 try:
                     self._start(e)
@@ -131,6 +139,8 @@ class Lifecycle:
             return
         self._rmdir_quiet(e.cg)
         shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
+        if self.net is not None:
+            self.net.detach(e.row.id, e.spec)
         self._entries.pop(e.row.id, None)
         self._names.pop(e.row.name, None)
 

@@ -79,6 +79,8 @@ class Removal:
             self._unwatch(e)
             shutil.rmtree(os.path.join(self.logs_dir, e.row.id), ignore_errors=True)
             shutil.rmtree(os.path.join(self.rootfs_dir, e.row.id), ignore_errors=True)
+            if self.net is not None:
+                self.net.detach(e.row.id, e.spec)
             self._entries.pop(e.row.id, None)
             if self._names.get(e.row.name) == e.row.id:
                 del self._names[e.row.name]

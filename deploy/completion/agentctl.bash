@@ -6,10 +6,11 @@
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
+_shtab_agentctl_network_subparsers=(create ls rm inspect)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events rename usage budget)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update system exec cp top events rename usage budget)
 
-_shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device --read-only --tmpfs)
+_shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --ip -p --publish --egress-allow --egress-rate --ingress-rate --dns --add-host --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
 _shtab_agentctl_inspect_option_strings=(-h --help --socket --host --json --format)
 _shtab_agentctl_logs_option_strings=(-h --help --socket --host --json -f --follow -n --tail --since -t --timestamps)
@@ -32,6 +33,11 @@ _shtab_agentctl_image_prune_option_strings=(-h --help --json)
 _shtab_agentctl_image_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_login_option_strings=(-h --help --socket --host -u --username -p --password --password-stdin --insecure)
 _shtab_agentctl_logout_option_strings=(-h --help --socket --host)
+_shtab_agentctl_network_create_option_strings=(-h --help --subnet --json)
+_shtab_agentctl_network_ls_option_strings=(-h --help -q --quiet --json)
+_shtab_agentctl_network_rm_option_strings=(-h --help --json)
+_shtab_agentctl_network_inspect_option_strings=(-h --help --json)
+_shtab_agentctl_network_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_start_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_restart_option_strings=(-h --help --socket --host --json -t --time)
 _shtab_agentctl_wait_option_strings=(-h --help --socket --host --json)
@@ -55,12 +61,12 @@ _shtab_agentctl_option_strings=(-h --help --socket --host --json)
 
 
 _shtab_agentctl_run___pull_choices=(missing always never)
-_shtab_agentctl_run___network_choices=(host none)
 _shtab_agentctl_run___userns_choices=(auto host)
 _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
+_shtab_agentctl_network_pos_0_choices=(create ls rm inspect)
 _shtab_agentctl_system_pos_0_choices=(info df prune dial-stdio)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system exec cp top events rename usage budget)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update system exec cp top events rename usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
@@ -162,6 +168,25 @@ _shtab_agentctl_login___password_stdin_nargs=0
 _shtab_agentctl_login___insecure_nargs=0
 _shtab_agentctl_logout__h_nargs=0
 _shtab_agentctl_logout___help_nargs=0
+_shtab_agentctl_network_create__h_nargs=0
+_shtab_agentctl_network_create___help_nargs=0
+_shtab_agentctl_network_create___json_nargs=0
+_shtab_agentctl_network_ls__h_nargs=0
+_shtab_agentctl_network_ls___help_nargs=0
+_shtab_agentctl_network_ls__q_nargs=0
+_shtab_agentctl_network_ls___quiet_nargs=0
+_shtab_agentctl_network_ls___json_nargs=0
+_shtab_agentctl_network_rm_pos_0_nargs=+
+_shtab_agentctl_network_rm__h_nargs=0
+_shtab_agentctl_network_rm___help_nargs=0
+_shtab_agentctl_network_rm___json_nargs=0
+_shtab_agentctl_network_inspect__h_nargs=0
+_shtab_agentctl_network_inspect___help_nargs=0
+_shtab_agentctl_network_inspect___json_nargs=0
+_shtab_agentctl_network_pos_0_nargs=A...
+_shtab_agentctl_network__h_nargs=0
+_shtab_agentctl_network___help_nargs=0
+_shtab_agentctl_network___json_nargs=0
 _shtab_agentctl_start__h_nargs=0
 _shtab_agentctl_start___help_nargs=0
 _shtab_agentctl_start___json_nargs=0

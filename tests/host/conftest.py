@@ -87,3 +87,14 @@ def spawn():
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _network_leftovers():
+    """After the session: the bridge-network objects of agents that no longer
+    run (tests/host/network_leftovers.py)."""
+    yield
+    from network_leftovers import remove_abandoned
+    n = remove_abandoned()
+    if n:
+        print(f"\nremoved {n} network objects (namespaces, links, nftables tables) of agents no longer running")

@@ -21,6 +21,8 @@ from helpers import Agentd, populated, wait_for
 BUSYBOX = "/bin/busybox"
 DEFAULT_START, DEFAULT_LEN = userns.parse_range(userns.DEFAULT_RANGE)
 IDENTITY = [["0", "0", "4294967295"]]
+# a rootfs container's default bridge network mounts these like volumes
+NET_FILES = {"/etc/hosts": "idmapped", "/etc/resolv.conf": "idmapped", "/etc/hostname": "idmapped"}
 
 
 @pytest.fixture
@@ -75,7 +77,8 @@ def test_a_default_rootfs_container_has_its_own_user_namespace(agentd, rootfs):
     m = info["userns"]
     (inside, host, count), = m["uid"]
     assert (inside, count) == (0, 65536) and DEFAULT_START <= host < DEFAULT_START + DEFAULT_LEN
-    assert m["gid"] == [[0, host, 65536]] and m["idmap"] == {"/": "idmapped"}
+    # the root, and the /etc files of its bridge network (mounted like volumes)
+    assert m["gid"] == [[0, host, 65536]] and m["idmap"] == {"/": "idmapped", **NET_FILES}
     with open(f"/proc/{info['pid']}/uid_map") as f:
         assert [line.split() for line in f.read().splitlines()] == [["0", str(host), "65536"]]
     # the container's root is, for the host's kernel, an unprivileged uid
@@ -129,8 +132,8 @@ def test_capabilities_hold_only_inside_the_namespace(agentd, rootfs):
     script = "grep ^CapEff: /proc/self/status; mknod /dev/shm/null c 1 3; echo made=$?"
     info, out, err = run_to_end(agentd, "caps", script, rootfs=rootfs)
     cap_eff = int(out.split()[1], 16)
-    # Docker's set less NET_RAW (host network): the same set, held in its namespace ...
-    assert cap_eff == 0xA80425FB & ~(1 << 13)
+    # Docker's set (its own bridge network: NET_RAW kept), held in its namespace ...
+    assert cap_eff == 0xA80425FB
     assert "made=1" in out and "Operation not permitted" in err   # ... but not over the host
     _, out, err = run_to_end(agentd, "caps-host", script, rootfs=rootfs, userns="host")
     assert "made=0" in out, err                         # the same request without a user namespace
@@ -148,7 +151,7 @@ def test_two_containers_get_disjoint_ranges_kept_across_an_agentd_restart(agentd
     agentd.start()
     again = agentd.inspect("a")
     assert again["userns"]["uid"] == a["userns"]["uid"]   # persisted with the container
-    assert again["userns"]["idmap"] == {"/": "idmapped"}   # and what its last start mounted
+    assert again["userns"]["idmap"] == {"/": "idmapped", **NET_FILES}   # and what its last start mounted
     c = keep_running(agentd, "c", rootfs)
     hc = c["userns"]["uid"][0][1]
     assert all(abs(hc - h) >= 65536 for h in (ha, hb))  # never a live container's range
@@ -192,7 +195,7 @@ def test_a_volume_owned_by_a_host_user_is_writable_as_without_a_user_namespace(a
         info, out, err = run_to_end(agentd, "v", script, rootfs=rootfs, volumes=[f"{vol}:/data"])
         assert "root=0" in out, err
         assert "1000 1000" in out                       # the owner shows as inside, unshifted
-        assert info["userns"]["idmap"] == {"/": "idmapped", "/data": "idmapped"}
+        assert info["userns"]["idmap"] == {"/": "idmapped", "/data": "idmapped", **NET_FILES}
         assert os.stat(os.path.join(vol, "by-root")).st_uid == 0      # as container root wrote it
         info, out, err = run_to_end(agentd, "v1000", "touch /data/by-1000; echo u=$?", rootfs=rootfs,
                                     volumes=[f"{vol}:/data"], user="1000:1000")

@@ -51,7 +51,7 @@ MALFORMED = [
     (["run", "-v", "onlyone", "--", "true"], "--volume"),
     (["run", "-v", "/a:relative", "--", "true"], "--volume"),
     (["run", "-v", "/a:/b:rx", "--", "true"], "--volume"),
-    (["run", "--network", "bridge", "--", "true"], "--network"),
+    (["run", "--network", "bad/name", "--", "true"], "--network"),
     (["run", "--userns", "private", "--", "true"], "--userns"),
     (["run", "--name", "a/b", "--", "true"], "--name"),
     (["run", "--name", "..", "--", "true"], "--name"),

@@ -66,7 +66,8 @@ def uncommented_sink(text: str) -> str:
 
 def test_keys_derived_from_dataclasses():
     keys = config_keys()
-    assert set(keys) == {"agent", "collector", "billing", "sink.postgres", "security", "logs", "api", "images"}
+    assert set(keys) == {"agent", "collector", "billing", "sink.postgres", "security", "logs", "api", "images",
+                         "network"}
     assert "state_dir" in keys["agent"] and "dsn" in keys["sink.postgres"]
 
 

@@ -89,7 +89,7 @@ def test_good_names(config, name):
     ("workdir", "relative", "workdir"), ("workdir", "/a/../b", "workdir"),
     ("user", "root", "user"), ("user", "1:2:3", "user"), ("user", "99999999999", "user"),
     ("hostname", "bad_host!", "hostname"), ("hostname", "x" * 65, "hostname"),
-    ("network", "bridge", "network"),
+    ("network", "bad/name", "network"),
     ("limits", {"memory": "12Q"}, "limits.memory"), ("limits", {"cpus": "-1"}, "limits.cpus"),
     ("limits", {"frobs": 1}, "limits.frobs"), ("limits", "64M", "limits"),
     ("limits", {"io_max": 5}, "limits.io_max"), ("limits", {"memory": "1G", "pids": {"a": 1}}, "limits.pids"),
