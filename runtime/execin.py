@@ -41,8 +41,11 @@ from . import rlimits, seccomp
 from . import userns as usernsmod
 from .spawn import SpawnSpec, _drop_privileges, _exec, _Fail, _join_cgroup, _report, _step
 
-# setns order after the user namespace; mnt last (it moves root and cwd)
-NS_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+# setns order: net first, as the host's root (a bridge container's namespace
+# is made by agentd and owned by the host's user namespace, so it cannot be
+# joined from inside the container's), then the user namespace, then the
+# ones it owns; mnt last (it moves root and cwd)
+NS_ORDER = ("net", "user", "ipc", "uts", "cgroup", "pid", "mnt")
 NS_FLAGS = {"user": ns.CLONE_NEWUSER, "ipc": ns.CLONE_NEWIPC, "uts": ns.CLONE_NEWUTS,
             "net": ns.CLONE_NEWNET, "cgroup": ns.CLONE_NEWCGROUP, "pid": ns.CLONE_NEWPID,
             "mnt": ns.CLONE_NEWNS}
