@@ -1,6 +1,7 @@
 """Billing exports: CSV, JSON lines, FOCUS 1.2 rows and a terminal table.
 
-Pure functions over what agent.ledger.Ledger.query() returns; nothing here
+Pure functions over what agent.ledger.Ledger.query() returns (records shaped
+by agent.records); nothing here
 touches the database or the kernel. FOCUS rows are built by exporters.focus
 (its columns, values and rounding rule); here they are only written out.
 """
@@ -11,6 +12,7 @@ import io
 import json
 
 from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR
+from agent.records import RECORD_FIELDS
 from exporters import focus
 
 FOCUS_COLUMNS = focus.FOCUS_COLUMNS
@@ -81,7 +83,6 @@ def render(result: dict, fmt: str) -> str:
         return to_csv(rows, FOCUS_COLUMNS)
     if fmt == "csv":
         if result.get("kind") == "records":
-            from agent.ledger import RECORD_FIELDS
             return to_csv(rows, RECORD_FIELDS)
         return to_csv(rows)
     raise ValueError(f"format: {fmt!r} is not one of table, csv, jsonl, focus")

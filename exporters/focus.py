@@ -2,7 +2,8 @@
 
 Pure functions over the hourly per-instance sums agent.ledger builds
 (hour, container_id, cgroup_inode, name, labels and the summed integer
-columns); nothing here touches the database or the kernel.
+columns); nothing here touches the database or the kernel. The daemon hands
+focus_rows to the ledger (which imports no exporter).
 
 One row per container instance, meter and UTC hour. Meters: cpu
 (Core-Hours) and memory (GiB-Hours) are Compute / Containers; io_read and
@@ -41,8 +42,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR, METERS, USEC_PER_HOUR, money, quantity, to_nanos
+from agent.records import HOUR, grace_seconds, hour_is_open, iso  # noqa: F401  (grace_seconds: the closed-hour rule lives with the records)
 
-HOUR = 3600
 SERVICE_NAME = "cgroup-agent"
 RESOURCE_TYPE = "Container"
 
@@ -68,25 +69,11 @@ METER_COLUMNS = {
 }
 
 
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _month(ts: int) -> tuple[str, str]:
     d = datetime.fromtimestamp(ts, timezone.utc)
     start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def grace_seconds(billing_period: float) -> int:
-    """How long after an hour's end its last record may still be committed."""
-    return int(billing_period) + 60
-
-
-def hour_is_open(hour_start: int, now: float, grace: int) -> bool:
-    """The rule for "closed": the hour's end plus the grace has passed."""
-    return hour_start + HOUR + grace > now
 
 
 def unit_price(price: Decimal) -> str:

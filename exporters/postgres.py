@@ -1,8 +1,8 @@
 """Ship billing records to a central PostgreSQL (the fleet store).
 
 At-least-once delivery with idempotent inserts: a shipping thread reads
-records after the local cursor (agent.ledger: records.seq, a never-reused
-AUTOINCREMENT key), inserts them in batches with
+records after the local cursor (agent.ledger.cursor: records.seq, a
+never-reused AUTOINCREMENT key; the daemon hands the sink that cursor), inserts them in batches with
 ``INSERT ... ON CONFLICT (record_id) DO NOTHING`` in one remote transaction,
 and only after the remote COMMIT succeeded advances the cursor in the local
 ledger. A crash or a lost acknowledgement between the two re-sends the batch,
@@ -41,6 +41,8 @@ from decimal import Decimal
 import structlog
 
 from agent import selfmetrics
+from agent.pricing import unpriced_meters
+from agent.records import MEASURED_COLS
 
 log = structlog.get_logger("agentd.sink")
 
@@ -89,8 +91,6 @@ def _usec(v: int) -> Decimal:
 def remote_row(r: dict) -> tuple:
     """A ledger row (integer µs, byte-seconds, nano-units) -> the remote columns,
     exactly; a dimension the host did not measure is NULL."""
-    from agent.ledger import MEASURED_COLS
-    from agent.pricing import unpriced_meters
     ts = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
     mem, swap, io, pids = (bool(r.get(c, 1)) for c, _ in MEASURED_COLS)
     opt = lambda ok, v: v if ok else None  # noqa: E731
