@@ -44,13 +44,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import UserError
+from agent.labels import LABEL_KEY_RE, unrenderable
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 from agent.model import image_ref
 from runtime import tmpfs as tmpfs_rule
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-LABEL_KEY_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,62}")
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 RESTART_RE = re.compile(r"(no|always|on-failure)(?::(\d{1,6}))?")
 ROOTFS_ACCEPTED = ("use a directory holding the container's files, outside /etc, /proc, /sys and /dev, "
@@ -308,8 +308,6 @@ def parse_env(v: Any) -> dict:
 
 
 def parse_labels(v: Any) -> dict:
-    from agent.labels import unrenderable  # the rule /metrics renders by
-
     labels = {}
     for k, val, where in _pairs("labels", v):
         if not LABEL_KEY_RE.fullmatch(k):
