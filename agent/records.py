@@ -24,6 +24,12 @@ DAY = 86400
 MEAS_MEMORY, MEAS_SWAP, MEAS_IO, MEAS_PIDS = 1, 2, 4, 8
 MEASURED_COLS = (("memory_measured", MEAS_MEMORY), ("swap_measured", MEAS_SWAP),
                  ("io_measured", MEAS_IO), ("pids_measured", MEAS_PIDS))
+# disk (an image container's upper dir) and network (its own network
+# namespace): added later; most containers have neither, so old records
+# count as not measured
+MEAS_DISK, MEAS_NET = 16, 32
+LATER_MEASURED_COLS = (("disk_measured", MEAS_DISK), ("net_measured", MEAS_NET))
+ALL_MEASURED_COLS = MEASURED_COLS + LATER_MEASURED_COLS
 
 # Columns summed by rollups and queries, and those maxed.
 SUM_COLS = (
@@ -37,10 +43,17 @@ SUM_COLS = (
     # output the container produced; per record 0/1 flags, summed by rollups
     # and groups into counts of records
     "log_bytes", "interpolated", *(c for c, _ in MEASURED_COLS),
+    # added later still: disk byte-seconds, network bytes, their costs and
+    # flags (measured; unpriced = not measured while the meter has a price)
+    "disk_byte_seconds", "net_rx_bytes", "net_tx_bytes", "cost_disk_nanos", "cost_net_nanos",
+    *(c for c, _ in LATER_MEASURED_COLS), "disk_unpriced", "net_unpriced",
 )
 # Default of a column added to an existing ledger: old records were all
 # measured (their zeros cannot be told from real zeros) and never interpolated.
-ADDED_DEFAULTS = {"log_bytes": 0, "interpolated": 0, **{c: 1 for c, _ in MEASURED_COLS}}
+ADDED_DEFAULTS = {"log_bytes": 0, "interpolated": 0, **{c: 1 for c, _ in MEASURED_COLS},
+                  "disk_byte_seconds": 0, "net_rx_bytes": 0, "net_tx_bytes": 0, "cost_disk_nanos": 0,
+                  "cost_net_nanos": 0, **{c: 0 for c, _ in LATER_MEASURED_COLS}, "disk_unpriced": 0,
+                  "net_unpriced": 0}
 MAX_COLS = ("memory_peak_bytes", "pids_peak")
 REC_COLS = (
     "record_id", "host", "container_id", "name", "labels", "cgroup_inode",
@@ -85,6 +98,7 @@ def record_dict(r: dict) -> dict:
         "cpu_limit_cores": r["cpu_limit_cores"], "memory_limit_bytes": r["memory_limit_bytes"],
         **_reserved_and_cost(r, r["currency"]),
         "log_bytes": r["log_bytes"], "interpolated": bool(r["interpolated"]),
+        **later_meters(r),
     }
 
 
@@ -111,13 +125,25 @@ def meters(r) -> dict:
     }
 
 
+def later_meters(r) -> dict:
+    """Disk byte-seconds and network bytes (None: not measured by any record behind r)."""
+    disk = bool(r.get("disk_measured", 0))
+    net = bool(r.get("net_measured", 0))
+    return {
+        "disk_byte_seconds": r.get("disk_byte_seconds", 0) if disk else None,
+        "net_rx_bytes": r.get("net_rx_bytes", 0) if net else None,
+        "net_tx_bytes": r.get("net_tx_bytes", 0) if net else None,
+    }
+
+
 def _reserved_and_cost(r, currency: str) -> dict:
     n = r.get("n", 1)   # records behind r: a meter unmeasured in any of them is (partly) unpriced
     return {
         "reserved_cpu_seconds": r["reserved_cpu_usec"] / 1e6,
         "reserved_memory_byte_seconds": r["reserved_memory_byte_seconds"],
         "cost": money(r["cost_nanos"]), "currency": currency,
-        "unpriced": unpriced_meters(r.get("memory_measured", n) < n, r.get("io_measured", n) < n),
+        "unpriced": unpriced_meters(r.get("memory_measured", n) < n, r.get("io_measured", n) < n,
+                                    r.get("disk_unpriced", 0) > 0, r.get("net_unpriced", 0) > 0),
     }
 
 
@@ -131,6 +157,7 @@ def usage_row(sums: dict, currency: str) -> dict:
         **meters(sums),
         **_reserved_and_cost(sums, currency),
         "log_bytes": sums["log_bytes"], "interpolated_records": sums["interpolated"],
+        **later_meters(sums),
     }
 
 

@@ -59,13 +59,16 @@ def _mib(n) -> str:
 
 def to_table(result: dict) -> str:
     """Grouped usage as an aligned table with a TOTAL line."""
-    header = ("GROUP", "RECORDS", "CPU_S", "MEM_GIB_H", "PEAK_MIB", "READ_GIB", "WRITE_GIB", "COST")
+    header = ("GROUP", "RECORDS", "CPU_S", "MEM_GIB_H", "PEAK_MIB", "READ_GIB", "WRITE_GIB",
+              "DISK_GIB_H", "NET_RX_GIB", "NET_TX_GIB", "COST")
     lines = []
     for r in [*result.get("rows", []), {"group": "TOTAL", **result.get("totals", {})}]:
         lines.append((str(r.get("group", "")), str(r.get("records", 0)),
                       f"{r.get('cpu_seconds', 0):.6f}", _gib_hours(r.get("memory_byte_seconds")),
                       _mib(r.get("memory_peak_bytes")),
                       _gib(r.get("io_read_bytes")), _gib(r.get("io_write_bytes")),
+                      _gib_hours(r.get("disk_byte_seconds")), _gib(r.get("net_rx_bytes")),
+                      _gib(r.get("net_tx_bytes")),
                       f"{r.get('cost', '0')} {r.get('currency', '')}".strip()))
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))

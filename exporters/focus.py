@@ -8,7 +8,10 @@ focus_rows to the ledger (which imports no exporter).
 One row per container instance, meter and UTC hour. Meters: cpu
 (Core-Hours) and memory (GiB-Hours) are Compute / Containers; io_read and
 io_write (GiB) are Storage / Block Storage (the bytes a container moved
-to and from block devices, io.stat). A meter whose quantity the ledger did
+to and from block devices, io.stat); disk (GiB-Hours, the files an image
+container keeps in its rootfs) is Storage / Block Storage; net_tx (GiB
+transmitted from the container's own network namespace) is Networking /
+Network Infrastructure. A meter whose quantity the ledger did
 not measure (None) has no row; nor has one whose quantity and cost are both 0.
 
 Columns: the 21 mandatory ones, the conditional ones our data implies
@@ -66,7 +69,13 @@ METER_COLUMNS = {
                "memory_gib_hour", "Compute", "Containers"),
     "io_read": ("io_read_bytes", "io_read_bytes", GIB, "io_read_gib", "Storage", "Block Storage"),
     "io_write": ("io_write_bytes", "io_write_bytes", GIB, "io_write_gib", "Storage", "Block Storage"),
+    "disk": ("disk_byte_seconds", "disk_byte_seconds", GIB_SECONDS_PER_GIB_HOUR, "disk_gib_hour", "Storage",
+             "Block Storage"),
+    "net_tx": ("net_tx_bytes", "net_tx_bytes", GIB, "net_gib", "Networking", "Network Infrastructure"),
 }
+# meters most containers do not have (no upper dir, host network): the count
+# of records behind an hour that measured them
+MEASURED_BY = {"disk": "disk_measured", "net_tx": "net_measured"}
 
 
 def _month(ts: int) -> tuple[str, str]:
@@ -100,7 +109,7 @@ def focus_rows(hourly: list[dict], host: str, card, now: float, grace: int,
         bp_start, bp_end = _month(h["hour"])
         for meter, (used_col, priced_col, per_unit, price_field, category, subcategory) in METER_COLUMNS.items():
             used, priced = h.get(used_col), h.get(priced_col)
-            if used is None or priced is None:
+            if used is None or priced is None or (meter in MEASURED_BY and not h.get(MEASURED_BY[meter])):
                 continue          # not measured: no cost row for this dimension
             price = getattr(card, price_field)
             nanos = row_cost_nanos(priced, price, per_unit)

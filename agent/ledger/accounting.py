@@ -14,8 +14,8 @@ import math
 from typing import NamedTuple
 
 from agent.ledger.instance import FROZEN, IDLE, RUNNING, Instance, io_encode
-from agent.records import MEAS_IO, MEAS_MEMORY, MEAS_PIDS, MEAS_SWAP, MEASURED_COLS, SUM_COLS, \
-    labels_json, record_id
+from agent.records import ALL_MEASURED_COLS, MEAS_DISK, MEAS_IO, MEAS_MEMORY, MEAS_NET, MEAS_PIDS, MEAS_SWAP, \
+    SUM_COLS, labels_json, record_id
 
 GC_AFTER = 86400          # forget idle, unseen instances after this long
 FINISHED_GC_AFTER = 30.0  # a finished instance (final reading taken) is remembered only so that
@@ -25,7 +25,11 @@ FINISHED_GC_AFTER = 30.0  # a finished instance (final reading taken) is remembe
                           # final reading). Longer grew RSS under churn by ~1.5 kB per container.
 
 # the integer accumulators, in the order of Accounting._increases
-INT_ACC = ("a_cpu", "a_user", "a_system", "a_throttled", "a_rbytes", "a_wbytes", "a_rios", "a_wios", "a_log")
+INT_ACC = ("a_cpu", "a_user", "a_system", "a_throttled", "a_rbytes", "a_wbytes", "a_rios", "a_wios", "a_log",
+           "a_net_rx", "a_net_tx")
+# ``disk`` argument of advance(): the instance's last disk reading stands for
+# this one (the final reading: the upper dir is still there, not walked again)
+LAST_DISK = object()
 
 
 class Span(NamedTuple):
@@ -42,6 +46,7 @@ class Integrals(NamedTuple):
     mem_bs: float      # trapezoid of memory.current over the interval
     swap_bs: float
     meas: int          # MEAS_* bits of what this reading measured
+    disk_bs: float = 0.0   # trapezoid of the upper dir's bytes
 
 
 def delta(cur, last):
@@ -126,7 +131,7 @@ class Accounting:
 
     # ------------------------------------------------------------ one reading
 
-    def advance(self, info, sample, wall, mono, records, final=False) -> Instance:
+    def advance(self, info, sample, wall, mono, records, final=False, disk=None, net=None) -> Instance:
         """Account one reading of one container. The reading interval (from the
         last accounted reading to this one) is split across the wall-clock
         periods it covers in proportion to time: every dimension, so that no
@@ -134,7 +139,9 @@ class Accounting:
         passes without any reading of its own (agentd was down) gets its
         share as a record of its own; the records made from an interval longer
         than ``self.gap`` are flagged interpolated. Closed periods' rows are
-        appended to ``records``."""
+        appended to ``records``. ``disk``: bytes in the container's upper dir
+        (None: not measured; LAST_DISK: as last read); ``net``: (rx, tx)
+        byte counters of its network namespace (None: not measured)."""
         inst, new = self._instance(info, sample)
         if not new and inst.last_mono is not None and mono < inst.last_mono:
             # a sample older than what is already accounted for (a collector pass
@@ -147,11 +154,13 @@ class Accounting:
         cores = limit_cores(limits) if limits is not None else None
         mem_limit = limit_bytes(limits) if limits is not None else None
         span = self._interval(inst, info, state, wall, mono, new, final)
-        inc = self._increases(inst, info, sample)
+        inc = self._increases(inst, info, sample, net)
+        if disk is LAST_DISK:
+            disk = inst.last_disk
         # memory and pids of a cgroup with no process (an exited container whose
         # cgroup is kept for a restart) are not billed: no time, no peak
         active = span.prev != IDLE or state != IDLE
-        integrals = self._integrals(inst, sample, span, active)
+        integrals = self._integrals(inst, sample, span, active, disk, net is not None)
         weights, first, n = self._periods(inst, span, inc, records)
         mem = sample.memory_current
         line = n > 1 and mem is not None and inst.last_mem is not None and active
@@ -159,6 +168,7 @@ class Accounting:
                      cores, mem_limit, mem if line else None, records)
         self._peaks(inst, sample, active)
         self._remember(inst, sample, span, mono, state, cores, mem_limit)
+        inst.last_disk = disk
         return inst
 
     def _instance(self, info, sample) -> tuple[Instance, bool]:
@@ -200,7 +210,7 @@ class Accounting:
         return Span(w0, wall, dt, prev, last_mono is not None)
 
     @staticmethod
-    def _increases(inst: Instance, info, sample) -> list[int]:
+    def _increases(inst: Instance, info, sample, net) -> list[int]:
         """Counter increases since the committed counters, in INT_ACC order;
         the committed counters move on to this reading's."""
         inc = [0] * len(INT_ACC)
@@ -225,22 +235,30 @@ class Accounting:
         log_bytes = getattr(info, "log_bytes", None)
         if log_bytes is not None:
             inc[8], inst.c_log = delta(log_bytes, inst.c_log)
+        if net is not None:   # a new network namespace (a restart) counts from zero
+            inc[9], inst.c_net_rx = delta(net[0], inst.c_net_rx)
+            inc[10], inst.c_net_tx = delta(net[1], inst.c_net_tx)
         return inc
 
     @staticmethod
-    def _integrals(inst: Instance, sample, span: Span, active: bool) -> Integrals:
+    def _integrals(inst: Instance, sample, span: Span, active: bool, disk, net_measured: bool) -> Integrals:
+        """Trapezoids of the gauges over the interval (a running or paused
+        container only) and what this reading measured."""
         mem = sample.memory_current
         swap = sample.memory_swap_current
-        mem_bs = swap_bs = 0.0
+        mem_bs = swap_bs = disk_bs = 0.0
         if span.dt > 0 and span.continued and active:
             if mem is not None and inst.last_mem is not None:
                 mem_bs = (inst.last_mem + mem) / 2.0 * span.dt
             if swap is not None and inst.last_swap is not None:
                 swap_bs = (inst.last_swap + swap) / 2.0 * span.dt
+            if disk is not None and inst.last_disk is not None:
+                disk_bs = (inst.last_disk + disk) / 2.0 * span.dt
         meas = ((MEAS_MEMORY if mem is not None else 0) | (MEAS_SWAP if swap is not None else 0)
                 | (MEAS_IO if sample.io is not None else 0)
-                | (MEAS_PIDS if sample.pids_current is not None else 0))
-        return Integrals(mem_bs, swap_bs, meas)
+                | (MEAS_PIDS if sample.pids_current is not None else 0)
+                | (MEAS_DISK if disk is not None else 0) | (MEAS_NET if net_measured else 0))
+        return Integrals(mem_bs, swap_bs, meas, disk_bs)
 
     def _periods(self, inst: Instance, span: Span, inc: list[int], records: list) -> tuple[list[int], int, int]:
         """(weights, first period, number of periods) the interval is split over:
@@ -294,6 +312,8 @@ class Accounting:
                 setattr(inst, acc, getattr(inst, acc) + vals[k])
             inst.a_mem_bs += integrals.mem_bs * f
             inst.a_swap_bs += integrals.swap_bs * f
+            if integrals.disk_bs:
+                inst.a_disk_bs += integrals.disk_bs * f
             inst.a_meas |= integrals.meas
             if gap:
                 inst.a_interp = 1
@@ -343,7 +363,7 @@ class Accounting:
     def finish(self, inst: Instance, records: list) -> None:
         """After the final reading: close the instance's open period now."""
         if inst.finished and not (inst.a_cpu or inst.a_rbytes or inst.a_wbytes
-                                  or inst.a_rios or inst.a_wios or inst.a_log):
+                                  or inst.a_rios or inst.a_wios or inst.a_log or inst.a_net_rx or inst.a_net_tx):
             # a repeated final reading with nothing new: no empty record
             inst.reset_accumulators()
             inst.open_start = None
@@ -380,10 +400,14 @@ class Accounting:
         res_mem = round(inst.a_res_mem)
         meas = inst.a_meas or 0
         mem_measured = bool(meas & MEAS_MEMORY)
+        disk_bs = round(inst.a_disk_bs or 0)
+        net_rx, net_tx = inst.a_net_rx or 0, inst.a_net_tx or 0
         priced = self.card.priced(inst.a_cpu, res_cpu, inst.cpu_limit is not None,
                                   mem_bs, res_mem, inst.mem_limit is not None)
         costs = self.card.costs(priced, inst.a_rbytes, inst.a_wbytes,
-                                memory_measured=mem_measured, io_measured=bool(meas & MEAS_IO))
+                                memory_measured=mem_measured, io_measured=bool(meas & MEAS_IO),
+                                disk_byte_seconds=disk_bs if meas & MEAS_DISK else None,
+                                net_tx_bytes=net_tx if meas & MEAS_NET else None)
         sums = {
             "running_usec": running, "frozen_usec": frozen,
             "cpu_usec": inst.a_cpu, "cpu_user_usec": inst.a_user, "cpu_system_usec": inst.a_system,
@@ -396,9 +420,13 @@ class Accounting:
             "cost_cpu_nanos": costs.cpu, "cost_memory_nanos": costs.memory,
             "cost_io_read_nanos": costs.io_read, "cost_io_write_nanos": costs.io_write,
             "cost_nanos": costs.total, "log_bytes": inst.a_log or 0,
+            "disk_byte_seconds": disk_bs, "net_rx_bytes": net_rx, "net_tx_bytes": net_tx,
+            "cost_disk_nanos": costs.disk, "cost_net_nanos": costs.net_tx,
         }
         flags = {"interpolated": 1 if inst.a_interp else 0,
-                 **{c: 1 if meas & bit else 0 for c, bit in MEASURED_COLS}}
+                 **{c: 1 if meas & bit else 0 for c, bit in ALL_MEASURED_COLS},
+                 "disk_unpriced": 1 if not meas & MEAS_DISK and self.card.disk_gib_hour else 0,
+                 "net_unpriced": 1 if not meas & MEAS_NET and self.card.net_gib else 0}
         peaks = (inst.a_mem_peak, inst.a_pids_peak)
         inst.reset_accumulators()
         inst.next_min = start + self.period
@@ -417,4 +445,6 @@ class Accounting:
         priced = self.card.priced(inst.a_cpu, round(inst.a_res_cpu * 1e6), inst.cpu_limit is not None,
                                   round(inst.a_mem_bs), round(inst.a_res_mem), inst.mem_limit is not None)
         return self.card.costs(priced, inst.a_rbytes, inst.a_wbytes, memory_measured=bool(meas & MEAS_MEMORY),
-                               io_measured=bool(meas & MEAS_IO)).total
+                               io_measured=bool(meas & MEAS_IO),
+                               disk_byte_seconds=round(inst.a_disk_bs or 0) if meas & MEAS_DISK else None,
+                               net_tx_bytes=(inst.a_net_tx or 0) if meas & MEAS_NET else None).total

@@ -33,7 +33,7 @@ import structlog
 
 from agent.errors import UserError
 from agent.ledger import schema
-from agent.ledger.accounting import Accounting
+from agent.ledger.accounting import LAST_DISK, Accounting
 from agent.ledger.cursor import ShippingCursor
 from agent.ledger.errors import count_error
 from agent.ledger.instance import Instance
@@ -164,12 +164,16 @@ class Ledger:
         closed: dict[tuple, Instance] = {}
         unsaved = self._unsaved
         samples = snapshot.samples
+        fs_usage = getattr(snapshot, "fs_usage", None) or {}
+        net_rx = getattr(snapshot, "net_rx_bytes", None)
+        net_tx = getattr(snapshot, "net_tx_bytes", None)
         for info in _containers(snapshot):
             sample = _lookup(samples, info.cgroup)
             if sample is None:
                 continue
             n = len(records)
-            inst = acc.advance(info, sample, wall, mono, records)
+            inst = acc.advance(info, sample, wall, mono, records, disk=_disk(fs_usage, info.id),
+                               net=_net(net_rx, net_tx, info.id))
             key = (inst.container_id, inst.cgroup_inode)
             seen.add(key)
             unsaved[key] = inst
@@ -206,7 +210,7 @@ class Ledger:
                     if inst is None:
                         return
                 else:
-                    inst = self.accounting.advance(info, sample, wall, mono, records, final=True)
+                    inst = self.accounting.advance(info, sample, wall, mono, records, final=True, disk=LAST_DISK)
                 self.accounting.finish(inst, records)
                 self._commit(records, [inst], [])
                 self._unsaved.pop(inst.key, None)
@@ -328,6 +332,23 @@ def _lookup(samples, cgroup: str):
     if s is None and cgroup:
         s = samples.get(cgroup.rstrip("/"))
     return s
+
+
+def _disk(fs_usage, container_id: str) -> int | None:
+    """Bytes in an image container's upper dir (Snapshot.fs_usage: id -> (device, bytes));
+    None: no upper dir of its own, or no walk completed yet."""
+    v = fs_usage.get(container_id)
+    return None if v is None else v[1]
+
+
+def _net(rx, tx, container_id: str) -> tuple[int, int] | None:
+    """(rx, tx) byte counters of a container's own network namespace
+    (Snapshot.net_rx_bytes / net_tx_bytes: id -> bytes); None: not measured
+    (host network, or no metering on this agent)."""
+    if rx is None or tx is None:
+        return None
+    r, t = rx.get(container_id), tx.get(container_id)
+    return None if r is None or t is None else (r, t)
 
 
 def _boot_id() -> str:

@@ -22,6 +22,7 @@ STATE_COLS = (
     "a_rbytes", "a_wbytes", "a_rios", "a_wios",
     "a_res_cpu", "a_res_mem", "cpu_limit", "mem_limit", "finished",
     "c_log", "a_log", "a_meas", "a_interp",
+    "last_disk", "c_net_rx", "c_net_tx", "a_disk_bs", "a_net_rx", "a_net_tx",
 )
 # the open period's accumulators, as they are when a period (re)starts
 ACC_ZERO = {
@@ -29,6 +30,7 @@ ACC_ZERO = {
     "a_throttled": 0, "a_mem_bs": 0.0, "a_swap_bs": 0.0, "a_mem_peak": 0, "a_pids_peak": 0,
     "a_rbytes": 0, "a_wbytes": 0, "a_rios": 0, "a_wios": 0, "a_res_cpu": 0.0, "a_res_mem": 0.0,
     "a_log": 0, "a_meas": 0, "a_interp": 0,
+    "a_disk_bs": 0.0, "a_net_rx": 0, "a_net_tx": 0,
 }
 
 # Rollups: (table, bucket seconds). A record belongs to the bucket of its period_start.

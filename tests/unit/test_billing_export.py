@@ -20,7 +20,8 @@ ISSUE_FIELDS = ("record_id host container_id name labels cgroup_inode period_sta
                 "frozen_seconds cpu_seconds cpu_user_seconds cpu_system_seconds cpu_throttled_seconds "
                 "memory_byte_seconds memory_peak_bytes swap_byte_seconds io_read_bytes io_write_bytes io_read_ops "
                 "io_write_ops pids_peak cpu_limit_cores memory_limit_bytes reserved_cpu_seconds "
-                "reserved_memory_byte_seconds cost currency unpriced log_bytes interpolated").split()
+                "reserved_memory_byte_seconds cost currency unpriced log_bytes interpolated "
+                "disk_byte_seconds net_rx_bytes net_tx_bytes").split()
 T0 = 1_900_000_800  # an hour boundary
 
 
