@@ -117,11 +117,6 @@ class Snapshot:
     # image containers: container id -> (device of the filesystem, bytes in its upper dir at the
     # end of its last completed walk); absent until a first walk completed (runtime/fsusage.py)
     fs_usage: Mapping = field(default_factory=lambda: _EMPTY)
-    # byte counters of each container's own network namespace (container id ->
-    # bytes received / transmitted); None or a missing id = not measured
-    # (host network). Filled by network metering; billed by the ledger.
-    net_rx_bytes: Mapping | None = None
-    net_tx_bytes: Mapping | None = None
 
     def sample_for(self, info) -> stats.CgroupSample | None:
         """The sample of a container's cgroup (None if not read this pass)."""

@@ -47,28 +47,6 @@ class CgroupEvents(NamedTuple):
     frozen: bool
 
 
-class CgroupSample(NamedTuple):
-    """Everything read from one cgroup at one instant; None = file absent."""
-
-    inode: int | None = None
-    cpu: CpuStat | None = None
-    memory_current: int | None = None
-    memory_peak: int | None = None
-    memory_swap_current: int | None = None
-    memory_stat: dict | None = None
-    memory_events: dict | None = None
-    io: dict | None = None
-    pids_current: int | None = None
-    pids_events: dict | None = None
-    cpu_pressure: Pressure | None = None
-    memory_pressure: Pressure | None = None
-    io_pressure: Pressure | None = None
-    events: CgroupEvents | None = None
-    cpuset_cpus_effective: frozenset | None = None
-    hugetlb: dict | None = None        # page size ("2MB") -> HugetlbStat; only with [collector] enable hugetlb
-    processes: "ProcessStats | None" = None   # per-process walk; only with [collector] enable process/cpuLoad
-
-
 class HugetlbStat(NamedTuple):
     usage: int | None        # hugetlb.<size>.current
     failcnt: int | None      # hugetlb.<size>.events max: allocations refused at the limit

@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import NamedTuple
 
 from runtime.cgroupfs import Cgroup
 from runtime.errors import CgroupError, CgroupGone
 from runtime.parsers import (  # noqa: F401  (re-exported: callers import them from here)
-    CgroupEvents, CgroupSample, CPUSET_MAX, CpuStat, format_cpuset, HugetlbStat, IoStat, parse_cpu_stat,
+    CgroupEvents, CPUSET_MAX, CpuStat, format_cpuset, HugetlbStat, IoStat, parse_cpu_stat,
     parse_cpuset, parse_devno, parse_events, parse_flat_keyed, parse_int_or_max, parse_io_stat,
     parse_nested_keyed, parse_pressure, Pressure, PressureLine, ProcessStats,
 )
+
+
+class CgroupSample(NamedTuple):
+    """Everything read from one cgroup at one instant; None = file absent."""
+
+    inode: int | None = None
+    cpu: CpuStat | None = None
+    memory_current: int | None = None
+    memory_peak: int | None = None
+    memory_swap_current: int | None = None
+    memory_stat: dict | None = None
+    memory_events: dict | None = None
+    io: dict | None = None
+    pids_current: int | None = None
+    pids_events: dict | None = None
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+    events: CgroupEvents | None = None
+    cpuset_cpus_effective: frozenset | None = None
+    hugetlb: dict | None = None        # page size ("2MB") -> HugetlbStat; only with [collector] enable hugetlb
+    processes: "ProcessStats | None" = None   # per-process walk; only with [collector] enable process/cpuLoad
+    # the container's own network namespace: bytes received / transmitted;
+    # None = not measured (host network, or no network metering)
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
 
 
 # -- reading ---------------------------------------------------------------

@@ -131,7 +131,7 @@ class Accounting:
 
     # ------------------------------------------------------------ one reading
 
-    def advance(self, info, sample, wall, mono, records, final=False, disk=None, net=None) -> Instance:
+    def advance(self, info, sample, wall, mono, records, final=False, disk=None) -> Instance:
         """Account one reading of one container. The reading interval (from the
         last accounted reading to this one) is split across the wall-clock
         periods it covers in proportion to time: every dimension, so that no
@@ -140,8 +140,9 @@ class Accounting:
         share as a record of its own; the records made from an interval longer
         than ``self.gap`` are flagged interpolated. Closed periods' rows are
         appended to ``records``. ``disk``: bytes in the container's upper dir
-        (None: not measured; LAST_DISK: as last read); ``net``: (rx, tx)
-        byte counters of its network namespace (None: not measured)."""
+        (None: not measured; LAST_DISK: as last read). Network bytes come
+        with the sample (net_rx_bytes/net_tx_bytes: the counters of the
+        container's own network namespace, None: not measured)."""
         inst, new = self._instance(info, sample)
         if not new and inst.last_mono is not None and mono < inst.last_mono:
             # a sample older than what is already accounted for (a collector pass
@@ -154,6 +155,8 @@ class Accounting:
         cores = limit_cores(limits) if limits is not None else None
         mem_limit = limit_bytes(limits) if limits is not None else None
         span = self._interval(inst, info, state, wall, mono, new, final)
+        rx, tx = getattr(sample, "net_rx_bytes", None), getattr(sample, "net_tx_bytes", None)
+        net = None if rx is None or tx is None else (rx, tx)
         inc = self._increases(inst, info, sample, net)
         if disk is LAST_DISK:
             disk = inst.last_disk

@@ -165,15 +165,12 @@ class Ledger:
         unsaved = self._unsaved
         samples = snapshot.samples
         fs_usage = getattr(snapshot, "fs_usage", None) or {}
-        net_rx = getattr(snapshot, "net_rx_bytes", None)
-        net_tx = getattr(snapshot, "net_tx_bytes", None)
         for info in _containers(snapshot):
             sample = _lookup(samples, info.cgroup)
             if sample is None:
                 continue
             n = len(records)
-            inst = acc.advance(info, sample, wall, mono, records, disk=_disk(fs_usage, info.id),
-                               net=_net(net_rx, net_tx, info.id))
+            inst = acc.advance(info, sample, wall, mono, records, disk=_disk(fs_usage, info.id))
             key = (inst.container_id, inst.cgroup_inode)
             seen.add(key)
             unsaved[key] = inst
@@ -339,16 +336,6 @@ def _disk(fs_usage, container_id: str) -> int | None:
     None: no upper dir of its own, or no walk completed yet."""
     v = fs_usage.get(container_id)
     return None if v is None else v[1]
-
-
-def _net(rx, tx, container_id: str) -> tuple[int, int] | None:
-    """(rx, tx) byte counters of a container's own network namespace
-    (Snapshot.net_rx_bytes / net_tx_bytes: id -> bytes); None: not measured
-    (host network, or no metering on this agent)."""
-    if rx is None or tx is None:
-        return None
-    r, t = rx.get(container_id), tx.get(container_id)
-    return None if r is None or t is None else (r, t)
 
 
 def _boot_id() -> str:

@@ -1,7 +1,7 @@
 """Disk byte-seconds and network bytes through the ledger (simulated clocks,
 real SQLite): the trapezoid of Snapshot.fs_usage, the increase of
-Snapshot.net_rx_bytes / net_tx_bytes (a new network namespace counts from
-zero), null when unmeasured (never 0), priced per GiB-hour / per GiB
+CgroupSample.net_rx_bytes / net_tx_bytes (a new network namespace counts
+from zero), null when unmeasured (never 0), priced per GiB-hour / per GiB
 transmitted, in groups, CSV, FOCUS and the PostgreSQL row; an older ledger
 opens with those columns null for its records."""
 from __future__ import annotations
@@ -41,10 +41,12 @@ def _pass(led, i, disk=None, rx=None, tx=None, inode=1):
     samples = {f"/cg/{c}": CgroupSample(inode=inode, cpu=CpuStat(i * 1000, 500 * i, 500 * i, 0, 0, 0),
                                         memory_current=1 << 20, memory_swap_current=0,
                                         io={(8, 0): IoStat(0, 0, 0, 0, 0, 0)}, pids_current=1,
-                                        events=CgroupEvents(True, False)) for c in "ab"}
+                                        events=CgroupEvents(True, False),
+                                        net_rx_bytes=(rx or {}).get(c), net_tx_bytes=(tx or {}).get(c))
+               for c in "ab"}
     fs = {c: ("/dev/sda1", v) for c, v in (disk or {}).items()}
     led.observe(SimpleNamespace(taken_at=T0 + i + 0.5, monotonic=1000.0 + i, samples=samples, containers=infos,
-                                fs_usage=fs, net_rx_bytes=rx, net_tx_bytes=tx))
+                                fs_usage=fs))
 
 
 def test_disk_is_the_trapezoid_of_the_upper_dir_and_null_without_one(tmp_path):
@@ -98,7 +100,7 @@ def test_network_bytes_are_counter_increases_and_a_new_namespace_counts_from_zer
 def test_no_metering_at_all_is_null_everywhere(tmp_path):
     led = _ledger(tmp_path)            # no prices: nothing named unpriced
     for i in range(25):
-        _pass(led, i)                  # Snapshot.net_* None, fs_usage empty
+        _pass(led, i)                  # CgroupSample.net_* None, fs_usage empty
     recs = led.records()
     assert recs and all(r["disk_byte_seconds"] is None and r["net_rx_bytes"] is None
                         and r["net_tx_bytes"] is None and r["unpriced"] == [] for r in recs)
