@@ -155,7 +155,7 @@ class Accounting:
         cores = limit_cores(limits) if limits is not None else None
         mem_limit = limit_bytes(limits) if limits is not None else None
         span = self._interval(inst, info, state, wall, mono, new, final)
-        rx, tx = getattr(sample, "net_rx_bytes", None), getattr(sample, "net_tx_bytes", None)
+        rx, tx = sample.net_rx_bytes, sample.net_tx_bytes
         net = None if rx is None or tx is None else (rx, tx)
         inc = self._increases(inst, info, sample, net)
         if disk is LAST_DISK:
