@@ -52,8 +52,10 @@ import structlog
 from agent import selfmetrics
 from agent.config import ConfigError, parse_duration
 from agent.errors import NotFound, UserError
-from agent.pricing import NANOS_PER_UNIT, money
 from agent.model import State
+from agent.pricing import NANOS_PER_UNIT, money
+from runtime.errors import ControllerMissing
+from runtime.limits import DEFAULT_CPU_PERIOD_US, MAX, LimitError, Limits, parse_cpus
 
 log = structlog.get_logger("agentd.budgets")
 
@@ -132,7 +134,6 @@ def parse(body: dict) -> Budget:
     if kind not in ACTIONS or (arg and kind != "throttle"):
         raise UserError(f"action: {action!r} is not an action; {ACTION_HELP}")
     if kind == "throttle":
-        from runtime.limits import LimitError, parse_cpus
         try:
             parse_cpus(arg or DEFAULT_THROTTLE, "action")
         except LimitError as e:
@@ -377,8 +378,6 @@ class Budgets:
         return self.get(new.name)
 
     def _check_throttle(self, action: str) -> None:
-        from runtime.errors import ControllerMissing
-        from runtime.limits import Limits, parse_cpus
         quota, period = parse_cpus(action.partition(":")[2], "action")
         try:
             self.sup.check_controllers(Limits(cpu_quota_us=quota, cpu_period_us=period))
@@ -471,7 +470,6 @@ class Budgets:
                 if kind == "freeze":
                     self.sup.freeze(info.id)
                 elif kind == "throttle":
-                    from runtime.limits import Limits, parse_cpus
                     lim = getattr(info, "limits", None)
                     undo = [getattr(lim, "cpu_quota_us", None), getattr(lim, "cpu_period_us", None)]
                     quota, period = parse_cpus(arg)
@@ -512,7 +510,6 @@ class Budgets:
                         self.sup.thaw(cid)
                         released.append(name)
                 elif kind == "throttle":
-                    from runtime.limits import DEFAULT_CPU_PERIOD_US, MAX, Limits
                     quota, period = undo or (None, None)
                     self.sup.set_limits(cid, Limits(cpu_quota_us=quota if quota is not None else MAX,
                                                     cpu_period_us=period or DEFAULT_CPU_PERIOD_US))

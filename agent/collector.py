@@ -55,7 +55,7 @@ RLIMIT_NOFILE (runtime.reader keeps ~7 descriptors per cgroup) the collector
 reads further cgroups with open/read/close under the same tiers, logs once
 and counts collection_errors_total{reason="fd_limit"}.
 
-API (used by agent/daemon.py, agent/api.py, agent/ledger.py):
+API (used by agent/daemon.py, agent/api.py, agent/ledger/):
 
     c = Collector(config, supervisor.containers)   # slow_every=5, idle_every=30
     c.subscribe(cb)         # cb(snapshot) after each pass, collector thread

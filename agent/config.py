@@ -107,6 +107,8 @@ class BillingSection:
     price_memory_gib_hour: Decimal
     price_io_read_gib: Decimal
     price_io_write_gib: Decimal
+    price_disk_gib_hour: Decimal = Decimal(0)   # disk space of an image container's rootfs (upper dir)
+    price_net_gib: Decimal = Decimal(0)         # bytes transmitted (egress) from its network namespace
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,8 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "price_memory_gib_hour": _money,
         "price_io_read_gib": _money,
         "price_io_write_gib": _money,
+        "price_disk_gib_hour": _money,
+        "price_net_gib": _money,
     },
     "sink.postgres": {
         "dsn": _dsn,

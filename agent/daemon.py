@@ -34,7 +34,23 @@ from dataclasses import replace
 
 import structlog
 
-from agent import logsetup
+from agent import logsetup, sdnotify, statedir
+from agent.api import ApiServer
+from agent.budgets import Budgets
+from agent.budgets import check_config as check_budgets
+from agent.collector import Collector
+from agent.config import ConfigError, diff_keys, load_config
+from agent.images.service import ImageService
+from agent.launcher import LauncherClient
+from agent.ledger import Ledger
+from agent.network.service import NetworkService
+from agent.store import Store
+from agent.supervisor import Supervisor, layout_cgroups
+from exporters.focus import focus_rows
+from exporters.metrics_server import MetricsServer
+from exporters.postgres import FleetSpend, PostgresSink
+from runtime import cgroupfs
+from runtime.inotify import Watcher
 
 log = structlog.get_logger("agentd")
 
@@ -75,7 +91,6 @@ def _delegated(path: str) -> bool:
 
 def resolve_cgroup_root(configured: str) -> tuple[str, str]:
     """-> (absolute cgroupfs path of R, why this one)."""
-    from runtime import cgroupfs
     mount = cgroupfs.find_mount()
     if configured:
         if configured == mount or configured.startswith(mount.rstrip("/") + "/"):
@@ -115,12 +130,6 @@ class Daemon:
         return part
 
     def setup(self) -> None:
-        from agent.store import Store
-        from agent.supervisor import Supervisor, layout_cgroups
-        from agent.launcher import LauncherClient
-
-        from agent import statedir
-
         cfg = self.config
         os.makedirs(cfg.agent.state_dir, mode=0o750, exist_ok=True)
         # one agentd per state dir, before anything is opened or adopted
@@ -145,7 +154,6 @@ class Daemon:
         images = self._optional("images", lambda: self._images(cfg))
         sup = self.supervisor = Supervisor(cfg, store, launcher, watcher, layout)
         sup.images = images
-        from agent.network.service import NetworkService
         sup.net = NetworkService(cfg)
         if images is not None:
             images.in_use = sup.images_in_use
@@ -162,25 +170,24 @@ class Daemon:
         collector = self._optional("collector", lambda: self._collector(cfg, sup))
         if collector is not None and ledger is not None:
             collector.subscribe(ledger.observe)
-        if ledger is not None:
-            try:
-                ledger.start()
+        if ledger is not None and cfg.sink_postgres is not None:
+            try:   # the sink ships from the ledger's cursor; the ledger knows no exporter
+                sink = PostgresSink(cfg, ledger.cursor)
+                sink.start()
+                self.parts["sink"] = sink
             except Exception as e:
                 log.error("ledger.sink_unavailable", error=str(e))
 
         budgets = None
         if ledger is not None:     # spend limits acting on containers (agent/budgets.py)
-            from agent.budgets import Budgets
             fleet = None
             if cfg.sink_postgres is not None:    # fleet budgets read the other hosts' spend from its table
-                from exporters.postgres import FleetSpend
                 fleet = self._optional("fleet", lambda: FleetSpend(cfg))
             budgets = self.parts["budgets"] = Budgets(cfg.agent.state_dir, ledger, sup, cfg.budgets.entries,
                                                       fleet=fleet, host=cfg.agent.host)
             if collector is not None:
                 collector.subscribe(budgets.observe)     # after the ledger: it sees this pass's cost
 
-        from agent.api import ApiServer
         api = self.parts["api"] = ApiServer(cfg, sup, collector, ledger, images)
         api.budgets = budgets
         api.start()
@@ -200,27 +207,22 @@ class Daemon:
 
     @staticmethod
     def _watcher():
-        from runtime.inotify import Watcher
         return Watcher()
 
     @staticmethod
     def _collector(cfg, sup):
-        from agent.collector import Collector
         return Collector(cfg, sup.containers)
 
     @staticmethod
     def _images(cfg):
-        from agent.images.service import ImageService
         return ImageService(cfg.agent.state_dir, certs_dir=cfg.images.certs_dir)
 
     @staticmethod
     def _ledger(cfg):
-        from agent.ledger import Ledger
-        return Ledger(cfg, os.path.join(cfg.agent.state_dir, "ledger.db"))
+        return Ledger(cfg, os.path.join(cfg.agent.state_dir, "ledger.db"), focus_rows=focus_rows)
 
     @staticmethod
     def _metrics(cfg, collector, sup):
-        from exporters.metrics_server import MetricsServer
         if collector is None:
             raise RuntimeError("no collector, nothing to export")
         return MetricsServer(cfg, collector, sup)
@@ -236,8 +238,6 @@ class Daemon:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def reload(self) -> None:
-        from agent import sdnotify
-        from agent.config import ConfigError, diff_keys, load_config
         sdnotify.reloading()
         try:
             new = load_config(self.config.source or None, self.overrides)
@@ -274,7 +274,6 @@ class Daemon:
     # -------------------------------------------------------------- run
 
     def run(self) -> int:
-        from agent import sdnotify
         self.install_signals()
         try:
             self.setup()
@@ -325,6 +324,7 @@ class Daemon:
             ("metrics", lambda: p["metrics"].stop()),
             ("collector", lambda: p["collector"].stop()),
             ("supervisor", lambda: p["supervisor"].close(stop_containers=stop_containers)),
+            ("sink", lambda: p["sink"].stop()),
             ("ledger", lambda: p["ledger"].close()),
             ("store", lambda: p["store"].close()),
             ("watcher", lambda: p["watcher"].close()),
@@ -337,7 +337,6 @@ class Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.budgets import check_config as check_budgets
     from agent.config import ConfigError, load_config
     overrides = _overrides(args)
     try:

@@ -2,7 +2,7 @@
 
     metric_label_name("app.kubernetes.io/name") -> "container_label_app_kubernetes_io_name"
     unrenderable("\\ud800") -> "contains a lone surrogate (U+D800) ..."   (None when it renders)
-    is_label_key("team")   -> True  (the key syntax of agent.spec.LABEL_KEY_RE)
+    is_label_key("team")   -> True  (the key syntax, LABEL_KEY_RE)
 
 Used by agent.spec (a label is refused at creation when it could not be
 rendered), agent.config (allow-listed keys that would become the same metric
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 
-from agent.spec import LABEL_KEY_RE
-
 METRIC_LABEL_PREFIX = "container_label_"
 LABEL_KEY_ACCEPTED = "use 1-63 of letters, digits, _ . - / starting with a letter or digit"
 _NOT_IN_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+LABEL_KEY_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,62}")   # a label key (agent.spec validates with it)
 
 
 def metric_label_name(key: str) -> str:

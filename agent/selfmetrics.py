@@ -264,7 +264,7 @@ def _declare_defaults() -> None:
     declare("cgroups_watched", "gauge", "Cgroups read by the collector on each pass.")
     declare("collection_last_success_timestamp_seconds", "gauge",
             "Wall-clock time of the last completed collection pass.")
-    # the billing ledger's failures (agent/ledger.py counts them; the alert rule
+    # the billing ledger's failures (agent/ledger/ counts them; the alert rule
     # CgroupAgentLedgerFailing needs the series before the first failure)
     declare("ledger_errors_total", "counter",
             "Billing ledger transactions that failed (the committed state is reloaded).", ("stage",),

@@ -46,14 +46,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import UserError
+from agent.labels import LABEL_KEY_RE, unrenderable
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
 from agent.model import image_ref
+from agent.network import netspec
 from runtime import tmpfs as tmpfs_rule
 from agent.rules import NAME_RE, RESTART_RE  # one rule each, shared with agentctl and the API
 from runtime.rules import valid_hostname
 
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-LABEL_KEY_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,62}")
 ROOTFS_ACCEPTED = ("use a directory holding the container's files, outside /etc, /proc, /sys and /dev, "
                    "that neither is, holds nor lies in the agent's state dir and does not hold its socket")
 MAX_ARGS = 4096
@@ -313,8 +314,6 @@ def parse_env(v: Any) -> dict:
 
 
 def parse_labels(v: Any) -> dict:
-    from agent.labels import unrenderable  # the rule /metrics renders by
-
     labels = {}
     for k, val, where in _pairs("labels", v):
         if not LABEL_KEY_RE.fullmatch(k):
@@ -680,7 +679,6 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     devices = tuple(parse_device(i, d, rootfs) for i, d in enumerate(devices_in))
     if len({d.dst for d in devices}) < len(devices):
         raise UserError("devices: two devices have the same container path")
-    from agent.network import netspec
     network = netspec.choose_mode(body, bool(rootfs or img_id),
                                   config.network.default if config is not None else "bridge")
     net = netspec.parse(body, network)

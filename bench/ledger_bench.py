@@ -118,7 +118,7 @@ def build_month(path: str, containers: int, days: int) -> int:
         "cost_cpu_nanos": "(p.i * 7919 + c.j * 104729) % 60000000 / 100", "cost_memory_nanos": "(c.j + 1) * 1000",
         "cost_io_read_nanos": "0", "cost_io_write_nanos": "p.i % 1024 * 76",
         "cost_nanos": "(p.i * 7919 + c.j * 104729) % 60000000 / 100 + (c.j + 1) * 1000 + p.i % 1024 * 76",
-    }[c] for c in SUM_COLS)
+    }.get(c, "1" if c.endswith("_measured") else "0") for c in SUM_COLS)   # flags: measured, not interpolated
     db.execute("BEGIN")
     db.execute(
         f"WITH RECURSIVE p(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM p WHERE i < {n_periods - 1}), "

@@ -1,6 +1,7 @@
 """Billing exports: CSV, JSON lines, FOCUS 1.2 rows and a terminal table.
 
-Pure functions over what agent.ledger.Ledger.query() returns; nothing here
+Pure functions over what agent.ledger.Ledger.query() returns (records shaped
+by agent.records); nothing here
 touches the database or the kernel. FOCUS rows are built by exporters.focus
 (its columns, values and rounding rule); here they are only written out.
 """
@@ -11,6 +12,7 @@ import io
 import json
 
 from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR
+from agent.records import RECORD_FIELDS
 from exporters import focus
 
 FOCUS_COLUMNS = focus.FOCUS_COLUMNS
@@ -57,13 +59,16 @@ def _mib(n) -> str:
 
 def to_table(result: dict) -> str:
     """Grouped usage as an aligned table with a TOTAL line."""
-    header = ("GROUP", "RECORDS", "CPU_S", "MEM_GIB_H", "PEAK_MIB", "READ_GIB", "WRITE_GIB", "COST")
+    header = ("GROUP", "RECORDS", "CPU_S", "MEM_GIB_H", "PEAK_MIB", "READ_GIB", "WRITE_GIB",
+              "DISK_GIB_H", "NET_RX_GIB", "NET_TX_GIB", "COST")
     lines = []
     for r in [*result.get("rows", []), {"group": "TOTAL", **result.get("totals", {})}]:
         lines.append((str(r.get("group", "")), str(r.get("records", 0)),
                       f"{r.get('cpu_seconds', 0):.6f}", _gib_hours(r.get("memory_byte_seconds")),
                       _mib(r.get("memory_peak_bytes")),
                       _gib(r.get("io_read_bytes")), _gib(r.get("io_write_bytes")),
+                      _gib_hours(r.get("disk_byte_seconds")), _gib(r.get("net_rx_bytes")),
+                      _gib(r.get("net_tx_bytes")),
                       f"{r.get('cost', '0')} {r.get('currency', '')}".strip()))
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
@@ -81,7 +86,6 @@ def render(result: dict, fmt: str) -> str:
         return to_csv(rows, FOCUS_COLUMNS)
     if fmt == "csv":
         if result.get("kind") == "records":
-            from agent.ledger import RECORD_FIELDS
             return to_csv(rows, RECORD_FIELDS)
         return to_csv(rows)
     raise ValueError(f"format: {fmt!r} is not one of table, csv, jsonl, focus")

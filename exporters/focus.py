@@ -2,12 +2,16 @@
 
 Pure functions over the hourly per-instance sums agent.ledger builds
 (hour, container_id, cgroup_inode, name, labels and the summed integer
-columns); nothing here touches the database or the kernel.
+columns); nothing here touches the database or the kernel. The daemon hands
+focus_rows to the ledger (which imports no exporter).
 
 One row per container instance, meter and UTC hour. Meters: cpu
 (Core-Hours) and memory (GiB-Hours) are Compute / Containers; io_read and
 io_write (GiB) are Storage / Block Storage (the bytes a container moved
-to and from block devices, io.stat). A meter whose quantity the ledger did
+to and from block devices, io.stat); disk (GiB-Hours, the files an image
+container keeps in its rootfs) is Storage / Block Storage; net_tx (GiB
+transmitted from the container's own network namespace) is Networking /
+Network Infrastructure. A meter whose quantity the ledger did
 not measure (None) has no row; nor has one whose quantity and cost are both 0.
 
 Columns: the 21 mandatory ones, the conditional ones our data implies
@@ -41,8 +45,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from agent.pricing import GIB, GIB_SECONDS_PER_GIB_HOUR, METERS, USEC_PER_HOUR, money, quantity, to_nanos
+from agent.records import HOUR, grace_seconds, hour_is_open, iso  # noqa: F401  (grace_seconds: the closed-hour rule lives with the records)
 
-HOUR = 3600
 SERVICE_NAME = "cgroup-agent"
 RESOURCE_TYPE = "Container"
 
@@ -65,11 +69,13 @@ METER_COLUMNS = {
                "memory_gib_hour", "Compute", "Containers"),
     "io_read": ("io_read_bytes", "io_read_bytes", GIB, "io_read_gib", "Storage", "Block Storage"),
     "io_write": ("io_write_bytes", "io_write_bytes", GIB, "io_write_gib", "Storage", "Block Storage"),
+    "disk": ("disk_byte_seconds", "disk_byte_seconds", GIB_SECONDS_PER_GIB_HOUR, "disk_gib_hour", "Storage",
+             "Block Storage"),
+    "net_tx": ("net_tx_bytes", "net_tx_bytes", GIB, "net_gib", "Networking", "Network Infrastructure"),
 }
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+# meters most containers do not have (no upper dir, host network): the count
+# of records behind an hour that measured them
+MEASURED_BY = {"disk": "disk_measured", "net_tx": "net_measured"}
 
 
 def _month(ts: int) -> tuple[str, str]:
@@ -77,16 +83,6 @@ def _month(ts: int) -> tuple[str, str]:
     start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def grace_seconds(billing_period: float) -> int:
-    """How long after an hour's end its last record may still be committed."""
-    return int(billing_period) + 60
-
-
-def hour_is_open(hour_start: int, now: float, grace: int) -> bool:
-    """The rule for "closed": the hour's end plus the grace has passed."""
-    return hour_start + HOUR + grace > now
 
 
 def unit_price(price: Decimal) -> str:
@@ -113,7 +109,7 @@ def focus_rows(hourly: list[dict], host: str, card, now: float, grace: int,
         bp_start, bp_end = _month(h["hour"])
         for meter, (used_col, priced_col, per_unit, price_field, category, subcategory) in METER_COLUMNS.items():
             used, priced = h.get(used_col), h.get(priced_col)
-            if used is None or priced is None:
+            if used is None or priced is None or (meter in MEASURED_BY and not h.get(MEASURED_BY[meter])):
                 continue          # not measured: no cost row for this dimension
             price = getattr(card, price_field)
             nanos = row_cost_nanos(priced, price, per_unit)

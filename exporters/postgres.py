@@ -1,8 +1,8 @@
 """Ship billing records to a central PostgreSQL (the fleet store).
 
 At-least-once delivery with idempotent inserts: a shipping thread reads
-records after the local cursor (agent.ledger: records.seq, a never-reused
-AUTOINCREMENT key), inserts them in batches with
+records after the local cursor (agent.ledger.cursor: records.seq, a
+never-reused AUTOINCREMENT key; the daemon hands the sink that cursor), inserts them in batches with
 ``INSERT ... ON CONFLICT (record_id) DO NOTHING`` in one remote transaction,
 and only after the remote COMMIT succeeded advances the cursor in the local
 ledger. A crash or a lost acknowledgement between the two re-sends the batch,
@@ -41,6 +41,8 @@ from decimal import Decimal
 import structlog
 
 from agent import selfmetrics
+from agent.pricing import unpriced_meters
+from agent.records import MEASURED_COLS, later_meters
 
 log = structlog.get_logger("agentd.sink")
 
@@ -65,11 +67,14 @@ COLUMNS = (
     ("cost", "numeric(30,9) NOT NULL"), ("currency", "text NOT NULL"),
     ("log_bytes", "bigint NOT NULL DEFAULT 0"), ("interpolated", "boolean NOT NULL DEFAULT false"),
     ("unpriced", "text[] NOT NULL DEFAULT '{}'"),
+    # v3: NULL = not measured (no upper dir of its own / host network)
+    ("disk_byte_seconds", "numeric"), ("net_rx_bytes", "bigint"), ("net_tx_bytes", "bigint"),
 )
 # columns that were NOT NULL before unmeasured dimensions became NULL (v2)
 NULLABLE_SINCE_V2 = ("memory_byte_seconds", "memory_peak_bytes", "swap_byte_seconds", "io_read_bytes",
                            "io_write_bytes", "io_read_ops", "io_write_ops", "pids_peak")
 ADDED_SINCE_V2 = ("log_bytes", "interpolated", "unpriced")
+ADDED_SINCE_V3 = ("disk_byte_seconds", "net_rx_bytes", "net_tx_bytes")
 
 for _name, _kind, _help, _labels in (
         ("sink_lag_seconds", "gauge", "Age of the oldest billing record not yet shipped (0 = all shipped).", ("sink",)),
@@ -89,8 +94,6 @@ def _usec(v: int) -> Decimal:
 def remote_row(r: dict) -> tuple:
     """A ledger row (integer µs, byte-seconds, nano-units) -> the remote columns,
     exactly; a dimension the host did not measure is NULL."""
-    from agent.ledger import MEASURED_COLS
-    from agent.pricing import unpriced_meters
     ts = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
     mem, swap, io, pids = (bool(r.get(c, 1)) for c, _ in MEASURED_COLS)
     opt = lambda ok, v: v if ok else None  # noqa: E731
@@ -106,7 +109,10 @@ def remote_row(r: dict) -> tuple:
         r["cpu_limit_cores"], r["memory_limit_bytes"],
         _usec(r["reserved_cpu_usec"]), Decimal(r["reserved_memory_byte_seconds"]),
         Decimal(int(r["cost_nanos"])).scaleb(-9), r["currency"],
-        r.get("log_bytes", 0), bool(r.get("interpolated", 0)), unpriced_meters(not mem, not io),
+        r.get("log_bytes", 0), bool(r.get("interpolated", 0)),
+        unpriced_meters(not mem, not io, bool(r.get("disk_unpriced", 0)), bool(r.get("net_unpriced", 0))),
+        *((None if v is None else Decimal(v) if k == "disk_byte_seconds" else v)
+          for k, v in later_meters(r).items()),
     )
 
 
@@ -123,6 +129,11 @@ def create_table_sql(table: str) -> list[str]:
         f"ALTER TABLE {table} "
         + ", ".join([f"ADD COLUMN {n} {t}" for n, t in COLUMNS if n in ADDED_SINCE_V2]
                     + [f"ALTER COLUMN {n} DROP NOT NULL" for n in NULLABLE_SINCE_V2])
+        + "; END IF; END $$",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+        f"current_schema() AND table_name = '{table}' AND column_name = 'disk_byte_seconds') THEN "
+        f"ALTER TABLE {table} "
+        + ", ".join(f"ADD COLUMN {n} {t}" for n, t in COLUMNS if n in ADDED_SINCE_V3)
         + "; END IF; END $$",
     ]
 

@@ -10,6 +10,7 @@ import os
 import time
 
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone
+from runtime.parsers import parse_events
 
 V2_CONTROLLERS = ("cpu", "memory", "io", "pids", "cpuset")
 
@@ -262,8 +263,6 @@ class Cgroup:
 
     def events(self):
         """cgroup.events as CgroupEvents (None for the root cgroup, which has none)."""
-        from runtime.stats import parse_events
-
         text = self.read("cgroup.events")
         return None if text is None else parse_events(text)
 

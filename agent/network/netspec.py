@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import UserError
+from agent.rules import NAME_RE   # networks are named as containers are
 
 KEYS = ("ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts")
 BUILTIN = ("host", "none", "bridge")
@@ -115,7 +116,6 @@ def parse_add_host(i: int, v) -> tuple[str, str]:
 
 
 def check_network_name(v) -> str:
-    from agent.spec import NAME_RE   # networks are named as containers are
     if not isinstance(v, str) or not NAME_RE.fullmatch(v):
         raise UserError(f"network: {v!r} is not host, none, bridge or a network name "
                         "([a-zA-Z0-9][a-zA-Z0-9_.-], at most 63)")

@@ -13,13 +13,15 @@ from agent.errors import UserError
 from agent.ledger import RECORD_FIELDS, Ledger
 from agent.model import ContainerInfo
 from exporters.billing import FOCUS_COLUMNS, render
+from exporters.focus import focus_rows
 from runtime.stats import CgroupEvents, CgroupSample, CpuStat, IoStat
 
 ISSUE_FIELDS = ("record_id host container_id name labels cgroup_inode period_start period_end running_seconds "
                 "frozen_seconds cpu_seconds cpu_user_seconds cpu_system_seconds cpu_throttled_seconds "
                 "memory_byte_seconds memory_peak_bytes swap_byte_seconds io_read_bytes io_write_bytes io_read_ops "
                 "io_write_ops pids_peak cpu_limit_cores memory_limit_bytes reserved_cpu_seconds "
-                "reserved_memory_byte_seconds cost currency unpriced log_bytes interpolated").split()
+                "reserved_memory_byte_seconds cost currency unpriced log_bytes interpolated "
+                "disk_byte_seconds net_rx_bytes net_tx_bytes").split()
 T0 = 1_900_000_800  # an hour boundary
 
 
@@ -27,7 +29,7 @@ T0 = 1_900_000_800  # an hour boundary
 def ledger(tmp_path):
     cfg = load_config(None, {"billing.period": "60s", "agent.host": "h1", "billing.price_cpu_core_hour": "0.036",
                              "billing.price_memory_gib_hour": "0.0045", "billing.price_io_write_gib": "0.02"})
-    led = Ledger(cfg, str(tmp_path / "ledger.db"))
+    led = Ledger(cfg, str(tmp_path / "ledger.db"), focus_rows=focus_rows)
     infos = [ContainerInfo(id=f"c{i}", name=f"svc{i % 2}", cgroup=f"/cg/c{i}", limits=None, state="running",
                            labels={"team": "red" if i < 2 else "blue"}) for i in range(3)]
     for step in range(0, 2 * 3600 + 120, 30):   # two hours and a bit, 30 s samples

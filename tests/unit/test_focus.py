@@ -121,7 +121,7 @@ PRICES = {"billing.price_cpu_core_hour": "0.036", "billing.price_memory_gib_hour
 
 def _ledger(tmp_path, **extra):
     cfg = load_config(None, {"billing.period": "60s", "agent.host": "h1", **PRICES, **extra})
-    return Ledger(cfg, str(tmp_path / "ledger.db"))
+    return Ledger(cfg, str(tmp_path / "ledger.db"), focus_rows=focus.focus_rows)
 
 
 def _feed(led, infos, start, stop, step=30):
