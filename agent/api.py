@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from agent import api_images
+from agent import api_checkpoint
 from agent import api_system
 from agent import selfmetrics
 from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge, refuse_now
@@ -470,7 +471,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.api.release(request)
 
 
-class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, BaseHTTPRequestHandler):
+class _Handler(api_images.ImageHandlers, api_system.SystemHandlers, api_checkpoint.CheckpointHandlers,
+               BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cgroup-agent/" + VERSION
     sys_version = ""
@@ -944,6 +946,7 @@ ROUTES = [
     (("v1", "budgets"), {"GET": "budgets", "POST": "budget_set"}),
     (("v1", "budgets", _NAME), {"GET": "budget", "DELETE": "budget_rm"}),
     *api_system.ROUTES,
+    *api_checkpoint.ROUTES,
 ]
 
 QUERY_PARAMS = {
@@ -957,6 +960,7 @@ QUERY_PARAMS = {
     "wait": {"timeout": _seconds_param},
     **api_images.QUERY_PARAMS,
     **api_system.QUERY_PARAMS,
+    **api_checkpoint.QUERY_PARAMS,
     # "usage": absent -> passed through to ledger.query
     "budgets": {}, "budget_set": {}, "budget": {}, "budget_rm": {},
 }

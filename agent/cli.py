@@ -26,6 +26,7 @@ import re
 import sys
 
 from agent import cli_images
+from agent import cli_checkpoint
 from agent import cli_docker
 from agent import cli_system
 
@@ -675,6 +676,7 @@ cli_images.install(sys.modules[__name__])  # pull, images, rmi, image, login, lo
 cli_docker.install(sys.modules[__name__])  # start, restart, wait, pause, unpause, update
 COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
+cli_checkpoint.install(sys.modules[__name__])  # checkpoint, restore
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ and serves JSON lines on DIR/launcher.sock (mode 0600). One launcher per
 state dir (flock on DIR/launcher.lock). It outlives agentd; agentd reconnects.
 
 Wire protocol, one JSON object per line:
-    request   {"seq": N, "op": "spawn"|"signal"|"running"|"exits"|"ack"|"ping"|"shutdown", ...}
+    request   {"seq": N, "op": "spawn"|"signal"|"running"|"exits"|"ack"|"ping"|"shutdown"
+               |"criu_status"|"checkpoint"|"restore" (agent/checkpoint/launcher_ops.py), ...}
     response  {"seq": N, "ok": true, "result": ...} | {"seq": N, "ok": false, "type": ..., "error": "..."}
     event     {"event": "exit", "id", "pid", "exit_code", "signal", "at"}   (pushed to every client)
 
@@ -416,7 +417,8 @@ class Launcher:
             fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
             if fn is None:
                 return {"seq": seq, "ok": False, "type": "BadRequest",
-                        "error": f"op: unknown {op!r}; accepted: spawn, signal, running, exits, ack, ping, shutdown"}
+                        "error": f"op: unknown {op!r}; accepted: spawn, signal, running, exits, ack, ping, shutdown, "
+                                 "criu_status, checkpoint, restore"}
             return {"seq": seq, "ok": True, "result": fn(req)}
         except LaunchError as e:
             return {"seq": seq, "ok": False, "type": "LaunchError", "error": str(e)}
@@ -470,6 +472,29 @@ class Launcher:
         if getattr(spec, "userns", None) is None:
             return pid                  # what a launcher without user namespaces answered
         return {"pid": pid, "idmap": self.idmap.pop(cid, None)}
+
+    # checkpoint/restore (agent/checkpoint/launcher_ops.py runs CRIU here)
+    def op_criu_status(self, req):
+        from agent.checkpoint import launcher_ops
+        return launcher_ops.criu_status()
+
+    def op_checkpoint(self, req):
+        from agent.checkpoint import launcher_ops
+        _cid(req.get("id"))
+        return launcher_ops.checkpoint(self, req, sys.modules[__name__])
+
+    def op_restore(self, req):
+        from agent.checkpoint import launcher_ops
+        _cid(req.get("id"))
+        return launcher_ops.restore(self, req, sys.modules[__name__], self._adopt, LogSink)
+
+    def _adopt(self, cid: str, pid: int, pipes: dict) -> None:
+        c = _Container(cid, pid, pipes)
+        for fd in c.pipes:
+            os.set_blocking(fd, False)
+            self.pipe_owner[fd] = c
+        self.by_id[cid] = c
+        self.by_pid[pid] = c
 
     # ------------------------------------------------------------- spawning
     def spawn(self, cid: str, spec: SpawnSpec) -> int:
@@ -911,6 +936,15 @@ class LauncherClient:
 
     def ack(self, container_id: str, pid: int) -> bool:
         return bool(self._call("ack", id=container_id, pid=int(pid)))
+
+    def criu_status(self) -> dict:
+        return self._call("criu_status", timeout=300.0)
+
+    def checkpoint(self, container_id: str, **kw) -> dict:
+        return self._call("checkpoint", timeout=900.0, id=container_id, **kw)
+
+    def restore(self, container_id: str, **kw) -> int:
+        return self._call("restore", timeout=900.0, id=container_id, **kw)
 
     def ping(self) -> dict:
         return self._call("ping", timeout=10)

@@ -451,13 +451,14 @@ class Supervisor:
         e.row.cgroup_inode = e.cg.inode()
         self.store.update(e.row.id, cgroup_inode=e.row.cgroup_inode, limits=e.limits.to_json())
 
-    def _start(self, e: _Entry) -> None:
-        """Spawn the container's process (lock held)."""
+    def _start(self, e: _Entry, spawn: Callable | None = None) -> None:
+        """Spawn the container's process (lock held); `spawn` instead of the
+        launcher's spawn_detail (a restore from a checkpoint)."""
         self._ensure_cgroup(e)
         self._filter_devices(e)
         try:
             self._read_oom_baseline(e)
-            started = self.launcher.spawn_detail(e.row.id, self._spawn_spec(e))
+            started = (spawn or self.launcher.spawn_detail)(e.row.id, self._spawn_spec(e))
             pid, e.idmap = started["pid"], started.get("idmap")
         except UserError:
             selfmetrics.inc("launches_total", result="failed")
@@ -1222,6 +1223,32 @@ class Supervisor:
                 fn()
             except Exception as err:
                 log.exception("supervisor.timer_failed", error=str(err))
+
+    # ------------------------------------------------------------- checkpoint hooks (agent/checkpoint/service.py)
+
+    def spec_of(self, name: str) -> ContainerSpec:
+        with self._lock:
+            return self._find(name).spec
+
+    def hold(self, name: str) -> None:
+        """No restart for the exit that follows (a checkpoint ends the tree)."""
+        with self._lock:
+            e = self._find(name)
+            e.stopping = True
+            self._cancel_timer(e)
+
+    def mark(self, name: str, state: str) -> ContainerInfo:
+        with self._cond:
+            e = self._find(name)
+            self._set(e, state, state=state)
+            return self._info(e)
+
+    def start_with(self, name: str, spawn: Callable) -> ContainerInfo:
+        """start() through `spawn(container_id, spawn_spec) -> {"pid": PID}`."""
+        with self._lock:
+            e = self._find(name)
+            self._start(e, spawn)
+            return self._info(e)
 
 
 def _is_container_id(name: str) -> bool:

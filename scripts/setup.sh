@@ -20,6 +20,7 @@ APT_PACKAGES=(
   python3 python3-venv               # the virtual environment below
   zsh                                 # the zsh completion script is checked by zsh itself
   openssh-server openssh-client       # agentctl --host ssh:// against an sshd the test starts on 127.0.0.1
+  criu                                # checkpoint/restore (agent/checkpoint/); its check passes in the VM tier
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
