@@ -300,7 +300,7 @@ class Supervisor:
             while True:
                 if e.removed:
                     return self._gone.get(e.row.id) or self._info(e)
-                settled = e.row.state == "created" or (e.row.state == "exited" and e.timer is None)
+                settled = e.row.state in ("created", "checkpointed") or (e.row.state == "exited" and e.timer is None)
                 if settled and not (e.row.state == "exited" and e.removing):
                     return self._info(e)
                 left = None if deadline is None else deadline - time.monotonic()

@@ -644,6 +644,12 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False, spec=spec)
         _attach_volumes(root, trees.volumes, create=False)
         os.close(root)
+    try:
+        # a session of its own, led by the container's PID 1 (as runc's init):
+        # CRIU cannot dump a tree whose session leader is outside its PID namespace
+        os.setsid()
+    except OSError:
+        pass            # already a session leader
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
     if spec.network == "none":
