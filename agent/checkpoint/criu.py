@@ -9,9 +9,9 @@ kills the tree after the dump unless `--leave-running` (then it thaws it).
 Mounts the container got from the host (the /dev nodes, the masked paths'
 /dev/null) are bind mounts of host files: `--external mnt[]` records them as
 external, and the restore finds them again with `--ext-mount-map auto`.
-The container's init keeps the launcher's session (it never calls setsid),
-which lies outside its PID namespace: `--shell-job` lets CRIU dump that and
-restore the tree into the restoring CRIU's session (the launcher's).
+The container's PID 1 leads its own session (runtime/spawn.py calls
+setsid: CRIU refuses a session leader outside the PID namespace) and its
+stdin is its own /dev/null (a file of a mount it cannot see is not dumped).
 The launcher's log pipes are outside the tree: the restore hands CRIU new
 pipes in their place (`--inherit-fd fd[N]:pipe:[INODE]`, INODE being the
 old pipe's, recorded at dump).
@@ -85,8 +85,7 @@ def status() -> dict:
 
 def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool) -> list[str]:
     argv = [find() or CRIU, "dump", "--tree", str(pid), "--images-dir", images,
-            "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup,
-            "--shell-job"]
+            "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup]
     if leave_running:
         argv.append("--leave-running")
     return argv
@@ -96,7 +95,7 @@ def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
                  inherit: list[tuple[int, str]]) -> list[str]:
     argv = [find() or CRIU, "restore", "--restore-detached", "--images-dir", images,
             "--log-file", "restore.log", "-v4", "--root", rootfs, "--ext-mount-map", "auto",
-            "--pidfile", pidfile, "--manage-cgroups=soft", "--cgroup-root", cgroup_rel, "--shell-job"]
+            "--pidfile", pidfile, "--manage-cgroups=soft", "--cgroup-root", cgroup_rel]
     for fd, key in inherit:
         argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
     return argv
