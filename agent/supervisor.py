@@ -1,7 +1,7 @@
 """Container lifecycle: create, start, stop, kill, freeze, thaw, limits, remove.
 
 States: created -> running <-> paused; running -> exited -> (restarting ->
-running)*. The supervisor owns every container cgroup below R/containers:
+running)*; running -> checkpointed (agent/checkpoint/service.py). The supervisor owns every container cgroup below R/containers:
 it creates R/containers/<id>, applies limits there, hands the launcher a
 spawn spec whose first step joins that cgroup, and it is the ONLY place that
 removes such a cgroup (after every `before_remove(info, sample)` hook got a
