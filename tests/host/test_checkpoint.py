@@ -112,6 +112,11 @@ def test_restore_and_import_refusals_are_one_line(agentd, tmp_path):
     assert "criu check fails on this kernel" in line or "not a readable checkpoint export" in line
     r = ctl(agentd, "restore")
     assert r.returncode == 2 and "give the checkpoint NAME, or --import FILE" in one_line(r)
+    r = ctl(agentd, "checkpoint", "rm", "nosuch")
+    assert r.returncode == 1
+    assert one_line(r) == "agentctl: error: checkpoint: no checkpoint named 'nosuch'; see `agentctl checkpoint ls`"
+    r = ctl(agentd, "checkpoint", "nosuch")
+    assert r.returncode == 1 and "no container named 'nosuch'" in one_line(r)
 
 
 def test_a_terminal_in_the_container_is_refused_for_real():
