@@ -7,7 +7,7 @@
 
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system usage budget)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system checkpoint restore usage budget)
 
 _shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
@@ -43,6 +43,8 @@ _shtab_agentctl_system_df_option_strings=(-h --help --json)
 _shtab_agentctl_system_prune_option_strings=(-h --help -f --force --json)
 _shtab_agentctl_system_dial_stdio_option_strings=(-h --help)
 _shtab_agentctl_system_option_strings=(-h --help --socket --host --json)
+_shtab_agentctl_checkpoint_option_strings=(-h --help --socket --host --json --leave-running --export)
+_shtab_agentctl_restore_option_strings=(-h --help --socket --host --json --import --name)
 _shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --open --socket --host --json)
 _shtab_agentctl_budget_option_strings=()
 _shtab_agentctl_option_strings=(-h --help --socket --host --json)
@@ -55,7 +57,7 @@ _shtab_agentctl_run___userns_choices=(auto host)
 _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_system_pos_0_choices=(info df prune dial-stdio)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system usage budget)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout start restart wait pause unpause update system checkpoint restore usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
@@ -192,6 +194,14 @@ _shtab_agentctl_system_pos_0_nargs=A...
 _shtab_agentctl_system__h_nargs=0
 _shtab_agentctl_system___help_nargs=0
 _shtab_agentctl_system___json_nargs=0
+_shtab_agentctl_checkpoint_pos_0_nargs=+
+_shtab_agentctl_checkpoint__h_nargs=0
+_shtab_agentctl_checkpoint___help_nargs=0
+_shtab_agentctl_checkpoint___json_nargs=0
+_shtab_agentctl_checkpoint___leave_running_nargs=0
+_shtab_agentctl_restore__h_nargs=0
+_shtab_agentctl_restore___help_nargs=0
+_shtab_agentctl_restore___json_nargs=0
 _shtab_agentctl_usage__h_nargs=0
 _shtab_agentctl_usage___help_nargs=0
 _shtab_agentctl_usage___open_nargs=0
