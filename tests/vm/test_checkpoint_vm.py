@@ -178,8 +178,10 @@ def stdout_counts(agent, info):
         return [int(line.split()[1]) for line in f if line.startswith("tick ")]
 
 
-def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs):
+def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs, record_property):
+    from agent import selfmetrics
     a, _ = agents
+    ok_before = (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok"))
     os.unlink(os.path.join(tmpfs.rootfs, "count")) if os.path.exists(os.path.join(tmpfs.rootfs, "count")) else None
     old = run_counter(a, "calc", tmpfs.rootfs)
     wait_for(lambda: count(tmpfs.rootfs) >= 5, what="the counter to reach 5")
@@ -188,6 +190,8 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs)
 
     out = a.ckpt.checkpoint("calc")
     assert out["image_bytes"] > 0
+    record_property("checkpoint_image_bytes", out["image_bytes"])
+    record_property("checkpoint_seconds", round(selfmetrics.get("checkpoint_last_duration_seconds"), 2))
     assert a.sup.get("calc").state == "checkpointed"
     at = count(tmpfs.rootfs)
     time.sleep(1.0)
@@ -206,6 +210,13 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs)
     assert info.cgroup != old.cgroup
     assert limits_in_kernel(info.cgroup) == limits_before
     assert info.pid in [int(p) for p in Cgroup(info.cgroup).read("cgroup.procs").split()]
+    # its cgroup namespace is rooted at its new cgroup: it sees itself at "/"
+    inside = subprocess.run(["nsenter", "-t", str(info.pid), "-C", "cat", f"/proc/{info.pid}/cgroup"],
+                            capture_output=True, text=True)
+    assert inside.stdout.strip() == "0::/", inside.stdout + inside.stderr
+    record_property("restore_seconds", round(selfmetrics.get("restore_duration_seconds_total"), 2))
+    assert (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok")) \
+        == (ok_before[0] + 1, ok_before[1] + 1)
     # it goes on from its count, kept in its memory: not from zero
     wait_for(lambda: count(tmpfs.rootfs) >= at + 3, what="the restored counter to go on")
     # its stdout goes on through the new launcher pipe, from where it was
