@@ -1230,12 +1230,14 @@ class Supervisor:
         with self._lock:
             return self._find(name).spec
 
-    def hold(self, name: str) -> None:
-        """No restart for the exit that follows (a checkpoint ends the tree)."""
+    def hold(self, name: str, on: bool = True) -> None:
+        """No restart for the exit that follows (a checkpoint ends the tree);
+        on=False: the tree runs on (--leave-running, or the dump failed)."""
         with self._lock:
             e = self._find(name)
-            e.stopping = True
-            self._cancel_timer(e)
+            e.stopping = on
+            if on:
+                self._cancel_timer(e)
 
     def mark(self, name: str, state: str) -> ContainerInfo:
         with self._cond:

@@ -110,12 +110,16 @@ class CheckpointService:
                                                   leave_running=bool(leave_running))
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if self.sup.get(name).state == "running":
+                self.sup.hold(name, False)      # CRIU left it running: its restart policy applies again
             selfmetrics.inc("checkpoints_total", result="failed")
             log.error("checkpoint.failed", name=info.name, error=str(e))
             raise UserError(f"checkpoint {info.name}: {e}".splitlines()[0]) from None
         from runtime.stats import read_cpu_stat
         usage = getattr(read_cpu_stat(cg), "usage_usec", None)   # the ledger's position at the dump
-        if not leave_running:
+        if leave_running:
+            self.sup.hold(name, False)
+        else:
             self.sup.wait(name, timeout=60)
             self.sup.mark(name, "checkpointed")
         duration = time.monotonic() - started
