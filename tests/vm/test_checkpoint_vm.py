@@ -268,3 +268,27 @@ def test_export_and_import_onto_a_second_agentd(agents, tmpfs):
     from agent.checkpoint.service import compatibility_refusal
     why = compatibility_refusal(dict(rec, criu_version="99.0"), criu.status())
     assert why.startswith("checkpoint made by CRIU 99.0, this host has CRIU ") and "\n" not in why
+
+
+def test_leave_running_keeps_it_going_and_the_save_point_restores(agents, tmpfs):
+    a, _ = agents
+    if os.path.exists(os.path.join(tmpfs.rootfs, "count")):
+        os.unlink(os.path.join(tmpfs.rootfs, "count"))
+    old = run_counter(a, "keeper", tmpfs.rootfs)
+    wait_for(lambda: count(tmpfs.rootfs) >= 5, what="the counter to reach 5")
+    a.ckpt.checkpoint("keeper", leave_running=True)
+    at = count(tmpfs.rootfs)
+    info = a.sup.get("keeper")
+    assert (info.state, info.pid) == ("running", old.pid)          # thawed, not ended
+    wait_for(lambda: count(tmpfs.rootfs) >= at + 5, what="the counter to go on after the dump")
+    a.sup.kill("keeper", "KILL")
+    assert a.sup.wait("keeper", timeout=120).state == "exited"      # no restart held back
+    live = count(tmpfs.rootfs)
+    keep_logs_on_failure(a, "keeper", lambda: a.ckpt.restore("keeper"))
+    restored = a.sup.get("keeper")
+    wait_for(lambda: stdout_counts(a, restored), what="the restored counter's output")
+    first = stdout_counts(a, restored)[0]
+    # from the save point (its memory at the dump), not from where it was killed, nor from zero
+    assert 5 <= first <= at + 1 < live, (first, at, live)
+    a.sup.remove("keeper", force=True)
+    a.ckpt.remove("keeper")
