@@ -32,7 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from agent import api_budgets, api_containers, api_exec, api_images, api_networks, api_ops, api_system, api_usage
+from agent import (api_budgets, api_checkpoint, api_containers, api_exec, api_images, api_networks, api_ops,
+                   api_system, api_usage)
 from agent.api_access import Access, Peer, peer_cgroup, peer_credentials
 from agent.api_errors import ApiSetupError, HttpError, RequestError, classify
 from agent.api_http import FRAME_HEADER, MAX_BODY, STREAM_CONTENT_TYPE, VERSION, BaseHandler
@@ -60,6 +61,7 @@ RESOURCES = [  # a module's HANDLERS, or else its one class named *Handlers (as 
     api_exec,
     api_ops,
     api_networks,
+    api_checkpoint,
 ]
 
 

@@ -26,6 +26,7 @@ import sys
 
 from agent import cli_images
 from agent import cli_network
+from agent import cli_checkpoint
 from agent import cli_docker
 from agent import cli_exec
 from agent import cli_ops
@@ -683,6 +684,7 @@ COMMANDS["budget"] = cmd_budget
 cli_system.install(sys.modules[__name__])  # system info, df, prune, dial-stdio
 cli_exec.install(sys.modules[__name__])  # exec
 cli_ops.install(sys.modules[__name__])  # cp, top, events
+cli_checkpoint.install(sys.modules[__name__])  # checkpoint, restore
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ class State(enum.StrEnum):
     PAUSED = "paused"
     EXITED = "exited"
     RESTARTING = "restarting"
+    CHECKPOINTED = "checkpointed"   # its tree dumped by CRIU, not running (agent/checkpoint/service.py)
 
 
 STATES = tuple(State)

@@ -185,7 +185,8 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
             while True:
                 if e.removed:
                     return self._gone.get(e.row.id) or self._info(e)
-                settled = e.row.state == State.CREATED or (e.row.state == State.EXITED and e.timer is None)
+                settled = e.row.state in (State.CREATED, State.CHECKPOINTED) or (
+                    e.row.state == State.EXITED and e.timer is None)
                 if settled and not (e.row.state == State.EXITED and e.removing):
                     return self._info(e)
                 left = None if deadline is None else deadline - time.monotonic()

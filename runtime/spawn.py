@@ -639,6 +639,18 @@ def _setup_stdio(stdout_fd: int, stderr_fd: int, keep, stdin_fd: int | None = No
     os.closerange(low, 1 << 20)
 
 
+def _stdin_from_own_dev_null() -> None:
+    """stdin was the host's /dev/null (opened before the namespaces): reopen it
+    from the container's own /dev, so that none of its descriptors points
+    into a mount it cannot see (CRIU cannot dump such a file)."""
+    try:
+        null = os.open("/dev/null", os.O_RDONLY)
+    except OSError:
+        return
+    os.dup2(null, 0)
+    os.close(null)
+
+
 def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
     if spec.sysctl:
         # the kernel writes into the namespaces of the writing task: this
@@ -662,6 +674,7 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         _attach_volumes(root, trees.volumes, create=True)
         _mount_tmpfs(points, spec.tmpfs)
         _pivot(root)
+        _stdin_from_own_dev_null()
     else:
         # host root: a fresh /proc, and a read-only /sys without its submounts,
         # which also hides the host's cgroupfs (root could otherwise move
@@ -670,6 +683,12 @@ def _container_init(spec: SpawnSpec, trees: "_Trees") -> None:
         _mount_kernel_fs(root, fresh_sys=False, own_cgroup=False, spec=spec)
         _attach_volumes(root, trees.volumes, create=False)
         os.close(root)
+    try:
+        # a session of its own, led by the container's PID 1 (as runc's init):
+        # CRIU cannot dump a tree whose session leader is outside its PID namespace
+        os.setsid()
+    except OSError:
+        pass            # already a session leader
     if spec.hostname:
         _step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
     if spec.network == "none" and not spec.netns:   # a joined one: its maker did

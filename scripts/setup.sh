@@ -21,6 +21,7 @@ APT_PACKAGES=(
   zsh                                 # the zsh completion script is checked by zsh itself
   openssh-server openssh-client       # agentctl --host ssh:// against an sshd the test starts on 127.0.0.1
   nftables iperf3 curl                # bridge networks: NAT/ports/egress rules (nft -j), network bench, port tests
+  criu                                # checkpoint/restore (agent/checkpoint/); its check passes in the VM tier
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -207,6 +207,15 @@ class LauncherClient:
     def ack(self, container_id: str, pid: int) -> bool:
         return bool(self._call("ack", id=container_id, pid=int(pid)))
 
+    def criu_status(self) -> dict:
+        return self._call("criu_status", timeout=300.0)
+
+    def checkpoint(self, container_id: str, **kw) -> dict:
+        return self._call("checkpoint", timeout=900.0, id=container_id, **kw)
+
+    def restore(self, container_id: str, **kw) -> int:
+        return self._call("restore", timeout=900.0, id=container_id, **kw)
+
     def ping(self) -> dict:
         return self._call("ping", timeout=10)
 

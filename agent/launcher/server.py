@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 
+from agent.checkpoint import launcher_ops
 from agent.launcher import protocol as wire
 from agent.launcher.execs import Execs, parse as parse_exec
 from agent.launcher.logsink import LogSink
@@ -272,6 +273,27 @@ class Launcher:
         if getattr(spec, "userns", None) is None:
             return pid                  # what a launcher without user namespaces answered
         return {"pid": pid, "idmap": self.idmap.pop(cid, None)}
+
+    # checkpoint/restore: agent/checkpoint/launcher_ops.py runs CRIU here
+    def op_criu_status(self, req):
+        return launcher_ops.criu_status()
+
+    def op_checkpoint(self, req):
+        _cid(req.get("id"))
+        return launcher_ops.checkpoint(self, req, wire)
+
+    def op_restore(self, req):
+        _cid(req.get("id"))
+        return launcher_ops.restore(self, req, wire, self._adopt, LogSink)
+
+    def _adopt(self, cid: str, pid: int, pipes: dict) -> None:
+        """A tree CRIU restored (reparented to this launcher): reaped and logged like a spawned one."""
+        c = _Container(cid, pid, pipes)
+        for fd in c.pipes:
+            os.set_blocking(fd, False)
+            self.pipe_owner[fd] = c
+        self.by_id[cid] = c
+        self.by_pid[pid] = c
 
     def op_exec(self, req):
         cid = _cid(req.get("id"))

@@ -22,7 +22,7 @@ import os
 import shutil
 import signal as _signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -182,8 +182,9 @@ class Lifecycle:
         e.row.cgroup_inode = e.cg.inode()
         self.store.update(e.row.id, cgroup_inode=e.row.cgroup_inode, limits=e.limits.to_json())
 
-    def _start(self, e: Container) -> None:
-        """Spawn the container's process (lock held)."""
+    def _start(self, e: Container, spawn: Callable | None = None) -> None:
+        """Spawn the container's process (lock held); `spawn` instead of the
+        launcher's spawn_detail (a restore from a checkpoint)."""
         self._ensure_cgroup(e)
         self._filter_devices(e)
         prepared = False
@@ -193,7 +194,7 @@ class Lifecycle:
             prepared = bool(self.pre_start)
             for hook in list(self.pre_start):
                 hook(self._info(e), spawn_spec)
-            started = self.launcher.spawn_detail(e.row.id, spawn_spec)
+            started = (spawn or self.launcher.spawn_detail)(e.row.id, spawn_spec)
             pid, e.idmap = started["pid"], started.get("idmap")
         except UserError:
             selfmetrics.inc("launches_total", result="failed")
@@ -393,3 +394,32 @@ class Lifecycle:
             log.info("container.limits", name=e.row.name, limits=applied.to_json())
             self._changed(e)
             return applied
+
+    # ------------------------------------------------------------- checkpoint hooks (agent/checkpoint/service.py)
+
+    def spec_of(self, name: str):
+        with self._lock:
+            return self._find(name).spec
+
+    def hold(self, name: str, on: bool = True) -> None:
+        """No restart for the exit that follows (a checkpoint ends the tree);
+        on=False: the tree runs on (--leave-running, or the dump failed)."""
+        with self._lock:
+            e = self._find(name)
+            e.stopping = on
+            if on:
+                self._cancel_timer(e)
+
+    def mark(self, name: str, state: str) -> ContainerInfo:
+        with self._cond:
+            e = self._find(name)
+            self._set(e, state, state=state)
+            return self._info(e)
+
+    def start_with(self, name: str, spawn: Callable) -> ContainerInfo:
+        """start() through `spawn(container_id, spawn_spec) -> {"pid": PID}`."""
+        with self._lock:
+            e = self._find(name)
+            self._start(e, spawn)
+            return self._info(e)
+

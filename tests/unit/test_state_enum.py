@@ -7,7 +7,7 @@ from agent.supervision import state as sup_state
 
 
 def test_every_list_of_states_is_the_enum():
-    assert STATES == tuple(State) == ("created", "running", "paused", "exited", "restarting")
+    assert STATES == tuple(State) == ("created", "running", "paused", "exited", "restarting", "checkpointed")
     assert cli_format.STATES is STATES
     assert api_system.LIVE is LIVE and sup_state.LIVE is LIVE and sup_state.State is State
     assert ACTIVE < LIVE and State.RESTARTING in LIVE - ACTIVE

@@ -1,0 +1,119 @@
+"""The CRIU driver: `criu` driven through its command line (Debian's criu).
+
+Every function here runs a CRIU process and therefore runs in the launcher
+(the single-threaded forkserver), never in agentd.
+
+Dump (`dump_argv`): the container's init tree by its host pid; CRIU freezes
+the container's cgroup itself (`--freeze-cgroup`, cgroup.freeze on v2) and
+kills the tree after the dump unless `--leave-running` (then it thaws it).
+Mounts the container got from the host (the /dev nodes, the masked paths'
+/dev/null) are bind mounts of host files: `--external mnt[]` records them as
+external, and the restore finds them again with `--ext-mount-map auto`.
+The container's PID 1 leads its own session (runtime/spawn.py calls
+setsid: CRIU refuses a session leader outside the PID namespace) and its
+stdin is its own /dev/null (a file of a mount it cannot see is not dumped).
+The launcher's log pipes are outside the tree: the restore hands CRIU new
+pipes in their place (`--inherit-fd fd[N]:pipe:[INODE]`, INODE being the
+old pipe's, recorded at dump).
+
+Restore (`restore_argv`): detached (`-d`), so the restored init is
+reparented to the launcher (the child subreaper) when CRIU exits, into the
+new cgroup (`--cgroup-root`), the rootfs given again with `--root`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+CRIU = "criu"
+CHECK_TIMEOUT = 120.0
+DUMP_TIMEOUT = 600.0
+VERSION_RE = re.compile(r"Version:\s*(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+class CriuError(Exception):
+    """CRIU failed or cannot run here; the message is one line."""
+
+
+def find() -> str | None:
+    return shutil.which(CRIU) or next((p for p in ("/usr/sbin/criu", "/sbin/criu") if os.access(p, os.X_OK)), None)
+
+
+def parse_version(text: str) -> str | None:
+    """'Version: 3.17.1' -> '3.17.1' (criu --version)."""
+    m = VERSION_RE.search(text or "")
+    if not m:
+        return None
+    return ".".join(x for x in m.groups() if x is not None)
+
+
+def version_tuple(v: str) -> tuple:
+    return tuple(int(x) for x in v.split("."))
+
+
+def first_error(text: str) -> str:
+    """The first 'Error (...)' line of a CRIU log or output, shortened to one line."""
+    for line in (text or "").splitlines():
+        if "Error" in line:
+            line = re.sub(r"^\(\d+\.\d+\)\s*", "", line.strip())
+            return line[:300]
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return (lines[-1][:300] if lines else "no output")
+
+
+def status() -> dict:
+    """{"ok": bool, "version": str|None, "reason": one line or None}: whether
+    CRIU is installed and `criu check` passes on this kernel."""
+    exe = find()
+    if exe is None:
+        return {"ok": False, "version": None,
+                "reason": "criu is not installed (install the Debian package criu); checkpoint needs it"}
+    try:
+        v = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+        version = parse_version(v.stdout + v.stderr)
+        c = subprocess.run([exe, "check"], capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"ok": False, "version": None, "reason": f"criu could not be run: {e}"}
+    if c.returncode != 0:
+        return {"ok": False, "version": version,
+                "reason": f"criu check fails on this kernel ({os.uname().release}, criu {version}): "
+                          f"{first_error(c.stdout + c.stderr)}"}
+    return {"ok": True, "version": version, "reason": None}
+
+
+def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool) -> list[str]:
+    argv = [find() or CRIU, "dump", "--tree", str(pid), "--images-dir", images,
+            "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup]
+    if leave_running:
+        argv.append("--leave-running")
+    return argv
+
+
+def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
+                 inherit: list[tuple[int, str]]) -> list[str]:
+    argv = [find() or CRIU, "restore", "--restore-detached", "--images-dir", images,
+            "--log-file", "restore.log", "-v4", "--root", rootfs, "--ext-mount-map", "auto",
+            "--pidfile", pidfile, "--manage-cgroups=soft", "--cgroup-root", cgroup_rel]
+    for fd, key in inherit:
+        argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
+    return argv
+
+
+def run(argv: list[str], log_path: str, timeout: float = DUMP_TIMEOUT, pass_fds=()) -> None:
+    """Run one CRIU command; CriuError with the log's first error line on failure."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, pass_fds=pass_fds,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CriuError(f"criu {argv[1]} did not finish within {timeout:.0f}s (log: {log_path})") from None
+    except OSError as e:
+        raise CriuError(f"criu {argv[1]} could not be run: {e}") from None
+    if p.returncode != 0:
+        try:
+            with open(log_path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = p.stdout + p.stderr
+        raise CriuError(f"criu {argv[1]} failed: {first_error(text)} (log: {log_path})")

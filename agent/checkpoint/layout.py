@@ -1,0 +1,103 @@
+"""A checkpoint on disk, under the agent's state dir:
+
+    state_dir/checkpoints/<name>/
+        checkpoint.json   the record (RECORD_KEYS): the container's spec,
+                          limits and labels, the ledger's position (its
+                          cgroup's cpu usage at the dump), the CRIU version
+                          and kernel that made it, the launcher's pipes
+        images/           CRIU's image files (dump.log, restore.log in it)
+    state_dir/checkpoints/.tmp-<name>-<hex>/   one being written; renamed
+                          into place only when complete, removed at start
+
+A checkpoint is named for its container and outlives it: `restore NAME`
+works after `rm NAME` and after an agentd restart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+
+from agent.spec import check_name
+
+DIR = "checkpoints"
+RECORD = "checkpoint.json"
+IMAGES = "images"
+RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
+               "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
+               "image_bytes", "duration_seconds")
+
+
+def root(state_dir: str) -> str:
+    return os.path.join(state_dir, DIR)
+
+
+def path(state_dir: str, name: str) -> str:
+    return os.path.join(root(state_dir), check_name(name))
+
+
+def new_tmp(state_dir: str, name: str) -> str:
+    top = root(state_dir)
+    os.makedirs(top, mode=0o700, exist_ok=True)
+    tmp = os.path.join(top, f".tmp-{check_name(name)}-{secrets.token_hex(4)}")
+    os.makedirs(os.path.join(tmp, IMAGES), mode=0o700)
+    return tmp
+
+
+def clean_tmp(state_dir: str) -> None:
+    top = root(state_dir)
+    try:
+        names = os.listdir(top)
+    except FileNotFoundError:
+        return
+    for n in names:
+        if n.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(top, n), ignore_errors=True)
+
+
+def write_record(d: str, record: dict) -> None:
+    tmp = os.path.join(d, RECORD + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({k: record.get(k) for k in RECORD_KEYS}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(d, RECORD))
+
+
+def read_record(d: str) -> dict | None:
+    try:
+        with open(os.path.join(d, RECORD)) as f:
+            rec = json.load(f)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def size_of(d: str) -> int:
+    total = 0
+    for top, _dirs, files in os.walk(d):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def listing(state_dir: str) -> list[dict]:
+    top = root(state_dir)
+    try:
+        names = sorted(os.listdir(top))
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        if n.startswith("."):
+            continue
+        rec = read_record(os.path.join(top, n))
+        if rec is not None:
+            out.append({"name": n, "container_id": rec.get("container_id"), "created_at": rec.get("created_at"),
+                        "criu_version": rec.get("criu_version"), "image_bytes": rec.get("image_bytes"),
+                        "leave_running": rec.get("leave_running")})
+    return out

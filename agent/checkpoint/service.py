@@ -1,0 +1,253 @@
+"""agentd's side of checkpoint and restore (CRIU runs in the launcher).
+
+checkpoint(NAME, leave_running, export): refusals first (refusals.py, then
+whether CRIU runs on this kernel), so a refused checkpoint changes nothing;
+then the launcher dumps the tree into a fresh .tmp dir (CRIU freezes the
+cgroup with cgroup.freeze, kills the tree after the dump unless
+leave_running, then thaws), the record is written and the dir renamed into
+place. Without leave_running the container then ends in state
+`checkpointed` (its exit is not restarted); its cgroup stays until it is
+removed, and removal takes the ledger's final reading as for any container.
+
+restore(NAME): a container that still holds the name must be checkpointed
+or exited, and is removed first (its final ledger reading: the old instance
+is billed once). A new container (new id, new cgroup, the same spec and
+limits, label restored_from=<old id>) is created and its process tree
+restored into its cgroup by the launcher, which adopts it (exits reaped,
+logs appended to the same files' new instance). The restored instance is
+billed from zero on its new cgroup. A failed restore removes the new
+container and keeps the checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import structlog
+
+from agent import selfmetrics
+from agent.checkpoint import layout, refusals
+from agent.checkpoint.criu import version_tuple
+from agent.errors import Conflict, HostLimitation, NotFound, UserError
+
+log = structlog.get_logger("agentd.checkpoint")
+
+RESTORED_FROM = "restored_from"
+RESULTS = ("ok", "refused", "failed")
+
+selfmetrics.declare("checkpoints_total", "counter", "Container checkpoints, by result.", ("result",),
+                    zero=[(r,) for r in RESULTS])
+selfmetrics.declare("restores_total", "counter", "Container restores from a checkpoint, by result.", ("result",),
+                    zero=[(r,) for r in RESULTS])
+selfmetrics.declare("checkpoint_duration_seconds_total", "counter",
+                    "Seconds spent in successful checkpoints (dump and record), summed.")
+selfmetrics.declare("restore_duration_seconds_total", "counter",
+                    "Seconds spent in successful restores, summed.")
+selfmetrics.declare("checkpoint_last_duration_seconds", "gauge", "Duration of the last successful checkpoint.")
+selfmetrics.declare("checkpoint_last_image_bytes", "gauge", "Size of the last checkpoint's images on disk.")
+selfmetrics.declare("checkpoint_images_bytes", "gauge", "Bytes of every checkpoint kept under the state dir.")
+
+
+class Refused(HostLimitation):
+    """CRIU cannot do it here or for this container (422, one line)."""
+
+
+class CheckpointService:
+    def __init__(self, config, supervisor):
+        self.config = config
+        self.sup = supervisor
+        self.state_dir = config.agent.state_dir
+        layout.clean_tmp(self.state_dir)
+        self._gauge()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _criu(self) -> dict:
+        return self.sup.launcher.criu_status()
+
+    def _refuse(self, counter: str, message: str):
+        selfmetrics.inc(counter, result="refused")
+        log.warning(f"{counter[:-7]}.refused", reason=message)
+        raise Refused(message)
+
+    def _gauge(self) -> None:
+        try:
+            selfmetrics.set_gauge("checkpoint_images_bytes", layout.size_of(layout.root(self.state_dir)))
+        except OSError:
+            pass
+
+    # -- checkpoint -----------------------------------------------------------
+
+    def checkpoint(self, name: str, leave_running: bool = False, export: str | None = None) -> dict:
+        info = self.sup.get(name)
+        spec = self.sup.spec_of(name)
+        if info.state != "running":
+            raise Conflict(f"checkpoint {info.name}: container is {info.state}; only a running container "
+                           "can be checkpointed")
+        final = layout.path(self.state_dir, info.name)
+        if os.path.exists(final):
+            raise Conflict(f"checkpoint {info.name}: a checkpoint of that name exists; remove it with "
+                           f"`agentctl checkpoint rm {info.name}` or restore it")
+        if export is not None and not os.path.isabs(export):
+            raise UserError(f"export: {export!r} is not an absolute path")
+        why = refusals.spec_refusal(spec)
+        if why:
+            self._refuse("checkpoints_total", why)
+        st = self._criu()
+        if not st.get("ok"):
+            self._refuse("checkpoints_total", f"checkpoint {info.name}: {st.get('reason')}")
+        from runtime.cgroupfs import Cgroup
+        cg = Cgroup(info.cgroup)
+        why = refusals.process_refusal(info.name, cg.procs())
+        if why:
+            self._refuse("checkpoints_total", why)
+        started = time.monotonic()
+        tmp = layout.new_tmp(self.state_dir, info.name)
+        self.sup.hold(name)
+        try:
+            answer = self.sup.launcher.checkpoint(info.id, dir=tmp, cgroup=info.cgroup,
+                                                  leave_running=bool(leave_running))
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.sup.get(name).state == "running":
+                self.sup.hold(name, False)      # CRIU left it running: its restart policy applies again
+            selfmetrics.inc("checkpoints_total", result="failed")
+            log.error("checkpoint.failed", name=info.name, error=str(e))
+            raise UserError(f"checkpoint {info.name}: {e}".splitlines()[0]) from None
+        from runtime.stats import read_cpu_stat
+        usage = getattr(read_cpu_stat(cg), "usage_usec", None)   # the ledger's position at the dump
+        if leave_running:
+            self.sup.hold(name, False)
+        else:
+            self.sup.wait(name, timeout=60)
+            self.sup.mark(name, "checkpointed")
+        duration = time.monotonic() - started
+        size = layout.size_of(tmp)
+        record = {"name": info.name, "container_id": info.id, "created_at": time.time(), "spec": spec.to_dict(),
+                  "limits": info.limits.to_json(), "labels": dict(info.labels), "cgroup": info.cgroup,
+                  "cpu_usage_usec_at_dump": usage, "criu_version": st.get("version"),
+                  "kernel": os.uname().release, "pipes": answer.get("pipes"),
+                  "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3)}
+        layout.write_record(tmp, record)
+        os.rename(tmp, final)
+        selfmetrics.inc("checkpoints_total", result="ok")
+        selfmetrics.inc("checkpoint_duration_seconds_total", duration)
+        selfmetrics.set_gauge("checkpoint_last_duration_seconds", duration)
+        selfmetrics.set_gauge("checkpoint_last_image_bytes", size)
+        self._gauge()
+        log.info("container.checkpointed", name=info.name, id=info.id, bytes=size, seconds=round(duration, 3),
+                 leave_running=bool(leave_running))
+        out = {"name": info.name, "container_id": info.id, "image_bytes": size, "path": final,
+               "leave_running": bool(leave_running)}
+        if export:
+            from agent.checkpoint import archive
+            out["export"] = archive.export(final, export)
+        return out
+
+    # -- ls / rm --------------------------------------------------------------
+
+    def list(self) -> list[dict]:
+        return layout.listing(self.state_dir)
+
+    def remove(self, name: str) -> dict:
+        d = layout.path(self.state_dir, name)
+        if layout.read_record(d) is None:
+            raise NotFound(f"checkpoint: no checkpoint named {name!r}; see `agentctl checkpoint ls`")
+        shutil.rmtree(d)
+        self._gauge()
+        log.info("checkpoint.removed", name=name)
+        return {"removed": name}
+
+    # -- restore --------------------------------------------------------------
+
+    def restore(self, name: str) -> dict:
+        d = layout.path(self.state_dir, name)
+        rec = layout.read_record(d)
+        if rec is None:
+            raise NotFound(f"restore: no checkpoint named {name!r}; see `agentctl checkpoint ls`")
+        st = self._criu()
+        if not st.get("ok"):
+            self._refuse("restores_total", f"restore {name}: {st.get('reason')}")
+        why = compatibility_refusal(rec, st)
+        if why:
+            self._refuse("restores_total", f"restore {name}: {why}")
+        try:
+            old = self.sup.get(name)
+        except NotFound:
+            old = None
+        if old is not None:
+            if old.state not in ("checkpointed", "exited", "created"):
+                raise Conflict(f"restore {name}: container {name!r} is {old.state}; stop or remove it first")
+            self.sup.remove(name)          # the old instance's final ledger reading
+        started = time.monotonic()
+        from agent.spec import ContainerSpec
+        spec_d = dict(rec["spec"], name=name, start=False)
+        spec_d["labels"] = dict(spec_d.get("labels") or {}, **{RESTORED_FROM: rec["container_id"]})
+        spec = ContainerSpec.from_dict(spec_d)
+        info = self.sup.create(spec)
+        launcher = self.sup.launcher
+
+        def spawn(cid, spawn_spec):
+            pid = launcher.restore(cid, dir=d, pipes=rec.get("pipes") or [],
+                                   spec={k: spawn_spec.get(k) for k in
+                                         ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes")})
+            return {"pid": pid}
+
+        try:
+            info = self.sup.start_with(info.id, spawn)
+        except Exception as e:
+            selfmetrics.inc("restores_total", result="failed")
+            log.error("restore.failed", name=name, error=str(e))
+            try:
+                self.sup.remove(info.id, force=True)
+            except Exception as err:  # noqa: BLE001 - report the restore's error
+                log.error("restore.cleanup_failed", name=name, error=str(err))
+            raise UserError(f"restore {name}: {e}".splitlines()[0]) from None
+        duration = time.monotonic() - started
+        selfmetrics.inc("restores_total", result="ok")
+        selfmetrics.inc("restore_duration_seconds_total", duration)
+        log.info("container.restored", name=name, id=info.id, restored_from=rec["container_id"], pid=info.pid)
+        return {"name": name, "id": info.id, "pid": info.pid, RESTORED_FROM: rec["container_id"],
+                "cgroup": info.cgroup}
+
+    def import_(self, path: str, name: str | None = None) -> dict:
+        from agent.checkpoint import archive
+        if not os.path.isabs(path):
+            raise UserError(f"import: {path!r} is not an absolute path")
+        st = self._criu()
+        if not st.get("ok"):
+            self._refuse("restores_total", f"import: {st.get('reason')}")
+        tmp = layout.new_tmp(self.state_dir, name or "import")
+        try:
+            rec = archive.unpack(path, tmp)
+            why = compatibility_refusal(rec, st)
+            if why:
+                self._refuse("restores_total", f"import {path}: {why}")
+            name = name or rec.get("name")
+            final = layout.path(self.state_dir, name)
+            if os.path.exists(final):
+                raise Conflict(f"import: a checkpoint named {name!r} exists here; give another with --name")
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._gauge()
+        return self.restore(name)
+
+
+def compatibility_refusal(rec: dict, status: dict) -> str | None:
+    """Why a checkpoint made by `rec['criu_version']` cannot be restored by this
+    host's CRIU (an older CRIU may not read newer images), or None."""
+    made, here = rec.get("criu_version"), status.get("version")
+    if not made or not here:
+        return f"unknown CRIU version (checkpoint: {made}, this host: {here}); cannot check compatibility"
+    try:
+        if version_tuple(made)[:2] > version_tuple(here)[:2]:
+            return (f"checkpoint made by CRIU {made}, this host has CRIU {here}; "
+                    f"restore needs CRIU {'.'.join(made.split('.')[:2])} or newer")
+    except ValueError:
+        return f"unreadable CRIU version {made!r} in the checkpoint"
+    if rec.get("spec") is None or not rec.get("container_id"):
+        return "the checkpoint record lacks its spec or container id"
+    return None

@@ -1,0 +1,93 @@
+"""The pure parts of agent/checkpoint/: CRIU's version and error lines, the
+compatibility rule for imports, the export archive's member rule, the
+record written and read back, agentctl's parsing."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from agent.checkpoint import archive, criu, layout
+from agent.checkpoint.service import compatibility_refusal
+from agent.errors import UserError
+
+
+def test_version_and_first_error_line():
+    assert criu.parse_version("Version: 3.17.1\n") == "3.17.1"
+    assert criu.parse_version("Version: 4.0\nGitID: v4.0\n") == "4.0"
+    assert criu.parse_version("nonsense") is None
+    out = ("Warn  (criu/kerndat.c:1): x\n"
+           "Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n"
+           "Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed\n")
+    assert criu.first_error(out) == "Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable"
+    assert criu.first_error("(00.5) Error (criu/cr-dump.c:1618): A session leader\n") == \
+        "Error (criu/cr-dump.c:1618): A session leader"
+    assert criu.first_error("") == "no output"
+
+
+def test_compatibility_rule():
+    rec = {"criu_version": "3.17.1", "spec": {}, "container_id": "abc"}
+    assert compatibility_refusal(rec, {"version": "3.17.1"}) is None
+    assert compatibility_refusal(rec, {"version": "3.19"}) is None        # newer CRIU reads older images
+    why = compatibility_refusal(rec, {"version": "3.16.1"})
+    assert why == "checkpoint made by CRIU 3.17.1, this host has CRIU 3.16.1; restore needs CRIU 3.17 or newer"
+    assert "unknown CRIU version" in compatibility_refusal(dict(rec, criu_version=None), {"version": "3.17"})
+    assert "lacks its spec" in compatibility_refusal(dict(rec, spec=None), {"version": "3.17.1"})
+
+
+def test_record_round_trip_and_listing(tmp_path):
+    state = str(tmp_path)
+    tmp = layout.new_tmp(state, "web")
+    layout.write_record(tmp, {"name": "web", "container_id": "abc", "criu_version": "3.17.1", "image_bytes": 7,
+                              "unknown_key": 1})
+    os.rename(tmp, layout.path(state, "web"))
+    rec = layout.read_record(layout.path(state, "web"))
+    assert rec["container_id"] == "abc" and "unknown_key" not in rec
+    assert [r["name"] for r in layout.listing(state)] == ["web"]
+    leftover = layout.new_tmp(state, "half")
+    layout.clean_tmp(state)
+    assert not os.path.exists(leftover)
+    with pytest.raises(UserError):
+        layout.path(state, "../etc")
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_export_then_unpack_and_bad_archives(tmp_path):
+    src = tmp_path / "ck"
+    (src / "images").mkdir(parents=True)
+    (src / "images" / "core-1.img").write_bytes(b"\x00" * 10)
+    layout.write_record(str(src), {"name": "web", "container_id": "abc"})
+    out = archive.export(str(src), str(tmp_path / "web.tar"))
+    assert out["bytes"] > 0
+    dest = tmp_path / "in"
+    dest.mkdir()
+    assert archive.unpack(out["path"], str(dest))["container_id"] == "abc"
+    assert (dest / "images" / "core-1.img").read_bytes() == b"\x00" * 10
+
+    evil = str(tmp_path / "evil.tar")
+    _tar(evil, [("checkpoint.json", b"{}"), ("../escape", b"x")])
+    with pytest.raises(UserError, match="unexpected member '../escape'"):
+        archive.unpack(evil, str(tmp_path / "e1"))
+    assert not (tmp_path / "escape").exists()
+    noreq = str(tmp_path / "norec.tar")
+    _tar(noreq, [("images/x.img", b"x")])
+    (tmp_path / "e2").mkdir()
+    with pytest.raises(UserError, match="no checkpoint.json in it"):
+        archive.unpack(noreq, str(tmp_path / "e2"))
+
+
+def test_agentctl_parses_checkpoint_and_restore():
+    from agent.cli import build_parser
+    a = build_parser(["checkpoint"]).parse_args(["checkpoint", "web", "--leave-running", "--export", "/x.tar"])
+    assert (a.words, a.leave_running, a.export) == (["web"], True, "/x.tar")
+    a = build_parser(["restore"]).parse_args(["restore", "--import", "/x.tar", "--name", "web2"])
+    assert (a.name, a.import_file, a.new_name) == (None, "/x.tar", "web2")
