@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import stat
 
-ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) without volumes, devices, --tmpfs or a user "
-            "namespace, whose processes hold no terminal and no unix socket")
+ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) on --network none without volumes, devices, "
+            "--tmpfs or a user namespace, whose processes hold no terminal and no unix socket")
 TTY_MAJORS = {4, 5, 136}     # tty/ttyS, /dev/tty /dev/console /dev/ptmx, pts
 
 
@@ -26,6 +26,9 @@ def spec_refusal(spec) -> str | None:
         what = "it has --tmpfs mounts"
     elif spec.userns not in ("host", None, ""):
         what = "it has a user namespace"
+    elif getattr(spec, "net", None) is not None or spec.network not in ("none",):
+        what = (f"it is on the {spec.network} network (its veth, address and rules are not handed to "
+                "CRIU yet)")
     if what is None:
         return None
     return f"checkpoint {spec.name}: {what}; {ACCEPTED}"

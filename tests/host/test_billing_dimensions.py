@@ -21,7 +21,7 @@ from decimal import Decimal
 import pytest
 
 from registry_fixtures import ImageBuilder
-from test_agentctl import uname, wait_for
+from helpers import uname, wait_for
 from test_images import agentd, registry, run_ok, top  # noqa: F401  (module fixtures)
 
 from agent.collector import Collector

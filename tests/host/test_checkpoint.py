@@ -20,8 +20,9 @@ import uuid
 import pytest
 
 from agent.checkpoint import criu, refusals
-from test_agentctl import ctl, inspect, one_line, start_agentd, stop_agentd, uname, wait_for
-from conftest import kill_tree as _kill_tree
+from helpers import ctl, one_line, start_agentd, stop_agentd, uname, wait_for
+from test_agentctl import inspect
+from helpers import kill_tree as _kill_tree
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,18 @@ def test_checkpoint_is_refused_in_one_line_and_changes_nothing(agentd, criu_here
     assert ls.returncode == 0 and '"' + name + '"' not in ls.stdout
     # it still stops normally: nothing held it for a checkpoint
     assert ctl(agentd, "rm", "-f", name).returncode == 0
+
+
+def test_bridge_container_is_refused_before_criu(agentd):
+    name = uname("br")
+    r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--userns", "host", "--",
+            "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    r = ctl(agentd, "checkpoint", name)
+    assert r.returncode == 1
+    assert "is on the bridge network" in one_line(r) and "--network none" in one_line(r)
+    assert inspect(agentd, name)["state"] == "running"
+    ctl(agentd, "rm", "-f", name)
 
 
 def test_host_root_container_is_refused_before_criu(agentd):

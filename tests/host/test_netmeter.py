@@ -306,7 +306,7 @@ def test_agentd_exports_a_network_none_containers_link_and_nothing_for_a_host_ne
         cgroup, tmp_path, peer_netns):
     """End to end: agentd's own container pid, its namespace, /metrics."""
     import urllib.request
-    from test_daemon import Agentd, wait_for
+    from helpers import Agentd, wait_for
     a = Agentd(cgroup, tmp_path)
     a.start()
     try:

@@ -19,8 +19,8 @@ import pytest
 
 from agent.client import Client
 from agent.network import names
-from conftest import kill_tree
-from test_agentctl import ctl, start_agentd, stop_agentd, wait_for
+from helpers import kill_tree
+from helpers import ctl, start_agentd, stop_agentd, wait_for
 
 BUSYBOX = "/bin/busybox"
 # busybox's wget looks "http" up through glibc's NSS, which a static binary

@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from agent.client import ApiError, Client
-from conftest import kill_tree
-from test_agentctl import AGENTCTL, ctl, one_line, start_agentd, stop_agentd, uname, wait_for
+from helpers import kill_tree
+from helpers import AGENTCTL, ctl, one_line, start_agentd, stop_agentd, uname, wait_for
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "sleep", "echo", "ln", "rm", "mv", "true", "mkdir")
