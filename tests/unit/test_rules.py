@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from agent import api, budgets, cli, config, spec
+from agent import api, budget_spec, cli, config, spec
 from agent import rules as agent_rules
 from runtime import rules, spawn
 from runtime.controllers import values
@@ -13,7 +13,7 @@ from runtime.stats import CgroupSample, working_set
 
 
 def test_every_caller_uses_the_one_name_and_restart_rule():
-    assert cli.NAME_RE is api.NAME_RE is spec.NAME_RE is budgets.NAME_RE is agent_rules.NAME_RE
+    assert cli.NAME_RE is api.NAME_RE is spec.NAME_RE is budget_spec.NAME_RE is agent_rules.NAME_RE
     assert cli.RESTART_RE is spec.RESTART_RE is agent_rules.RESTART_RE
     assert spawn.DEFAULT_PATH is rules.DEFAULT_PATH
 
