@@ -13,7 +13,10 @@ other tables and rules are neither read nor touched.
                               of a DNATed loopback connection comes back)
     filter forward / input    networks isolated from each other; a
                               container with an egress allow-list reaches
-                              only those CIDR[:PORT]s (and its replies)
+                              only those CIDR[:PORT]s (and its replies);
+                              no container reaches a service of the host
+                              itself (its bridge address or any other of
+                              its addresses) unless its allow-list names it
 """
 from __future__ import annotations
 
@@ -117,6 +120,12 @@ def render(table: str, nets: list[Net], members: list[Member]) -> dict:
                 cmds.append(_rule(table, chain, *src, _m(_ip("daddr"), _prefix(cidr)), *extra, {"accept": None},
                                   comment=f"{m.name} egress {rule}"))
             cmds.append(_rule(table, chain, *src, {"drop": None}, comment=f"{m.name} egress: nothing else"))
+    for b in bridges:    # after the allow-lists: --egress-allow GATEWAY[:PORT] opens one host service
+        cmds.append(_rule(table, "input", _m(_meta("iifname"), b),
+                          _m({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None},
+                          comment="replies to the host's own connections"))
+        cmds.append(_rule(table, "input", _m(_meta("iifname"), b), {"drop": None},
+                          comment="containers do not reach the host's own services"))
     return {"nftables": cmds}
 
 
