@@ -12,6 +12,13 @@ and with "network": "none" (a fresh namespace, loopback only), then removes
 both (removal not timed). Prints p50 of each and bridge/none, the cost of a
 bridge per launch.
 
+The peer, in the same rounds: runc with a CNI-style network set up by a
+shell script as the bridge plugin does it (`ip netns add`, a veth pair, one
+end on a bridge of the script's own, an address and a default route in the
+namespace), then `runc run` of a bundle of the same rootfs whose network
+namespace is that one; timed from the script's start to runc's exit.
+bridge/runc_cni is what our bridge launch costs against that.
+
 Then throughput (iperf3, Debian's): from the host to a server in a bridged
 container's network namespace (through the agent's bridge and veth), against
 a server in a namespace this script makes with a bare veth pair (no bridge),
@@ -35,6 +42,7 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "bench"))   # launch_latency.make_bundle
 
 from agent.client import Client  # noqa: E402
 from runtime.cgroupfs import find_mount  # noqa: E402
@@ -50,6 +58,48 @@ def _bare_veth() -> tuple[str, str, str, str]:
                 ["ip", "-n", name, "link", "set", peer, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]):
         subprocess.run(cmd, check=True)
     return f"/run/netns/{name}", "10.252.77.2", name, host
+
+
+CNI_BRIDGE, CNI_NET = "cgabcni0", "10.252.78"
+CNI_SCRIPT = """set -e
+ip netns add "$NS"
+ip link add "$HOST" type veth peer name "$PEER"
+ip link set "$HOST" master {bridge} up
+ip link set "$PEER" netns "$NS"
+ip -n "$NS" link set "$PEER" name eth0
+ip -n "$NS" addr add {net}.$N/24 dev eth0
+ip -n "$NS" link set eth0 up
+ip -n "$NS" link set lo up
+ip -n "$NS" route add default via {net}.1
+""".format(bridge=CNI_BRIDGE, net=CNI_NET)
+
+
+def _cni_bridge(up: bool) -> None:
+    if up:
+        subprocess.run(["ip", "link", "add", CNI_BRIDGE, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", f"{CNI_NET}.1/24", "dev", CNI_BRIDGE], check=True)
+        subprocess.run(["ip", "link", "set", CNI_BRIDGE, "up"], check=True)
+    else:
+        subprocess.run(["ip", "link", "del", CNI_BRIDGE], capture_output=True)
+
+
+def _runc_cni(base: str, bundle: str, i: int) -> float:
+    """Seconds for the CNI-style script plus `runc run` of /bin/true in that namespace."""
+    ns = f"cgabcni{i}"
+    env = dict(os.environ, NS=ns, HOST=f"hc{i}", PEER=f"pc{i}", N=str(10 + i % 200))
+    with open(os.path.join(bundle, "config.json")) as f:
+        doc = json.load(f)
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "network"]
+    doc["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ns}"})
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(doc, f)
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", CNI_SCRIPT], env=env, check=True)
+    subprocess.run(["runc", "--root", os.path.join(base, "runc-root"), "run", "--bundle", bundle, f"cni-{i}"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    dt = time.perf_counter() - t0
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)     # the veth goes with it
+    return dt
 
 
 def _iperf(nsfile: str, ip: str) -> float:
@@ -87,7 +137,15 @@ def main() -> int:
     log = open(os.path.join(top, "agentd.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", conf], stdout=log,
                             stderr=subprocess.STDOUT, cwd=REPO)
-    times: dict[str, list[float]] = {"bridge": [], "none": []}
+    times: dict[str, list[float]] = {"bridge": [], "none": [], "runc_cni": []}
+    runc = shutil.which("runc")
+    bundle = None
+    if runc:
+        from launch_latency import make_bundle
+        bundle = make_bundle(top, {}, ["/bin/true"])
+        _cni_bridge(True)
+    else:
+        print("runc not installed: the runc + CNI-style script peer is skipped")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -110,6 +168,10 @@ def main() -> int:
                     times[mode].append(dt)
             for mode in ("bridge", "none"):
                 c.call("DELETE", f"/v1/containers/{mode}-{i}", query={"force": "1"})
+            if bundle:
+                dt = _runc_cni(top, bundle, i)
+                if i:
+                    times["runc_cni"].append(dt)
         if shutil.which("iperf3"):
             info = c.call("POST", "/v1/containers", body={"name": "tput", "argv": ["/bin/true", "sleep"],
                                                           "rootfs": rootfs, "userns": "host", "start": False})
@@ -129,6 +191,8 @@ def main() -> int:
             print("iperf3 not installed: throughput skipped (scripts/setup.sh installs it)")
             tput = None
     finally:
+        if bundle:
+            _cni_bridge(False)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
@@ -137,10 +201,14 @@ def main() -> int:
         except OSError:
             pass
         shutil.rmtree(top, ignore_errors=True)
-    p50 = {k: statistics.median(v) for k, v in times.items()}
+    p50 = {k: statistics.median(v) for k, v in times.items() if v}
     out = {"n": args.n, "p50_seconds": p50, "bridge_over_none": p50["bridge"] / p50["none"]}
     print(f"launch p50: bridge {p50['bridge'] * 1000:.1f} ms, none {p50['none'] * 1000:.1f} ms, "
           f"bridge/none = {out['bridge_over_none']:.2f} (n={args.n})")
+    if "runc_cni" in p50:
+        out["bridge_over_runc_cni"] = p50["bridge"] / p50["runc_cni"]
+        print(f"launch p50: runc + CNI-style script {p50['runc_cni'] * 1000:.1f} ms, "
+              f"bridge/runc_cni = {out['bridge_over_runc_cni']:.2f}")
     if tput:
         med = {k: statistics.median(v) for k, v in tput.items()}
         out.update(throughput_bits_per_second=med, bridge_over_veth=med["bridge"] / med["veth"])
