@@ -301,8 +301,8 @@ def _orphan(d, cid: str) -> tuple[str, str]:
 
 
 def test_chaos_with_agentd_sigkilled_mid_create_leaves_nothing_of_ours(rootfs):
-    """~50 containers created, killed and removed while agentd is SIGKILLed
-    twice in the middle of creates; survivors keep their addresses across
+    """200 containers created, killed and removed while agentd is SIGKILLed
+    three times in the middle of creates; survivors keep their addresses across
     the restarts; in the end no veth, bridge, namespace, file or nftables
     table of this agent is left."""
     import random
@@ -312,9 +312,9 @@ def test_chaos_with_agentd_sigkilled_mid_create_leaves_nothing_of_ours(rootfs):
     rng = random.Random(15)
     kept: dict[str, str] = {}
     try:
-        for i in range(50):
+        for i in range(200):
             name = f"x{i}"
-            if i in (17, 34):
+            if i in (17, 91, 163):
                 # a create in flight when agentd dies
                 t = threading.Thread(target=run, args=(d, rootfs, name, "sleep 1000", "-p", f"{_free_port()}:80"))
                 t.start()
