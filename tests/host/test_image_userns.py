@@ -47,7 +47,9 @@ def test_an_image_containers_root_owns_its_image_in_a_user_namespace(agentd, bus
     assert lines[0].split() == ["0", str(host), "65536"]           # not the identity map
     assert lines[0].split() != IDENTITY
     assert lines[1] == "0" and lines[2] == "0"                     # an image file is its root's own
-    assert mapping["idmap"] == {"/": "idmapped"}
+    # the root, and the /etc files of its default bridge network (mounted like volumes)
+    assert mapping["idmap"] == {"/": "idmapped", "/etc/hosts": "idmapped", "/etc/resolv.conf": "idmapped",
+                                "/etc/hostname": "idmapped"}
     upper = os.path.join(agentd.state, "containers", cid, "upper")
     # on disk: the ids the container's root writes without a user namespace
     for rel in ("made-in-root", "etc/made-in-etc", "etc/passwd"):
@@ -63,9 +65,12 @@ def test_an_image_containers_root_owns_its_image_in_a_user_namespace(agentd, bus
     layers = os.path.join(images_dir(agentd), "layers")
     assert any(os.path.lexists(os.path.join(layers, lay, "bin", "ls")) for lay in os.listdir(layers))
     # nothing stays mounted on the host: its view of the layers is on-disk
+    # (only its bound network namespace, kept from create to remove, is)
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if (cid in ln or layers in ln) and " - nsfs " not in ln]
+    run_ok(agentd, "rm", name)
     with open("/proc/self/mountinfo") as f:
         assert not [ln for ln in f if cid in ln or layers in ln]
-    run_ok(agentd, "rm", name)
 
 
 def test_the_host_sees_an_image_containers_files_as_its_host_uid(agentd, busybox):
