@@ -31,14 +31,11 @@ from agent import cli_docker
 from agent import cli_exec
 from agent import cli_ops
 from agent import cli_system
+from agent.cli_errors import UsageError  # noqa: F401  (the verb modules raise it as cli.UsageError)
 from agent.rules import NAME_RE, RESTART_RE  # pure: re only
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXEC_EXIT = {"exec_not_found": 127, "exec_not_executable": 126}  # the API error's "reason"
-
-
-class UsageError(Exception):
-    """Bad usage found after argparse (exit 2)."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+from agent.cli_errors import UsageError
+
 HELP = "spend limits on containers: alert, throttle, freeze or stop when crossed"
 
 
@@ -36,7 +38,6 @@ def add_parser(subparsers):
 
 
 def run(args, client) -> int:
-    from agent.cli import UsageError
 
     cmd = args.verb
     if cmd != "ls" and not args.name:

@@ -32,6 +32,7 @@ from collections.abc import Iterator   # typing costs ~8 ms of agentctl's start
 
 DEFAULT_SOCKET = "/run/cgroup-agent/agent.sock"
 
+from agent.cli_errors import ConnectError  # noqa: E402  (raised here and by the ssh transport)
 from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: E402,F401
 
 _MAX_HEADER_LINE = 65536
@@ -45,10 +46,6 @@ class ApiError(Exception):
         self.message = message
         self.reason = reason   # the body's optional "reason" (e.g. "exec_not_found")
         super().__init__(f"{status}: {message}")
-
-
-class ConnectError(Exception):
-    """The control socket could not be reached (agentd not running, no permission, ...)."""
 
 
 class ProtocolError(Exception):
