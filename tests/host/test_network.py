@@ -165,12 +165,20 @@ def test_bridge_containers_reach_each_other_by_name_and_another_network_does_not
     assert any(n["name"] == "other" and n["containers"] == [{"name": "outsider", "ip": other["ip"]}] for n in ls)
 
 
+_PUBLISHED: set[int] = set()
+
+
 def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A host port no socket holds and this module has not published yet (a
+    published port is DNAT only: no socket shows it as taken)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _PUBLISHED:
+            _PUBLISHED.add(port)
+            return port
 
 
 def _http_get(port: int) -> str:
@@ -444,8 +452,9 @@ def test_50_mib_sent_between_bridge_containers_are_billed_as_net_tx_and_rx_bytes
     net_tx_bytes and the receiver's net_rx_bytes are 50 MiB plus at most the
     packet overhead, stated: the kernel counts each frame whole, 66 bytes of
     Ethernet/IP/TCP headers (timestamps on) per segment of at most 1448
-    payload bytes (4.6% when full; 3.4-4.7% measured here), bounded at 5%
-    plus 64 KiB for the handshake, ACKs and ARP."""
+    payload bytes (4.6% when every segment is full; nc's writes do not
+    always fill one, and a loaded machine retransmits: 3.4-5.8% measured
+    here), bounded at 8% plus 64 KiB for the handshake, ACKs and ARP."""
     d = _start('[billing]\nperiod = "1s"\n')
     size = 50 << 20
     try:
@@ -477,7 +486,7 @@ def test_50_mib_sent_between_bridge_containers_are_billed_as_net_tx_and_rx_bytes
             assert rows and any(r[field] is not None for r in rows), rows
             billed[name] = sum(int(r[field]) for r in rows if r[field] is not None)
         for name, n in billed.items():
-            assert size <= n <= size * 1.05 + (64 << 10), (name, n)
+            assert size <= n <= size * 1.08 + (64 << 10), (name, n)
         print(f"50 MiB between containers: billed tx {billed['sender']} rx {billed['receiver']} "
               f"({(billed['sender'] - size) / size:.2%} over the payload)")
     finally:
