@@ -192,6 +192,26 @@ def start_agentd(root, top, extra_toml: str = "", sock: str | None = None) -> Si
     return SimpleNamespace(proc=proc, sock=sock, root=root, top=top, log=log)
 
 
+@contextlib.contextmanager
+def agentd_in_own_cgroup(prefix: str, extra_toml: str = ""):
+    """start_agentd in a fresh cgroup under the cgroup2 mount and a fresh
+    temp dir (named with `prefix`); stopped, killed and removed afterwards."""
+    import shutil
+    import tempfile
+    from runtime.cgroupfs import find_mount
+    root = new_cgroup(find_mount())
+    top = tempfile.mkdtemp(prefix=prefix)
+    d = None
+    try:
+        d = start_agentd(root, top, extra_toml)
+        yield d
+    finally:
+        if d is not None:
+            stop_agentd(d)
+        kill_tree(root)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def stop_agentd(d) -> None:
     if d.proc.poll() is None:
         d.proc.send_signal(signal.SIGTERM)

@@ -19,24 +19,13 @@ import pytest
 
 from agent.client import Client
 from helpers import kill_tree as _kill_tree
+from helpers import agentd_in_own_cgroup
 from helpers import AGENTCTL, ctl, names, one_line, start_agentd, stop_agentd, uname, wait_for
 
 @pytest.fixture(scope="module")
 def agentd(request):
-    from runtime.cgroupfs import Cgroup, find_mount
-
-    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(root.path)
-    top = tempfile.mkdtemp(prefix="cga-ctl-")
-    d = None
-    try:
-        d = start_agentd(root, top)
+    with agentd_in_own_cgroup("cga-ctl-") as d:
         yield d
-    finally:
-        if d is not None:
-            stop_agentd(d)
-        _kill_tree(root)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def container_dirs(d) -> set[str]:

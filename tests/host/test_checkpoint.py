@@ -14,15 +14,12 @@ import pty
 import shutil
 import socket
 import subprocess
-import tempfile
-import uuid
 
 import pytest
 
 from agent.checkpoint import criu, refusals
-from helpers import ctl, one_line, start_agentd, stop_agentd, uname, wait_for
+from helpers import agentd_in_own_cgroup, ctl, one_line, uname
 from test_agentctl import inspect
-from helpers import kill_tree as _kill_tree
 
 
 @pytest.fixture(scope="module")
@@ -36,27 +33,15 @@ def criu_here():
 
 @pytest.fixture(scope="module")
 def agentd(request):
-    from runtime.cgroupfs import Cgroup, find_mount
-
-    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(root.path)
-    top = tempfile.mkdtemp(prefix="cga-ckpt-")
-    rootfs = os.path.join(top, "rootfs")
-    os.makedirs(os.path.join(rootfs, "bin"))
-    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
-    for applet in ("sh", "sleep"):
-        os.symlink("busybox", os.path.join(rootfs, "bin", applet))
-    d = None
-    try:
-        d = start_agentd(root, top)
+    with agentd_in_own_cgroup("cga-ckpt-") as d:
+        rootfs = os.path.join(d.top, "rootfs")
+        os.makedirs(os.path.join(rootfs, "bin"))
+        shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+        for applet in ("sh", "sleep"):
+            os.symlink("busybox", os.path.join(rootfs, "bin", applet))
         d.rootfs = rootfs
-        d.state = os.path.join(top, "state")
+        d.state = os.path.join(d.top, "state")
         yield d
-    finally:
-        if d is not None:
-            stop_agentd(d)
-        _kill_tree(root)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_criu_check_fails_here_and_says_why(criu_here):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
-import uuid
 
 import pytest
 
-from helpers import kill_tree
-from helpers import AGENTCTL, ctl, one_line, start_agentd, stop_agentd, uname, wait_for
+from helpers import AGENTCTL, ctl, one_line, uname, wait_for
+from helpers import agentd_in_own_cgroup
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty")
@@ -20,20 +18,8 @@ APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "
 
 @pytest.fixture(scope="module")
 def agentd():
-    from runtime.cgroupfs import Cgroup, find_mount
-
-    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(root.path)
-    top = tempfile.mkdtemp(prefix="cga-exec-")
-    d = None
-    try:
-        d = start_agentd(root, top)
+    with agentd_in_own_cgroup("cga-exec-") as d:
         yield d
-    finally:
-        if d is not None:
-            stop_agentd(d)
-        kill_tree(root)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
