@@ -100,16 +100,25 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
         self.rootfs_dir = os.path.join(config.agent.state_dir, "containers")
         self.images = None  # agent.images.service.ImageService, set by the daemon
         self.userns_pool = userns_alloc.agent_pool(config)
+        self.userns_claims = userns_alloc.HostClaims(config.agent.state_dir)
         self.net = None  # agent.network.service.NetworkService, set by the daemon
 
     def boot(self) -> None:
         """Load the store, re-adopt what still runs, apply exits that happened
         while agentd was down, then start the event loop."""
         self._restore()
+        self.publish_userns()
         if self.net is not None:
             self.net.boot({cid: en.spec for cid, en in self._entries.items()})
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._thread.start()
+
+    def publish_userns(self) -> None:
+        """The host-wide record of the user-namespace ids our containers hold
+        (agent.userns_alloc.HostClaims): at start, after a create and a remove."""
+        with self.userns_claims.locked():
+            self.userns_claims.publish({en.spec.name: (en.spec.userns, en.row.cgroup)
+                                        for en in list(self._entries.values())})
 
     def close(self, stop_containers: bool = False, timeout: float | None = None) -> None:
         if stop_containers:

@@ -79,7 +79,9 @@ class Lifecycle:
                 raise Conflict(f"name: a container named {spec.name!r} already exists")
             self.check_controllers(spec.limits)
             spec = userns_alloc.resolve(spec, self.userns_pool,
-                                        {en.spec.name: en.spec.userns for en in self._entries.values()})
+                                        {en.spec.name: en.spec.userns for en in self._entries.values()},
+                                        getattr(self, "userns_claims", None),
+                                        {en.spec.name: en.row.cgroup for en in self._entries.values()})
             if self.net is not None:
                 spec = self.net.resolve(spec)
             cid = new_id(self._entries)
@@ -111,6 +113,8 @@ class Lifecycle:
             e = Container(row=row, spec=spec, cg=cg, limits=limits)
             self._entries[cid] = e
             self._names[spec.name] = cid
+            if isinstance(spec.userns, dict):
+                self.publish_userns()   # now with its cgroup, which outlives an agentd
             log.info("container.created", name=spec.name, id=cid, cgroup=cg.path)
             if self.net is not None:
                 try:
@@ -143,6 +147,8 @@ class Lifecycle:
             self.net.detach(e.row.id, e.spec)
         self._entries.pop(e.row.id, None)
         self._names.pop(e.row.name, None)
+        if isinstance(e.spec.userns, dict):
+            self.publish_userns()
 
     def _apply(self, cg: Cgroup, limits):
         try:

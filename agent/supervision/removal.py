@@ -84,6 +84,8 @@ class Removal:
             self._entries.pop(e.row.id, None)
             if self._names.get(e.row.name) == e.row.id:
                 del self._names[e.row.name]
+            if isinstance(e.spec.userns, dict):
+                self.publish_userns()   # its ids are free for every agentd of the host
             e.removed = True
             self._gone[e.row.id] = info
             while len(self._gone) > 256:

@@ -183,6 +183,42 @@ def test_a_configured_range_is_used_and_exhaustion_is_one_line(cgroup, tmp_path,
         a.stop()
 
 
+def test_two_agentds_on_one_default_pool_never_hand_out_the_same_ids(cgroup_factory, tmp_path, rootfs):
+    """Host-wide blocks: a second agentd (its own state dir and cgroup root,
+    the same default range) gets other ids than the first one's containers,
+    also while the first agentd is down and its container still runs."""
+    os.makedirs(tmp_path / "one", exist_ok=True)
+    os.makedirs(tmp_path / "two", exist_ok=True)
+    one = Agentd(cgroup_factory(), tmp_path / "one")
+    two = Agentd(cgroup_factory(), tmp_path / "two")
+    one.start()
+    two.start()
+    try:
+        a = keep_running(one, "a", rootfs)
+        b = keep_running(two, "b", rootfs)
+        ha, hb = a["userns"]["uid"][0][1], b["userns"]["uid"][0][1]
+        assert abs(ha - hb) >= 65536, (ha, hb)
+        assert abs(a["userns"]["gid"][0][1] - b["userns"]["gid"][0][1]) >= 65536
+        one.signal(signal.SIGKILL)                     # agentd one down, its container runs on
+        one.wait()
+        assert populated(a["cgroup"])
+        c = keep_running(two, "c", rootfs)
+        hc = c["userns"]["uid"][0][1]
+        assert all(abs(hc - h) >= 65536 for h in (ha, hb)), (ha, hb, hc)
+        two.client.call("DELETE", "/v1/containers/b", query={"force": "1"})
+        one.start()                                    # back: its container keeps its ids
+        assert one.inspect("a")["userns"]["uid"] == a["userns"]["uid"]
+        one.client.call("DELETE", "/v1/containers/a", query={"force": "1"})
+        d = keep_running(two, "d", rootfs)             # a's ids are free again for every agentd
+        assert d["userns"]["uid"][0][1] == min(ha, hb)
+    finally:
+        for ag in (one, two):
+            try:
+                ag.stop()
+            except Exception:
+                pass
+
+
 # ------------------------------------------------------------------ volumes
 
 def test_a_volume_owned_by_a_host_user_is_writable_as_without_a_user_namespace(agentd, rootfs):
