@@ -1,6 +1,6 @@
 """Errors a client can cause. Each carries a kind; ``HTTP_STATUS`` is the one map from kind to status.
 
-The control API (agent/api_errors.py) answers every error through this map;
+The control API (agent/api/errors.py) answers every error through this map;
 ``status`` on an error is read from it, never set by the error.
 """
 

@@ -43,7 +43,7 @@ class LaunchSpec:
                         for d in s.devices] if (s.rootfs or s.image_id) else [],
             **({"readonly_rootfs": True} if s.read_only else {}),
             "tmpfs": [t.to_dict() for t in s.tmpfs],
-            **({"stdin": True} if s.stdin else {}),   # run -i (agent/api_exec.py forwards it)
+            **({"stdin": True} if s.stdin else {}),   # run -i (agent/api/exec.py forwards it)
         }
         if self.net is not None:
             self.net.spawn_fields(e.row.id, s, spawn)  # netns, the /etc files

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from agent.api import FRAME_HEADER, ApiServer
+from agent.api.router import FRAME_HEADER, ApiServer
 from agent.client import Client, iter_frames
 from agent.config import default_config
 from agent.errors import Conflict, NotFound, UserError
@@ -202,7 +202,7 @@ def test_socket_is_0660_and_removed_on_stop(server):
 
 def test_a_stale_socket_is_replaced_but_a_live_one_is_not_taken_over(server, tmp_path):
     cfg = default_config(socket=server.path, state_dir=str(tmp_path / "s2"))
-    from agent.api import ApiSetupError
+    from agent.api.router import ApiSetupError
 
     with pytest.raises(ApiSetupError, match="in use"):
         ApiServer(cfg, server.sup).start()
@@ -661,7 +661,7 @@ def test_reload_changes_who_may_read(guarded, users):
 
 
 def test_an_unknown_group_is_a_clear_setup_error(tmp_path):
-    from agent.api import ApiSetupError
+    from agent.api.router import ApiSetupError
 
     cfg = default_config(socket=str(tmp_path / "a.sock"), state_dir=str(tmp_path), admin_group="cga-no-such-group")
     with pytest.raises(ApiSetupError, match="admin_group.*cga-no-such-group"):

@@ -157,7 +157,7 @@ def test_sighup_reload(cgroup, tmp_path):
 
 
 def test_cgroup_root_resolution():
-    from agent.daemon import resolve_cgroup_root
+    from agent.daemon.agentd import resolve_cgroup_root
     from runtime.cgroupfs import find_mount, own_cgroup
     mount = find_mount()
     assert resolve_cgroup_root(f"{mount}/cga-x") == (f"{mount}/cga-x", "configured")

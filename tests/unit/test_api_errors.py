@@ -10,7 +10,9 @@ import re
 
 import pytest
 
-from agent import api, api_errors, errors
+from agent import errors
+from agent.api import errors as api_errors
+from agent.api import router as api
 from agent.images import reference
 from agent.images import store as image_store
 from agent.store import StoreFull

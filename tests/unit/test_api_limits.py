@@ -1,4 +1,4 @@
-"""agent/api_limits.py: the connection gate's arithmetic and the whole-phase read deadline (real socketpairs)."""
+"""agent/api/limits.py: the connection gate's arithmetic and the whole-phase read deadline (real socketpairs)."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent.api_limits import ConnectionGate, DeadlineReader, HeadTooLarge
+from agent.api.limits import ConnectionGate, DeadlineReader, HeadTooLarge
 
 
 def test_per_peer_cap_total_cap_and_the_admins_eighth():

@@ -138,7 +138,7 @@ def _comment_block_above(lines, idx):
 @pytest.mark.parametrize("section,key", [(s, k) for s, ks in config_keys().items() for k in ks])
 def test_live_marks_match_the_daemon(section, key):
     """A key is documented as changing live on SIGHUP exactly when agentd applies it live."""
-    from agent.daemon import LIVE_KEYS
+    from agent.daemon.agentd import LIVE_KEYS
 
     original = EXAMPLE.read_text().splitlines()
     idx = next(i for i, l in enumerate(original) if re.match(rf"(# )?{key} = ", l)

@@ -132,7 +132,7 @@ def test_the_walk_sees_imports_inside_functions_and_resolves_names(graph):
     assert got == {"exporters.postgres", "agent.ledger.schema", "agent.selfmetrics", "runtime.stats",
                    "agent.ledger.core"}
     # and in the tree itself: the daemon side wires the exporters
-    assert {"agent.ledger", "exporters.postgres", "exporters.focus"} <= graph["agent.daemon"]
+    assert {"agent.ledger", "exporters.postgres", "exporters.focus"} <= graph["agent.daemon.agentd"]
 
 
 def test_no_import_cycle(graph):

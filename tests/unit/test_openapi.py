@@ -1,4 +1,4 @@
-"""agent/openapi.json is a valid OpenAPI 3.0 document and says exactly what agent/api.py serves."""
+"""agent/openapi.json is a valid OpenAPI 3.0 document and says exactly what agent/api/ serves."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,11 +8,12 @@ import os
 import pytest
 from openapi_spec_validator import validate
 
-from agent import api, spec
+from agent import spec
+from agent.api import router as api
 from agent.model import ContainerInfo
 from runtime import limits as rl
 
-DOC_PATH = os.path.join(os.path.dirname(api.__file__), "openapi.json")
+DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(api.__file__)), "openapi.json")  # agent/openapi.json
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def test_run_flags_listed_exist():
 
 
 def test_agentd_flags_exist():
-    from agent.daemon import build_parser
+    from agent.daemon.agentd import build_parser
 
     opts = build_parser()._option_string_actions
     seen = invocations("agentd")
@@ -121,7 +121,7 @@ def test_files_named_exist(path):
 
 def test_live_keys_in_readme_match_the_daemon():
     """The reload paragraph lists what changes live; the daemon decides."""
-    from agent.daemon import LIVE_KEYS
+    from agent.daemon.agentd import LIVE_KEYS
 
     para = README[README.index("`systemctl reload cgroup-agent`"):]
     para = para[:para.index("\n\n")]

@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from agent import api, budget_spec, cli, config, spec
+from agent import budget_spec, cli, config, spec
+from agent.api import router as api
 from agent import rules as agent_rules
 from runtime import rules, spawn
 from runtime.controllers import values

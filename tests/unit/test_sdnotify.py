@@ -1,4 +1,4 @@
-"""agent.sdnotify against real AF_UNIX datagram sockets (path and abstract)."""
+"""agent.daemon.sdnotify against real AF_UNIX datagram sockets (path and abstract)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from agent import sdnotify
+from agent.daemon import sdnotify
 
 RECV_TIMEOUT = 10  # generous upper bound for a datagram that must arrive
 
@@ -169,7 +169,7 @@ def test_watchdog_in_child_process_inherited_env(path_socket, monkeypatch):
     WATCHDOG_PID is its own pid must (the check uses the real getpid)."""
     code = (
         "import os, sys\n"
-        "from agent import sdnotify\n"
+        "from agent.daemon import sdnotify\n"
         "if sys.argv[1] == 'self': os.environ['WATCHDOG_PID'] = str(os.getpid())\n"
         "wd = sdnotify.Watchdog()\n"
         "print(wd.start())\n"

@@ -7,7 +7,7 @@ hand, or under a supervisor that does not speak the protocol) every function
 here is a no-op returning False. Nothing here ever raises: a service manager
 that went away must not take the daemon down with it.
 
-Used by agent/daemon.py:
+Used by agent/daemon/agentd.py:
 
     sdnotify.ready()              READY=1 once the API and metrics listen
     sdnotify.status(text)         STATUS=<one line>

@@ -1,15 +1,15 @@
 """The control socket's server: who connects, how many, and the server's life.
 
-    api = ApiServer(config, supervisor, collector, ledger)   # agent.api: this with the router
+    api = ApiServer(config, supervisor, collector, ledger)   # agent.api.router: this with the router
     api.start()          # binds config.agent.socket (0660, group socket_group), serves in threads
     api.reload(config)   # SIGHUP: re-resolve read_group / admin_group (the container guard stays)
     api.stop()           # stops accepting, ends streams, removes the socket
 
-What one client may hold is capped (agent/api_limits.py, [api] in the
+What one client may hold is capped (agent/api/limits.py, [api] in the
 config): connections in total and per peer (a container, or a uid; host
 admins are exempt from the per-peer cap and have the last eighth of the
 total kept for them), refused in the accept loop without a thread. The
-Access that decides who may do what (agent/api_access.py) is built in one
+Access that decides who may do what (agent/api/access.py) is built in one
 place, ``_build_access``, always with the containers cgroup.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 import structlog
 
 from agent import selfmetrics
-from agent.api_access import Access, Peer, containers_cgroup, group_id, peer_credentials
-from agent.api_errors import ApiSetupError
-from agent.api_http import UnixServer
-from agent.api_limits import ConnectionGate, refuse_now
+from agent.api.access import Access, Peer, containers_cgroup, group_id, peer_credentials
+from agent.api.errors import ApiSetupError
+from agent.api.http import UnixServer
+from agent.api.limits import ConnectionGate, refuse_now
 from agent.errors import NotFound, UserError
 from agent.model import State
 
@@ -42,7 +42,7 @@ class ControlSocket:
     """The control socket's server: connections, caps, access, start/stop/reload.
 
     ``handler_class`` (the router's request handler) is set by the subclass,
-    agent.api.ApiServer."""
+    agent.api.router.ApiServer."""
 
     handler_class: type
     def __init__(self, config, supervisor, collector=None, ledger=None, images=None):

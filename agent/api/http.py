@@ -1,10 +1,10 @@
 """The control API's HTTP plumbing: the Unix socket server and the request handler's base.
 
 One request per connection (every answer says Connection: close), read under
-the deadlines of agent/api_limits.py; answers are JSON, or a chunked stream
+the deadlines of agent/api/limits.py; answers are JSON, or a chunked stream
 of frames (``FRAME_HEADER``: stream id, 3 zero bytes, length; then the data)
 for logs, attached runs and pulls. What a request means is decided by the
-router (agent/api.py), which subclasses ``BaseHandler`` with the resource
+router (agent/api/router.py), which subclasses ``BaseHandler`` with the resource
 handlers and a ``_dispatch`` method.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler
 import structlog
 
 from agent import selfmetrics
-from agent.api_errors import ApiSetupError, RequestError
-from agent.api_limits import DeadlineReader, HeadTooLarge
-from agent.api_views import json_bytes
+from agent.api.errors import ApiSetupError, RequestError
+from agent.api.limits import DeadlineReader, HeadTooLarge
+from agent.api.views import json_bytes
 from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: F401 (defined once there)
 
 log = structlog.get_logger("agent.api")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs
 
-from agent.api_errors import RequestError
+from agent.api.errors import RequestError
 from agent.errors import UserError
 from agent.rules import NAME_RE
 from runtime.rules import signal_number

@@ -1,4 +1,4 @@
-"""The budget endpoints of the control API (a resource module, registered in agent/api.py).
+"""The budget endpoints of the control API (a resource module, registered in agent/api/router.py).
 
     GET    /v1/budgets           list
     POST   /v1/budgets           set one (agent/budgets.py validates the body)
@@ -7,8 +7,8 @@
 """
 from __future__ import annotations
 
-from agent.api_errors import RequestError
-from agent.api_query import NAME_PARAM
+from agent.api.errors import RequestError
+from agent.api.query import NAME_PARAM
 
 ROUTES = [
     (("v1", "budgets"), {"GET": "budgets", "POST": "budget_set"}),

@@ -1,4 +1,4 @@
-"""The system endpoints of the control API (a resource module, registered in agent/api.py).
+"""The system endpoints of the control API (a resource module, registered in agent/api/router.py).
 
     GET /v1/health        agentd answers: version, pid, the caller's access level and uid
     GET /v1/system/info   the agent and its host: version, host name, kernel, cgroup mode,
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from agent.api_http import VERSION
+from agent.api.http import VERSION
 from runtime import cgroupfs
 
 ROUTES = [

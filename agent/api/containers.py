@@ -1,4 +1,4 @@
-"""The container endpoints of the control API (a resource module, registered in agent/api.py).
+"""The container endpoints of the control API (a resource module, registered in agent/api/router.py).
 
     GET    /v1/containers[?all=1]              list
     POST   /v1/containers                      create (detach: false streams the run)
@@ -19,11 +19,12 @@ import threading
 
 import structlog
 
-from agent import api_exec, logtimes
-from agent.api_errors import RequestError
-from agent.api_http import STDERR, STDOUT
-from agent.api_query import NAME_PARAM, bool_param, seconds_param, signal_param, stream_param, tail_param
-from agent.api_views import container_json, plain, stats_json
+from agent import logtimes
+from agent.api import exec as api_exec
+from agent.api.errors import RequestError
+from agent.api.http import STDERR, STDOUT
+from agent.api.query import NAME_PARAM, bool_param, seconds_param, signal_param, stream_param, tail_param
+from agent.api.views import container_json, plain, stats_json
 from agent.logtail import start_of_last_lines
 from agent.model import State
 from agent.spec import from_json, parse_limits

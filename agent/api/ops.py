@@ -1,4 +1,4 @@
-"""Operator endpoints of the control API (a mixin of agent.api's handler).
+"""Operator endpoints of the control API (a mixin of agent.api.router's handler).
 
     POST /v1/containers/NAME/cp   {"direction": "out"|"in", "container_path", "host_path"}
          one regular file between the running container and agentd's host;
@@ -17,7 +17,7 @@ import time
 
 import structlog
 
-from agent.api_views import container_json
+from agent.api.views import container_json
 from agent.errors import Conflict, UserError
 
 log = structlog.get_logger("agent.api")

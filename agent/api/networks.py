@@ -1,4 +1,4 @@
-"""The network endpoints of the control API (a mixin of agent.api's handler).
+"""The network endpoints of the control API (a mixin of agent.api.router's handler).
 
     GET    /v1/networks           list: {name, subnet, gateway, bridge, builtin, containers: [{name, ip}]}
     POST   /v1/networks           {"name", "subnet"}: a network with its own bridge (made on first use)

@@ -10,7 +10,7 @@
 
 The gate is consulted in the accept loop, before any thread exists for the
 connection: a refused connection costs one non-blocking write and a close.
-``key`` says who the peer is (agent.api_access.Access.classify: the container for a
+``key`` says who the peer is (agent.api.access.Access.classify: the container for a
 process inside one, else the uid). Host admins (``admin=True``: root and the
 admin group, outside containers) are exempt from the per-peer cap, and the
 last eighth of ``max_total`` is kept for them: however many tenants fill

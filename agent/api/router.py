@@ -8,13 +8,13 @@
 This module is the router: it puts the resource modules together and sends
 each request to its handler, after the access check. The parts:
 
-    agent/api_server.py      the socket server: connections, caps, start/stop/reload
-    agent/api_http.py        HTTP plumbing: reading under deadlines, JSON answers, streams
-    agent/api_access.py      who may do what (peer credentials, the in-container guard)
-    agent/api_query.py       query strings, JSON bodies, names in paths
-    agent/api_views.py       the JSON shape of containers, stats and agent values
-    agent/api_errors.py      error kinds and the one map from kind to HTTP status
-    agent/api_<resource>.py  the handlers, one module per resource (RESOURCES below)
+    agent/api/server.py      the socket server: connections, caps, start/stop/reload
+    agent/api/http.py        HTTP plumbing: reading under deadlines, JSON answers, streams
+    agent/api/access.py      who may do what (peer credentials, the in-container guard)
+    agent/api/query.py       query strings, JSON bodies, names in paths
+    agent/api/views.py       the JSON shape of containers, stats and agent values
+    agent/api/errors.py      error kinds and the one map from kind to HTTP status
+    agent/api/<resource>.py  the handlers, one module per resource (RESOURCES below)
 
 A resource module holds ``ROUTES`` (path pattern -> {method: handler name}),
 ``QUERY_PARAMS`` (handler name -> {parameter: parser}), ``HANDLERS`` (a mixin
@@ -32,14 +32,14 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from agent import (api_budgets, api_checkpoint, api_containers, api_exec, api_images, api_networks, api_ops,
-                   api_system, api_usage)
-from agent.api_access import Access, Peer, peer_cgroup, peer_credentials
-from agent.api_errors import ApiSetupError, HttpError, RequestError, classify
-from agent.api_http import FRAME_HEADER, MAX_BODY, STREAM_CONTENT_TYPE, VERSION, BaseHandler
-from agent.api_query import NAME_ACCEPTED, NAME_PARAM, NAME_RE, check_name, parse_json, parse_query, parse_signal
-from agent.api_server import ControlSocket
-from agent.api_views import container_json, json_bytes, plain, stats_json
+from agent.api import budgets, checkpoint, containers, images, networks, ops, system, usage
+from agent.api import exec as exec_  # the module name, not the builtin
+from agent.api.access import Access, Peer, peer_cgroup, peer_credentials
+from agent.api.errors import ApiSetupError, HttpError, RequestError, classify
+from agent.api.http import FRAME_HEADER, MAX_BODY, STREAM_CONTENT_TYPE, VERSION, BaseHandler
+from agent.api.query import NAME_ACCEPTED, NAME_PARAM, NAME_RE, check_name, parse_json, parse_query, parse_signal
+from agent.api.server import ControlSocket
+from agent.api.views import container_json, json_bytes, plain, stats_json
 
 log = structlog.get_logger("agent.api")
 
@@ -52,16 +52,16 @@ __all__ = [  # what other modules and the tests import from here
 _plain, _json_bytes = plain, json_bytes
 
 # The resource modules, in route order. A new resource: one line here.
-RESOURCES = [  # a module's HANDLERS, or else its one class named *Handlers (as api_images had)
-    api_system,
-    api_containers,
-    api_usage,
-    api_images,
-    api_budgets,
-    api_exec,
-    api_ops,
-    api_networks,
-    api_checkpoint,
+RESOURCES = [  # a module's HANDLERS, or else its one class named *Handlers (as api/images.py had)
+    system,
+    containers,
+    usage,
+    images,
+    budgets,
+    exec_,
+    ops,
+    networks,
+    checkpoint,
 ]
 
 
@@ -169,6 +169,6 @@ class Handler(*(_handlers(m) for m in RESOURCES), BaseHandler):
 
 
 class ApiServer(ControlSocket):
-    """The control API: the socket server of agent/api_server.py answering with this router."""
+    """The control API: the socket server of agent/api/server.py answering with this router."""
 
     handler_class = Handler

@@ -22,7 +22,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from agent.api_errors import ApiSetupError
+from agent.api.errors import ApiSetupError
 from runtime.cgroupfs import find_mount
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by Python 3.11

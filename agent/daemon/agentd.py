@@ -5,7 +5,7 @@
 
 Start-up: config -> logging -> the state dir's lock (a second agentd on the
 same state dir exits 1 naming the holder's pid) and its permissions
-tightened (agent/statedir.py) -> cgroup layout under the root R (R/agentd with
+tightened (agent/daemon/statedir.py) -> cgroup layout under the root R (R/agentd with
 agentd itself, R/launcher, R/containers with every controller the host
 offers) -> state store -> launcher (started, or reconnected after a restart)
 -> supervisor (live restore) -> collector, ledger, control API, /metrics.
@@ -34,8 +34,8 @@ from dataclasses import replace
 
 import structlog
 
-from agent import logsetup, sdnotify, statedir
-from agent.api import ApiServer
+from agent.api.router import ApiServer
+from agent.daemon import logsetup, sdnotify, statedir
 from agent.budgets import Budgets
 from agent.budgets import check_config as check_budgets
 from agent.collector import Collector
@@ -354,6 +354,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return Daemon(config, overrides).run()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

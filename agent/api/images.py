@@ -1,4 +1,4 @@
-"""The image endpoints of the control API (a resource module, registered in agent/api.py).
+"""The image endpoints of the control API (a resource module, registered in agent/api/router.py).
 
     GET  /v1/images                       list
     GET  /v1/images/inspect?reference=R   one image, with its config and layers
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from agent.api_errors import status_of
+from agent.api.errors import status_of
 from agent.images.reference import ReferenceError
 from agent.images.store import ImageError
 

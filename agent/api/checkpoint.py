@@ -1,4 +1,4 @@
-"""The checkpoint endpoints of the control API (a mixin of agent.api's handler).
+"""The checkpoint endpoints of the control API (a mixin of agent.api.router's handler).
 
     POST   /v1/containers/{name}/checkpoint  {"leave_running": bool, "export": "/abs/file.tar"}
     GET    /v1/checkpoints                   the checkpoints kept under the state dir
@@ -16,7 +16,7 @@ import threading
 
 from agent.errors import UserError
 
-NAME = "{name}"   # the same placeholder as agent.api's routes
+NAME = "{name}"   # the same placeholder as agent.api.router's routes
 
 ROUTES = [
     (("v1", "containers", NAME, "checkpoint"), {"POST": "checkpoint"}),

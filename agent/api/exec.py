@@ -1,4 +1,4 @@
-"""The exec endpoint of the control API (a mixin of agent.api's handler).
+"""The exec endpoint of the control API (a mixin of agent.api.router's handler).
 
     POST /v1/containers/NAME/exec
          {"command": [..], "env": {K: V}, "workdir": "/dir", "user": "name|uid[:group|gid]",

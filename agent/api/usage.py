@@ -1,12 +1,12 @@
-"""The usage endpoint of the control API (a resource module, registered in agent/api.py).
+"""The usage endpoint of the control API (a resource module, registered in agent/api/router.py).
 
     GET /v1/usage?...   the billing ledger's records; the query is the ledger's
                         own language (agent/ledger.py validates it), passed through
 """
 from __future__ import annotations
 
-from agent.api_errors import RequestError
-from agent.api_views import plain
+from agent.api.errors import RequestError
+from agent.api.views import plain
 
 ROUTES = [
     (("v1", "usage"), {"GET": "usage"}),
