@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.configparts.values import parse_size
 from agent.errors import UserError
 from agent.specparts.fields import quote
 
@@ -42,7 +43,6 @@ def parse_limits(v: Any, fieldname: str = "limits"):
 
 def log_size(fieldname: str, v: Any) -> int:
     """log_max_bytes: the config's size rule, at least 4K."""
-    from agent.config import parse_size
     try:
         n = parse_size(v)
     except ValueError:
