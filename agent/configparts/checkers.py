@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from agent.configparts.values import ConfigError, fmt, parse_duration, parse_size
+from runtime.rules import HOSTNAME_RE
 
 # Each checker takes (key, value) and returns the parsed value or raises ConfigError.
 
@@ -154,10 +155,17 @@ def listen(key: str, v: Any) -> str:
     return s
 
 
+DNS_NAME_MAX = 253
+
+
 def hostname(key: str, v: Any) -> str:
+    """agent.host: the one host-name rule (runtime.rules.HOSTNAME_RE, RFC
+    1123), up to a DNS name's 253 characters (a container's own host name
+    stops at the kernel's 64)."""
     s = string(key, v)
-    if s and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", s):
-        raise ConfigError(key, f"{fmt(s)} is not a host name")
+    if s and (len(s) > DNS_NAME_MAX or not HOSTNAME_RE.fullmatch(s)):
+        raise ConfigError(key, f"{fmt(s)} is not a host name; use dot-separated labels of letters, digits and "
+                               f"inner hyphens (RFC 1123), at most {DNS_NAME_MAX} characters")
     return s
 
 
