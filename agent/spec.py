@@ -42,13 +42,14 @@ from __future__ import annotations
 from typing import Any
 
 from agent.errors import UserError
+from agent.labels import unrenderable
 from agent.model import image_ref
 from agent.network import netspec
 from agent.rules import NAME_RE, RESTART_RE  # one rule each, shared with agentctl and the API
 from agent.specparts import defaults, process
 from agent.specparts.bundle import read_bundle
 from agent.specparts.devices import DEVICE_SYNTAX, parse_devices, split_device
-from agent.specparts.fields import flag
+from agent.specparts.fields import flag, quote, refuse_unrenderable
 from agent.specparts.identity import check_name, parse_labels
 from agent.specparts.model import ContainerSpec
 from agent.specparts.mounts import parse_tmpfs, parse_volume, rootfs_path
@@ -120,7 +121,8 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
         raise UserError("body: must be a JSON object")
     for k in body:
         if k not in JSON_KEYS:
-            raise UserError(f"{k}: unknown field; use one of {', '.join(sorted(JSON_KEYS))}")
+            raise UserError(f"{k if k.isprintable() and not unrenderable(k) else quote(k)}: unknown field; "
+                            f"use one of {', '.join(sorted(JSON_KEYS))}")
     body = dict(body)
     bundle_limits = None
     image = ""
@@ -187,7 +189,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     clash = {t.dst for t in tmpfs} & {v.dst.rstrip("/") or "/" for v in volumes}
     if clash:
         raise UserError(f"tmpfs: {sorted(clash)[0]} is also a volume's destination; give one of the two")
-    return ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
+    spec = ContainerSpec(name=name, argv=argv, env=env, workdir=workdir, uid=uid, gid=gid, hostname=hostname,
                          rootfs=rootfs, image=image, volumes=volumes, network=network, limits=limits,
                          restart=restart, labels=labels, log_max_bytes=log_max, auto_remove=auto_remove,
                          start=start, cap_add=cap_add, cap_drop=cap_drop, oci=oci,
@@ -195,6 +197,9 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          devices=devices, read_only=read_only, tmpfs=tmpfs,
                          exposed_ports=tuple(body.get("_exposed_ports") or ()),
                          stdin=flag("stdin", body.get("stdin"), False), net=net)
+    # every string the launcher gets, whatever part read it (bundle fields, image config)
+    refuse_unrenderable("", {**spec.to_dict(), **spec.spawn_security()})
+    return spec
 
 
 def from_bundle(path: str, config=None, **overrides) -> ContainerSpec:

@@ -7,7 +7,8 @@ import stat
 from typing import Any
 
 from agent.errors import UserError
-from agent.specparts.fields import abs_container_path, quote
+from agent.labels import unrenderable
+from agent.specparts.fields import abs_container_path, key_path, quote
 from agent.specparts.values import Device
 
 DEVICE_SYNTAX = "HOST_PATH[:CONTAINER_PATH][:PERMISSIONS], e.g. /dev/sdc:/dev/xvdc:rw (PERMISSIONS: r, w, m; default rwm)"
@@ -22,6 +23,9 @@ def split_device(text: Any) -> tuple[str, str, str]:
     from runtime.devfilter import ACCESS_RE
     if not isinstance(text, str) or not text or "\x00" in text:
         raise ValueError(f"{quote(text)} is not a device; use {DEVICE_SYNTAX}")
+    why = unrenderable(text)
+    if why:
+        raise ValueError(f"{quote(text)} {why}; use {DEVICE_SYNTAX}")
     parts = text.split(":")
     if len(parts) == 2 and ACCESS_RE.fullmatch(parts[1]):
         parts = [parts[0], parts[0], parts[1]]
@@ -40,7 +44,7 @@ def parse_device(i: int, v: Any, rootfs: str) -> Device:
     if isinstance(v, dict):
         unknown = set(v) - {"src", "dst", "access"}
         if unknown:
-            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, access")
+            raise UserError(f"{key_path(where, sorted(unknown)[0])}: unknown key; use src, dst, access")
         src = v.get("src")
         text = f"{src}:{v.get('dst') or src}:{v.get('access') or 'rwm'}" if isinstance(src, str) else src
     else:

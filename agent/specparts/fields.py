@@ -1,6 +1,11 @@
 """The checks every spec field shares, each raising agent.errors.UserError
 with one line naming the field: a string, a boolean, KEY=VALUE pairs, an
-absolute container path."""
+absolute container path.
+
+Every string a spec takes must be valid Unicode text: a lone surrogate
+("\ud800" is valid JSON) is refused where it is read, naming the field, by
+the one rule agent.labels.unrenderable (what the launcher, the logs and the
+exposition could not encode)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +13,7 @@ import os
 from typing import Any
 
 from agent.errors import UserError
+from agent.labels import unrenderable
 
 
 def quote(v: Any) -> str:
@@ -20,7 +26,7 @@ def quote(v: Any) -> str:
         return repr(v)
 
 
-def text(fieldname: str, v: Any, max_len: int = 4096) -> str:
+def _string(fieldname: str, v: Any, max_len: int) -> str:
     if not isinstance(v, str):
         raise UserError(f"{fieldname}: {quote(v)} is not a string")
     if "\x00" in v:
@@ -28,6 +34,23 @@ def text(fieldname: str, v: Any, max_len: int = 4096) -> str:
     if len(v) > max_len:
         raise UserError(f"{fieldname}: longer than {max_len} characters")
     return v
+
+
+def text(fieldname: str, v: Any, max_len: int = 4096) -> str:
+    """A string without NUL, at most max_len characters, valid Unicode text."""
+    s = _string(fieldname, v, max_len)
+    why = unrenderable(s)
+    if why:
+        raise UserError(f"{fieldname}: {why}; use valid Unicode text")
+    return s
+
+
+def key_path(fieldname: str, key: Any) -> str:
+    """fieldname.key, the key quoted when it is not plain text (so that the
+    message stays printable)."""
+    if isinstance(key, str) and key.isprintable() and not unrenderable(key):
+        return f"{fieldname}.{key}"
+    return f"{fieldname}[{quote(key)}]"
 
 
 def flag(fieldname: str, v: Any, default: bool) -> bool:
@@ -38,8 +61,9 @@ def flag(fieldname: str, v: Any, default: bool) -> bool:
     return v
 
 
-def pairs(fieldname: str, v: Any) -> list[tuple[str, str, str]]:
-    """{"k": "v"} or ["k=v"] -> [(k, v, where)]"""
+def pairs(fieldname: str, v: Any, what: str = "variable") -> list[tuple[str, str, str]]:
+    """{"k": "v"} or ["k=v"] -> [(k, v, where)]; keys and values valid
+    Unicode text (the message names the key, a `what`: label, variable)."""
     if v is None:
         return []
     if isinstance(v, dict):
@@ -47,18 +71,26 @@ def pairs(fieldname: str, v: Any) -> list[tuple[str, str, str]]:
         for k, val in v.items():
             if isinstance(val, (int, float)) and not isinstance(val, bool):
                 val = str(val)
-            out.append((k, text(f"{fieldname}.{k}", val), f"{fieldname}.{k}"))
-        return out
-    if isinstance(v, list):
+            where = key_path(fieldname, k)
+            out.append((k, _string(where, val, 4096), where))
+    elif isinstance(v, list):
         out = []
         for i, item in enumerate(v):
-            item = text(f"{fieldname}[{i}]", item)
+            item = _string(f"{fieldname}[{i}]", item, 4096)
             if "=" not in item:
                 raise UserError(f"{fieldname}[{i}]: {quote(item)} is not KEY=VALUE")
             k, _, val = item.partition("=")
             out.append((k, val, f"{fieldname}[{i}]"))
-        return out
-    raise UserError(f"{fieldname}: {quote(v)} is not an object or a list of KEY=VALUE strings")
+    else:
+        raise UserError(f"{fieldname}: {quote(v)} is not an object or a list of KEY=VALUE strings")
+    for k, val, where in out:
+        why = unrenderable(k) if isinstance(k, str) else None
+        if why:
+            raise UserError(f"{where}: the {what} name {quote(k)} {why}; use valid Unicode text")
+        why = unrenderable(val)
+        if why:
+            raise UserError(f"{where}: the value of {what} {quote(k)} {why}; use valid Unicode text")
+    return out
 
 
 def abs_container_path(fieldname: str, v: Any) -> str:
@@ -72,3 +104,20 @@ def abs_container_path(fieldname: str, v: Any) -> str:
 
 def is_under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def refuse_unrenderable(where: str, v: Any) -> None:
+    """Every string in v (keys too) valid Unicode text, or UserError naming
+    where it sits (where.key[i]): the backstop over a whole spec, for what
+    no field check above read as text."""
+    if isinstance(v, str):
+        why = unrenderable(v)
+        if why:
+            raise UserError(f"{where or 'body'}: {why}; use valid Unicode text")
+    elif isinstance(v, dict):
+        for k, val in v.items():
+            refuse_unrenderable(where, k)
+            refuse_unrenderable(key_path(where, k) if where else (k if isinstance(k, str) else quote(k)), val)
+    elif isinstance(v, (list, tuple)):
+        for i, item in enumerate(v):
+            refuse_unrenderable(f"{where}[{i}]", item)

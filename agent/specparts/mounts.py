@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from agent.errors import UserError
-from agent.specparts.fields import abs_container_path, quote, text
+from agent.specparts.fields import abs_container_path, key_path, quote, text
 from agent.specparts.values import Volume
 from runtime import tmpfs as tmpfs_rule
 from runtime.mounts import Opened, Protected, open_host_path, opened_refusal, refusal
@@ -94,7 +94,7 @@ def parse_volume(i: int, v: Any, config, rootfs: str) -> Volume:
     if isinstance(v, dict):
         unknown = set(v) - {"src", "dst", "ro", "noexec"}
         if unknown:
-            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown key; use src, dst, ro, noexec")
+            raise UserError(f"{key_path(where, sorted(unknown)[0])}: unknown key; use src, dst, ro, noexec")
         src, dst, ro, noexec = v.get("src"), v.get("dst"), v.get("ro", False), v.get("noexec", False)
         for key, val in (("ro", ro), ("noexec", noexec)):
             if not isinstance(val, bool):

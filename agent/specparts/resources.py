@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.configparts.values import parse_size
 from agent.errors import UserError
-from agent.specparts.fields import quote
+from agent.specparts.fields import key_path, quote
 
 
 def parse_limits(v: Any, fieldname: str = "limits"):
@@ -21,7 +21,7 @@ def parse_limits(v: Any, fieldname: str = "limits"):
     args = {}
     for k, val in v.items():
         if not isinstance(k, str) or not k.isidentifier():
-            raise UserError(f"{fieldname}.{k}: unknown limit")
+            raise UserError(f"{key_path(fieldname, k)}: unknown limit")
         if val is None:
             continue
         args[k] = val
