@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from agent.errors import UserError
+from agent.labels import unrenderable
 from runtime import caps, rlimits, sysctl
 
 log = structlog.get_logger("agentd")
@@ -91,6 +92,8 @@ def parse(oci: dict) -> dict:
         for i, p in enumerate(paths):
             if not isinstance(p, str) or not p.startswith("/") or "\0" in p or ".." in p.split("/"):
                 raise _refuse(f"linux.{oci_key}[{i}]", f"{_q(p)} is not an absolute path without ..")
+            if unrenderable(p):
+                raise _refuse(f"linux.{oci_key}[{i}]", f"{unrenderable(p)}; use valid Unicode text")
         out[spawn_key] = list(paths)
 
     settings = linux.get("sysctl")
@@ -149,3 +152,5 @@ def check_with(extra: dict, *, network: str, rootfs: str) -> None:
             sysctl.check(key, value, own_netns=network != "host")
         except sysctl.SysctlError as e:
             raise _refuse("linux.sysctl", str(e)) from None
+        if isinstance(value, str) and unrenderable(value):
+            raise _refuse(f"linux.sysctl.{key}", f"{unrenderable(value)}; use valid Unicode text")

@@ -4,8 +4,8 @@
     unrenderable("\\ud800") -> "contains a lone surrogate (U+D800) ..."   (None when it renders)
     is_label_key("team")   -> True  (the key syntax, LABEL_KEY_RE)
 
-Used by agent.spec (a label is refused at creation when it could not be
-rendered), agent.config (allow-listed keys that would become the same metric
+Used by agent.spec (a label, and every other string a spec takes, is
+refused at creation when it could not be rendered), agent.config (allow-listed keys that would become the same metric
 label are refused) and exporters.prometheus (which renders them).
 """
 from __future__ import annotations

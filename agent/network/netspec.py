@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from agent.errors import UserError
 from agent.rules import NAME_RE   # networks are named as containers are
+from runtime.rules import HOSTNAME_RE   # an add_hosts name: the one host-name rule
 
 KEYS = ("ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts")
 BUILTIN = ("host", "none", "bridge")
@@ -30,7 +31,6 @@ EGRESS_SYNTAX = "CIDR[:PORT], e.g. 10.1.2.0/24 or 10.1.2.3/32:443"
 RATE_RE = re.compile(r"(?P<n>\d{1,12})(?P<unit>bit|kbit|mbit|gbit)")
 RATE_SYNTAX = "a rate in bits per second: NUMBER followed by bit, kbit, mbit or gbit, e.g. 10mbit"
 RATE_UNITS = {"bit": 1, "kbit": 1000, "mbit": 1000 ** 2, "gbit": 1000 ** 3}
-HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 @dataclass(frozen=True)

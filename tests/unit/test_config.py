@@ -142,3 +142,18 @@ def test_diff_keys():
     b = load_config(None, {"agent.log_level": "debug", "collector.interval": "5s"})
     assert diff_keys(a, b) == ["agent.log_level", "collector.interval"]
     assert diff_keys(a, a) == []
+
+
+@pytest.mark.parametrize("host", ["h", "fleet-1", "node7.example.org", "a" * 63 + "." + "b" * 63])
+def test_agent_host_takes_an_rfc1123_name(host):
+    assert load_config(None, {"agent.host": host}).agent.host == host
+
+
+@pytest.mark.parametrize("host", ["a_b", "-a", "a-", "a..b", ".a", "a b", "x" * 64, ("a" * 63 + ".") * 4 + "a"])
+def test_agent_host_is_checked_by_the_one_host_name_rule(host):
+    """agent.host once had its own, looser regex ([A-Za-z0-9][A-Za-z0-9.-]*:
+    "a..b", "a-" passed); now it is runtime.rules.HOSTNAME_RE, as for a
+    container's host name, up to a DNS name's 253 characters."""
+    with pytest.raises(ConfigError, match=r"^agent\.host: .* is not a host name; use .*RFC 1123") as e:
+        load_config(None, {"agent.host": host})
+    assert "\n" not in str(e.value)

@@ -393,3 +393,97 @@ def test_bundle_user_namespace_follows_config_json(config, host):
     assert s.userns == {"uid": [[0, 3 << 20, 65536]], "gid": [[0, 4 << 20, 1000]]}
     assert ContainerSpec.from_dict(s.to_dict()).userns == s.userns
     assert from_bundle(str(bundle), config, name="b", userns="host").userns == "host"  # the request overrides
+
+
+# ------------------------------------------------- lone surrogates (issue 11 leftover)
+# "\ud800" is valid JSON but not Unicode text: the launcher could not encode
+# it (argv, env, paths), nor the logs. Every string a spec takes is refused
+# by the one rule (agent.labels.unrenderable) with one line naming the field.
+
+LONE = ["\ud800", "x\udfffy", "\udc80"]   # \udc80 is what surrogateescape would map to byte 0x80
+
+
+def refused(config, **kw) -> str:
+    with pytest.raises(UserError) as e:
+        spec(config, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and "surrogate" in msg and "valid Unicode text" in msg, msg
+    msg.encode("ascii")   # printable anywhere: the bad text is shown escaped, never raw
+    return msg
+
+
+@pytest.mark.parametrize("bad", LONE)
+@pytest.mark.parametrize("field,value,where", [
+    ("argv", lambda b: ["sh", "-c", b], "argv[2]: "),
+    ("env", lambda b: {"K": b}, 'env.K: the value of variable "K" '),
+    ("env", lambda b: [f"K={b}"], 'env[0]: the value of variable "K" '),
+    ("env", lambda b: {f"K{b}": "v"}, 'env["K'),
+    ("env", lambda b: [f"K{b}=v"], 'env[0]: the variable name "K'),
+    ("workdir", lambda b: f"/srv/{b}", "workdir: "),
+    ("volumes", lambda b: [f"/tmp/{b}:/data"], "volumes[0] source: "),
+    ("volumes", lambda b: [f"/usr:/data{b}"], "volumes[0] destination: "),
+    ("volumes", lambda b: [{"src": "/usr", "dst": f"/d{b}"}], "volumes[0] destination: "),
+    ("rootfs", lambda b: f"/tmp/{b}", "rootfs: "),
+    ("bundle", lambda b: f"/tmp/{b}", "bundle: "),
+    ("devices", lambda b: [f"/dev/null:/dev/n{b}"], "devices[0]: "),
+    ("labels", lambda b: {"team": b}, 'labels.team: the value of label "team" '),
+])
+def test_a_lone_surrogate_is_refused_naming_the_field(config, field, value, where, bad):
+    assert refused(config, **{field: value(bad)}).startswith(where)
+
+
+@pytest.mark.parametrize("bad", LONE)
+def test_a_lone_surrogate_in_a_host_name_or_a_key_is_refused(config, bad):
+    with pytest.raises(UserError, match="^hostname: "):
+        spec(config, hostname=f"h{bad}")
+    for body in ({bad: 1}, {"limits": {bad: "1M"}}, {"volumes": [{"src": "/tmp", "dst": "/d", bad: True}]}):
+        with pytest.raises(UserError) as e:
+            spec(config, **body)
+        str(e.value).encode("ascii")   # the key shown escaped
+
+
+def test_a_device_with_a_lone_surrogate_is_a_usage_error_not_a_crash():
+    """os.path.realpath would raise UnicodeEncodeError (a 500) on it."""
+    from agent.spec import split_device
+    with pytest.raises(ValueError, match="surrogate"):
+        split_device("/dev/\ud800")
+
+
+@pytest.mark.parametrize("where,edit", [
+    ("config.json process.args[1]", lambda d: d["process"].__setitem__("args", ["sh", "\ud800"])),
+    ("config.json process.env[0]", lambda d: d["process"].__setitem__("env", ["K=\ud800"])),
+    ("workdir", lambda d: d["process"].__setitem__("cwd", "/\ud800")),
+    ("config.json linux.maskedPaths[0]", lambda d: d["linux"].__setitem__("maskedPaths", ["/proc/\ud800"])),
+    ("config.json linux.sysctl.kernel.shmmax", lambda d: d["linux"].__setitem__("sysctl", {"kernel.shmmax": "\ud800"})),
+])
+def test_a_lone_surrogate_in_a_bundle_is_refused_naming_the_field(config, host, where, edit):
+    bundle = host / "bundle"
+    doc = runc_spec(bundle)
+    edit(doc)
+    write_config(bundle, doc)
+    assert "\\ud800" in (bundle / "config.json").read_text()   # as JSON has it
+    with pytest.raises(UserError) as e:
+        from_bundle(str(bundle), config, name="b")
+    msg = str(e.value)
+    assert msg.startswith(where) and "surrogate" in msg and "\n" not in msg, msg
+
+
+def test_the_backstop_names_where_a_string_sits():
+    from agent.specparts.fields import refuse_unrenderable
+    refuse_unrenderable("", {"a": ["ok", {"b": "ünïcødé ✓"}]})
+    with pytest.raises(UserError, match=r"^oci\.masked_paths\[1\]: contains a lone surrogate"):
+        refuse_unrenderable("", {"oci": {"masked_paths": ["/a", "/\ud800"]}})
+
+
+def test_text_that_is_unicode_still_passes(config):
+    s = spec(config, argv=["echo", "ünïcødé ✓ 😀"], env={"K": "ü"}, workdir="/srv/ü")
+    assert s.argv[1] == "ünïcødé ✓ 😀" and s.env["K"] == "ü" and s.workdir == "/srv/ü"
+
+
+def test_spec_defaults_are_the_embedded_configs():
+    """agent/specparts/defaults.py holds what a spec gets without a config:
+    the same values as agent/default.toml."""
+    from agent.specparts import defaults
+    c = load_config(None, {})
+    assert defaults.LOG_MAX_BYTES == c.logs.max_bytes
+    assert defaults.NETWORK == c.network.default
