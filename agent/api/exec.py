@@ -26,6 +26,7 @@ import threading
 import structlog
 
 from agent.errors import CannotExecute, Conflict, UserError
+from agent.specparts.fields import refuse_unrenderable
 from agent.wire import FRAME_HEADER, RESIZE, STDERR, STDIN, STDOUT
 
 log = structlog.get_logger("agent.api")
@@ -64,6 +65,8 @@ def exec_request(body) -> dict:
     if user is not None and (not isinstance(user, str) or not user or "\0" in user or "\n" in user):
         raise UserError("user: name|uid[:group|gid], as in the container's /etc/passwd and /etc/group")
     out = {"argv": cmd, "env": env, "cwd": workdir, "user": user}
+    for key, where in (("argv", "command"), ("env", "env"), ("cwd", "workdir"), ("user", "user")):
+        refuse_unrenderable(where, out[key])   # a lone surrogate: the spec's one rule
     for key in ("stdin", "tty"):
         v = body.get(key, False)
         if not isinstance(v, bool):

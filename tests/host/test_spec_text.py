@@ -64,3 +64,25 @@ def test_agentd_keeps_serving_after_every_refusal(agentd):
         c.call("GET", f"/v1/containers/{name}")), what="the container to exit")
     assert info["exit_code"] == 0, info
     assert agentd.proc.poll() is None
+
+
+EXEC_CASES = [
+    ("command", {"command": ["sh", "-c", "echo \ud800"]}, "command[2]: "),
+    ("env", {"command": ["true"], "env": {"K": "\udfff"}}, "env.K: "),
+    ("workdir", {"command": ["true"], "workdir": "/\ud800"}, "workdir: "),
+]
+
+
+@pytest.mark.parametrize("what,body,where", EXEC_CASES, ids=[c[0] for c in EXEC_CASES])
+def test_exec_refuses_a_lone_surrogate_naming_the_field(agentd, what, body, where):
+    c = Client(agentd.sock, timeout=30)
+    name = uname("exsur")
+    c.call("POST", "/v1/containers", body={"name": name, "argv": ["sleep", "1000"], "network": "host"})
+    try:
+        raw = json.dumps(body).encode()
+        r = c.request("POST", f"/v1/containers/{name}/exec", body=raw)
+        assert r.status == 400, r.status
+        error = r.json()["error"]
+        assert error.startswith(where) and "\n" not in error, error
+    finally:
+        c.call("DELETE", f"/v1/containers/{name}", query={"force": "1"})
