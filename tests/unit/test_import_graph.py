@@ -29,7 +29,7 @@ EXPORTER_MAY_IMPORT = {
 }
 
 # Edges left out of the cycle check, each with its reason: none today (the
-# last three went with the API split and agent/cli_errors.py). Add one only
+# last three went with the API split and agent/cli/errors.py). Add one only
 # with the reason it cannot be broken yet.
 CYCLE_EXEMPT: dict[tuple[str, str], str] = {}
 

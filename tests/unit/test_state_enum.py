@@ -1,7 +1,8 @@
 """One container state enum (agent.model.State): every list of states derives from it."""
 import json
 
-from agent import api_system, cli_format, model
+from agent import api_system, model
+from agent.cli import format as cli_format
 from agent.model import ACTIVE, LIVE, STATES, State
 from agent.supervision import state as sup_state
 

@@ -1,4 +1,10 @@
-"""agentctl output shaping: RFC 3339 times, `--format` templates, `ps --filter`.
+"""agentctl output shaping: RFC 3339 times, `--format` templates, `ps --filter`,
+and the printers every verb uses (aligned tables, JSON documents, raw bytes).
+
+Tables. ``table(headers, rows)`` aligns columns two spaces apart, each as
+wide as its widest cell (None prints empty), trailing blanks cut; with
+``ragged_last=True`` the last column is written as is, unpadded (a command
+line in `top`).
 
 Times. The API keeps times as epoch seconds (numbers); agentctl shows every
 ``*_at`` field of its JSON and tables as RFC 3339 UTC, second precision
@@ -71,6 +77,30 @@ def with_rfc3339(doc):
         return {k: (rfc3339_precise(v) if (k.endswith("_at") or k == "at") and isinstance(v, (int, float))
                     and not isinstance(v, bool) else with_rfc3339(v)) for k, v in doc.items()}
     return doc
+
+
+# -- printers -----------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list], ragged_last: bool = False) -> str:
+    """An aligned table: a header line, then one line per row."""
+    cells = [list(headers)] + [["" if v is None else str(v) for v in r] for r in rows]
+    if ragged_last:
+        widths = [max(len(r[i]) for r in cells) for i in range(len(headers) - 1)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in cells)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def print_json(obj) -> None:
+    """One indented JSON document on stdout, its times in RFC 3339."""
+    print(json.dumps(with_rfc3339(obj), indent=2, sort_keys=True))
+
+
+def write(stream, data: bytes) -> None:
+    """Raw container output to stdout/stderr, flushed."""
+    stream.buffer.write(data)
+    stream.flush()
 
 
 # -- filters ------------------------------------------------------------------
