@@ -37,7 +37,6 @@ import json
 import re
 
 FILTER_KEYS = ("name", "id", "label", "status")
-from agent.model import STATES  # noqa: E402 (the one state enum)
 _ACTION_RE = re.compile(r"{{\s*(.*?)\s*}}", re.S)
 _FIELD_RE = re.compile(r"(?:json\s+)?\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)?")
 
@@ -106,6 +105,20 @@ def write(stream, data: bytes) -> None:
 # -- filters ------------------------------------------------------------------
 
 
+def _states() -> tuple:
+    """The one state enum (agent.model), imported when a filter needs it: agent.model
+    loads dataclasses, which agentctl's start-up does not otherwise pay for."""
+    from agent.model import STATES
+
+    return STATES
+
+
+def __getattr__(name: str):
+    if name == "STATES":  # format.STATES, as before the import became lazy
+        return _states()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse_filters(values: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for v in values:
@@ -113,8 +126,8 @@ def parse_filters(values: list[str]) -> dict[str, list[str]]:
         key = key.strip().lower()
         if not sep or key not in FILTER_KEYS or (not val and key != "label"):
             raise FormatError(f"--filter {v!r}: use KEY=VALUE with KEY one of {', '.join(FILTER_KEYS)}")
-        if key == "status" and val not in STATES:
-            raise FormatError(f"--filter {v!r}: status is one of {', '.join(STATES)}")
+        if key == "status" and val not in _states():
+            raise FormatError(f"--filter {v!r}: status is one of {', '.join(_states())}")
         out.setdefault(key, []).append(val)
     return out
 
