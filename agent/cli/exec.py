@@ -15,7 +15,7 @@ import os
 import sys
 
 from agent.cli.errors import EXIT_FAIL, UsageError, exit_status
-from agent.cli.format import write
+from agent.cli.format import copy_output
 
 
 HELP = "run a command inside a running container (its namespaces, cgroup and security)"
@@ -83,10 +83,6 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
 
 
 def cmd_exec(args, client) -> int:
-    import json
-
-    from agent.wire import EVENT, STDERR, STDOUT
-
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
@@ -99,19 +95,13 @@ def cmd_exec(args, client) -> int:
                                args.interactive, args.tty)
     result = None
     try:
-        for stream, data in frames:
-            if stream == STDOUT:
-                write(sys.stdout, data)
-            elif stream == STDERR:
-                write(sys.stderr, data)
-            elif stream == EVENT:
-                ev = json.loads(data)
-                if ev.get("event") == "exited":
-                    result = exit_status(ev)
-                elif ev.get("event") == "error":
-                    frames.close()      # the terminal back first
-                    print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
-                    return EXIT_FAIL
+        for ev in copy_output(frames):
+            if ev.get("event") == "exited":
+                result = exit_status(ev)
+            elif ev.get("event") == "error":
+                frames.close()      # the terminal back first
+                print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
+                return EXIT_FAIL
     finally:
         frames.close()
     if result is None:

@@ -1,5 +1,6 @@
 """agentctl output shaping: RFC 3339 times, `--format` templates, `ps --filter`,
-and the printers every verb uses (aligned tables, JSON documents, raw bytes).
+and the printers every verb uses (aligned tables, JSON documents, raw bytes,
+a run or exec stream's output).
 
 Tables. ``table(headers, rows)`` aligns columns two spaces apart, each as
 wide as its widest cell (None prints empty), trailing blanks cut; with
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 FILTER_KEYS = ("name", "id", "label", "status")
 _ACTION_RE = re.compile(r"{{\s*(.*?)\s*}}", re.S)
@@ -100,6 +102,20 @@ def write(stream, data: bytes) -> None:
     """Raw container output to stdout/stderr, flushed."""
     stream.buffer.write(data)
     stream.flush()
+
+
+def copy_output(frames):
+    """The events (parsed JSON) of a run or exec stream of (stream id, data) frames;
+    its output is copied to stdout and stderr as it comes."""
+    from agent.wire import EVENT, STDERR, STDOUT
+
+    for stream, data in frames:
+        if stream == STDOUT:
+            write(sys.stdout, data)
+        elif stream == STDERR:
+            write(sys.stderr, data)
+        elif stream == EVENT:
+            yield json.loads(data)
 
 
 # -- filters ------------------------------------------------------------------

@@ -12,14 +12,13 @@ forwards stdin on the same connection (agent/cli/exec.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from agent.cli import exec as exec_verb
 from agent.cli import flags, images, network
 from agent.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, exit_status
-from agent.cli.format import write
+from agent.cli.format import copy_output
 from agent.cli.limit_flags import add_limit_flags, limits_body
 
 
@@ -98,8 +97,6 @@ def attach(client, name: str, frames) -> int:
     """Copy a run stream to stdout/stderr; forward SIGINT/SIGTERM/SIGHUP to the container."""
     import signal
 
-    from agent.cli.client import EVENT, STDERR, STDOUT
-
     def forward(signum, frame):
         try:
             client.call("POST", f"/v1/containers/{name}/kill", {"signal": str(signum)})
@@ -109,22 +106,16 @@ def attach(client, name: str, frames) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     status = None
     try:
-        for stream, data in frames:
-            if stream == STDOUT:
-                write(sys.stdout, data)
-            elif stream == STDERR:
-                write(sys.stderr, data)
-            elif stream == EVENT:
-                ev = json.loads(data)
-                if ev.get("event") == "exited":
-                    if ev.get("oom_killed"):
-                        print(f"agentctl: container {name} was OOM killed", file=sys.stderr)
-                    # read on to the end of the stream: with --rm, agentd removes the
-                    # container before it ends the stream, so once run returns it is gone
-                    status = exit_status(ev)
-                if ev.get("event") == "error":
-                    print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
-                    return EXIT_FAIL
+        for ev in copy_output(frames):
+            if ev.get("event") == "exited":
+                if ev.get("oom_killed"):
+                    print(f"agentctl: container {name} was OOM killed", file=sys.stderr)
+                # read on to the end of the stream: with --rm, agentd removes the
+                # container before it ends the stream, so once run returns it is gone
+                status = exit_status(ev)
+            if ev.get("event") == "error":
+                print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
+                return EXIT_FAIL
     finally:
         for s, h in old.items():
             signal.signal(s, h)
