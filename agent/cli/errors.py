@@ -1,7 +1,7 @@
 """agentctl's exit statuses and the two errors more than one module raises.
 
 A leaf module: the CLI's verb modules and the client's transports import
-it without importing the parser, main or the client (no cycle).
+it without importing the parser, the dispatch or the client (no cycle).
 
 Exit status: 0 ok, 1 failure (the agent said no, the container failed, the
 socket is unreachable), 2 bad usage (a malformed flag, found here or by the
