@@ -1,5 +1,5 @@
 """The API's stream framing, shared by the server (agent/api.py) and the
-client (agent/client.py): a streaming response (Content-Type
+client (agent/cli/client.py): a streaming response (Content-Type
 STREAM_CONTENT_TYPE) is a sequence of frames, each FRAME_HEADER (stream id,
 3 zero bytes, payload length, big-endian) then the payload.
 

@@ -83,7 +83,7 @@ def main() -> int:
                 shutil.rmtree(layout)
                 shutil.rmtree(bundle)
         # launch: image vs the same rootfs as a bundle, through one real agentd
-        from agent.client import Client
+        from agent.cli.client import Client
         from runtime.cgroupfs import find_mount
         cg = os.path.join(find_mount(), f"cga-bench-{uuid.uuid4().hex[:8]}")
         os.mkdir(cg)

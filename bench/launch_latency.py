@@ -58,7 +58,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from agent.client import Client  # noqa: E402
+from agent.cli.client import Client  # noqa: E402
 from runtime.cgroupfs import Cgroup, find_mount  # noqa: E402
 
 PREV_REV = "906d5f9"          # the parent of the isolation work (user namespaces, device filter, cgroupns)

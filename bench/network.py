@@ -44,7 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))   # launch_latency.make_bundle
 
-from agent.client import Client  # noqa: E402
+from agent.cli.client import Client  # noqa: E402
 from runtime.cgroupfs import find_mount  # noqa: E402
 
 

@@ -1,7 +1,7 @@
-"""What one request costs over `--host ssh://` (agent/ssh_transport.py), against peers
+"""What one request costs over `--host ssh://` (agent/cli/ssh_transport.py), against peers
 measured in the same run on this machine (sshd on 127.0.0.1, started here):
 
-    unix          GET /v1/health on the agent's Unix socket (agent.client.Client)
+    unix          GET /v1/health on the agent's Unix socket (agent.cli.client.Client)
     ssh true      a bare `ssh -T HOST true` session: OpenSSH's own floor for one session
     ssh+dial      GET /v1/health through ssh + the remote `agentctl system dial-stdio`
     ssh+dial (ControlPersist)   the same with OpenSSH connection sharing in the ssh_config
@@ -52,7 +52,7 @@ def main() -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    from agent.client import Client
+    from agent.cli.client import Client
     from conftest import kill_tree
     from runtime.cgroupfs import Cgroup, find_mount
 

@@ -20,7 +20,7 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from agent.client import Client
+from agent.cli.client import Client
 from runtime.cgroupfs import Cgroup
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]

@@ -11,5 +11,5 @@
     agent/api/<resource>.py  the handlers, one module per resource (router.RESOURCES)
 
 Only the daemon (agent/daemon/) imports this package; agentctl talks to it
-over the socket (agent/client.py) and never imports it.
+over the socket (agent/cli/client.py) and never imports it.
 """

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import kill_tree as _kill_tree
 from helpers import agentd_in_own_cgroup
 from helpers import AGENTCTL, ctl, names, one_line, start_agentd, stop_agentd, uname, wait_for
@@ -317,7 +317,7 @@ import os, sys, pwd
 # the standard library lives under /root (mode 0700): import what agentctl needs before dropping root
 import argparse, json, signal, socket, struct, time, importlib.util, urllib.parse, decimal, dataclasses, locale
 import shutil, gettext, textwrap, re, errno, select, selectors, io, codecs, encodings.idna
-import agent.cli, agent.client, agent.stats_view, runtime.limits, runtime.errors
+import agent.cli, agent.cli.dispatch, agent.cli.client, agent.cli.stats_view, runtime.limits, runtime.errors
 name = sys.argv[1]
 pw = pwd.getpwnam(name)
 os.initgroups(name, pw.pw_gid)

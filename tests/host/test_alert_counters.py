@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import kill_tree
 from runtime.cgroupfs import Cgroup, find_mount
 

@@ -26,7 +26,7 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 
 from agent.api.router import FRAME_HEADER, ApiServer
-from agent.client import Client, iter_frames
+from agent.cli.client import Client, iter_frames
 from agent.config import default_config
 from agent.errors import Conflict, NotFound, UserError
 from agent.model import ContainerInfo
@@ -546,8 +546,8 @@ def test_usage_passes_its_query_to_the_ledger(server):
 
 AS_USER = r"""
 import json, os, sys
-from agent.client import Client, ConnectError
-import agent.client, urllib.parse
+from agent.cli.client import Client, ConnectError
+import agent.cli.client, urllib.parse
 name, sock, method, path = sys.argv[1:5]
 import pwd
 pw = pwd.getpwnam(name)

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import kill_tree
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]

@@ -134,7 +134,7 @@ class Agentd:
                                          stdout=subprocess.DEVNULL, stderr=err)
 
     def healthy(self):
-        from agent.client import Client
+        from agent.cli.client import Client
         deadline = time.monotonic() + 60
         while True:
             try:

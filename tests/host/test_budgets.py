@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from agent.client import Client
+from agent.cli.client import Client
 
 
 def _events(cg: str) -> dict:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from agent.client import ApiError
+from agent.cli.client import ApiError
 from helpers import Agentd, wait_for
 
 PY = os.path.realpath(sys.executable)

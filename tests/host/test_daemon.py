@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from agent.client import ApiError
+from agent.cli.client import ApiError
 from helpers import Agentd, free_port, populated, wait_for  # noqa: F401 - also imported from here by older test files
 
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import kill_tree
 from runtime.cgroupfs import Cgroup, find_mount
 from helpers import free_port

@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import kill_tree
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]

@@ -49,7 +49,7 @@ def run_sleeper(d, rootfs=None, **extra) -> tuple[str, dict]:
 
 
 def _running(d, name):
-    from agent.client import Client
+    from agent.cli.client import Client
     info = Client(d.sock).call("GET", f"/v1/containers/{name}")
     return info if info["state"] == "running" and info.get("pid") else None
 

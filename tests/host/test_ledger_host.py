@@ -112,7 +112,7 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
     import socket
     import subprocess
 
-    from agent.client import Client
+    from agent.cli.client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

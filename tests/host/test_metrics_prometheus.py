@@ -25,7 +25,7 @@ import uuid
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
-from agent.client import Client
+from agent.cli.client import Client
 from runtime import stats
 from runtime.cgroupfs import Cgroup, find_mount
 from helpers import kill_tree

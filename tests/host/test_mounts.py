@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 from agent.launcher import LaunchError
 from helpers import kill_tree
 from runtime import mounts

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from agent.network import names
 from helpers import kill_tree
 from helpers import ctl, start_agentd, stop_agentd, wait_for

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 from helpers import AGENTCTL, ctl, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup
 

@@ -89,7 +89,7 @@ def test_ps_run_logs_rm_work_over_ssh_only(remote):
     assert r.returncode == 0, r.stderr
     assert [c["state"] for c in json.loads(r.stdout) if c["name"] == name] == ["running"]
     # the second agentd itself has it (its own socket, read directly)
-    from agent.client import Client
+    from agent.cli.client import Client
     assert Client(remote["agentd"].sock).call("GET", f"/v1/containers/{name}")["state"] == "running"
     r = rctl(remote, "rm", "-f", name)
     assert r.returncode == 0, r.stderr
@@ -115,7 +115,7 @@ def test_agent_host_environment_variable(remote):
     assert cg["mode"] == mode and cg["root"] == remote["agentd"].root.path
     assert set(cg["controllers_enabled"]) | set(cg["controllers_missing"]) >= {"cpu", "memory", "io", "pids", "cpuset"}
     assert all(cg["controllers_missing"].values())   # each with its reason
-    from agent.client import Client
+    from agent.cli.client import Client
     listed = Client(remote["agentd"].sock).call("GET", "/v1/containers", {"all": "1"})
     assert info["containers"]["total"] == len(listed)
     text = rctl(remote, "system", "info", host=False, env={"AGENT_HOST": remote["url"]}).stdout
@@ -187,7 +187,7 @@ def test_system_info_df_prune_over_ssh(remote):
     r = rctl(remote, "system", "prune")
     assert r.returncode == 0, r.stderr
     assert f"would remove container {done} (exited)" in r.stdout and keep not in r.stdout
-    from agent.client import Client
+    from agent.cli.client import Client
     c = Client(d.sock)
     assert c.call("GET", f"/v1/containers/{done}")["state"] == "exited"
     r = rctl(remote, "system", "prune", "-f")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

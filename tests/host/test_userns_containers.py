@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from agent.client import ApiError
+from agent.cli.client import ApiError
 from runtime import namespaces as ns
 from runtime import userns
 from helpers import Agentd, populated, wait_for

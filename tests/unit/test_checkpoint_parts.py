@@ -86,7 +86,7 @@ def test_export_then_unpack_and_bad_archives(tmp_path):
 
 
 def test_agentctl_parses_checkpoint_and_restore():
-    from agent.cli import build_parser
+    from agent.cli.parser import build_parser
     a = build_parser(["checkpoint"]).parse_args(["checkpoint", "web", "--leave-running", "--export", "/x.tar"])
     assert (a.words, a.leave_running, a.export) == (["web"], True, "/x.tar")
     a = build_parser(["restore"]).parse_args(["restore", "--import", "/x.tar", "--name", "web2"])

@@ -13,14 +13,19 @@ import sys
 
 import pytest
 
-from agent import cli, stats_view
-from agent.client import FRAME_HEADER, ProtocolError, error_message, iter_frames
+from agent.cli import stats_view
+from agent.cli.errors import exit_status
+from agent.cli.limit_flags import limits_body
+from agent.cli import main
+from agent.cli.parser import SUBCOMMANDS, build_parser
+from agent.cli.run import attach
+from agent.cli.client import FRAME_HEADER, ProtocolError, error_message, iter_frames
 
 
 def run_cli(argv, capsys):
     """main(argv) -> (exit status, stdout, stderr); argparse's SystemExit included."""
     try:
-        rc = cli.main(argv)
+        rc = main(argv)
     except SystemExit as e:
         rc = e.code
     out, err = capsys.readouterr()
@@ -92,14 +97,14 @@ def test_run_without_command_is_bad_usage_before_any_connection(capsys, monkeypa
 
 
 def test_valid_values_reach_the_request_body_unchanged():
-    args = cli.build_parser([]).parse_args([
+    args = build_parser([]).parse_args([
         "run", "-d", "--rm", "--name", "web.1", "--memory", "512M", "--memory-high", "400M", "--swap", "0",
         "--cpus", "1.5", "--cpu-weight", "200", "--cpuset", "0-1", "--pids", "64", "--io-weight", "50",
         "--io-max", "8:0:rbps=10M,wiops=100", "--io-max", "8:16 wbps=1M", "--restart", "on-failure:3",
         "--label", "team=a", "--env", "A=1=2", "-v", "/srv:/data:ro", "--network", "none", "--user", "1000:1000",
         "--workdir", "/tmp", "--hostname", "h", "--", "sh", "-c", "echo hi --"])
     assert args.detach and args.rm and args.name == "web.1"
-    assert cli._limits_body(args) == {
+    assert limits_body(args) == {
         "memory": "512M", "memory_high": "400M", "memory_swap": "0", "cpus": "1.5", "cpu_weight": "200",
         "cpuset": "0-1", "pids": "64", "io_weight": "50", "io_max": ["8:0:rbps=10M,wiops=100", "8:16 wbps=1M"]}
     assert args.argv == ["--", "sh", "-c", "echo hi --"]
@@ -109,18 +114,18 @@ def test_valid_values_reach_the_request_body_unchanged():
 
 def test_env_without_value_is_taken_from_this_environment(monkeypatch):
     monkeypatch.setenv("CGA_TEST_VALUE", "from-here")
-    args = cli.build_parser([]).parse_args(["run", "-e", "CGA_TEST_VALUE", "--", "true"])
+    args = build_parser([]).parse_args(["run", "-e", "CGA_TEST_VALUE", "--", "true"])
     assert args.env == ["CGA_TEST_VALUE=from-here"]
 
 
 def test_relative_volume_source_is_made_absolute_here():
-    args = cli.build_parser([]).parse_args(["run", "-v", "data:/data", "--", "true"])
+    args = build_parser([]).parse_args(["run", "-v", "data:/data", "--", "true"])
     assert args.volume == [os.path.abspath("data") + ":/data"]
 
 
 @pytest.mark.parametrize("value,sent", [("KILL", "KILL"), ("sigterm", "TERM"), ("hup", "HUP"), ("9", "9"), ("64", "64")])
 def test_signals_by_name_or_number(value, sent):
-    assert cli.build_parser([]).parse_args(["kill", "-s", value, "web"]).signal == sent
+    assert build_parser([]).parse_args(["kill", "-s", value, "web"]).signal == sent
 
 
 def test_unreachable_socket_is_a_failure_with_one_line(capsys, tmp_path):
@@ -143,7 +148,7 @@ def test_agent_socket_environment_variable_is_used(capsys, tmp_path, monkeypatch
     ({"exit_code": None, "exit_signal": None}, 1),
 ])
 def test_run_exit_status_follows_docker(event, status):
-    assert cli.exit_status(event) == status
+    assert exit_status(event) == status
 
 
 def test_attached_run_returns_only_at_the_end_of_the_stream(capsys):
@@ -157,7 +162,7 @@ def test_attached_run_returns_only_at_the_end_of_the_stream(capsys):
         yield 3, json.dumps({"event": "exited", "exit_code": 4, "exit_signal": None}).encode()
         seen.append("removal done, stream ended")
 
-    assert cli._attach(None, "web", frames()) == 4
+    assert attach(None, "web", frames()) == 4
     assert seen == ["removal done, stream ended"]
     assert capsys.readouterr().out == "out\n"
 
@@ -168,11 +173,11 @@ def test_only_the_named_subcommand_is_built():
         action = next(a for a in parser._actions if a.dest == "command")
         return action.choices
 
-    ps_only = subs(cli.build_parser(["--socket", "/s", "ps", "-a"]))
+    ps_only = subs(build_parser(["--socket", "/s", "ps", "-a"]))
     assert "-a" in ps_only["ps"]._option_string_actions
     assert ps_only["run"]._option_string_actions == {}          # a stub: name and help only
-    everything = subs(cli.build_parser([]))
-    assert set(everything) == set(ps_only) == set(cli.SUBCOMMANDS) | {"usage", "budget"}
+    everything = subs(build_parser([]))
+    assert set(everything) == set(ps_only) == set(SUBCOMMANDS) | {"usage", "budget"}
     assert "--memory" in everything["run"]._option_string_actions
 
 
@@ -184,14 +189,14 @@ def test_help_lists_every_command(capsys):
 
 
 def test_every_read_command_has_json():
-    parser = cli.build_parser([])
+    parser = build_parser([])
     for argv in (["ps"], ["inspect", "x"], ["logs", "x"], ["stats"], ["limit", "x"]):
         assert parser.parse_args(argv + ["--json"]).json is True
 
 
 def test_starting_imports_nothing_heavy():
     """agentctl --help must not load the daemon's dependencies (fast start)."""
-    code = ("import sys\nfrom agent import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom agent.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = {'structlog', 'prometheus_client', 'sqlite3', '_sqlite3', 'http.client', 'ssl', 'psutil',"
             " 'pyinotify', 'agent.api', 'agent.supervisor', 'runtime.limits', 'decimal'}\n"
             "print(sorted(heavy & set(sys.modules)))")
@@ -273,6 +278,6 @@ def test_human_bytes(n, text):
 
 
 def test_userns_flag_reaches_the_request_body():
-    args = cli.build_parser([]).parse_args(["run", "--rootfs", "/", "--userns", "host", "--", "true"])
+    args = build_parser([]).parse_args(["run", "--rootfs", "/", "--userns", "host", "--", "true"])
     assert args.userns == "host"
-    assert cli.build_parser([]).parse_args(["run", "--", "true"]).userns is None   # the agent's default
+    assert build_parser([]).parse_args(["run", "--", "true"]).userns is None   # the agent's default

@@ -8,13 +8,19 @@ import re
 
 import pytest
 
-from agent import cli, cli_format, stats_view
+from agent.cli import containers, stats_view
+from agent.cli import format as cli_format
+from agent.cli.format import table
+from agent.cli.limit_flags import limits_body
+from agent.cli import main
+from agent.cli.dispatch import COMMANDS
+from agent.cli.parser import build_parser
 from agent.logtail import start_of_last_lines
 
 
 def run_cli(argv, capsys):
     try:
-        rc = cli.main(argv)
+        rc = main(argv)
     except SystemExit as e:
         rc = e.code
     out, err = capsys.readouterr()
@@ -37,11 +43,11 @@ def _walk(parser, path):
 
 
 def test_every_subcommand_and_flag_has_help_text():
-    sub = _subparsers(cli.build_parser([]))
+    sub = _subparsers(build_parser([]))
     helped = {a.dest for a in sub._choices_actions if a.help}
     assert set(sub.choices) == helped, set(sub.choices) - helped
-    parsers = list(_walk(cli.build_parser([]), ["agentctl"]))
-    parsers += list(_walk(cli.build_parser(["usage"]), ["agentctl"]))   # usage is built only when named
+    parsers = list(_walk(build_parser([]), ["agentctl"]))
+    parsers += list(_walk(build_parser(["usage"]), ["agentctl"]))   # usage is built only when named
     checked = 0
     for path, p in parsers:
         for action in p._actions:
@@ -56,26 +62,26 @@ def test_every_subcommand_and_flag_has_help_text():
 @pytest.mark.parametrize("argv", [["ps", "--socket", "/tmp/s.sock", "--json"], ["--socket", "/tmp/s.sock", "ps", "--json"],
                                   ["--json", "--socket", "/tmp/s.sock", "ps"], ["--json", "ps", "--socket", "/tmp/s.sock"]])
 def test_global_options_before_or_after_the_subcommand(argv):
-    args = cli.build_parser(argv).parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     assert args.socket == "/tmp/s.sock" and args.json is True and args.command == "ps"
 
 
 def test_a_global_option_given_only_before_keeps_its_value():
-    args = cli.build_parser(["--socket", "/a", "inspect", "x"]).parse_args(["--socket", "/a", "inspect", "x"])
+    args = build_parser(["--socket", "/a", "inspect", "x"]).parse_args(["--socket", "/a", "inspect", "x"])
     assert args.socket == "/a" and args.json is False
 
 
 def test_docker_verbs_exist():
-    sub = _subparsers(cli.build_parser([]))
+    sub = _subparsers(build_parser([]))
     for name in ("start", "restart", "wait", "pause", "unpause", "update"):
         assert name in sub.choices
-    args = cli.build_parser(["restart"]).parse_args(["restart", "-t", "3", "web"])
+    args = build_parser(["restart"]).parse_args(["restart", "-t", "3", "web"])
     assert args.time == 3.0 and args.name == "web"
-    assert cli.COMMANDS["pause"] is cli.cmd_freeze and cli.COMMANDS["update"] is cli.cmd_limit
+    assert COMMANDS["pause"] is containers.cmd_freeze and COMMANDS["update"] is containers.cmd_limit
 
 
 def _limits(argv):
-    return cli._limits_body(cli.build_parser(["run"]).parse_args(["run", *argv, "--", "true"]))
+    return limits_body(build_parser(["run"]).parse_args(["run", *argv, "--", "true"]))
 
 
 def test_docker_limit_flags_keep_dockers_meaning():
@@ -135,9 +141,9 @@ def test_templates():
         cli_format.Template("{{.Colour}}").render(ITEMS[0])
     with pytest.raises(cli_format.FormatError):
         cli_format.Template("{{if .Name}}x{{end}}")
-    out = cli_format.render("table {{.Name}} {{.CreatedAt}}", ITEMS, lambda: "", cli.table)
+    out = cli_format.render("table {{.Name}} {{.CreatedAt}}", ITEMS, lambda: "", table)
     assert out.splitlines() == ["NAME  CREATED AT", "web   T1", "db    T2"]
-    lines = cli_format.render("json", ITEMS, lambda: "", cli.table).splitlines()
+    lines = cli_format.render("json", ITEMS, lambda: "", table).splitlines()
     assert [json.loads(x)["name"] for x in lines] == ["web", "db"]
 
 
@@ -202,12 +208,12 @@ def test_docs_cli_pairs_every_subcommand_and_flag():
     import os
 
     doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "cli.md")).read()
-    sub = _subparsers(cli.build_parser([]))
+    sub = _subparsers(build_parser([]))
     for name in sub.choices:
         if name not in ("freeze", "thaw"):  # named as the twins of pause/unpause
             assert f"`{name}" in doc, f"docs/cli.md does not pair agentctl {name}"
     for parser_name in ("run", "ps", "logs", "stats", "stop", "restart", "kill", "rm", "inspect"):
-        p = _subparsers(cli.build_parser([parser_name])).choices[parser_name]
+        p = _subparsers(build_parser([parser_name])).choices[parser_name]
         for action in p._actions:
             opts = [o for o in action.option_strings if o not in ("-h", "--help", "--socket", "--json")]
             if opts:

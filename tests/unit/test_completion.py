@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from agent import completion
+from agent.cli import completion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIR = os.path.join(ROOT, "deploy", "completion")
@@ -16,7 +16,7 @@ DIR = os.path.join(ROOT, "deploy", "completion")
 def test_committed_scripts_match_the_parser():
     for name, text in completion.scripts().items():
         with open(os.path.join(DIR, name)) as f:
-            assert f.read() == text, f"deploy/completion/{name} is stale: run python3 -m agent.completion deploy/completion"
+            assert f.read() == text, f"deploy/completion/{name} is stale: run python3 -m agent.cli.completion deploy/completion"
 
 
 def _complete_bash(*words: str) -> list[str]:
@@ -47,7 +47,7 @@ def test_zsh_completes_subcommands():
 
 
 def test_agentctl_does_not_import_the_completion_module():
-    code = "import sys\nfrom agent import cli\nprint('shtab' in sys.modules, 'agent.completion' in sys.modules)"
+    code = "import sys\nimport agent.cli.dispatch\nprint('shtab' in sys.modules, 'agent.cli.completion' in sys.modules)"
     import sys
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"

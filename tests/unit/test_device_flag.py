@@ -7,7 +7,9 @@ import stat
 
 import pytest
 
-from agent import cli, spec as specmod
+from agent import spec as specmod
+from agent.cli import main
+from agent.cli.parser import build_parser
 from agent.errors import UserError
 from runtime.spawn import SpawnSpec, SpecError
 
@@ -16,7 +18,7 @@ SYNTAX = "HOST_PATH[:CONTAINER_PATH][:PERMISSIONS]"
 
 def run_cli(argv, capsys):
     try:
-        rc = cli.main(argv)
+        rc = main(argv)
     except SystemExit as e:
         rc = e.code
     out, err = capsys.readouterr()
@@ -46,7 +48,7 @@ def test_malformed_device_flag_is_one_line_naming_the_syntax(value, capsys, monk
 ])
 def test_docker_forms(value, parsed):
     assert specmod.split_device(value) == parsed
-    assert cli.build_parser([]).parse_args(["run", "--device", value, "--", "true"]).device == [value]
+    assert build_parser([]).parse_args(["run", "--device", value, "--", "true"]).device == [value]
 
 
 @pytest.fixture

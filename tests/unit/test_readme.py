@@ -62,7 +62,7 @@ def test_the_two_setup_commands():
 
 
 def test_agentctl_commands_and_flags_exist():
-    from agent.cli import build_parser
+    from agent.cli.parser import build_parser
 
     seen = invocations("agentctl")
     assert len(seen) >= 10, "the agentctl tour went missing"
@@ -81,7 +81,7 @@ def test_agentctl_commands_and_flags_exist():
 
 
 def test_every_agentctl_command_is_in_the_tour():
-    from agent.cli import build_parser
+    from agent.cli.parser import build_parser
 
     shown = {w[0] for w in invocations("agentctl") if w}
     assert set(subparsers(build_parser([]))) <= shown
@@ -89,7 +89,7 @@ def test_every_agentctl_command_is_in_the_tour():
 
 def test_run_flags_listed_exist():
     """The `run` flag list in prose names real flags."""
-    from agent.cli import build_parser
+    from agent.cli.parser import build_parser
 
     run = subparsers(build_parser(["run"]))["run"]
     section = README[README.index("`run` flags:"):]

@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
-from agent import budget_spec, cli, config, spec
+from agent import budget_spec, config, spec
 from agent.api import router as api
+from agent.cli import flags
 from agent import rules as agent_rules
 from runtime import rules, spawn
 from runtime.controllers import values
@@ -14,8 +15,8 @@ from runtime.stats import CgroupSample, working_set
 
 
 def test_every_caller_uses_the_one_name_and_restart_rule():
-    assert cli.NAME_RE is api.NAME_RE is spec.NAME_RE is budget_spec.NAME_RE is agent_rules.NAME_RE
-    assert cli.RESTART_RE is spec.RESTART_RE is agent_rules.RESTART_RE
+    assert flags.NAME_RE is api.NAME_RE is spec.NAME_RE is budget_spec.NAME_RE is agent_rules.NAME_RE
+    assert flags.RESTART_RE is spec.RESTART_RE is agent_rules.RESTART_RE
     assert spawn.DEFAULT_PATH is rules.DEFAULT_PATH
 
 
@@ -52,7 +53,7 @@ def test_one_signal_rule_refuses(value):
         api.parse_signal(value)
     if isinstance(value, str):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli._signal(value)
+            flags.signal_name(value)
 
 
 def test_config_sizes_follow_the_limits_rule():

@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from agent import ssh_transport as st
-from agent.client import Client, ConnectError
+from agent.cli import ssh_transport as st
+from agent.cli.client import Client, ConnectError
 
 
 @pytest.mark.parametrize("url,parsed", [

@@ -1,8 +1,9 @@
 """One container state enum (agent.model.State): every list of states derives from it."""
 import json
 
-from agent import cli_format, model
+from agent import model
 from agent.api import system as api_system
+from agent.cli import format as cli_format
 from agent.model import ACTIVE, LIVE, STATES, State
 from agent.supervision import state as sup_state
 

@@ -88,7 +88,7 @@ def link_containers(pids: dict):
 
 @pytest.fixture(scope="module")
 def stack(vm_test_parent, tmp_path_factory):
-    from agent.client import Client
+    from agent.cli.client import Client
     tmp = str(tmp_path_factory.mktemp("dashboards"))
     root = vm_test_parent.child(f"dash-{secrets.token_hex(3)}")
     os.mkdir(root.path)

@@ -1,6 +1,6 @@
 """agentctl's image commands: pull, images, rmi, login, logout, and
 `image load|save|inspect|ls|rm|prune`; plus run's --image, --pull and
---entrypoint. Hooked into agent/cli.py by install(); imports nothing heavy.
+--entrypoint. Imports nothing heavy.
 """
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import os
 import sys
 import time
 
-_cli = None
+from agent.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
+from agent.cli.flags import JSON_HELP, Parser
+from agent.cli.format import print_json, table
+
 PULL_POLICIES = ("missing", "always", "never")
 
 
@@ -47,7 +50,7 @@ def _build_logout(p) -> None:
 
 
 def _build_image(p) -> None:
-    sub = p.add_subparsers(dest="image_command", metavar="SUBCOMMAND", parser_class=_cli.Parser, required=True)
+    sub = p.add_subparsers(dest="image_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
     ld = sub.add_parser("load", help="load a docker save archive or an OCI image layout tar")
     ld.add_argument("-i", "--input", required=True, metavar="FILE", help="the tar file (read by agentd)")
     sv = sub.add_parser("save", help="write an image as an OCI image layout tar")
@@ -62,8 +65,7 @@ def _build_image(p) -> None:
     rm.add_argument("references", nargs="+", metavar="REF", help="image name or id")
     sub.add_parser("prune", help="remove unnamed unused images and unused layers")
     for nested in (ld, sv, ins, ls, rm, sub.choices["prune"]):
-        nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_cli.JSON_HELP
-                            if hasattr(_cli, "JSON_HELP") else "print one JSON document")
+        nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
 
 
 def add_run_flags(r, source_group) -> None:
@@ -78,7 +80,7 @@ def run_body(args, client, body: dict) -> None:
     if not getattr(args, "image", None):
         for flag in ("pull", "entrypoint"):
             if getattr(args, flag, None):
-                raise _cli.UsageError(f"run: --{flag} goes with --image")
+                raise UsageError(f"run: --{flag} goes with --image")
         return
     body["image"] = args.image
     if args.entrypoint is not None:
@@ -92,7 +94,7 @@ def run_body(args, client, body: dict) -> None:
 
 
 def _have(client, ref: str) -> bool:
-    from agent.client import ApiError
+    from agent.cli.client import ApiError
     try:
         client.call("GET", "/v1/images/inspect", {"reference": ref})
         return True
@@ -115,7 +117,7 @@ def _size(n: int) -> str:
 
 def _pull(client, ref: str, quiet: bool = False, out=sys.stdout, insecure: bool = False,
           platform: str | None = None) -> int:
-    from agent.client import EVENT
+    from agent.cli.client import EVENT
     body = {"reference": ref, "insecure": insecure}
     if platform:
         body["platform"] = platform
@@ -141,14 +143,14 @@ def _pull(client, ref: str, quiet: bool = False, out=sys.stdout, insecure: bool 
             img = ev["image"]
             print(img["id"] if quiet else f"pulled {ref} ({img['id']}, {img['layer_count']} layers, "
                                           f"{_size(img['size'])})", file=out)
-            return _cli.EXIT_OK
+            return EXIT_OK
         elif ev.get("event") == "error":
             if tty:
                 out.write("\n")
             print(f"agentctl: pull {ref}: {ev.get('error')}", file=sys.stderr)
-            return _cli.EXIT_USAGE if ev.get("status") == 400 else _cli.EXIT_FAIL
+            return EXIT_USAGE if ev.get("status") == 400 else EXIT_FAIL
     print(f"agentctl: pull {ref}: the stream ended early (agentd stopped?)", file=sys.stderr)
-    return _cli.EXIT_FAIL
+    return EXIT_FAIL
 
 
 def cmd_pull(args, client) -> int:
@@ -157,32 +159,30 @@ def cmd_pull(args, client) -> int:
 
 def _print_images(images: list[dict], quiet: bool, as_json: bool) -> None:
     if as_json:
-        _cli._print_json(images)
+        print_json(images)
         return
     if quiet:
         for img in images:
             print(img["id"][7:19])
         return
-    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    rows = []
     for img in images:
         names = img["names"] or ["<none>:<none>"]
         for name in names:
             repo, _, tag = name.rpartition(":") if "@" not in name else (name, "", "<none>")
             rows.append((repo, tag, img["id"][7:19], (img.get("created") or "-")[:19].replace("T", " "),
                          _size(img["size"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
 
 
 def cmd_images(args, client) -> int:
     _print_images(client.call("GET", "/v1/images"), args.quiet, args.json)
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def cmd_rmi(args, client) -> int:
-    from agent.client import ApiError
-    status = _cli.EXIT_OK
+    from agent.cli.client import ApiError
+    status = EXIT_OK
     for ref in args.references:
         try:
             out = client.call("POST", "/v1/images/remove", body={"reference": ref, "force": args.force})
@@ -190,7 +190,7 @@ def cmd_rmi(args, client) -> int:
                 print(line)
         except ApiError as e:
             print(f"agentctl: rmi {ref}: {e}", file=sys.stderr)
-            status = _cli.EXIT_FAIL
+            status = EXIT_FAIL
     return status
 
 
@@ -199,17 +199,17 @@ def cmd_login(args, client) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     if not password:
-        raise _cli.UsageError("login: give the password with --password-stdin (or -p)")
+        raise UsageError("login: give the password with --password-stdin (or -p)")
     out = client.call("POST", "/v1/registries/login", body={"registry": args.registry, "username": args.username,
                                                              "password": password, "insecure": args.insecure})
     print(f"{out['status']}: {out['registry']}")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def cmd_logout(args, client) -> int:
     out = client.call("POST", "/v1/registries/logout", body={"registry": args.registry})
     print(f"{out['status']}: {out['registry']}")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def cmd_image(args, client) -> int:
@@ -217,7 +217,7 @@ def cmd_image(args, client) -> int:
     if sub == "load":
         loaded = client.call("POST", "/v1/images/load", body={"path": os.path.abspath(args.input)})
         if args.json:
-            _cli._print_json(loaded)
+            print_json(loaded)
         for img in loaded:
             print(f"loaded {', '.join(img['names']) or '<none>'} ({img['id']})")
     elif sub == "save":
@@ -225,7 +225,7 @@ def cmd_image(args, client) -> int:
                           body={"reference": args.reference, "path": os.path.abspath(args.output)})
         print(f"saved {args.reference} ({out['id']}) to {os.path.abspath(args.output)}")
     elif sub == "inspect":
-        _cli._print_json(client.call("GET", "/v1/images/inspect", {"reference": args.reference}))
+        print_json(client.call("GET", "/v1/images/inspect", {"reference": args.reference}))
     elif sub == "ls":
         _print_images(client.call("GET", "/v1/images"), args.quiet, args.json)
     elif sub == "rm":
@@ -233,24 +233,21 @@ def cmd_image(args, client) -> int:
     elif sub == "prune":
         out = client.call("POST", "/v1/images/prune")
         if args.json:
-            _cli._print_json(out)
+            print_json(out)
         else:
             for line in out["images"]:
                 print(line)
             print(f"freed {_size(out['freed_bytes'])} ({out['removed_files']} blobs and layers)")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({
-        "pull": ("pull an image from a registry", False, _build_pull),
-        "images": ("list images", True, _build_images),
-        "rmi": ("remove images", False, _build_rmi),
-        "image": ("manage images: load, save, inspect, ls, rm, prune", True, _build_image),
-        "login": ("store credentials for a registry (kept by agentd, mode 0600)", False, _build_login),
-        "logout": ("forget a registry's credentials", False, _build_logout),
-    })
-    cli.COMMANDS.update({"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "image": cmd_image,
-                         "login": cmd_login, "logout": cmd_logout})
+SUBCOMMANDS = {
+    "pull": ("pull an image from a registry", False, _build_pull),
+    "images": ("list images", True, _build_images),
+    "rmi": ("remove images", False, _build_rmi),
+    "image": ("manage images: load, save, inspect, ls, rm, prune", True, _build_image),
+    "login": ("store credentials for a registry (kept by agentd, mode 0600)", False, _build_login),
+    "logout": ("forget a registry's credentials", False, _build_logout),
+}
+COMMANDS = {"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "image": cmd_image,
+            "login": cmd_login, "logout": cmd_logout}

@@ -20,6 +20,8 @@ import json
 import time
 from typing import Callable, NamedTuple
 
+from agent.cli.format import table, with_rfc3339  # JSON times in RFC 3339 UTC
+
 HEADERS = ["NAME", "STATE", "CPU %", "MEM USAGE / LIMIT", "MEM %", "IO READ/s", "IO WRITE/s", "PIDS", "THROTTLED"]
 REFRESH = 1.0  # seconds between table refreshes
 
@@ -101,20 +103,17 @@ def _rate(v: float | None) -> str:
 
 
 def render(table_rows: list[Row]) -> str:
-    cells = [HEADERS]
+    cells = []
     for r in table_rows:
         mem = f"{human_bytes(r.memory)} / {human_bytes(r.memory_limit) if r.memory_limit else 'max'}"
         pids = "-" if r.pids is None else (f"{r.pids} / {r.pids_limit}" if r.pids_limit else str(r.pids))
         cells.append([r.name, r.state, _pct(r.cpu_percent), mem, _pct(r.memory_percent), _rate(r.io_read_rate),
                       _rate(r.io_write_rate), pids, _pct(r.throttled_percent)])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return table(HEADERS, cells)
 
 
 def run(fetch: Callable[[], dict], stream: bool, as_json: bool, out, sleep=time.sleep) -> int:
     """The `stats` loop: print once (after two samples, for rates), or refresh every second."""
-    from agent.cli_format import with_rfc3339  # JSON times in RFC 3339 UTC
-
     if as_json and not stream:
         out.write(json.dumps(with_rfc3339(fetch()), indent=2, sort_keys=True) + "\n")
         return 0

@@ -1,4 +1,11 @@
-"""agentctl output shaping: RFC 3339 times, `--format` templates, `ps --filter`.
+"""agentctl output shaping: RFC 3339 times, `--format` templates, `ps --filter`,
+and the printers every verb uses (aligned tables, JSON documents, raw bytes,
+a run or exec stream's output).
+
+Tables. ``table(headers, rows)`` aligns columns two spaces apart, each as
+wide as its widest cell (None prints empty), trailing blanks cut; with
+``ragged_last=True`` the last column is written as is, unpadded (a command
+line in `top`).
 
 Times. The API keeps times as epoch seconds (numbers); agentctl shows every
 ``*_at`` field of its JSON and tables as RFC 3339 UTC, second precision
@@ -29,9 +36,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 FILTER_KEYS = ("name", "id", "label", "status")
-from agent.model import STATES  # noqa: E402 (the one state enum)
 _ACTION_RE = re.compile(r"{{\s*(.*?)\s*}}", re.S)
 _FIELD_RE = re.compile(r"(?:json\s+)?\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)?")
 
@@ -73,7 +80,59 @@ def with_rfc3339(doc):
     return doc
 
 
+# -- printers -----------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list], ragged_last: bool = False) -> str:
+    """An aligned table: a header line, then one line per row."""
+    cells = [list(headers)] + [["" if v is None else str(v) for v in r] for r in rows]
+    if ragged_last:
+        widths = [max(len(r[i]) for r in cells) for i in range(len(headers) - 1)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in cells)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def print_json(obj) -> None:
+    """One indented JSON document on stdout, its times in RFC 3339."""
+    print(json.dumps(with_rfc3339(obj), indent=2, sort_keys=True))
+
+
+def write(stream, data: bytes) -> None:
+    """Raw container output to stdout/stderr, flushed."""
+    stream.buffer.write(data)
+    stream.flush()
+
+
+def copy_output(frames):
+    """The events (parsed JSON) of a run or exec stream of (stream id, data) frames;
+    its output is copied to stdout and stderr as it comes."""
+    from agent.wire import EVENT, STDERR, STDOUT
+
+    for stream, data in frames:
+        if stream == STDOUT:
+            write(sys.stdout, data)
+        elif stream == STDERR:
+            write(sys.stderr, data)
+        elif stream == EVENT:
+            yield json.loads(data)
+
+
 # -- filters ------------------------------------------------------------------
+
+
+def _states() -> tuple:
+    """The one state enum (agent.model), imported when a filter needs it: agent.model
+    loads dataclasses, which agentctl's start-up does not otherwise pay for."""
+    from agent.model import STATES
+
+    return STATES
+
+
+def __getattr__(name: str):
+    if name == "STATES":  # format.STATES, as before the import became lazy
+        return _states()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_filters(values: list[str]) -> dict[str, list[str]]:
@@ -83,8 +142,8 @@ def parse_filters(values: list[str]) -> dict[str, list[str]]:
         key = key.strip().lower()
         if not sep or key not in FILTER_KEYS or (not val and key != "label"):
             raise FormatError(f"--filter {v!r}: use KEY=VALUE with KEY one of {', '.join(FILTER_KEYS)}")
-        if key == "status" and val not in STATES:
-            raise FormatError(f"--filter {v!r}: status is one of {', '.join(STATES)}")
+        if key == "status" and val not in _states():
+            raise FormatError(f"--filter {v!r}: status is one of {', '.join(_states())}")
         out.setdefault(key, []).append(val)
     return out
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from agent.cli_errors import UsageError
+from agent.cli.errors import UsageError
+from agent.cli.format import table
 
 HELP = "spend limits on containers: alert, throttle, freeze or stop when crossed"
 
@@ -55,13 +56,9 @@ def run(args, client) -> int:
     elif cmd == "ls":
         out = client.call("GET", "/v1/budgets")
         if not args.json:
-            rows = [("NAME", "MATCH", "SPENT", "LIMIT", "PER", "ACTION", "ACTED ON")]
-            for b in out["budgets"]:
-                rows.append((b["name"], b["match"], b["spent"], f"{b['limit']} {b['currency']}", b["per"],
-                             b["action"], ",".join(b["acted_on"]) or "-"))
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            for r in rows:
-                print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            rows = [(b["name"], b["match"], b["spent"], f"{b['limit']} {b['currency']}", b["per"], b["action"],
+                     ",".join(b["acted_on"]) or "-") for b in out["budgets"]]
+            print(table(["NAME", "MATCH", "SPENT", "LIMIT", "PER", "ACTION", "ACTED ON"], rows))
             return 0
     elif cmd == "inspect":
         out = client.call("GET", f"/v1/budgets/{args.name}")

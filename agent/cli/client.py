@@ -20,7 +20,7 @@ Two transports carry the same HTTP: the agent's Unix socket (the default), or,
 with ``host="ssh://[USER@]HOST[:PORT]"`` (agentctl --host, $AGENT_HOST), an
 OpenSSH client running ``agentctl system dial-stdio`` on that host, its stdin
 and stdout joined to one end of a socketpair (one ssh process per request).
-The ssh side is imported only when a host is given (agent/ssh_transport.py).
+The ssh side is imported only when a host is given (agent/cli/ssh_transport.py).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from collections.abc import Iterator   # typing costs ~8 ms of agentctl's start
 
 DEFAULT_SOCKET = "/run/cgroup-agent/agent.sock"
 
-from agent.cli_errors import ConnectError  # noqa: E402  (raised here and by the ssh transport)
+from agent.cli.errors import ConnectError  # noqa: E402  (raised here and by the ssh transport)
 from agent.wire import EVENT, FRAME_HEADER, STDERR, STDOUT, STREAM_CONTENT_TYPE  # noqa: E402,F401
 
 _MAX_HEADER_LINE = 65536
@@ -159,7 +159,7 @@ class Client:
         self.host = host_url(host)
         self.timeout = timeout
         if self.host:
-            from agent.ssh_transport import SshTransport  # subprocess, shlex: only for remote hosts
+            from agent.cli.ssh_transport import SshTransport  # subprocess, shlex: only for remote hosts
 
             self.path = path   # None: the remote agentctl's own default ($AGENT_SOCKET there, or the default)
             self.transport = SshTransport(self.host, path, timeout)

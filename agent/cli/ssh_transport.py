@@ -28,7 +28,7 @@ import socket
 import subprocess
 from urllib.parse import urlsplit
 
-from agent.cli_errors import ConnectError
+from agent.cli.errors import ConnectError
 
 SSH_EXIT_ERROR = 255        # ssh's own failures (connect, authentication)
 SHELL_NOT_FOUND = 127       # the remote shell could not find the command

@@ -1,6 +1,6 @@
 """Static bash and zsh completion for agentctl, generated from its parser by shtab.
 
-    python3 -m agent.completion DIR      writes DIR/agentctl.bash and DIR/_agentctl (zsh)
+    python3 -m agent.cli.completion DIR      writes DIR/agentctl.bash and DIR/_agentctl (zsh)
 
 agentctl never imports this module or shtab, so completion costs its start-up
 nothing: the scripts are generated at build/test time into deploy/completion/
@@ -22,7 +22,7 @@ def scripts() -> dict[str, str]:
     """{file name: script} for every shell, from agentctl's full parser."""
     import shtab
 
-    from agent.cli import build_parser
+    from agent.cli.parser import build_parser
 
     parser = build_parser([], full=True)
     return {name: shtab.complete(parser, shell=shell) for shell, name in FILES.items()}
@@ -31,7 +31,7 @@ def scripts() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python3 -m agent.completion DIR", file=sys.stderr)
+        print("usage: python3 -m agent.cli.completion DIR", file=sys.stderr)
         return 2
     os.makedirs(argv[0], exist_ok=True)
     for name, text in scripts().items():

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-_cli = None
+from agent.cli.errors import EXIT_OK
+from agent.cli.flags import Parser
+from agent.cli.format import print_json, table
+
 
 
 def _network(value: str) -> str:
@@ -41,7 +44,7 @@ def run_body(args, body: dict) -> None:
 
 
 def _build_network(p) -> None:
-    sub = p.add_subparsers(dest="network_command", metavar="SUBCOMMAND", parser_class=_cli.Parser, required=True)
+    sub = p.add_subparsers(dest="network_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
     cr = sub.add_parser("create", help="a network of its own bridge and subnet, isolated from the others")
     cr.add_argument("--subnet", metavar="CIDR", help="IPv4 subnet (default: a free /24 of 10.192.0.0/10)")
     cr.add_argument("name", metavar="NAME", help="network name ([a-zA-Z0-9][a-zA-Z0-9_.-], at most 63)")
@@ -61,31 +64,25 @@ def cmd_network(args, client) -> int:
     if sub == "create":
         body = {"name": args.name, **({"subnet": args.subnet} if args.subnet else {})}
         n = client.call("POST", "/v1/networks", body=body)
-        _cli._print_json(n) if as_json else print(n["name"])
+        print_json(n) if as_json else print(n["name"])
     elif sub == "ls":
         nets = client.call("GET", "/v1/networks")
         if as_json:
-            _cli._print_json(nets)
+            print_json(nets)
         elif args.quiet:
             for n in nets:
                 print(n["name"])
         else:
-            rows = [("NAME", "SUBNET", "BRIDGE", "CONTAINERS")] + [
-                (n["name"], n["subnet"], n["bridge"], str(len(n["containers"]))) for n in nets]
-            widths = [max(len(r[i]) for r in rows) for i in range(4)]
-            for r in rows:
-                print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            print(table(["NAME", "SUBNET", "BRIDGE", "CONTAINERS"],
+                        [(n["name"], n["subnet"], n["bridge"], len(n["containers"])) for n in nets]))
     elif sub == "rm":
         for name in args.names:
             client.call("DELETE", f"/v1/networks/{name}")
             print(name)
     elif sub == "inspect":
-        _cli._print_json(client.call("GET", f"/v1/networks/{args.name}"))
-    return _cli.EXIT_OK
+        print_json(client.call("GET", f"/v1/networks/{args.name}"))
+    return EXIT_OK
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({"network": ("manage networks: create, ls, rm, inspect", True, _build_network)})
-    cli.COMMANDS.update({"network": cmd_network})
+SUBCOMMANDS = {"network": ("manage networks: create, ls, rm, inspect", True, _build_network)}
+COMMANDS = {"network": cmd_network}

@@ -1,15 +1,12 @@
 """agentctl exec: run a command inside a running container.
 
     exec [-i] [-t] [-u USER] [-e K=V] [-w DIR] NAME CMD...
-                            POST /v1/containers/NAME/exec (agent/api_exec.py)
+                            POST /v1/containers/NAME/exec (agent/api/exec.py)
 
 -i forwards this process's stdin (end of input is passed on); -t gives the
 command a terminal (this terminal in raw mode meanwhile, its size passed on
 and on every SIGWINCH). Exits with the command's exit status (128+N when
 killed by signal N; 127/126 when it cannot be found/executed).
-
-`install(cli)` adds the subcommand to agent/cli.py's tables; nothing here is
-imported by anything else.
 """
 from __future__ import annotations
 
@@ -17,7 +14,9 @@ import argparse
 import os
 import sys
 
-_cli = None  # agent.cli, set by install()
+from agent.cli.errors import EXIT_FAIL, UsageError, exit_status
+from agent.cli.format import copy_output
+
 
 HELP = "run a command inside a running container (its namespaces, cgroup and security)"
 
@@ -38,7 +37,7 @@ def _env(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not key:
-            raise _cli.UsageError(f"-e {item!r}: give KEY=VALUE (or KEY to pass this shell's value)")
+            raise UsageError(f"-e {item!r}: give KEY=VALUE (or KEY to pass this shell's value)")
         if not sep:
             if key not in os.environ:
                 continue        # as docker: an unset variable is not passed
@@ -53,7 +52,7 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
     connection (with tty: this terminal raw meanwhile, its size as RESIZE)."""
     import threading
 
-    from agent.client import ProtocolError, _read_body, api_error, iter_frames
+    from agent.cli.client import ProtocolError, _read_body, api_error, iter_frames
     from agent.wire import RESIZE, STDIN, STREAM_CONTENT_TYPE, frame
 
     sock, f, status, headers = client._send(method, path, body)
@@ -84,15 +83,11 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
 
 
 def cmd_exec(args, client) -> int:
-    import json
-
-    from agent.wire import EVENT, STDERR, STDOUT
-
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        raise _cli.UsageError("exec: give the command after the name, e.g. agentctl exec web -- ls /")
+        raise UsageError("exec: give the command after the name, e.g. agentctl exec web -- ls /")
     body = {"command": argv, "env": _env(args.env) or None, "workdir": args.workdir, "user": args.user,
             "stdin": bool(args.interactive), "tty": bool(args.tty)}
     body = {k: v for k, v in body.items() if v is not None}
@@ -100,25 +95,19 @@ def cmd_exec(args, client) -> int:
                                args.interactive, args.tty)
     result = None
     try:
-        for stream, data in frames:
-            if stream == STDOUT:
-                _cli._write(sys.stdout, data)
-            elif stream == STDERR:
-                _cli._write(sys.stderr, data)
-            elif stream == EVENT:
-                ev = json.loads(data)
-                if ev.get("event") == "exited":
-                    result = _cli.exit_status(ev)
-                elif ev.get("event") == "error":
-                    frames.close()      # the terminal back first
-                    print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
-                    return _cli.EXIT_FAIL
+        for ev in copy_output(frames):
+            if ev.get("event") == "exited":
+                result = exit_status(ev)
+            elif ev.get("event") == "error":
+                frames.close()      # the terminal back first
+                print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
+                return EXIT_FAIL
     finally:
         frames.close()
     if result is None:
         print(f"agentctl: the stream of exec in {args.name} ended before the command exited (agentd stopped?)",
               file=sys.stderr)
-        return _cli.EXIT_FAIL
+        return EXIT_FAIL
     return result
 
 
@@ -162,8 +151,5 @@ def _terminal(send, resize_id: int):
     return restore
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({"exec": (HELP, False, _build_exec)})
-    cli.COMMANDS.update({"exec": cmd_exec})
+SUBCOMMANDS = {"exec": (HELP, False, _build_exec)}
+COMMANDS = {"exec": cmd_exec}

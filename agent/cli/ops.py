@@ -1,19 +1,18 @@
-"""agentctl's operator verbs: cp, top, events (agent/api_ops.py serves them).
+"""agentctl's operator verbs: cp, top, events (agent/api/ops.py serves them).
 
     cp NAME:PATH HOSTPATH | HOSTPATH NAME:PATH   one regular file out of / into a running container
     top NAME                                     the processes of its cgroup
     events [--since T] [--until T] [--filter K=V] [--json]   the lifecycle stream
     rename OLD NEW                               a new name; id, cgroup, logs, billing stay
-
-`install(cli)` adds the subcommands to agent/cli.py's tables; nothing here is
-imported by anything else.
 """
 from __future__ import annotations
 
 import os
 import re
 
-_cli = None  # agent.cli, set by install()
+from agent.cli.errors import EXIT_OK, UsageError
+from agent.cli.format import print_json, table
+
 
 CONTAINER_ARG = re.compile(r"^([a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}):(/.*)$")
 EVENT_FILTERS = ("name", "id", "event")
@@ -37,8 +36,8 @@ def _build_rename(p) -> None:
 def cmd_rename(args, client) -> int:
     info = client.call("POST", f"/v1/containers/{args.old}/rename", body={"name": args.new})
     if args.json:
-        _cli._print_json(info)
-    return _cli.EXIT_OK
+        print_json(info)
+    return EXIT_OK
 
 
 def _build_events(p) -> None:
@@ -65,7 +64,7 @@ def when(flag: str, value: str, now: float) -> float:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _cli.UsageError(f"{flag} {value!r}: give a duration ago (10m, 2h), RFC 3339 "
+        raise UsageError(f"{flag} {value!r}: give a duration ago (10m, 2h), RFC 3339 "
                               "(2026-12-03T07:36:27Z) or epoch seconds") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
@@ -73,7 +72,7 @@ def when(flag: str, value: str, now: float) -> float:
 def cmd_cp(args, client) -> int:
     src, dst = CONTAINER_ARG.match(args.src), CONTAINER_ARG.match(args.dst)
     if bool(src) == bool(dst):
-        raise _cli.UsageError("cp: give exactly one side as NAME:/path in a container, e.g. "
+        raise UsageError("cp: give exactly one side as NAME:/path in a container, e.g. "
                               "agentctl cp web:/etc/hosts ./hosts or agentctl cp ./conf web:/etc/app.conf")
     local = client.host is None
     if src:
@@ -89,29 +88,25 @@ def cmd_cp(args, client) -> int:
     if local:
         hpath = os.path.abspath(hpath)
     elif not hpath.startswith("/"):
-        raise _cli.UsageError(f"cp: {hpath!r}: with --host, give an absolute path on that host")
+        raise UsageError(f"cp: {hpath!r}: with --host, give an absolute path on that host")
     r = client.call("POST", f"/v1/containers/{name}/cp",
                     body={"direction": direction, "container_path": cpath, "host_path": hpath})
     if args.json:
-        _cli._print_json(r)
-    return _cli.EXIT_OK
+        print_json(r)
+    return EXIT_OK
 
 
 def cmd_top(args, client) -> int:
     doc = client.call("GET", f"/v1/containers/{args.name}/top")
     if args.json:
-        _cli._print_json(doc)
-        return _cli.EXIT_OK
-    from agent.cli_format import rfc3339
+        print_json(doc)
+        return EXIT_OK
+    from agent.cli.format import rfc3339
 
-    rows = [("UID", "PID", "PPID", "STIME", "TIME", "RSS", "CMD")]
-    for p in doc["processes"]:
-        rows.append((p["user"], str(p["pid"]), str(p["ppid"]), rfc3339(p["started_at"]), f"{p['cpu_seconds']:.2f}s",
-                     str(p["rss_bytes"]), " ".join(p["command"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    return _cli.EXIT_OK
+    rows = [(p["user"], p["pid"], p["ppid"], rfc3339(p["started_at"]), f"{p['cpu_seconds']:.2f}s", p["rss_bytes"],
+             " ".join(p["command"])) for p in doc["processes"]]
+    print(table(["UID", "PID", "PPID", "STIME", "TIME", "RSS", "CMD"], rows, ragged_last=True))
+    return EXIT_OK
 
 
 def _event_filters(items: list[str]) -> dict:
@@ -119,7 +114,7 @@ def _event_filters(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in EVENT_FILTERS or not value:
-            raise _cli.UsageError(f"--filter {item!r}: give {', '.join(k + '=...' for k in EVENT_FILTERS)}")
+            raise UsageError(f"--filter {item!r}: give {', '.join(k + '=...' for k in EVENT_FILTERS)}")
         out.setdefault(key, set()).add(value)
     return out
 
@@ -128,14 +123,14 @@ def cmd_events(args, client) -> int:
     import json
     import time
 
-    from agent.cli_format import rfc3339
+    from agent.cli.format import rfc3339
 
     filters = _event_filters(args.filter)
     now = time.time()
     since = when("--since", args.since, now) if args.since else None
     until = when("--until", args.until, now) if args.until else None
     if since is not None and until is not None and until < since:
-        raise _cli.UsageError("--until: must not be before --since")
+        raise UsageError("--until: must not be before --since")
     seq = 0
     if since is None:               # only what happens from now on
         while batch := client.call("GET", "/v1/events", {"since": str(seq), "limit": "10000"}):
@@ -147,7 +142,7 @@ def cmd_events(args, client) -> int:
             if since is not None and ev["at"] < since:
                 continue
             if until is not None and ev["at"] > until:
-                return _cli.EXIT_OK
+                return EXIT_OK
             if any(ev.get(k) not in v for k, v in filters.items()):
                 continue
             if args.json:
@@ -158,18 +153,15 @@ def cmd_events(args, client) -> int:
                 print(f"{rfc3339(ev['at'])} container {ev['event']} {ev['name']} (id={ev['id']}{extra})", flush=True)
         if not batch:
             if until is not None and time.time() > until:
-                return _cli.EXIT_OK
+                return EXIT_OK
             time.sleep(POLL)
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({
-        "cp": ("copy one file between a running container and the host (resolved inside its root)", True, _build_cp),
-        "top": ("the processes of a container (its cgroup)", True, _build_top),
-        "events": ("the containers' lifecycle events (create, start, die, oom, stop, remove, ...)", True,
-                   _build_events),
-        "rename": ("give a container a new name (id, cgroup, logs and billing stay)", True, _build_rename),
-    })
-    cli.COMMANDS.update({"cp": cmd_cp, "top": cmd_top, "events": cmd_events, "rename": cmd_rename})
+SUBCOMMANDS = {
+    "cp": ("copy one file between a running container and the host (resolved inside its root)", True, _build_cp),
+    "top": ("the processes of a container (its cgroup)", True, _build_top),
+    "events": ("the containers' lifecycle events (create, start, die, oom, stop, remove, ...)", True,
+               _build_events),
+    "rename": ("give a container a new name (id, cgroup, logs and billing stay)", True, _build_rename),
+}
+COMMANDS = {"cp": cmd_cp, "top": cmd_top, "events": cmd_events, "rename": cmd_rename}

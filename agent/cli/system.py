@@ -7,22 +7,23 @@
     system prune -f        remove every exited container, then unused unnamed images and layers
                            (without -f: print what it would remove, remove nothing)
     system dial-stdio      join stdin/stdout to the local agent's socket (what --host ssh:// runs
-                           on the remote host; see agent/ssh_transport.py)
-
-`install(cli)` adds the subcommand to agent/cli.py's tables.
+                           on the remote host; see agent/cli/ssh_transport.py)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-_cli = None  # agent.cli, set by install()
+from agent.cli.errors import EXIT_FAIL, EXIT_OK
+from agent.cli.flags import JSON_HELP, Parser
+from agent.cli.format import print_json, table
+
 
 EXITED = ("exited", "created", "dead")   # prune removes these; never a running, paused or restarting one
 
 
 def _build_system(p) -> None:
-    sub = p.add_subparsers(dest="system_command", metavar="SUBCOMMAND", parser_class=_cli.Parser, required=True)
+    sub = p.add_subparsers(dest="system_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
     info = sub.add_parser("info", help="the agent and its host: version, kernel, cgroups, containers, images")
     df = sub.add_parser("df", help="disk space the agent uses: images, containers' upper dirs, logs, databases")
     prune = sub.add_parser("prune", help="remove exited containers and unused unnamed images (-f; without it, "
@@ -32,7 +33,7 @@ def _build_system(p) -> None:
     sub.add_parser("dial-stdio", help="copy stdin to the agent's socket and its answers to stdout "
                                       "(run by agentctl --host ssh://... on the remote host)")
     for nested in (info, df, prune):
-        nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_cli.JSON_HELP)
+        nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
 
 
 def _size(n: int | None) -> str:
@@ -53,8 +54,8 @@ def cmd_system(args, client) -> int:
 def _info(args, client) -> int:
     info = client.call("GET", "/v1/system/info")
     if args.json:
-        _cli._print_json(info)
-        return _cli.EXIT_OK
+        print_json(info)
+        return EXIT_OK
     cg = info.get("cgroup") or {}
     pool = info.get("userns_pool") or {}
     filters = (info.get("device_filter") or {}).get("running_containers") or {}
@@ -80,40 +81,40 @@ def _info(args, client) -> int:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k + ':':<{width + 1}} {v}")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def _df(args, client) -> int:
     df = client.call("GET", "/v1/system/df")
     if args.json:
-        _cli._print_json(df)
-        return _cli.EXIT_OK
+        print_json(df)
+        return EXIT_OK
     images = df.get("images") or {}
     rows = [["Images", images.get("count", "-"), _size(images.get("bytes"))],
             ["Containers", df["containers"]["count"], _size(df["containers"]["upper_bytes"])],
             ["Logs", "", _size(df["logs"]["bytes"])],
             ["State and ledger databases", len(df["databases"]["files"]), _size(df["databases"]["bytes"])]]
-    print(_cli.table(["TYPE", "COUNT", "SIZE"], rows))
-    return _cli.EXIT_OK
+    print(table(["TYPE", "COUNT", "SIZE"], rows))
+    return EXIT_OK
 
 
 def _prune(args, client) -> int:
-    from agent.client import ApiError
+    from agent.cli.client import ApiError
 
     containers = [c for c in client.call("GET", "/v1/containers", {"all": "1"}) if c.get("state") in EXITED]
     images = (client.call("GET", "/v1/system/df").get("images") or {}).get("prunable")   # None: images disabled
     if not args.force:
         if args.json:
-            _cli._print_json({"would_remove": {"containers": [c["name"] for c in containers], "images": images or []}})
-            return _cli.EXIT_OK
+            print_json({"would_remove": {"containers": [c["name"] for c in containers], "images": images or []}})
+            return EXIT_OK
         for c in containers:
             print(f"would remove container {c['name']} ({c['state']})")
         for i in images or ():
             print(f"would remove image {i}")
         print(f"{len(containers)} containers and {len(images or ())} unnamed images (and unused layers) would be removed; "
               "run agentctl system prune -f to remove them")
-        return _cli.EXIT_OK
-    removed, status = [], _cli.EXIT_OK
+        return EXIT_OK
+    removed, status = [], EXIT_OK
     for c in containers:
         try:
             client.call("DELETE", f"/v1/containers/{c['name']}")
@@ -121,10 +122,10 @@ def _prune(args, client) -> int:
         except ApiError as e:   # started again meanwhile, or removed by someone else
             print(f"agentctl: system prune: container {c['name']}: {e.message}", file=sys.stderr)
             if e.status != 404:
-                status = _cli.EXIT_FAIL
+                status = EXIT_FAIL
     pruned = client.call("POST", "/v1/images/prune") if images is not None else None
     if args.json:
-        _cli._print_json({"containers": removed, "images": pruned})
+        print_json({"containers": removed, "images": pruned})
         return status
     for name in removed:
         print(f"removed container {name}")
@@ -142,7 +143,7 @@ def _dial_stdio(args, client) -> int:
     import socket
     import threading
 
-    from agent.client import connect_unix, socket_path
+    from agent.cli.client import connect_unix, socket_path
 
     sock = connect_unix(socket_path(args.socket))   # ConnectError: one line, exit 1 (the ssh client shows it)
 
@@ -175,13 +176,10 @@ def _dial_stdio(args, client) -> int:
         sock.close()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)   # closes the pipe to ssh: the client reads the end of the answer
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({
-        "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system),
-    })
-    cli.COMMANDS.update({"system": cmd_system})
+SUBCOMMANDS = {
+    "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system),
+}
+COMMANDS = {"system": cmd_system}

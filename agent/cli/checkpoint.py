@@ -6,13 +6,15 @@
     restore NAME
     restore --import FILE [--name NEW]
 
-Hooked into agent/cli.py by install(); imports nothing heavy.
+Imports nothing heavy.
 """
 from __future__ import annotations
 
 import os
 
-_cli = None
+from agent.cli.errors import EXIT_OK, UsageError
+from agent.cli.format import print_json
+
 
 
 def _build_checkpoint(p) -> None:
@@ -42,64 +44,61 @@ def _size(n) -> str:
 def cmd_checkpoint(args, client) -> int:
     words = args.words
     if words[0] == "ls" and len(words) == 1:
-        from agent.cli_format import rfc3339
+        from agent.cli.format import rfc3339
         rows = client.call("GET", "/v1/checkpoints")
         if args.json:
-            _cli._print_json(rows)
-            return _cli.EXIT_OK
+            print_json(rows)
+            return EXIT_OK
         print(f"{'NAME':<24} {'CONTAINER ID':<14} {'CRIU':<8} {'SIZE':>10}  CREATED")
         for r in rows:
             print(f"{r['name']:<24} {r.get('container_id') or '':<14} {r.get('criu_version') or '':<8} "
                   f"{_size(r.get('image_bytes')):>10}  {rfc3339(r.get('created_at'))}")
-        return _cli.EXIT_OK
+        return EXIT_OK
     if words[0] == "rm" and len(words) >= 2:
         for name in words[1:]:
             out = client.call("DELETE", f"/v1/checkpoints/{name}")
             print(out["removed"])
-        return _cli.EXIT_OK
+        return EXIT_OK
     if len(words) != 1:
-        raise _cli.UsageError("checkpoint: give one container NAME, or `ls`, or `rm NAME`")
+        raise UsageError("checkpoint: give one container NAME, or `ls`, or `rm NAME`")
     body = {"leave_running": args.leave_running}
     if args.export:
         body["export"] = os.path.abspath(args.export)
     out = client.call("POST", f"/v1/containers/{words[0]}/checkpoint", body=body)
     if args.json:
-        _cli._print_json(out)
-        return _cli.EXIT_OK
+        print_json(out)
+        return EXIT_OK
     state = "left running" if out.get("leave_running") else "checkpointed"
     print(f"{out['name']}: {state} ({_size(out.get('image_bytes'))})")
     if out.get("export"):
         print(f"exported to {out['export']['path']}")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def cmd_restore(args, client) -> int:
     if args.import_file:
         if args.name:
-            raise _cli.UsageError("restore --import FILE takes no NAME; use --name NEW for the name it gets")
+            raise UsageError("restore --import FILE takes no NAME; use --name NEW for the name it gets")
         body = {"path": os.path.abspath(args.import_file)}
         if args.new_name:
             body["name"] = args.new_name
         out = client.call("POST", "/v1/checkpoints/import", body=body)
     else:
         if not args.name:
-            raise _cli.UsageError("restore: give the checkpoint NAME, or --import FILE")
+            raise UsageError("restore: give the checkpoint NAME, or --import FILE")
         if args.new_name:
-            raise _cli.UsageError("restore: --name goes with --import (a checkpoint is restored under its own name)")
+            raise UsageError("restore: --name goes with --import (a checkpoint is restored under its own name)")
         out = client.call("POST", f"/v1/checkpoints/{args.name}/restore")
     if args.json:
-        _cli._print_json(out)
+        print_json(out)
     else:
         print(f"{out['name']}: restored as {out['id']} (pid {out['pid']}, from {out['restored_from']})")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
-def install(cli) -> None:
-    global _cli
-    _cli = cli
-    cli.SUBCOMMANDS.update({
-        "checkpoint": ("save a running container with CRIU (checkpoint NAME, checkpoint ls, checkpoint rm NAME)",
-                       True, _build_checkpoint),
-        "restore": ("restore a checkpointed container, or import one (--import FILE)", True, _build_restore),
-    })
-    cli.COMMANDS.update({"checkpoint": cmd_checkpoint, "restore": cmd_restore})
+SUBCOMMANDS = {
+    "checkpoint": ("save a running container with CRIU (checkpoint NAME, checkpoint ls, checkpoint rm NAME)",
+                   True, _build_checkpoint),
+    "restore": ("restore a checkpointed container, or import one (--import FILE)", True, _build_restore),
+}
+COMMANDS = {"checkpoint": cmd_checkpoint, "restore": cmd_restore}
