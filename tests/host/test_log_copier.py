@@ -90,8 +90,9 @@ def test_a_flood_is_copied_in_its_own_cgroup_outside_its_pid_namespace_and_the_c
         assert _read(f"/proc/{copier}/oom_score_adj") == _read(f"/proc/{ppid}/oom_score_adj")
     assert launcher_events(ctx.state_dir, "log.copier_started", cid)
     before = logfiles.produced(path)
-    samples = 0
+    samples, deadline = 0, time.monotonic() + 120
     while samples < 300 or (logfiles.produced(path) or 0) < (before or 0) + 8 * CAP:
+        assert time.monotonic() < deadline, "the flood stopped being copied"
         for p in (path, path + ".1"):
             try:
                 assert os.path.getsize(p) <= CAP, f"{p} passed the cap"
