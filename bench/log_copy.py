@@ -103,11 +103,15 @@ def run_container(client, base: str, state: str, lcg: str, size: int, cap: int) 
     pid = client.spawn(cid, {"argv": ["/bin/sh", "-c", f"yes logging-a-flood | head -c {size}"],
                              "env": {"PATH": "/usr/bin:/bin"}, "cgroup": ccg, "stdout": log, "stderr": log,
                              "log_max_bytes": cap})
-    while True:
-        if any(r.id == cid and r.pid == pid for r in client.exits()):
-            break
-        select.select([client.fileno()], [], [], 0.2)
-        client.read_events()
+    # wait for the pushed exit event: a request every 0.2 s would cost the
+    # launcher about 1 ms each, which is not log copying (a slow flood would
+    # be charged more of it); exits() only every 5 s, in case
+    while not any(r.id == cid and r.pid == pid for r in client.exits()):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            select.select([client.fileno()], [], [], 5)
+            if any(ev.get("event") == "exit" and ev.get("id") == cid for ev in client.read_events()):
+                break
     used = cgroup_cpu(lcg) - before
     kept = os.path.getsize(log) + (os.path.getsize(log + ".1") if os.path.exists(log + ".1") else 0)
     assert os.path.getsize(log) <= cap and kept <= 2 * cap, "the cap did not hold"
