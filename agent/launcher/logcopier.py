@@ -148,12 +148,11 @@ class LogCopiers:
             pass
         while True:
             try:
-                _, status = os.waitpid(cp.pid, 0)
+                os.waitpid(cp.pid, 0)
                 break
             except InterruptedError:
                 continue
             except ChildProcessError:
-                status = 0
                 break
         del self.by_pid[cp.pid]
         self._take_back(cp, 0)

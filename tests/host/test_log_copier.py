@@ -184,6 +184,37 @@ def test_the_container_cannot_see_or_kill_its_copier(ctx, tmp_path):
     assert wait_gone(copier)
 
 
+
+def test_freezing_a_flood_freezes_its_copier_and_thaw_resumes_the_copy(ctx):
+    """cgroup.freeze with a copier inside: the cgroup reaches frozen (the
+    kernel says frozen only when every task in it is, the copier included),
+    the log stands still, and after thawing the same copier goes on copying."""
+    client = ctx.connect()
+    path = os.path.join(ctx.state_dir, "frozen.log")
+    cid, pid = ctx.container(client, ["yes", "frozen-flood"], stdout=path, stderr=path, log_max_bytes=CAP)
+    cg = os.path.join(ctx.base, "containers", cid)
+    copier = wait_copier(cg)
+    with open(os.path.join(cg, "cgroup.freeze"), "w") as f:
+        f.write("1")
+    deadline = time.monotonic() + 60
+    while "frozen 1" not in _read(os.path.join(cg, "cgroup.events")).splitlines():
+        assert time.monotonic() < deadline, "the cgroup with its copier never froze"
+        time.sleep(0.05)
+    assert copiers_in(cg) == [copier]
+    still = logfiles.produced(path)
+    time.sleep(0.3)
+    assert logfiles.produced(path) == still
+    with open(os.path.join(cg, "cgroup.freeze"), "w") as f:
+        f.write("0")
+    deadline = time.monotonic() + 60
+    while (logfiles.produced(path) or 0) <= (still or 0) + 4 * CAP:
+        assert time.monotonic() < deadline, "the copy did not resume after thaw"
+        time.sleep(0.05)
+    assert copiers_in(cg) == [copier]
+    client.signal(pid, signal.SIGKILL)
+    wait_exit(client, cid, pid)
+    assert wait_gone(copier)
+
 def test_through_agentd_a_flood_is_copied_in_its_cgroup_and_its_records_carry_every_byte(cgroup, tmp_path):
     """agentd, its launcher and a real `yes | head -c N` container with a
     small [logs] max_bytes: a copier took the flood, and the container's
