@@ -53,6 +53,17 @@ def wait_copier(cgroup: str, timeout: float = 60) -> int:
     raise AssertionError(f"no log copier appeared in {cgroup}")
 
 
+def produced(path: str) -> int:
+    """logfiles.produced, asked again while a rotation is under way (None)."""
+    deadline = time.monotonic() + 30
+    while True:
+        n = logfiles.produced(path)
+        if n is not None:
+            return n
+        assert time.monotonic() < deadline, f"{path}: a rotation never finished"
+        time.sleep(0.001)
+
+
 def launcher_events(state_dir: str, event: str, cid: str) -> list[dict]:
     out = []
     for line in _read(os.path.join(state_dir, LOG_NAME)).splitlines():
@@ -89,9 +100,9 @@ def test_a_flood_is_copied_in_its_own_cgroup_outside_its_pid_namespace_and_the_c
         print("launcher without CAP_SYS_RESOURCE: copier oom_score_adj not lowered (checked equal to the launcher's)")
         assert _read(f"/proc/{copier}/oom_score_adj") == _read(f"/proc/{ppid}/oom_score_adj")
     assert launcher_events(ctx.state_dir, "log.copier_started", cid)
-    before = logfiles.produced(path)
+    before = produced(path)
     samples, deadline = 0, time.monotonic() + 120
-    while samples < 300 or (logfiles.produced(path) or 0) < (before or 0) + 8 * CAP:
+    while samples < 300 or produced(path) < before + 8 * CAP:
         assert time.monotonic() < deadline, "the flood stopped being copied"
         for p in (path, path + ".1"):
             try:
@@ -201,13 +212,13 @@ def test_freezing_a_flood_freezes_its_copier_and_thaw_resumes_the_copy(ctx):
         assert time.monotonic() < deadline, "the cgroup with its copier never froze"
         time.sleep(0.05)
     assert copiers_in(cg) == [copier]
-    still = logfiles.produced(path)
+    still = logfiles.produced(path)           # None if frozen inside a rotation: then it stays None
     time.sleep(0.3)
     assert logfiles.produced(path) == still
     with open(os.path.join(cg, "cgroup.freeze"), "w") as f:
         f.write("0")
     deadline = time.monotonic() + 60
-    while (logfiles.produced(path) or 0) <= (still or 0) + 4 * CAP:
+    while produced(path) <= (still or 0) + 4 * CAP:
         assert time.monotonic() < deadline, "the copy did not resume after thaw"
         time.sleep(0.05)
     assert copiers_in(cg) == [copier]
