@@ -179,9 +179,9 @@ class LogCopiers:
             L.pipe_owner[fd] = c
         end = logfiles.produced_by(list(sinks))
         moved = end - cp.start_bytes if end is not None and cp.start_bytes is not None else None
-        if status:      # it could not join the cgroup, or was killed (OOM): the launcher copies
+        if status:      # it could not join the cgroup, or was killed (OOM, cgroup.kill): the launcher copies
             self.refused.add(c)
-            L.log.warning("log.copier_lost", id=c.id, pid=cp.pid, status=os.waitstatus_to_exitcode(status))
+            L.log.info("log.copier_lost", id=c.id, pid=cp.pid, status=os.waitstatus_to_exitcode(status))
         L.log.info("log.copier_ended", id=c.id, pid=cp.pid, bytes=moved)
 
 

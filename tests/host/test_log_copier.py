@@ -137,6 +137,31 @@ def test_log_bytes_stay_exact_with_a_copier_and_rotation(ctx):
         assert set(f.read().split(b"\n")[1:-1]) == {b"exact-count"}
 
 
+
+def test_a_killed_copier_loses_no_byte_and_is_not_replaced(ctx):
+    """SIGKILL the copier mid-flood (what the OOM killer would do): the
+    launcher, which kept a read end of the pipe, reopens the files and copies
+    the rest; every byte is counted; no second copier is forked (a container
+    cannot make the launcher fork one again and again)."""
+    client = ctx.connect()
+    total = (64 << 20) | 777
+    path = os.path.join(ctx.state_dir, "lost.log")
+    cid, pid = ctx.container(client, ["/bin/sh", "-c", f"yes copier-killed | head -c {total}"],
+                             stdout=path, stderr=path, log_max_bytes=CAP)
+    cg = os.path.join(ctx.base, "containers", cid)
+    copier = wait_copier(cg)
+    deadline = time.monotonic() + 60
+    while produced(path) < 8 << 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(copier, signal.SIGKILL)
+    rec = wait_exit(client, cid, pid)
+    assert rec.exit_code == 0
+    assert produced(path) == total
+    assert len(launcher_events(ctx.state_dir, "log.copier_started", cid)) == 1
+    assert launcher_events(ctx.state_dir, "log.copier_lost", cid)
+    assert os.path.getsize(path) <= CAP and os.path.getsize(path + ".1") <= CAP
+
 def test_a_quiet_container_has_no_copier(ctx):
     """A container logging far less than the threshold is copied by the
     launcher: nothing but its own processes in its cgroup, all in its PID
