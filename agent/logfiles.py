@@ -49,7 +49,10 @@ def produced(path: str) -> int | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return 0
+        # between a rotation's rename and the new file's creation the file is
+        # missing but its sidecar is not: a 0 there would read as a counter
+        # reset, and the ledger would bill everything produced so far twice
+        return None if read_rotated(path) is not None else 0
     except OSError:
         return None
     side = read_rotated(path)

@@ -5,6 +5,7 @@
     client.py    LauncherClient (agentd's side)
     boot.py      start-up: detach, lock, cgroup, subreaper (python3 -m agent.launcher)
     logsink.py   a container's capped log file fed by splice(2)
+    logcopier.py a flooding container's log copy, forked into its own cgroup
     execs.py     a process started inside a running container (agentctl exec)
     peers.py     who may connect; how a child ended; reading a setup pipe
     records.py   durable exit records
@@ -37,7 +38,9 @@ LOG_REST before it is polled again, so a flood costs one wake-up per pipe
 full. A file never grows past log_max_bytes: the write that would pass it
 renames the file to <file>.1 (replacing the old one) and continues in a new
 file; <file>.rotated keeps the bytes rotated away (agent.logfiles), so the
-bytes a container produced can be billed to it.
+bytes a container produced can be billed to it. A container that logs more
+than COPIER_THRESHOLD within COPIER_WINDOW has its pipes copied by a copier
+forked into its own cgroup, which then pays for the copy (logcopier.py).
 """
 
 from agent.launcher.boot import _log_factory, main

@@ -36,6 +36,10 @@ class LogSink:
         side = logfiles.read_rotated(self.path)
         if side is not None and side[0] == ino:
             self.rotated = side[1]      # a restarted container or launcher: go on counting
+        elif side is not None and _inode(self.path + ".1") == side[0]:
+            # a copier killed between the rename and the sidecar's update
+            # (agent/launcher/logcopier.py): the rotated file is the one it describes
+            self.rotated = side[1] + os.path.getsize(self.path + ".1")
         try:
             logfiles.write_rotated(self.path, ino, self.rotated)
         except OSError:
@@ -103,3 +107,9 @@ class LogSink:
             self.fd = -1
         self.times.close()
 
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None

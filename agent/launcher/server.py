@@ -18,6 +18,7 @@ import time
 from agent.checkpoint import launcher_ops
 from agent.launcher import protocol as wire
 from agent.launcher.execs import Execs, parse as parse_exec
+from agent.launcher.logcopier import COPIER_THRESHOLD, LogCopiers
 from agent.launcher.logsink import LogSink
 from agent.launcher.peers import describe as _describe, read_to_eof as _read_to_eof, refuse_peer as _refuse_peer
 from agent.launcher.peers import waitpid_quiet as _waitpid_quiet
@@ -48,6 +49,7 @@ class _Client:
 class Launcher:
     log_rest = LOG_REST
     log_pipe_size = LOG_PIPE_SIZE
+    log_copier_threshold = COPIER_THRESHOLD     # 0: the launcher copies every log itself
 
     def __init__(self, state_dir: str, log):
         self.state_dir = state_dir
@@ -61,6 +63,7 @@ class Launcher:
         self.resting: dict[int, float] = {}   # log pipe -> monotonic time it is polled again
         self.clients: dict[int, _Client] = {}
         self.execs = Execs(log)
+        self.copiers = LogCopiers(self, self.log_copier_threshold)
         self.listener: socket.socket | None = None
         self.stopping = False
         self.wake_r, self.wake_w = os.pipe()
@@ -280,6 +283,8 @@ class Launcher:
 
     def op_checkpoint(self, req):
         _cid(req.get("id"))
+        if req.get("id") in self.by_id:
+            self.copiers.recall(self.by_id[req["id"]])  # CRIU must find only the container's tree
         return launcher_ops.checkpoint(self, req, wire)
 
     def op_restore(self, req):
@@ -415,7 +420,7 @@ class Launcher:
         except BlockingIOError:
             return False
         if n:
-            return True
+            return not self.copiers.note(c, n)     # a flood: its pipes go to a copier in its cgroup
         self._close_pipe(c, fd)
         return False
 
@@ -453,12 +458,16 @@ class Launcher:
             c = self.by_pid.pop(pid, None)
             if c is None and self.execs.reaped(pid, status):
                 continue
+            if c is None and self.copiers.reaped(pid, status):
+                continue
             if c is None:
                 self.log.info("orphan.reaped", pid=pid, status=_describe(status))
                 continue
             self.by_id.pop(c.id, None)
             if c.stdin_w >= 0:
                 os.close(c.stdin_w)
+            self.copiers.recall(c)
+            self.copiers.forget(c)
             self._drain(c)
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
