@@ -99,10 +99,7 @@ CFS_THROTTLED_PERIODS = INDEX["container_cpu_cfs_throttled_periods_total"]
 CFS_THROTTLED_SECONDS = INDEX["container_cpu_cfs_throttled_seconds_total"]
 MEM_USAGE = INDEX["container_memory_usage_bytes"]
 MEM_WORKING_SET = INDEX["container_memory_working_set_bytes"]
-MEM_RSS = INDEX["container_memory_rss"]
-MEM_CACHE = INDEX["container_memory_cache"]
 MEM_SWAP = INDEX["container_memory_swap"]
-MEM_MAPPED = INDEX["container_memory_mapped_file"]
 MEM_MAX_USAGE = INDEX["container_memory_max_usage_bytes"]
 MEM_FAILURES = INDEX["container_memory_failures_total"]
 OOM_EVENTS = INDEX["container_oom_events_total"]
@@ -113,14 +110,8 @@ FS_WRITES = INDEX["container_fs_writes_total"]
 BLKIO = INDEX["container_blkio_device_usage_total"]
 PROCESSES = INDEX["container_processes"]
 PRESSURE_CPU_WAITING = INDEX["container_pressure_cpu_waiting_seconds_total"]
-PRESSURE_CPU_STALLED = INDEX["container_pressure_cpu_stalled_seconds_total"]
 PRESSURE_MEMORY_WAITING = INDEX["container_pressure_memory_waiting_seconds_total"]
-PRESSURE_MEMORY_STALLED = INDEX["container_pressure_memory_stalled_seconds_total"]
 PRESSURE_IO_WAITING = INDEX["container_pressure_io_waiting_seconds_total"]
-PRESSURE_IO_STALLED = INDEX["container_pressure_io_stalled_seconds_total"]
-SPEC_MEMORY_LIMIT = INDEX["container_spec_memory_limit_bytes"]
-SPEC_MEMORY_RESERVATION = INDEX["container_spec_memory_reservation_limit_bytes"]
-SPEC_MEMORY_SWAP_LIMIT = INDEX["container_spec_memory_swap_limit_bytes"]
 SPEC_CPU_QUOTA = INDEX["container_spec_cpu_quota"]
 SPEC_CPU_PERIOD = INDEX["container_spec_cpu_period"]
 SPEC_CPU_SHARES = INDEX["container_spec_cpu_shares"]
@@ -137,15 +128,6 @@ BURST_SECONDS = INDEX["container_cpu_cfs_burst_seconds_total"]
 MEM_FAILCNT = INDEX["container_memory_failcnt"]
 MEM_EVENTS_HIGH = INDEX["container_memory_events_high_total"]
 MEM_EVENTS_MAX = INDEX["container_memory_events_max_total"]
-MEM_KERNEL = INDEX["container_memory_kernel_usage"]
-MEM_ACTIVE_FILE = INDEX["container_memory_total_active_file_bytes"]
-MEM_INACTIVE_FILE = INDEX["container_memory_total_inactive_file_bytes"]
-MEM_DIRTY = INDEX["container_memory_file_dirty_bytes"]
-MEM_WRITEBACK = INDEX["container_memory_file_writeback_bytes"]
-MEM_REFAULT_ANON = INDEX["container_memory_workingset_refault_anon_total"]
-MEM_REFAULT_FILE = INDEX["container_memory_workingset_refault_file_total"]
-MEM_PGSCAN = INDEX["container_memory_pgscan_total"]
-MEM_PGSTEAL = INDEX["container_memory_pgsteal_total"]
 CREATION_TIME = INDEX["container_creation_time_seconds"]
 HUGETLB_USAGE = INDEX["container_hugetlb_usage_bytes"]
 HUGETLB_FAILCNT = INDEX["container_hugetlb_failcnt"]
@@ -164,6 +146,9 @@ NET_FAMILIES = tuple((FAMILIES[NET_FIRST + i][0], fld) for i, fld in enumerate(
 
 # (memory.stat key, family index, family name) of the plain one-value memory families
 MEMSTAT_FAMILIES = tuple((key, INDEX[name], name) for key, name in (
+    ("anon", "container_memory_rss"),
+    ("file", "container_memory_cache"),
+    ("file_mapped", "container_memory_mapped_file"),
     ("kernel", "container_memory_kernel_usage"),
     ("active_file", "container_memory_total_active_file_bytes"),
     ("inactive_file", "container_memory_total_inactive_file_bytes"),
@@ -175,6 +160,13 @@ MEMSTAT_FAMILIES = tuple((key, INDEX[name], name) for key, name in (
     ("pgsteal", "container_memory_pgsteal_total"),
 ))
 
+# container_spec_* memory limits: (Limits field, family index, family name); unset or unlimited = 0
+SPEC_MEMORY_LIMITS = tuple((attr, INDEX[name], name) for attr, name in (
+    ("memory_max", "container_spec_memory_limit_bytes"),
+    ("memory_low", "container_spec_memory_reservation_limit_bytes"),
+    ("memory_swap_max", "container_spec_memory_swap_limit_bytes"),
+))
+
 MACHINE_LABELS = ("boot_id", "machine_id", "system_uuid")
 # (name, help, MachineInfo field)
 MACHINE_FAMILIES = (
@@ -184,3 +176,7 @@ MACHINE_FAMILIES = (
     ("machine_memory_bytes", "Amount of memory installed on the machine.", "memory_bytes"),
     ("machine_swap_bytes", "Amount of swap memory available on the machine.", "swap_bytes"),
 )
+
+# each pressure family's "stalled" series is the family right after its "waiting" one
+assert all(FAMILIES[i + 1][0] == FAMILIES[i][0].replace("_waiting_", "_stalled_")
+           for i in (PRESSURE_CPU_WAITING, PRESSURE_MEMORY_WAITING, PRESSURE_IO_WAITING))

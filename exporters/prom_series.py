@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from exporters.prom_families import (
     BLKIO, BURST_PERIODS, BURST_SECONDS, CFS_PERIODS, CFS_THROTTLED_PERIODS, CFS_THROTTLED_SECONDS, CPU_SYSTEM,
-    CPU_USAGE, CPU_USER, CREATION_TIME, FILE_DESCRIPTORS, FROZEN, FS_READ_BYTES, FS_READS, FS_WRITE_BYTES,
-    FS_WRITES, HUGETLB_FAILCNT, HUGETLB_USAGE, LOG_BYTES, MACHINE_FAMILIES, MACHINE_LABELS, MEM_CACHE,
-    MEM_EVENTS_HIGH, MEM_EVENTS_MAX, MEM_FAILCNT, MEM_FAILURES, MEM_MAPPED, MEM_MAX_USAGE, MEM_RSS, MEM_SWAP,
-    MEM_USAGE, MEM_WORKING_SET, MEMSTAT_FAMILIES, NET_FAMILIES, NET_FIRST, OOM_EVENTS, OOM_KILLS,
-    PIDS_LIMIT_HITS, PRESSURE_CPU_WAITING, PRESSURE_IO_WAITING, PRESSURE_MEMORY_WAITING, PROCESSES, RESTARTS,
-    SOCKETS, SPEC_CPU_PERIOD, SPEC_CPU_QUOTA, SPEC_CPU_SHARES, SPEC_MEMORY_LIMIT, SPEC_MEMORY_RESERVATION,
-    SPEC_MEMORY_SWAP_LIMIT, START_TIME, STATE, TASKS_STATE, THREADS, THREADS_MAX, ULIMITS_SOFT,
+    CPU_USAGE, CPU_USER, CREATION_TIME, FILE_DESCRIPTORS, FROZEN, FS_READS, FS_READ_BYTES, FS_WRITES,
+    FS_WRITE_BYTES, HUGETLB_FAILCNT, HUGETLB_USAGE, LOG_BYTES, MACHINE_FAMILIES, MACHINE_LABELS,
+    MEMSTAT_FAMILIES, MEM_EVENTS_HIGH, MEM_EVENTS_MAX, MEM_FAILCNT, MEM_FAILURES, MEM_MAX_USAGE, MEM_SWAP,
+    MEM_USAGE, MEM_WORKING_SET, NET_FAMILIES, NET_FIRST, OOM_EVENTS, OOM_KILLS, PIDS_LIMIT_HITS,
+    PRESSURE_CPU_WAITING, PRESSURE_IO_WAITING, PRESSURE_MEMORY_WAITING, PROCESSES, RESTARTS, SOCKETS,
+    SPEC_CPU_PERIOD, SPEC_CPU_QUOTA, SPEC_CPU_SHARES, SPEC_MEMORY_LIMITS, START_TIME, STATE, TASKS_STATE,
+    THREADS, THREADS_MAX, ULIMITS_SOFT,
 )
 from exporters.prom_labels import escape, label_str, num
 from runtime.limits import DEFAULT_CPU_PERIOD_US
@@ -67,12 +67,6 @@ def emit_cgroup(add, lb, s, info, devices):
         if ws is not None:
             add((MEM_WORKING_SET, f"container_memory_working_set_bytes{{{lb}}} {ws}"))
     if mstat is not None:
-        if "anon" in mstat:
-            add((MEM_RSS, f"container_memory_rss{{{lb}}} {mstat['anon']}"))
-        if "file" in mstat:
-            add((MEM_CACHE, f"container_memory_cache{{{lb}}} {mstat['file']}"))
-        if "file_mapped" in mstat:
-            add((MEM_MAPPED, f"container_memory_mapped_file{{{lb}}} {mstat['file_mapped']}"))
         for key, idx, name in MEMSTAT_FAMILIES:
             if key in mstat:
                 add((idx, f"{name}{{{lb}}} {mstat[key]}"))
@@ -160,9 +154,8 @@ def emit_spec(add, lb, info):
     # cAdvisor's spec defaults: unset/unlimited memory limits are 0, the period
     # 100000, shares from the kernel's default weight; a quota only when set.
     lim = info.limits
-    add((SPEC_MEMORY_LIMIT, f"container_spec_memory_limit_bytes{{{lb}}} {limit(lim, 'memory_max') or 0}"))
-    add((SPEC_MEMORY_RESERVATION, f"container_spec_memory_reservation_limit_bytes{{{lb}}} {limit(lim, 'memory_low') or 0}"))
-    add((SPEC_MEMORY_SWAP_LIMIT, f"container_spec_memory_swap_limit_bytes{{{lb}}} {limit(lim, 'memory_swap_max') or 0}"))
+    for attr, idx, name in SPEC_MEMORY_LIMITS:
+        add((idx, f"{name}{{{lb}}} {limit(lim, attr) or 0}"))
     v = limit(lim, "cpu_quota_us")
     if v is not None:
         add((SPEC_CPU_QUOTA, f"container_spec_cpu_quota{{{lb}}} {v}"))
