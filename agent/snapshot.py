@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from agent.labels import cgroup_id
 from runtime import stats
 
 EMPTY = MappingProxyType({})
@@ -39,5 +40,4 @@ class Snapshot:
 
     def rel_id(self, path: str) -> str:
         """cgroup path relative to the mount, with a leading "/" (cAdvisor's id)."""
-        rel = path[len(self.mount):] if self.mount and path.startswith(self.mount) else path
-        return rel if rel.startswith("/") else "/" + rel
+        return cgroup_id(path, self.mount)

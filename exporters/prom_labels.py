@@ -4,7 +4,7 @@ once per cgroup and reused by every series of it) and how a number is written.
 """
 from __future__ import annotations
 
-from agent.labels import metric_label_name
+from agent.labels import cgroup_id, metric_label_name
 
 
 def escape(value) -> str:
@@ -33,14 +33,6 @@ def num(v) -> str:
     return repr(float(v))
 
 
-def rel_id(path: str, mount: str) -> str:
-    """cAdvisor's id: the cgroup path relative to the mount, with a leading "/"."""
-    if mount and path.startswith(mount):
-        rel = path[len(mount):]
-        return rel if rel.startswith("/") else "/" + rel
-    return path if path.startswith("/") else "/" + path
-
-
 def base_labels(path, info, mount, allowlist) -> str:
     """The labels every series of one cgroup starts with: the allow-listed
     container labels, then id, image and name ("" for a non-container cgroup)."""
@@ -48,7 +40,7 @@ def base_labels(path, info, mount, allowlist) -> str:
     labels = info.labels if info is not None else {}
     for k in allowlist:
         parts.append(f'{label_key(k)}="{escape(labels.get(k, "") if labels else "")}"')
-    parts.append(f'id="{escape(rel_id(path, mount))}"')
+    parts.append(f'id="{escape(cgroup_id(path, mount))}"')
     parts.append(f'image="{escape(info.image if info is not None else "")}"')
     parts.append(f'name="{escape(info.name if info is not None else "")}"')
     return ",".join(parts)
