@@ -3,6 +3,7 @@
     metric_label_name("app.kubernetes.io/name") -> "container_label_app_kubernetes_io_name"
     unrenderable("\\ud800") -> "contains a lone surrogate (U+D800) ..."   (None when it renders)
     is_label_key("team")   -> True  (the key syntax, LABEL_KEY_RE)
+    cgroup_id("/sys/fs/cgroup/a/b", "/sys/fs/cgroup") -> "/a/b"   (the ``id`` label, as cAdvisor)
 
 Used by agent.spec (a label, and every other string a spec takes, is
 refused at creation when it could not be rendered), agent.config (allow-listed keys that would become the same metric
@@ -34,3 +35,9 @@ def unrenderable(text: str) -> str | None:
     except UnicodeEncodeError as e:
         return f"contains a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}, which is not valid Unicode text"
     return None
+
+
+def cgroup_id(path: str, mount: str) -> str:
+    """cAdvisor's ``id``: the cgroup path relative to the cgroup2 mount, with a leading "/"."""
+    rel = path[len(mount):] if mount and path.startswith(mount) else path
+    return rel if rel.startswith("/") else "/" + rel

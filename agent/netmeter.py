@@ -85,11 +85,7 @@ class NetMeter:
         if sample is None:
             return None
         with self._lock:
-            ifaces = self._read(info)
-            if ifaces is None:
-                return sample
-            rx, tx = netstat.totals(ifaces)
-            return sample._replace(net_rx_bytes=rx, net_tx_bytes=tx, network=ifaces)
+            return _with_network(sample, self._read(info))
 
     def attach_root(self, sample):
         """The root cgroup's sample with the host's interfaces (cAdvisor reads /proc/1/net/dev)."""
@@ -159,11 +155,7 @@ class NetMeter:
         prev = self._merged.get(key)
         if prev is not None and prev[0] is base and prev[1] is ifaces:
             return prev[2]
-        if ifaces is None:
-            out = base
-        else:
-            rx, tx = netstat.totals(ifaces)
-            out = base._replace(net_rx_bytes=rx, net_tx_bytes=tx, network=ifaces)
+        out = _with_network(base, ifaces)
         self._merged[key] = (base, ifaces, out)
         return out
 
@@ -178,3 +170,11 @@ class NetMeter:
         selfmetrics.inc("collection_errors_total", reason="network")
         log.info("netmeter.container_unreadable", id=getattr(info, "id", None), pid=pid,
                  cgroup=info.cgroup, error=str(exc))
+
+
+def _with_network(sample, ifaces):
+    """``sample`` with the interfaces' counters and their totals (unchanged when ``ifaces`` is None)."""
+    if ifaces is None:
+        return sample
+    rx, tx = netstat.totals(ifaces)
+    return sample._replace(net_rx_bytes=rx, net_tx_bytes=tx, network=ifaces)

@@ -94,6 +94,7 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self._cache: dict[tuple[bool, bool], tuple[object, bytes]] = {}
         self._lock = threading.Lock()
+        self._renderer = prometheus.Renderer()   # its per-cgroup series cache is this server's
 
     @property
     def port(self) -> int:
@@ -110,7 +111,7 @@ class MetricsServer:
             # level 1: 1000 containers' 8.4 MB -> 0.42 MB in ~22 ms (level 9: 0.36 MB, ~137 ms)
             body = gzip.compress(self.render(openmetrics), compresslevel=1)
         else:
-            body = prometheus.render(snap, self.allowlist, openmetrics=openmetrics)
+            body = self._renderer.render(snap, self.allowlist, openmetrics=openmetrics)
         with self._lock:
             self._cache[key] = (snap, body)
         return body

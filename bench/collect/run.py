@@ -200,17 +200,17 @@ def time_render(snap, reps=5) -> tuple[float, float, float, int, int]:
     sample objects)."""
     cold, busy, idle = [], [], []
     for _ in range(reps):
-        prometheus._chunks.clear()
+        renderer = prometheus.Renderer()
         t0 = time.thread_time()
-        body = prometheus.render(snap)
+        body = renderer.render(snap)
         cold.append(time.thread_time() - t0)
         fresh = dataclasses.replace(snap, samples=MappingProxyType(
             {p: s._replace() for p, s in snap.samples.items()}))
         t0 = time.thread_time()
-        prometheus.render(fresh)
+        renderer.render(fresh)
         busy.append(time.thread_time() - t0)
         t0 = time.thread_time()
-        prometheus.render(fresh)
+        renderer.render(fresh)
         idle.append(time.thread_time() - t0)
     series = sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
     return min(cold), min(busy), min(idle), series, len(body)
