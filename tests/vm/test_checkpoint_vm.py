@@ -24,14 +24,17 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from agent.checkpoint import criu
+from agent.checkpoint import criu, layout
 from agent.checkpoint.service import CheckpointService
 from agent.config import load_config
 from agent.launcher import LauncherClient
+from agent.collector import Collector
 from agent.ledger import Ledger
 from agent.spec import from_json
 from agent.store import Store
@@ -41,6 +44,7 @@ from runtime.inotify import Watcher
 from runtime.stats import parse_cpu_stat
 
 from conftest import destroy_cgroup
+from exporters.metrics_server import MetricsServer
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /count; echo tick $i; sleep 0.2; done"
 LIMITS = {"memory": "64M", "pids": 32, "cpus": "0.5"}
@@ -139,6 +143,31 @@ def agents(vm_test_parent, tmpfs):
     b.close()
 
 
+@pytest.fixture(scope="module")
+def scrape(agents):
+    """GET /metrics of agentd's metrics server on 127.0.0.1 (its collector before a first pass,
+    as agentd serves it then): {sample name + sorted labels: value}."""
+    a, _ = agents
+    cfg = SimpleNamespace(agent=SimpleNamespace(metrics_listen="127.0.0.1:0"),
+                          collector=SimpleNamespace(label_allowlist=()))
+    srv = MetricsServer(cfg, Collector(a.config, a.sup.containers))
+    srv.start()
+
+    def get():
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=60) as r:
+            text = r.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    yield get
+    srv.stop()
+
+
+def on_disk(d):
+    """Bytes of the files under d, read from the file system here (not through layout.size_of)."""
+    return sum(os.lstat(os.path.join(top, f)).st_size for top, _d, files in os.walk(d) for f in files)
+
+
 def count(rootfs):
     try:
         with open(os.path.join(rootfs, "count")) as f:
@@ -178,10 +207,11 @@ def stdout_counts(agent, info):
         return [int(line.split()[1]) for line in f if line.startswith("tick ")]
 
 
-def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs, record_property):
+def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs, scrape, record_property):
     from agent import selfmetrics
     a, _ = agents
     ok_before = (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok"))
+    m0 = scrape()
     os.unlink(os.path.join(tmpfs.rootfs, "count")) if os.path.exists(os.path.join(tmpfs.rootfs, "count")) else None
     old = run_counter(a, "calc", tmpfs.rootfs)
     wait_for(lambda: count(tmpfs.rootfs) >= 5, what="the counter to reach 5")
@@ -190,8 +220,23 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs,
 
     out = a.ckpt.checkpoint("calc")
     assert out["image_bytes"] > 0
+    # /metrics: one more checkpoint in the duration histogram, its size that of the images on disk
+    m1 = scrape()
+    images = on_disk(os.path.join(layout.path(a.state, "calc"), layout.IMAGES))
+    assert images > 0 and out["image_bytes"] == images
+
+    def delta(name):
+        return m1[(name, ())] - m0[(name, ())]
+    assert delta("cgroup_agent_checkpoint_duration_seconds_count") == 1
+    assert delta("cgroup_agent_checkpoint_duration_seconds_sum") > 0
+    assert m1[("cgroup_agent_checkpoint_duration_seconds_bucket", (("le", "+Inf"),))] \
+        == m1[("cgroup_agent_checkpoint_duration_seconds_count", ())]
+    assert delta("cgroup_agent_checkpoint_image_bytes_count") == 1
+    assert delta("cgroup_agent_checkpoint_image_bytes_sum") == images
+    assert m1[("cgroup_agent_checkpoint_last_image_bytes", ())] == images
+    assert m1[("cgroup_agent_checkpoints_total", (("result", "ok"),))] == ok_before[0] + 1
     record_property("checkpoint_image_bytes", out["image_bytes"])
-    record_property("checkpoint_seconds", round(selfmetrics.get("checkpoint_last_duration_seconds"), 2))
+    record_property("checkpoint_seconds", round(delta("cgroup_agent_checkpoint_duration_seconds_sum"), 2))
     assert a.sup.get("calc").state == "checkpointed"
     at = count(tmpfs.rootfs)
     time.sleep(1.0)
@@ -214,7 +259,13 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs,
     inside = subprocess.run(["nsenter", "-t", str(info.pid), "-C", "cat", f"/proc/{info.pid}/cgroup"],
                             capture_output=True, text=True)
     assert inside.stdout.strip() == "0::/", inside.stdout + inside.stderr
-    record_property("restore_seconds", round(selfmetrics.get("restore_duration_seconds_total"), 2))
+    m2 = scrape()
+    assert m2[("cgroup_agent_restore_duration_seconds_count", ())] \
+        - m1[("cgroup_agent_restore_duration_seconds_count", ())] == 1
+    restore_s = (m2[("cgroup_agent_restore_duration_seconds_sum", ())]
+                 - m1[("cgroup_agent_restore_duration_seconds_sum", ())])
+    assert restore_s > 0
+    record_property("restore_seconds", round(restore_s, 2))
     assert (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok")) \
         == (ok_before[0] + 1, ok_before[1] + 1)
     # it goes on from its count, kept in its memory: not from zero
