@@ -343,3 +343,73 @@ def test_leave_running_keeps_it_going_and_the_save_point_restores(agents, tmpfs)
     assert 5 <= first <= at + 1 < live, (first, at, live)
     a.sup.remove("keeper", force=True)
     a.ckpt.remove("keeper")
+
+
+HOLD = """#!/bin/sh
+# CRIU's action script (CRIU_CONFIG_FILE of this test's launcher): hold the dump after it is written
+[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
+touch {dir}/held
+while [ ! -e {dir}/release ]; do sleep 0.1; done
+exit 0
+"""
+
+
+def test_the_launcher_serves_other_containers_while_criu_dumps(vm_test_parent, tmpfs):
+    """CRIU runs beside the launcher's loop: while a dump is held in CRIU (its post-dump action
+    script waits for a file), another container's output is copied to its log, its exit is reaped
+    and reported to agentd (whose ack is answered while the checkpoint call waits), and another
+    client's request is answered. A launcher blocked in CRIU does none of it until the dump ends
+    (the wait for the exit below then times out)."""
+    import threading
+    hold = os.path.join(tmpfs.top, "hold")
+    os.makedirs(hold)
+    script = os.path.join(hold, "hold.sh")
+    with open(script, "w") as f:
+        f.write(HOLD.format(dir=hold))
+    os.chmod(script, 0o755)
+    conf = os.path.join(hold, "criu.conf")
+    with open(conf, "w") as f:
+        f.write(f"action-script {script}\n")
+    os.environ["CRIU_CONFIG_FILE"] = conf      # the launcher started now (and its CRIU) inherit it
+    try:
+        c = Agent(vm_test_parent, tmpfs.top, "c")
+    finally:
+        del os.environ["CRIU_CONFIG_FILE"]
+    go = os.path.join(tmpfs.rootfs, "go")
+    try:
+        other = c.sup.create(from_json({"name": "other", "argv": ["sh", "-c",
+                                        "while [ ! -e /go ]; do sleep 0.1; done; echo other-done; exit 7"],
+                                        "rootfs": tmpfs.rootfs, "network": "none", "userns": "host"}, c.config))
+        if os.path.exists(os.path.join(tmpfs.rootfs, "count")):
+            os.unlink(os.path.join(tmpfs.rootfs, "count"))
+        run_counter(c, "held", tmpfs.rootfs)
+        wait_for(lambda: count(tmpfs.rootfs) >= 3, what="the counter to reach 3")
+        launcher_pid = c.launcher.ping()["pid"]
+        result = {}
+        t = threading.Thread(target=lambda: result.update(out=c.ckpt.checkpoint("held")), daemon=True)
+        t.start()
+        wait_for(lambda: os.path.exists(os.path.join(hold, "held")), what="CRIU to reach its post-dump script")
+        # CRIU is in the middle of the dump: the other container finishes now
+        with open(go, "w"):
+            pass
+        done = c.sup.wait("other", timeout=120)
+        assert (done.state, done.exit_code) == ("exited", 7)
+        with open(os.path.join(c.sup.logs_dir, other.id, "stdout.log")) as f:
+            assert "other-done" in f.read()
+        second = LauncherClient.connect(c.state)
+        try:
+            assert second.ping()["pid"] == launcher_pid
+        finally:
+            second.close()
+        assert t.is_alive() and not os.path.exists(os.path.join(hold, "release")), "the dump was not held"
+        with open(os.path.join(hold, "release"), "w"):
+            pass
+        t.join(300)
+        assert not t.is_alive() and result["out"]["image_bytes"] > 0
+        assert c.sup.get("held").state == "checkpointed"
+    finally:
+        with open(os.path.join(hold, "release"), "w"):
+            pass
+        if os.path.exists(go):
+            os.unlink(go)
+        c.close()
