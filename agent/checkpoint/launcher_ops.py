@@ -37,7 +37,7 @@ class Pending:
     def __init__(self, proc, finish):
         self.proc, self.finish = proc, finish
         self.seq = None
-        self.client_fd = None
+        self.client_fd = self.client = None      # set by the server (its connection)
         _pending[proc.pid] = self
 
     def answering(self, seq):
@@ -59,7 +59,8 @@ def reaped(launcher, pid: int, status: int, errors) -> bool:
     except Exception as e:              # never take the loop down
         launcher.log.exception("criu.finish_failed")
         resp = errors.error(p.seq, "LauncherError", f"{type(e).__name__}: {e}")
-    if p.client_fd is not None:
+    client = launcher.clients.get(p.client_fd)
+    if client is not None and client is p.client:     # not a later connection given the same fd
         launcher._send(p.client_fd, resp)
     return True
 
@@ -77,7 +78,7 @@ def _require_criu(errors) -> None:
         raise errors.LaunchError(st["reason"])
 
 
-def checkpoint(launcher, req, errors) -> dict:
+def checkpoint(launcher, req, errors) -> Pending:
     cid = req.get("id")
     c = launcher.by_id.get(cid)
     if c is None:

@@ -175,7 +175,7 @@ class Launcher:
         for line in lines:
             resp = self._handle(line)
             if "_pending" in resp:      # CRIU runs on: answered when it is reaped (launcher_ops.reaped)
-                resp["_pending"].client_fd = fd
+                resp["_pending"].client_fd, resp["_pending"].client = fd, self.clients[fd]
                 continue
             fds = resp.pop("_fds", ())
             try:
