@@ -230,21 +230,42 @@ def round_runc(runc, top, i, res):
         json.dump(doc, f)
     rroot, cid = os.path.join(top, "runc-root"), f"ckpt-{i}"
     images, work = os.path.join(top, f"runc-images-{i}"), os.path.join(top, f"runc-work-{i}")
-    log = open(os.path.join(top, f"runc-out-{i}"), "w")
+    # stdio are pipes, as agentd's (a file or /dev/null outside the container's mounts is not
+    # dumpable); runc hands its own stdio to CRIU in their place at restore
+    ends = [os.pipe() for _ in range(6)]
     try:
         subprocess.run([runc, "--root", rroot, "run", "-d", "--bundle", bundle, cid], check=True,
-                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=300)
+                       stdin=ends[0][0], stdout=ends[1][1], stderr=ends[2][1], timeout=300)
         wait_for(lambda: count(rootfs) >= 3, what="the runc container to count to 3")
-        res["runc_checkpoint"].append(timed_run([runc, "--root", rroot, "checkpoint", "--image-path", images,
-                                                 "--work-path", work, cid]))
+        try:
+            res["runc_checkpoint"].append(timed_run([runc, "--root", rroot, "checkpoint", "--image-path", images,
+                                                     "--work-path", work, cid]))
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; {criu.first_error(_text(os.path.join(work, 'dump.log')))}") from None
         at = count(rootfs)
-        res["runc_restore"].append(timed_run([runc, "--root", rroot, "restore", "-d", "--image-path", images,
-                                              "--work-path", work + "-r", "--bundle", bundle, cid],
-                                             stdin=subprocess.DEVNULL))
+        t0 = time.perf_counter()
+        p = subprocess.run([runc, "--root", rroot, "restore", "-d", "--image-path", images, "--work-path",
+                            work + "-r", "--bundle", bundle, cid], stdin=ends[3][0], stdout=ends[4][1],
+                           stderr=ends[5][1], timeout=600)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"runc restore exited {p.returncode}: "
+                               f"{criu.first_error(_text(os.path.join(work + '-r', 'restore.log')))}")
+        res["runc_restore"].append(dt)
         goes_on(rootfs, at, "runc")
     finally:
         subprocess.run([runc, "--root", rroot, "delete", "-f", cid], capture_output=True)
-        log.close()
+        for r, w in ends:
+            os.close(r)
+            os.close(w)
+
+
+def _text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def median_ms(values):
