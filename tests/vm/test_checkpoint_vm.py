@@ -376,6 +376,7 @@ def test_the_launcher_serves_other_containers_while_criu_dumps(vm_test_parent, t
     finally:
         del os.environ["CRIU_CONFIG_FILE"]
     go = os.path.join(tmpfs.rootfs, "go")
+    t = None
     try:
         other = c.sup.create(from_json({"name": "other", "argv": ["sh", "-c",
                                         "while [ ! -e /go ]; do sleep 0.1; done; echo other-done; exit 7"],
@@ -410,6 +411,8 @@ def test_the_launcher_serves_other_containers_while_criu_dumps(vm_test_parent, t
     finally:
         with open(os.path.join(hold, "release"), "w"):
             pass
+        if t is not None:
+            t.join(300)         # the checkpoint ends before its agent is closed
         if os.path.exists(go):
             os.unlink(go)
         c.close()
