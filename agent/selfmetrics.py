@@ -17,6 +17,7 @@ Usage from other modules::
     selfmetrics.inc("sink_rows_total", 500, sink="postgres")  # counter +500
     selfmetrics.set_gauge("cgroups_watched", 42)
     selfmetrics.observe_collection(0.0123)                  # collection pass seconds
+    selfmetrics.observe("checkpoint_duration_seconds", 1.5)  # a declared histogram
 
 Rules:
 
@@ -32,6 +33,10 @@ Rules:
 
 Counters are exported from the start at 0 (labelled ones for the label
 values given to ``declare(zero=...)``); gauges are absent until first set.
+A histogram (``declare(name, "histogram", help, buckets=(...))``, updated
+with ``observe()``; its name ends in neither ``_total`` nor ``_bucket``) is
+exported from the start with every bucket at 0 when it has no labels;
+``histogram(name)`` reads it back as ``HistogramData``.
 
 Declared families (kind, labels):
 
@@ -100,13 +105,16 @@ _meta: dict[str, tuple[str, str, tuple]] = {}   # name -> (kind, help, labelname
 _zero: dict[str, set[tuple]] = {}               # counter -> label-value tuples exported at 0
 _metrics: dict = {}                             # name -> its Counter/Gauge in REGISTRY (a gauge once set)
 _hist: list = [None]                            # the collection duration Histogram
+_buckets: dict[str, tuple] = {}                 # histogram -> its upper bounds (declared)
 
 
 def _create(name: str):
     """The prometheus_client metric of a declared family, registered (caller holds _lock)."""
     kind, help, labelnames = _meta[name]
-    cls = Counter if kind == "counter" else Gauge
-    metric = cls(PREFIX + name, help, labelnames, registry=REGISTRY)
+    if kind == "histogram":
+        metric = Histogram(PREFIX + name, help, labelnames, buckets=_buckets[name], registry=REGISTRY)
+    else:
+        metric = (Counter if kind == "counter" else Gauge)(PREFIX + name, help, labelnames, registry=REGISTRY)
     _metrics[name] = metric
     if kind == "counter":
         for key in sorted(_zero.get(name, ())):
@@ -116,15 +124,17 @@ def _create(name: str):
     return metric
 
 
-def declare(name: str, kind: str, help: str, labelnames=(), zero=()) -> None:
+def declare(name: str, kind: str, help: str, labelnames=(), zero=(), buckets=()) -> None:
     """Declare a family (idempotent when called again with the same label names).
 
     A counter is exported from the start at 0 (so that ``increase()`` in an
     alert rule sees its first error): without labels its one series, with
     labels each label-value tuple in ``zero``. Gauges stay absent until set.
     """
-    if kind not in ("counter", "gauge"):
-        raise ValueError(f"selfmetrics kind must be counter or gauge, got {kind!r}")
+    if kind not in ("counter", "gauge", "histogram"):
+        raise ValueError(f"selfmetrics kind must be counter, gauge or histogram, got {kind!r}")
+    if kind == "histogram" and (name.endswith(("_total", "_bucket", "_count", "_sum")) or not buckets):
+        raise ValueError(f"selfmetrics histogram {name!r} needs buckets and a name without a sample suffix")
     if kind == "counter" and not name.endswith("_total"):
         raise ValueError(f"selfmetrics counter {name!r} must end in _total")
     if kind == "gauge" and name.endswith("_total"):
@@ -138,6 +148,10 @@ def declare(name: str, kind: str, help: str, labelnames=(), zero=()) -> None:
             raise ValueError(f"selfmetrics {name!r} is a {old[0]}, not a {kind}")
         _meta[name] = (kind, help, labelnames)
         metric = _metrics.get(name)
+        if kind == "histogram":
+            _buckets[name] = tuple(float(b) for b in buckets)
+            if metric is None:
+                _create(name)       # without labels: every bucket exported at 0 from the start
         if metric is not None:
             metric._documentation = help  # declared after a first update: the help text it now has
         if kind == "counter":
@@ -181,6 +195,13 @@ def set_gauge(name: str, value: float, **labels) -> None:
     _series(name, "gauge", labels).set(value)
 
 
+def observe(name: str, value: float, **labels) -> None:
+    """Add one observation to the declared histogram ``name``."""
+    if name not in _buckets:
+        raise ValueError(f"selfmetrics histogram {name!r} is not declared")
+    _series(name, "histogram", labels).observe(value)
+
+
 def observe_collection(seconds: float) -> None:
     """Record the duration of one collection pass."""
     _hist[0].observe(seconds)
@@ -213,18 +234,32 @@ def families() -> list[Family]:
         return [Family(PREFIX + n, _meta[n][0], _meta[n][1], _meta[n][2], _values(n)) for n in sorted(_meta)]
 
 
-def collection_histogram() -> HistogramData:
+def _histogram_data(metric, full: str, help: str, bounds: tuple, labels: dict) -> HistogramData:
     by_le, count, total = {}, 0, 0.0
-    for fam in _hist[0].collect():
+    for fam in metric.collect():
         for s in fam.samples:
-            if s.name == _HIST_NAME + "_bucket":
+            if any(s.labels.get(k) != str(v) for k, v in labels.items()):
+                continue
+            if s.name == full + "_bucket":
                 by_le[float(s.labels["le"])] = int(s.value)
-            elif s.name == _HIST_NAME + "_count":
+            elif s.name == full + "_count":
                 count = int(s.value)
-            elif s.name == _HIST_NAME + "_sum":
+            elif s.name == full + "_sum":
                 total = s.value
-    return HistogramData(_HIST_NAME, _HIST_HELP, COLLECTION_BUCKETS,
-                         tuple(by_le.get(b, 0) for b in COLLECTION_BUCKETS), count, total)
+    return HistogramData(full, help, bounds, tuple(by_le.get(b, 0) for b in bounds), count, total)
+
+
+def collection_histogram() -> HistogramData:
+    return _histogram_data(_hist[0], _HIST_NAME, _HIST_HELP, COLLECTION_BUCKETS, {})
+
+
+def histogram(name: str, **labels) -> HistogramData:
+    """A copy of the declared histogram ``name`` (one label set): buckets, count, sum."""
+    with _lock:
+        metric = _metrics.get(name)
+        if name not in _buckets or metric is None:
+            raise ValueError(f"selfmetrics histogram {name!r} is not declared")
+        return _histogram_data(metric, PREFIX + name, _meta[name][1], _buckets[name], labels)
 
 
 class _Exposed:
@@ -282,7 +317,7 @@ def reset() -> None:
             REGISTRY.unregister(metric)
         _metrics.clear()
         for name, (kind, _help, _labels) in _meta.items():
-            if kind == "counter" and name in _zero:  # declared: exported at 0 again
+            if (kind == "counter" and name in _zero) or kind == "histogram":  # declared: exported at 0 again
                 _create(name)
         _new_histogram()
 

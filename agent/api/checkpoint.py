@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 
+from agent.checkpoint import metrics as _metrics  # noqa: F401 - its families exported from agentd's start
 from agent.errors import UserError
 
 NAME = "{name}"   # the same placeholder as agent.api.router's routes

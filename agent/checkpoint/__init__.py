@@ -10,4 +10,5 @@
                 restore a tree into a new cgroup and adopt it.
 - `service.py`  agentd's side: checkpoint, ls, rm, restore, export, import.
 - `archive.py`  one tar file for --export / --import.
+- `metrics.py`  the checkpoint families of the agent's own metrics.
 """

@@ -1,7 +1,9 @@
 """The CRIU driver: `criu` driven through its command line (Debian's criu).
 
 Every function here runs a CRIU process and therefore runs in the launcher
-(the single-threaded forkserver), never in agentd.
+(the single-threaded forkserver), never in agentd. Dump and restore are
+started (`start`) and left running: the launcher's loop goes on copying
+logs and reaping exits meanwhile, reaps CRIU and answers then (`finish`).
 
 Dump (`dump_argv`): the container's init tree by its host pid; CRIU freezes
 the container's cgroup itself (`--freeze-cgroup`, cgroup.freeze on v2) and
@@ -99,6 +101,26 @@ def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
     for fd, key in inherit:
         argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
     return argv
+
+
+def start(argv: list[str], pass_fds=()) -> subprocess.Popen:
+    """Start one CRIU command and return at once (the launcher reaps it; then `finish`)."""
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=pass_fds, close_fds=True)
+    except OSError as e:
+        raise CriuError(f"criu {argv[1]} could not be run: {e}") from None
+
+
+def finish(argv: list[str], returncode: int, log_path: str) -> None:
+    """CriuError with the log's first error line when a started CRIU command failed."""
+    if returncode != 0:
+        try:
+            with open(log_path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = f"exit status {returncode}, no log"
+        raise CriuError(f"criu {argv[1]} failed: {first_error(text)} (log: {log_path})")
 
 
 def run(argv: list[str], log_path: str, timeout: float = DUMP_TIMEOUT, pass_fds=()) -> None:

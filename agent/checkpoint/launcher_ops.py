@@ -11,6 +11,14 @@
         init becomes the launcher's child (subreaper), adopted like a
         spawned one (logs appended to the spec's files, exit reaped and
         recorded); answers the init's host pid.
+
+CRIU runs beside the launcher's loop, not in it: `checkpoint` and `restore`
+start it and return a `Pending`; the server keeps the request's answer
+back and goes on serving (other containers' logs copied, exits reaped and
+reported, other requests answered) until its reap finds CRIU's pid
+(`reaped`), which finishes the request and sends its answer. A restored
+init only becomes the launcher's child once CRIU has exited, after CRIU in
+the launcher's list of children: its adoption comes first.
 """
 from __future__ import annotations
 
@@ -20,6 +28,41 @@ from agent.checkpoint import criu
 from agent.checkpoint.layout import IMAGES
 
 _status: dict | None = None
+_pending: dict = {}         # CRIU's pid -> Pending
+
+
+class Pending:
+    """A request whose CRIU runs: `finish(returncode)` gives its result (or raises)."""
+
+    def __init__(self, proc, finish):
+        self.proc, self.finish = proc, finish
+        self.seq = None
+        self.client_fd = self.client = None      # set by the server (its connection)
+        _pending[proc.pid] = self
+
+    def answering(self, seq):
+        self.seq = seq
+        return self
+
+
+def reaped(launcher, pid: int, status: int, errors) -> bool:
+    """True when `pid` was a CRIU the launcher started: its request is answered."""
+    p = _pending.pop(pid, None)
+    if p is None:
+        return False
+    code = os.waitstatus_to_exitcode(status)
+    p.proc.returncode = code            # reaped here, not by Popen
+    try:
+        resp = errors.ok(p.seq, p.finish(code))
+    except errors.LaunchError as e:
+        resp = errors.error(p.seq, "LaunchError", str(e))
+    except Exception as e:              # never take the loop down
+        launcher.log.exception("criu.finish_failed")
+        resp = errors.error(p.seq, "LauncherError", f"{type(e).__name__}: {e}")
+    client = launcher.clients.get(p.client_fd)
+    if client is not None and client is p.client:     # not a later connection given the same fd
+        launcher._send(p.client_fd, resp)
+    return True
 
 
 def criu_status() -> dict:
@@ -35,7 +78,7 @@ def _require_criu(errors) -> None:
         raise errors.LaunchError(st["reason"])
 
 
-def checkpoint(launcher, req, errors) -> dict:
+def checkpoint(launcher, req, errors) -> Pending:
     cid = req.get("id")
     c = launcher.by_id.get(cid)
     if c is None:
@@ -48,17 +91,26 @@ def checkpoint(launcher, req, errors) -> dict:
     _require_criu(errors)
     pipes = [f"pipe:[{os.fstat(fd).st_ino}]" for fd in c.pipes]   # stdout, stderr (insertion order)
     images = os.path.join(d, IMAGES)
+    argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")))
     try:
-        criu.run(criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running"))),
-                 os.path.join(images, "dump.log"))
+        proc = criu.start(argv)
     except criu.CriuError as e:
-        launcher.log.warning("checkpoint.failed", id=cid, error=str(e))
         raise errors.LaunchError(str(e)) from None
-    launcher.log.info("checkpoint.dumped", id=cid, pid=c.pid, leave_running=bool(req.get("leave_running")))
-    return {"pipes": pipes}
+
+    def finish(code):
+        try:
+            criu.finish(argv, code, os.path.join(images, "dump.log"))
+        except criu.CriuError as e:
+            launcher.log.warning("checkpoint.failed", id=cid, error=str(e))
+            raise errors.LaunchError(str(e)) from None
+        launcher.log.info("checkpoint.dumped", id=cid, pid=c.pid, leave_running=bool(req.get("leave_running")))
+        return {"pipes": pipes}
+
+    launcher.log.info("checkpoint.started", id=cid, pid=c.pid, criu=proc.pid)
+    return Pending(proc, finish)
 
 
-def restore(launcher, req, errors, new_container, LogSink) -> int:
+def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     cid = req.get("id")
     if cid in launcher.by_id:
         raise errors.LaunchError(f"container {cid} is already running with pid {launcher.by_id[cid].pid}")
@@ -95,20 +147,33 @@ def restore(launcher, req, errors, new_container, LogSink) -> int:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
-    try:
-        criu.run(criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit),
-                 os.path.join(images, "restore.log"), pass_fds=(out_w, err_w))
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
-    except (criu.CriuError, OSError, ValueError) as e:
+    argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit)
+
+    def failed(e):
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
         for s in sinks.values():
             s.close()
         launcher.log.warning("restore.failed", id=cid, error=str(e))
-        raise errors.LaunchError(str(e) if isinstance(e, criu.CriuError) else f"criu restore: no pid ({e})") from None
-    os.close(out_w)
-    os.close(err_w)
-    new_container(cid, pid, {out_r: sinks[spec.get("stdout")], err_r: sinks[spec.get("stderr")]})
-    launcher.log.info("container.restored", id=cid, pid=pid)
-    return pid
+        return errors.LaunchError(str(e) if isinstance(e, criu.CriuError) else f"criu restore: no pid ({e})")
+
+    try:
+        proc = criu.start(argv, pass_fds=(out_w, err_w))
+    except criu.CriuError as e:
+        raise failed(e) from None
+
+    def finish(code):
+        try:
+            criu.finish(argv, code, os.path.join(images, "restore.log"))
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+        except (criu.CriuError, OSError, ValueError) as e:
+            raise failed(e) from None
+        os.close(out_w)
+        os.close(err_w)
+        new_container(cid, pid, {out_r: sinks[spec.get("stdout")], err_r: sinks[spec.get("stderr")]})
+        launcher.log.info("container.restored", id=cid, pid=pid)
+        return pid
+
+    launcher.log.info("restore.started", id=cid, criu=proc.pid)
+    return Pending(proc, finish)

@@ -27,26 +27,14 @@ import time
 import structlog
 
 from agent import selfmetrics
-from agent.checkpoint import layout, refusals
+from agent.checkpoint import layout, metrics, refusals
 from agent.checkpoint.criu import version_tuple
 from agent.errors import Conflict, HostLimitation, NotFound, UserError
 
 log = structlog.get_logger("agentd.checkpoint")
 
 RESTORED_FROM = "restored_from"
-RESULTS = ("ok", "refused", "failed")
-
-selfmetrics.declare("checkpoints_total", "counter", "Container checkpoints, by result.", ("result",),
-                    zero=[(r,) for r in RESULTS])
-selfmetrics.declare("restores_total", "counter", "Container restores from a checkpoint, by result.", ("result",),
-                    zero=[(r,) for r in RESULTS])
-selfmetrics.declare("checkpoint_duration_seconds_total", "counter",
-                    "Seconds spent in successful checkpoints (dump and record), summed.")
-selfmetrics.declare("restore_duration_seconds_total", "counter",
-                    "Seconds spent in successful restores, summed.")
-selfmetrics.declare("checkpoint_last_duration_seconds", "gauge", "Duration of the last successful checkpoint.")
-selfmetrics.declare("checkpoint_last_image_bytes", "gauge", "Size of the last checkpoint's images on disk.")
-selfmetrics.declare("checkpoint_images_bytes", "gauge", "Bytes of every checkpoint kept under the state dir.")
+RESULTS = metrics.RESULTS
 
 
 class Refused(HostLimitation):
@@ -132,7 +120,8 @@ class CheckpointService:
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
-        selfmetrics.inc("checkpoint_duration_seconds_total", duration)
+        selfmetrics.observe("checkpoint_duration_seconds", duration)
+        selfmetrics.observe("checkpoint_image_bytes", size)
         selfmetrics.set_gauge("checkpoint_last_duration_seconds", duration)
         selfmetrics.set_gauge("checkpoint_last_image_bytes", size)
         self._gauge()
@@ -206,7 +195,7 @@ class CheckpointService:
             raise UserError(f"restore {name}: {e}".splitlines()[0]) from None
         duration = time.monotonic() - started
         selfmetrics.inc("restores_total", result="ok")
-        selfmetrics.inc("restore_duration_seconds_total", duration)
+        selfmetrics.observe("restore_duration_seconds", duration)
         log.info("container.restored", name=name, id=info.id, restored_from=rec["container_id"], pid=info.pid)
         return {"name": name, "id": info.id, "pid": info.pid, RESTORED_FROM: rec["container_id"],
                 "cgroup": info.cgroup}

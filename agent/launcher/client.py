@@ -17,8 +17,10 @@ from agent.launcher import protocol as wire
 from agent.launcher.protocol import ExitRecord, LauncherError, LauncherGone, SETUP_TIMEOUT, SOCKET_NAME
 
 class LauncherClient:
-    """Thread-safe client. Calls are serialized by one lock and matched to
-    responses by sequence number; a reader thread queues pushed events,
+    """Thread-safe client. Request lines are sent under one lock and
+    answers matched to them by sequence number (a call waits for its own
+    answer only: the launcher answers a checkpoint or restore when CRIU is
+    done, and answers other calls meanwhile); a reader thread queues pushed events,
     which make fileno() readable until read_events() takes them."""
 
     def __init__(self, sock: socket.socket):
@@ -123,7 +125,7 @@ class LauncherClient:
             pass
 
     def _exchange(self, op: str, timeout: float = 30.0, **kw) -> dict:
-        with self._lock:
+        with self._lock:            # one request line at a time; the answers are matched by seq
             seq = next(self._seq)
             data = wire.encode({"seq": seq, "op": op, **kw})
             with self._cv:
@@ -133,16 +135,18 @@ class LauncherClient:
                 self._sock.sendall(data)
             except OSError as e:
                 raise LauncherGone(f"launcher connection lost: {e}") from None
-            deadline = time.monotonic() + timeout
-            with self._cv:
-                while seq not in self._responses:
-                    if self._closed:
-                        raise LauncherGone("launcher connection lost")
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise LauncherError(f"launcher did not answer {op} within {timeout:.0f}s")
-                    self._cv.wait(left)
-                resp = self._responses.pop(seq)
+        # waited for outside the lock: while a checkpoint's CRIU runs in the
+        # launcher, other threads' calls (an exit's ack) are answered meanwhile
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while seq not in self._responses:
+                if self._closed:
+                    raise LauncherGone("launcher connection lost")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LauncherError(f"launcher did not answer {op} within {timeout:.0f}s")
+                self._cv.wait(left)
+            resp = self._responses.pop(seq)
         return resp
 
     def _call(self, op: str, timeout: float = 30.0, **kw):

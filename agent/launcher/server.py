@@ -177,6 +177,9 @@ class Launcher:
         lines, c.buf = wire.split_lines(c.buf + data)
         for line in lines:
             resp = self._handle(line)
+            if "_pending" in resp:      # CRIU runs on: answered when it is reaped (launcher_ops.reaped)
+                resp["_pending"].client_fd, resp["_pending"].client = fd, self.clients[fd]
+                continue
             fds = resp.pop("_fds", ())
             try:
                 self._send(fd, resp, fds)
@@ -221,6 +224,8 @@ class Launcher:
             if fn is None:
                 return wire.error(seq, "BadRequest", f"op: unknown {op!r}; accepted: {', '.join(wire.OPS)}")
             result = fn(req)
+            if isinstance(result, launcher_ops.Pending):
+                return {"_pending": result.answering(seq)}
             if isinstance(result, wire.WithFds):
                 return {**wire.ok(seq, result.result), "fds": len(result.fds), "_fds": result.fds}
             return wire.ok(seq, result)
@@ -459,6 +464,8 @@ class Launcher:
             if c is None and self.execs.reaped(pid, status):
                 continue
             if c is None and self.copiers.reaped(pid, status):
+                continue
+            if c is None and launcher_ops.reaped(self, pid, status, wire):
                 continue
             if c is None:
                 self.log.info("orphan.reaped", pid=pid, status=_describe(status))

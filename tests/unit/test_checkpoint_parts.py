@@ -91,3 +91,32 @@ def test_agentctl_parses_checkpoint_and_restore():
     assert (a.words, a.leave_running, a.export) == (["web"], True, "/x.tar")
     a = build_parser(["restore"]).parse_args(["restore", "--import", "/x.tar", "--name", "web2"])
     assert (a.name, a.import_file, a.new_name) == (None, "/x.tar", "web2")
+
+
+def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
+    """Every kind of container checkpoint refuses (before CRIU runs), each in one line that
+    names the container, what it has that CRIU cannot take, and what is accepted."""
+    from dataclasses import replace
+
+    from agent.checkpoint import refusals
+    from agent.config import load_config
+    from agent.spec import from_json
+    cfg = load_config(None, {})
+    base = {"name": "w", "argv": ["sh"], "rootfs": "/tmp", "network": "none", "userns": "host"}
+    ok = from_json(base, cfg)
+    assert refusals.spec_refusal(ok) is None
+    cases = {
+        "an image container": replace(ok, image_id="sha256:" + "a" * 64),
+        "the host's root file system": from_json({k: v for k, v in base.items() if k != "rootfs"}, cfg),
+        "volumes": from_json(dict(base, volumes=["/tmp:/data"]), cfg),
+        "--device": from_json(dict(base, devices=["/dev/null"]), cfg),
+        "--tmpfs": from_json(dict(base, tmpfs=["/run"]), cfg),
+        "a user namespace": from_json({k: v for k, v in base.items() if k != "userns"}, cfg),
+        "the host network": from_json(dict(base, network="host"), cfg),
+    }
+    for what, spec in cases.items():
+        why = refusals.spec_refusal(spec)
+        assert why is not None, what
+        assert "\n" not in why and why.startswith("checkpoint w: it "), why
+        assert what in why.replace("on the host network", "the host network"), (what, why)
+        assert why.endswith(refusals.ACCEPTED), why

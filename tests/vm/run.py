@@ -7,6 +7,7 @@ On the host (what ./test.sh does):
     python3 tests/vm/run.py [pytest args]          # every tests/vm/test_*.py
     python3 tests/vm/run.py tests/vm/test_x.py -k y
     python3 tests/vm/run.py --capture              # refresh tests/unit/fixtures/kernel-6.1
+    python3 tests/vm/run.py --bench bench/checkpoint.py [-n 5]   # a bench script, not pytest
 
 Results come back through the repository, which the VM mounts read-write
 (the serial console is not reliable): tests/vm/out/<run>/ holds pytest.out
@@ -73,12 +74,14 @@ def vng_command(kernel: str, inner: str, memory: str, cpus: int) -> list[str]:
             "--exec", inner]
 
 
-def inner_command(outdir: str, capture: bool, pytest_args: list[str]) -> str:
+def inner_command(outdir: str, capture: bool, pytest_args: list[str], bench: str | None = None) -> str:
     """The shell line vng runs inside the VM (as root, / read-only over 9p)."""
     argv = [sys.executable, os.path.join(REPO, "tests", "vm", "run.py"),
             "--inner", outdir]
     if capture:
         argv.append("--capture")
+    if bench:
+        argv += ["--bench", bench]
     argv += ["--"] + pytest_args
     return f"cd {shlex.quote(REPO)} && " + " ".join(shlex.quote(a) for a in argv)
 
@@ -153,14 +156,14 @@ def host_main(args, pytest_args: list[str]) -> int:
     runid = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
     outdir = os.path.join(OUT_ROOT, runid)
     console = os.path.join(outdir, "console.log")
-    label = "vm capture" if args.capture else "vm tier"
+    label = "vm capture" if args.capture else f"vm bench {args.bench}" if args.bench else "vm tier"
     try:
         find_tool("qemu-system-x86_64", "apt-get install qemu-system-x86")
         kernel = args.kernel or newest_kernel()
         if not os.access(kernel, os.R_OK):
             raise RunFailed(f"kernel {kernel} is missing or unreadable")
         os.makedirs(outdir)
-        cmd = vng_command(kernel, inner_command(outdir, args.capture, pytest_args),
+        cmd = vng_command(kernel, inner_command(outdir, args.capture, pytest_args, args.bench),
                           args.memory, args.cpus)
         with open(os.path.join(outdir, "command.txt"), "w") as f:
             f.write(shlex.join(cmd) + "\n")
@@ -191,6 +194,11 @@ def host_main(args, pytest_args: list[str]) -> int:
             if inner_rc != 0:
                 raise RunFailed(f"capture failed (exit {inner_rc}); see above")
             print(f"{summary}; fixtures written to {FIXTURE_DIR}")
+            return 0
+        if args.bench:
+            if inner_rc != 0:
+                raise RunFailed(f"{args.bench} exited {inner_rc}; see above")
+            print(f"{summary}; {args.bench} done")
             return 0
         counts = junit_counts(os.path.join(outdir, "junit.xml"))
         if counts is None:
@@ -264,6 +272,8 @@ def vm_main(args, pytest_args: list[str]) -> int:
     if args.capture:
         argv = [sys.executable, os.path.join(REPO, "tests", "vm", "capture_fixtures.py"),
                 "--out", FIXTURE_DIR]
+    elif args.bench:       # a bench script and its own arguments (its output in pytest.out)
+        argv = [sys.executable, os.path.join(REPO, args.bench)] + pytest_args
     else:
         paths = [a for a in pytest_args
                  if not a.startswith("-") and os.path.exists(a.split("::")[0])]
@@ -297,6 +307,8 @@ def main(argv=None) -> int:
                     "Unknown arguments are passed to pytest.", allow_abbrev=False)
     p.add_argument("--capture", action="store_true",
                    help="run tests/vm/capture_fixtures.py instead of pytest")
+    p.add_argument("--bench", metavar="SCRIPT",
+                   help="run this bench script (a path in the repo) with the remaining arguments instead of pytest")
     p.add_argument("--vm-timeout", dest="timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds before qemu is killed (default %(default)s)")
     p.add_argument("--vm-kernel", dest="kernel", help="kernel image (default: newest /boot/vmlinuz-*)")

@@ -24,14 +24,17 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from agent.checkpoint import criu
+from agent.checkpoint import criu, layout
 from agent.checkpoint.service import CheckpointService
 from agent.config import load_config
 from agent.launcher import LauncherClient
+from agent.collector import Collector
 from agent.ledger import Ledger
 from agent.spec import from_json
 from agent.store import Store
@@ -41,6 +44,7 @@ from runtime.inotify import Watcher
 from runtime.stats import parse_cpu_stat
 
 from conftest import destroy_cgroup
+from exporters.metrics_server import MetricsServer
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /count; echo tick $i; sleep 0.2; done"
 LIMITS = {"memory": "64M", "pids": 32, "cpus": "0.5"}
@@ -139,6 +143,31 @@ def agents(vm_test_parent, tmpfs):
     b.close()
 
 
+@pytest.fixture(scope="module")
+def scrape(agents):
+    """GET /metrics of agentd's metrics server on 127.0.0.1 (its collector before a first pass,
+    as agentd serves it then): {sample name + sorted labels: value}."""
+    a, _ = agents
+    cfg = SimpleNamespace(agent=SimpleNamespace(metrics_listen="127.0.0.1:0"),
+                          collector=SimpleNamespace(label_allowlist=()))
+    srv = MetricsServer(cfg, Collector(a.config, a.sup.containers))
+    srv.start()
+
+    def get():
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=60) as r:
+            text = r.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    yield get
+    srv.stop()
+
+
+def on_disk(d):
+    """Bytes of the files under d, read from the file system here (not through layout.size_of)."""
+    return sum(os.lstat(os.path.join(top, f)).st_size for top, _d, files in os.walk(d) for f in files)
+
+
 def count(rootfs):
     try:
         with open(os.path.join(rootfs, "count")) as f:
@@ -178,10 +207,11 @@ def stdout_counts(agent, info):
         return [int(line.split()[1]) for line in f if line.startswith("tick ")]
 
 
-def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs, record_property):
+def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs, scrape, record_property):
     from agent import selfmetrics
     a, _ = agents
     ok_before = (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok"))
+    m0 = scrape()
     os.unlink(os.path.join(tmpfs.rootfs, "count")) if os.path.exists(os.path.join(tmpfs.rootfs, "count")) else None
     old = run_counter(a, "calc", tmpfs.rootfs)
     wait_for(lambda: count(tmpfs.rootfs) >= 5, what="the counter to reach 5")
@@ -190,8 +220,23 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs,
 
     out = a.ckpt.checkpoint("calc")
     assert out["image_bytes"] > 0
+    # /metrics: one more checkpoint in the duration histogram, its size that of the images on disk
+    m1 = scrape()
+    images = on_disk(os.path.join(layout.path(a.state, "calc"), layout.IMAGES))
+    assert images > 0 and out["image_bytes"] == images
+
+    def delta(name):
+        return m1[(name, ())] - m0[(name, ())]
+    assert delta("cgroup_agent_checkpoint_duration_seconds_count") == 1
+    assert delta("cgroup_agent_checkpoint_duration_seconds_sum") > 0
+    assert m1[("cgroup_agent_checkpoint_duration_seconds_bucket", (("le", "+Inf"),))] \
+        == m1[("cgroup_agent_checkpoint_duration_seconds_count", ())]
+    assert delta("cgroup_agent_checkpoint_image_bytes_count") == 1
+    assert delta("cgroup_agent_checkpoint_image_bytes_sum") == images
+    assert m1[("cgroup_agent_checkpoint_last_image_bytes", ())] == images
+    assert m1[("cgroup_agent_checkpoints_total", (("result", "ok"),))] == ok_before[0] + 1
     record_property("checkpoint_image_bytes", out["image_bytes"])
-    record_property("checkpoint_seconds", round(selfmetrics.get("checkpoint_last_duration_seconds"), 2))
+    record_property("checkpoint_seconds", round(delta("cgroup_agent_checkpoint_duration_seconds_sum"), 2))
     assert a.sup.get("calc").state == "checkpointed"
     at = count(tmpfs.rootfs)
     time.sleep(1.0)
@@ -214,7 +259,13 @@ def test_checkpoint_remove_restart_restore_resumes_and_bills_once(agents, tmpfs,
     inside = subprocess.run(["nsenter", "-t", str(info.pid), "-C", "cat", f"/proc/{info.pid}/cgroup"],
                             capture_output=True, text=True)
     assert inside.stdout.strip() == "0::/", inside.stdout + inside.stderr
-    record_property("restore_seconds", round(selfmetrics.get("restore_duration_seconds_total"), 2))
+    m2 = scrape()
+    assert m2[("cgroup_agent_restore_duration_seconds_count", ())] \
+        - m1[("cgroup_agent_restore_duration_seconds_count", ())] == 1
+    restore_s = (m2[("cgroup_agent_restore_duration_seconds_sum", ())]
+                 - m1[("cgroup_agent_restore_duration_seconds_sum", ())])
+    assert restore_s > 0
+    record_property("restore_seconds", round(restore_s, 2))
     assert (selfmetrics.get("checkpoints_total", result="ok"), selfmetrics.get("restores_total", result="ok")) \
         == (ok_before[0] + 1, ok_before[1] + 1)
     # it goes on from its count, kept in its memory: not from zero
@@ -292,3 +343,76 @@ def test_leave_running_keeps_it_going_and_the_save_point_restores(agents, tmpfs)
     assert 5 <= first <= at + 1 < live, (first, at, live)
     a.sup.remove("keeper", force=True)
     a.ckpt.remove("keeper")
+
+
+HOLD = """#!/bin/sh
+# CRIU's action script (CRIU_CONFIG_FILE of this test's launcher): hold the dump after it is written
+[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
+touch {dir}/held
+while [ ! -e {dir}/release ]; do sleep 0.1; done
+exit 0
+"""
+
+
+def test_the_launcher_serves_other_containers_while_criu_dumps(vm_test_parent, tmpfs):
+    """CRIU runs beside the launcher's loop: while a dump is held in CRIU (its post-dump action
+    script waits for a file), another container's output is copied to its log, its exit is reaped
+    and reported to agentd (whose ack is answered while the checkpoint call waits), and another
+    client's request is answered. A launcher blocked in CRIU does none of it until the dump ends
+    (the wait for the exit below then times out)."""
+    import threading
+    hold = os.path.join(tmpfs.top, "hold")
+    os.makedirs(hold)
+    script = os.path.join(hold, "hold.sh")
+    with open(script, "w") as f:
+        f.write(HOLD.format(dir=hold))
+    os.chmod(script, 0o755)
+    conf = os.path.join(hold, "criu.conf")
+    with open(conf, "w") as f:
+        f.write(f"action-script {script}\n")
+    os.environ["CRIU_CONFIG_FILE"] = conf      # the launcher started now (and its CRIU) inherit it
+    try:
+        c = Agent(vm_test_parent, tmpfs.top, "c")
+    finally:
+        del os.environ["CRIU_CONFIG_FILE"]
+    go = os.path.join(tmpfs.rootfs, "go")
+    t = None
+    try:
+        other = c.sup.create(from_json({"name": "other", "argv": ["sh", "-c",
+                                        "while [ ! -e /go ]; do sleep 0.1; done; echo other-done; exit 7"],
+                                        "rootfs": tmpfs.rootfs, "network": "none", "userns": "host"}, c.config))
+        if os.path.exists(os.path.join(tmpfs.rootfs, "count")):
+            os.unlink(os.path.join(tmpfs.rootfs, "count"))
+        run_counter(c, "held", tmpfs.rootfs)
+        wait_for(lambda: count(tmpfs.rootfs) >= 3, what="the counter to reach 3")
+        launcher_pid = c.launcher.ping()["pid"]
+        result = {}
+        t = threading.Thread(target=lambda: result.update(out=c.ckpt.checkpoint("held")), daemon=True)
+        t.start()
+        wait_for(lambda: os.path.exists(os.path.join(hold, "held")), what="CRIU to reach its post-dump script")
+        # CRIU is in the middle of the dump: the other container finishes now
+        with open(go, "w"):
+            pass
+        done = c.sup.wait("other", timeout=120)
+        assert (done.state, done.exit_code) == ("exited", 7)
+        with open(os.path.join(c.sup.logs_dir, other.id, "stdout.log")) as f:
+            assert "other-done" in f.read()
+        second = LauncherClient.connect(c.state)
+        try:
+            assert second.ping()["pid"] == launcher_pid
+        finally:
+            second.close()
+        assert t.is_alive() and not os.path.exists(os.path.join(hold, "release")), "the dump was not held"
+        with open(os.path.join(hold, "release"), "w"):
+            pass
+        t.join(300)
+        assert not t.is_alive() and result["out"]["image_bytes"] > 0
+        assert c.sup.get("held").state == "checkpointed"
+    finally:
+        with open(os.path.join(hold, "release"), "w"):
+            pass
+        if t is not None:
+            t.join(300)         # the checkpoint ends before its agent is closed
+        if os.path.exists(go):
+            os.unlink(go)
+        c.close()
