@@ -22,9 +22,9 @@ def _families(text: str) -> dict:
 
 
 def test_agentd_exports_the_checkpoint_families_from_its_start():
-    """A fresh interpreter importing what agentd imports (agent.api), no checkpoint made:
+    """A fresh interpreter importing what agentd imports (agent.api.router), no checkpoint made:
     the histograms are there with count 0, the result counters at 0."""
-    code = "import agent.api\nfrom agent import selfmetrics\nprint(selfmetrics.exposition().decode())"
+    code = "import agent.api.router\nfrom agent import selfmetrics\nprint(selfmetrics.exposition().decode())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
     assert out.returncode == 0, out.stderr
