@@ -1,7 +1,7 @@
 """Linux capabilities by name, Docker's default set, --cap-add/--cap-drop,
 and dropping to a set.
 
-The dropping itself happens in runtime/spawn.py (_drop_privileges).
+The dropping itself happens in runtime/privileges.py (drop).
 """
 
 from __future__ import annotations

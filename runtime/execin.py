@@ -1,7 +1,8 @@
 """A process started inside a running container (agentctl exec), run in a
 freshly forked child of the launcher. `run_exec()` never returns:
 
-  intermediate (forked by the launcher, see spawn.fork_in_cgroup):
+  intermediate (forked by the launcher, see cgroupfork.fork_in_cgroup;
+  runtime/intermediate.py's protocol, as a container's start):
     1. born in the container's cgroup (clone3 CLONE_INTO_CGROUP), or its
        first step joins it: the process is metered from its first
        instruction, never outside the container's meter
@@ -19,10 +20,10 @@ freshly forked child of the launcher. `run_exec()` never returns:
     5. a terminal: a new session, the terminal its controlling one
     6. the user (-u) resolved in the container's own /etc/passwd and
        /etc/group; the environment is the container's with -e on top
-    7. as the container's PID 1 got them (spawn._container_init): no_new_privs,
+    7. as the container's PID 1 got them (privileges.drop): no_new_privs,
        the seccomp filter, rlimits, bounding set, setgroups/setgid/setuid,
-       capabilities (or the OCI capability sets); working dir; signals
-    8. execve
+       capabilities (or the OCI capability sets)
+    8. working dir; signals; execve (execve.finish)
 
 Any failure before execve is one line on `err_w` (close-on-exec) and exit 127.
 """
@@ -32,14 +33,13 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
-import resource
-import signal
 import termios
 
+from . import execve, intermediate, privileges
 from . import namespaces as ns
-from . import rlimits, seccomp
 from . import userns as usernsmod
-from .spawn import SpawnSpec, _drop_privileges, _exec, _Fail, _join_cgroup, _report, _step
+from .intermediate import Fail, step
+from .spawnspec import SpawnSpec
 
 # setns order: net first, as the host's root (a bridge container's namespace
 # is made by agentd and owned by the host's user namespace, so it cannot be
@@ -83,83 +83,37 @@ def open_namespaces(pid: int) -> dict[str, int]:
 def run_exec(spec: SpawnSpec, ex: ExecSpec, nsfds: dict[str, int], *, stdin_fd: int, stdout_fd: int,
              stderr_fd: int, err_w: int, pid_w: int, nofile=None, joined: bool = False) -> None:
     """Executed in the launcher's forked child. Never returns."""
-    try:
-        try:
-            if not joined:
-                _join_cgroup(spec.cgroup)
-            if nofile is not None:
-                _step("set RLIMIT_NOFILE", resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
-            _stdio(stdin_fd, stdout_fd, stderr_fd, keep=(err_w, pid_w, *nsfds.values()))
-            for name in NS_ORDER:
-                fd = nsfds.get(name)
-                if fd is None:
-                    continue
-                if name == "user":
-                    _step("enter user namespace", usernsmod.enter, fd)
-                else:
-                    _step(f"enter {name} namespace", ns.setns, fd, NS_FLAGS[name])
-                os.close(fd)
-            pid = _step("fork", os.fork)
-        except _Fail as e:
-            _report(err_w, str(e))
-            os._exit(127)
-        except BaseException as e:     # a bug in here must still be one line
-            _report(err_w, f"exec setup: {type(e).__name__}: {e}")
-            os._exit(127)
-        if pid:
-            os.write(pid_w, f"{pid}\n".encode())
-            os._exit(0)
-        os.close(pid_w)
-        try:
-            _process(spec, ex)
-        except _Fail as e:
-            _report(err_w, str(e))
-        except BaseException as e:
-            _report(err_w, f"exec setup: {type(e).__name__}: {e}")
-    finally:
-        os._exit(127)
 
+    def setup():
+        intermediate.begin(spec.cgroup, joined=joined, nofile=nofile, stdin_fd=stdin_fd,
+                           stdout_fd=stdout_fd, stderr_fd=stderr_fd, keep=(err_w, pid_w, *nsfds.values()))
+        for name in NS_ORDER:
+            fd = nsfds.get(name)
+            if fd is None:
+                continue
+            if name == "user":
+                step("enter user namespace", usernsmod.enter, fd)
+            else:
+                step(f"enter {name} namespace", ns.setns, fd, NS_FLAGS[name])
+            os.close(fd)
+        return None, ""
 
-def _stdio(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep) -> None:
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    try:
-        signal.set_wakeup_fd(-1)
-    except ValueError:
-        pass
-    for target, fd in ((0, stdin_fd), (1, stdout_fd), (2, stderr_fd)):
-        os.dup2(fd, target)
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, 1 << 20)
+    intermediate.run("exec setup", err_w=err_w, pid_w=pid_w, setup=setup, fork_what="fork",
+                     child=lambda _: _process(spec, ex))
 
 
 def _process(spec: SpawnSpec, ex: ExecSpec) -> None:
     if ex.tty:
-        _step("setsid", os.setsid)
-        _step("set controlling terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
+        step("setsid", os.setsid)
+        step("set controlling terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
     uid, gid, home = resolve_user(ex.user, spec.uid, spec.gid)
     env = dict(spec.env)
     env.setdefault("HOME", home)
     env.update(ex.env)
     if ex.tty:
         env.setdefault("TERM", "xterm")
-    if spec.no_new_privs:
-        _step("set no_new_privs", ns.set_no_new_privs)
-    if spec.seccomp:
-        _step("install seccomp filter", seccomp.install)
-    for kind, soft, hard in spec.rlimits:
-        _step(f"set {kind} {soft}/{hard}", rlimits.set_limit, kind, soft, hard)
-    _drop_privileges(dataclasses.replace(spec, uid=uid, gid=gid))
-    cwd = ex.cwd or spec.cwd
-    _step(f"cwd {cwd}", os.chdir, cwd)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    _exec(ex.argv, env)
+    privileges.drop(spec, uid, gid)
+    execve.finish(ex.cwd or spec.cwd, ex.argv, env)
 
 
 def resolve_user(user: str | None, uid: int, gid: int) -> tuple[int, int, str]:
@@ -173,7 +127,7 @@ def resolve_user(user: str | None, uid: int, gid: int) -> tuple[int, int, str]:
         uid = int(who)
         gid = int(entry[3]) if entry and entry[3].isdigit() else 0
     elif entry is None:
-        raise _Fail(f"user {who}: no such user in the container's /etc/passwd")
+        raise Fail(f"user {who}: no such user in the container's /etc/passwd")
     else:
         uid, gid = int(entry[2]), int(entry[3])
     if grp:
@@ -182,10 +136,10 @@ def resolve_user(user: str | None, uid: int, gid: int) -> tuple[int, int, str]:
         else:
             g = _lookup("/etc/group", grp)
             if g is None:
-                raise _Fail(f"group {grp}: no such group in the container's /etc/group")
+                raise Fail(f"group {grp}: no such group in the container's /etc/group")
             gid = int(g[2])
     if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
-        raise _Fail(f"user {user}: ids are 0 to 4294967294")
+        raise Fail(f"user {user}: ids are 0 to 4294967294")
     return uid, gid, _passwd_home(uid)
 
 

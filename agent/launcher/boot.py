@@ -18,7 +18,7 @@ from agent.launcher.protocol import LOCK_NAME, LOG_NAME, LauncherError
 from agent.launcher.peers import read_to_eof as _read_to_eof
 from agent.launcher.server import Launcher
 from runtime import namespaces as ns
-from runtime.spawn import probe_clone3
+from runtime.cgroupfork import probe_clone3
 
 
 def _log_factory(path):

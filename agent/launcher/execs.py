@@ -18,7 +18,8 @@ import signal
 
 from agent.launcher.protocol import SETUP_TIMEOUT, LaunchError
 from runtime.execin import ExecSpec, open_namespaces, run_exec
-from runtime.spawn import CgroupRefused, SpawnSpec, fork_in_cgroup
+from runtime.cgroupfork import CgroupRefused, fork_in_cgroup
+from runtime.spawnspec import SpawnSpec
 
 FIELDS = ("op", "seq", "id", "argv", "env", "cwd", "user", "tty", "stdin")
 

@@ -25,7 +25,9 @@ from agent.launcher.peers import waitpid_quiet as _waitpid_quiet
 from agent.launcher.protocol import (EXITS_DIR, MAX_LINE, SETUP_TIMEOUT, SOCKET_NAME, ExitRecord,
                                      LaunchError, check_id as _cid)
 from agent.launcher.records import fsync_dir as _fsync_dir, read_exit_records, write_exit_record
-from runtime.spawn import CgroupRefused, SpawnSpec, SpecError, fork_in_cgroup, run_child
+from runtime.cgroupfork import CgroupRefused, fork_in_cgroup
+from runtime.spawn import run_child
+from runtime.spawnspec import SpawnSpec, SpecError
 
 CONTAINER_NOFILE: tuple[int, int] | None = None   # RLIMIT_NOFILE before the launcher raised it (boot.py)
 LOG_PIPE_SIZE = 1 << 20           # F_SETPIPE_SZ: a flood moves in large chunks, few wake-ups

@@ -40,7 +40,7 @@ from runtime.apply import apply_limits
 from runtime.cgroupfs import Cgroup
 from runtime.errors import CgroupError, CgroupGone, ControllerMissing, LimitError
 from runtime.rules import signal_number
-from runtime.spawn import exec_failure
+from runtime.execve import exec_failure
 
 log = structlog.get_logger("agentd.supervisor")  # one logger for every supervision module
 EXIT_WAIT_AFTER_KILL = 10.0
