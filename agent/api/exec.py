@@ -137,7 +137,7 @@ def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
 class ExecHandlers:
     def h_exec(self, name, query, body):
         from agent.launcher import LaunchError
-        from runtime.spawn import exec_failure
+        from runtime.execve import exec_failure
 
         req = exec_request(body)
         info = self.sup.get(name)

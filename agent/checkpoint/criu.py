@@ -11,7 +11,7 @@ kills the tree after the dump unless `--leave-running` (then it thaws it).
 Mounts the container got from the host (the /dev nodes, the masked paths'
 /dev/null) are bind mounts of host files: `--external mnt[]` records them as
 external, and the restore finds them again with `--ext-mount-map auto`.
-The container's PID 1 leads its own session (runtime/spawn.py calls
+The container's PID 1 leads its own session (runtime/container_init.py calls
 setsid: CRIU refuses a session leader outside the PID namespace) and its
 stdin is its own /dev/null (a file of a mount it cannot see is not dumped).
 The launcher's log pipes are outside the tree: the restore hands CRIU new

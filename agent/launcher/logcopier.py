@@ -54,7 +54,7 @@ import time
 
 from agent import logfiles
 from agent.launcher.logsink import LogSink
-from runtime.spawn import fork_in_cgroup
+from runtime.cgroupfork import fork_in_cgroup
 
 COPIER_THRESHOLD = 4 << 20      # bytes logged within COPIER_WINDOW that hand a container's pipes to a copier
 COPIER_WINDOW = 1.0             # seconds
