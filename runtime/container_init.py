@@ -40,7 +40,7 @@ def run(spec: SpawnSpec, trees: Trees) -> None:
         points = treesmod.tmpfs_points(root, spec.tmpfs)   # made while the root can still be written
         if spec.readonly_rootfs:
             treesmod.readonly_rootfs(root, trees.volumes)
-        kernelfs.mount(root, fresh_sys=True, own_cgroup=spec.cgroupns, spec=spec)
+        kernelfs.mount(root, fresh_sys=True, own_cgroup=spec.cgroupns, spec=spec, made=trees.devices)
         treesmod.attach_volumes(root, trees.volumes, create=True)
         treesmod.mount_tmpfs(points, spec.tmpfs)
         treesmod.pivot(root)

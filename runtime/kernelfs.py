@@ -16,7 +16,7 @@ import stat
 from . import mounts as mountsmod
 from .intermediate import Fail, step
 from .spawnspec import SpawnSpec
-from .trees import Tree, attach, dst_fd, flagged, fresh, host_tree
+from .trees import Tree, attach, check_granted, dst_fd, flagged, fresh, host_tree
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 # as Docker's defaults (moby oci/defaults.go): read-only and masked kernel files
@@ -27,14 +27,16 @@ MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/sys/devices/virtual/powercap")
 
 
-def mount(root: int, fresh_sys: bool, own_cgroup: bool, spec: SpawnSpec | None = None) -> None:
+def mount(root: int, fresh_sys: bool, own_cgroup: bool, spec: SpawnSpec | None = None,
+          made: dict | None = None) -> None:
     """/proc (mounted from inside the new PID namespace), /dev (rootfs only),
     /sys read-only, Docker's masked and read-only paths; `own_cgroup`: the
-    container's cgroup (its cgroup namespace's root) read-only at /sys/fs/cgroup."""
+    container's cgroup (its cgroup namespace's root) read-only at /sys/fs/cgroup.
+    `made`: --device nodes made for a user namespace (trees.make_device_nodes)."""
     proc = fresh("/proc", "proc", nosuid=True, nodev=True, noexec=True)
     attach(Tree(proc, "mount /proc"), dst_fd(root, "/proc", "mount /proc", "dir" if fresh_sys else None))
     if fresh_sys:
-        _mount_dev(root, spec.devices if spec else ())
+        _mount_dev(root, spec.devices if spec else (), made)
         try:
             sys_ = mountsmod.new_fs("sysfs", None, ro=True, nosuid=True, nodev=True, noexec=True)
         except OSError as e:
@@ -98,7 +100,7 @@ def _harden(root: int, proc: int, sys_: int, spec: SpawnSpec | None = None) -> N
         os.close(mask)
 
 
-def _mount_dev(root: int, devices=()) -> None:
+def _mount_dev(root: int, devices=(), made: dict | None = None) -> None:
     # nodev: the null/zero/... binds below are mounts of their own and keep
     # working; a node made with mknod in this tmpfs does not
     dev = fresh("/dev", "tmpfs", {"mode": "755", "size": "65536k"}, nosuid=True, nodev=True)
@@ -124,7 +126,14 @@ def _mount_dev(root: int, devices=()) -> None:
         attach(Tree(pts, "mount /dev/pts"), dst_fd(dev, "pts", "mount /dev/pts", None))
         os.close(pts)
         for d in devices:   # --device: the host's node, checked to still be what was granted
-            _bind_device(d, dev)
+            if made and d.dst in made:   # or, in a user namespace, its own node made for it
+                t = made[d.dst]
+                try:
+                    attach(t, dst_fd(dev, d.dst[len("/dev/"):], t.what, "file"))
+                finally:
+                    os.close(t.fd)
+            else:
+                _bind_device(d, dev)
     finally:
         os.close(dev)
 
@@ -134,10 +143,7 @@ def _bind_device(d, dev: int) -> None:
     from that descriptor onto its name in the container's /dev."""
     fd = step(f"open device {d.src}", os.open, d.src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else "?"
-        if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.type, d.major, d.minor):
-            raise Fail(f"device {d.src}: is no longer {d.type} {d.major}:{d.minor} as when it was granted")
+        check_granted(d, os.fstat(fd))
         node = step(f"bind device {d.src}", mountsmod.open_tree, fd, "",
                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC | mountsmod.AT_EMPTY_PATH)
         try:

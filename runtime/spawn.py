@@ -81,10 +81,11 @@ __all__ = ["run_child", "CgroupRefused", "fork_in_cgroup", "probe_clone3", "exec
 
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
               err_w: int, pid_w: int, nofile: tuple[int, int] | None = None,
-              joined: bool = False, stdin_fd: int | None = None) -> None:
+              joined: bool = False, stdin_fd: int | None = None, device_nodes: dict | None = None) -> None:
     """Executed in the launcher's forked child. Never returns. `nofile`:
     the RLIMIT_NOFILE the container gets (the launcher raises its own).
-    `joined`: fork_in_cgroup put it in spec.cgroup already."""
+    `joined`: fork_in_cgroup put it in spec.cgroup already. `device_nodes`:
+    --device nodes the launcher made for a user namespace (trees.make_device_nodes)."""
 
     def setup():
         intermediate.begin(spec.cgroup, joined=joined, nofile=nofile, stdin_fd=stdin_fd,
@@ -99,7 +100,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         # the user namespace before the trees: an image container's
         # overlay is made of layers idmapped with it
         userns_fd = step("create user namespace", usernsmod.create, spec.userns) if spec.userns else -1
-        trees = open_trees(spec, userns_fd)
+        trees = open_trees(spec, userns_fd, device_nodes)
         idmap = None
         if spec.userns:
             # then entered, so that it owns every namespace made after

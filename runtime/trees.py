@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 
 from . import mounts as mountsmod
@@ -44,9 +45,11 @@ class Trees:
     # an image container in a user namespace: why its layers are not
     # idmapped (None: they are, or no user namespace)
     overlay_idmap: str | None = None
+    # --device nodes made for a user namespace (make_device_nodes), by destination
+    devices: dict = field(default_factory=dict)
 
 
-def open_trees(spec: SpawnSpec, userns_fd: int = -1) -> Trees:
+def open_trees(spec: SpawnSpec, userns_fd: int = -1, device_nodes: dict | None = None) -> Trees:
     """Each host path opened once, checked as the descriptor, cloned with its
     submounts and flagged: nothing is attached yet. `userns_fd`: the
     container's user namespace (an image container's layers get its idmap)."""
@@ -55,7 +58,83 @@ def open_trees(spec: SpawnSpec, userns_fd: int = -1) -> Trees:
         rootfs, why = _open_overlay(spec.overlay, userns_fd, spec.userns)
     else:
         rootfs = _open_rootfs(spec) if spec.rootfs else None
-    return Trees(rootfs, _open_volumes(spec), why)
+    trees = Trees(rootfs, _open_volumes(spec), why)
+    if device_nodes and rootfs is not None:
+        trees.devices = _open_device_nodes(spec, device_nodes)
+    return trees
+
+
+def granted_node(d) -> os.stat_result:
+    """The host's node of a --device grant, opened once and checked as the
+    descriptor: still the type and numbers that were granted."""
+    fd = step(f"open device {d.src}", os.open, d.src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return check_granted(d, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def check_granted(d, st: os.stat_result) -> os.stat_result:
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else "?"
+    if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.type, d.major, d.minor):
+        raise Fail(f"device {d.src}: is no longer {d.type} {d.major}:{d.minor} as when it was granted")
+    return st
+
+
+def make_device_nodes(spec: SpawnSpec, directory: str) -> dict:
+    """--device in a user namespace: the host's node would show as nobody's
+    there (devtmpfs cannot be idmapped), so the container's root could open
+    only a world-accessible one. {destination: path} of a node made for the
+    container in `directory` (root's, under the launcher's state dir): the
+    granted node, checked as above, made anew with the same type, numbers and
+    mode, owned by the ids its host owner has inside (root:disk stays 0:6).
+    Called by the launcher, outside the container's cgroup (whose device
+    filter refuses mknod); the child clones each node (open_trees) and the
+    launcher removes the directory once the container is set up. The device
+    filter still decides what may be opened."""
+    if not (spec.userns and spec.devices and (spec.rootfs or spec.overlay)):
+        return {}
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    root_uid, root_gid = (usernsmod.host_id(spec.userns[k], 0) for k in ("uid", "gid"))
+    out = {}
+    for i, d in enumerate(spec.devices):
+        st = granted_node(d)
+        uid = usernsmod.host_id(spec.userns["uid"], st.st_uid)
+        gid = usernsmod.host_id(spec.userns["gid"], st.st_gid)
+        path = os.path.join(directory, str(i))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        try:
+            os.mknod(path, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+            os.chown(path, root_uid if uid is None else uid, root_gid if gid is None else gid,
+                     follow_symlinks=False)
+            os.chmod(path, stat.S_IMODE(st.st_mode))   # past the umask
+        except OSError as e:
+            raise Fail(f"device {d.src} on {d.dst}: cannot make its node: {os.strerror(e.errno)}") from None
+        out[d.dst] = path
+    return out
+
+
+def _open_device_nodes(spec: SpawnSpec, nodes: dict) -> dict:
+    """The nodes make_device_nodes made, each checked as its descriptor and
+    cloned as a detached tree of that one file."""
+    out = {}
+    for d in spec.devices:
+        path = nodes.get(d.dst)
+        if path is None:
+            continue
+        what = f"device {d.src} on {d.dst}"
+        fd = step(what, os.open, path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            check_granted(d, os.fstat(fd))
+            node = step(what, mountsmod.open_tree, fd, "",
+                        mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC | mountsmod.AT_EMPTY_PATH)
+        finally:
+            os.close(fd)
+        out[d.dst] = Tree(node, what, d.dst, is_dir=False)
+    return out
 
 
 def _open_checked(path: str, what: str, spec: SpawnSpec, sensitive_ok: bool,

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import time
@@ -26,10 +27,13 @@ from agent.launcher.protocol import (EXITS_DIR, MAX_LINE, SETUP_TIMEOUT, SOCKET_
                                      LaunchError, check_id as _cid)
 from agent.launcher.records import fsync_dir as _fsync_dir, read_exit_records, write_exit_record
 from runtime.cgroupfork import CgroupRefused, fork_in_cgroup
+from runtime.intermediate import Fail as SetupFailed
 from runtime.spawn import run_child
+from runtime.trees import make_device_nodes
 from runtime.spawnspec import SpawnSpec, SpecError
 
 CONTAINER_NOFILE: tuple[int, int] | None = None   # RLIMIT_NOFILE before the launcher raised it (boot.py)
+DEVNODES_DIR = "devnodes"          # --device nodes made for a container's user namespace, while it is set up
 LOG_PIPE_SIZE = 1 << 20           # F_SETPIPE_SZ: a flood moves in large chunks, few wake-ups
 LOG_REST = 0.02                   # a pipe just copied waits this long before it is polled again
 
@@ -332,6 +336,18 @@ class Launcher:
     def spawn(self, cid: str, spec: SpawnSpec) -> int:
         if not os.path.isfile(os.path.join(spec.cgroup, "cgroup.procs")):
             raise LaunchError(f"cgroup {spec.cgroup}: no such cgroup")
+        # --device in a user namespace: nodes made here, outside the cgroup's
+        # device filter (it refuses mknod), cloned by the child, then removed
+        nodes_dir = os.path.join(self.state_dir, DEVNODES_DIR, cid)
+        try:
+            nodes = make_device_nodes(spec, nodes_dir)
+            return self._spawn(cid, spec, nodes)
+        except SetupFailed as e:
+            raise LaunchError(str(e)) from None
+        finally:
+            shutil.rmtree(nodes_dir, ignore_errors=True)
+
+    def _spawn(self, cid: str, spec: SpawnSpec, nodes: dict) -> int:
         sinks, opened = {}, []
         try:
             for path in {spec.stdout, spec.stderr}:
@@ -360,7 +376,7 @@ class Launcher:
         if child == 0:
             try:
                 run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
-                          nofile=CONTAINER_NOFILE, joined=joined, stdin_fd=in_r)
+                          nofile=CONTAINER_NOFILE, joined=joined, stdin_fd=in_r, device_nodes=nodes)
             finally:
                 os._exit(127)
         for fd in (out_w, err_w, fail_w, pid_w, *_stdin_ends(in_r, -1)):

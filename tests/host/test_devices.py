@@ -11,6 +11,7 @@ working; --device grants exactly the one disk.
 from __future__ import annotations
 
 import os
+import stat
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from test_spawn import env, make_spec, new_cgroup, read, run, wait_exit   # noqa
 
 MAGIC = b"CGA-DISK-MAGIC-0123"
 EPERM = "Operation not permitted"
-APPLETS = ("sh", "mknod", "head", "cat", "echo", "mkdir", "sleep", "true", "test", "wc")
+APPLETS = ("sh", "mknod", "head", "cat", "echo", "mkdir", "sleep", "true", "test", "wc", "stat")
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +219,29 @@ def test_agentctl_run_device_grants_one_disk_and_the_default_denies_it(agentd, r
     assert EPERM in r.stderr
     g = agentd.inspect("granted")
     assert g["devices"] == [f"{dev}:/dev/xvdc:r"] and g["device_filter"] == "on"
+
+
+def test_a_granted_device_in_a_user_namespace_is_owned_as_on_the_host_and_opens(agentd, rootfs, loopdev):
+    """The default user namespace: the host's node would show as nobody's
+    there (devtmpfs cannot be idmapped) and its 0660 would keep the
+    container's root out. The node made for the container is owned by the
+    ids its host owner has inside (root:disk stays 0:6), so it reads as under
+    --userns host; the filter still refuses the write (granted r only)."""
+    dev, major, minor = loopdev
+    st = os.stat(dev)
+    assert st.st_mode & 0o006 == 0, "the loop device must not be world-accessible for this test"
+    agentd.start()
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--socket", agentd.sock, "run", "--name", "inns",
+                        "--rootfs", rootfs, "--device", f"{dev}:/dev/xvdc:r", "--",
+                        "sh", "-c", f"stat -c %u:%g:%a /dev/xvdc; head -c {len(MAGIC)} /dev/xvdc; echo; "
+                                    "echo hi > /dev/xvdc; echo write=$?"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    info = agentd.inspect("inns")
+    assert isinstance(info["userns"], dict) and info["userns"]["uid"][0][1] != 0, info["userns"]
+    assert r.stdout.splitlines() == [f"{st.st_uid}:{st.st_gid}:{stat.S_IMODE(st.st_mode):o}", MAGIC.decode(),
+                                     "write=1"], (r.stdout, r.stderr)
+    assert EPERM in r.stderr                                   # the filter, not the mode
 
 
 def test_default_rootfs_container_through_agentd_cannot_use_the_hosts_disk(cgroup, tmp_path, rootfs,
