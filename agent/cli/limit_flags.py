@@ -66,23 +66,26 @@ def _pids_limit(value: str) -> str:
     return value
 
 
-def _docker_range_to_weight(value: str, lo: int, hi: int, what: str, note: str) -> int:
-    """An integer in Docker's range lo..hi mapped linearly onto cgroup v2's weight 1..10000."""
+def _docker_int(value: str, lo: int, hi: int, what: str, note: str) -> int:
+    """An integer in Docker's range lo..hi, or the one-line usage error."""
     try:
         n = int(value)
     except ValueError:
         n = 0
     if not lo <= n <= hi:
         raise argparse.ArgumentTypeError(f"{value!r} is not {what}; use {lo}..{hi} ({note})")
-    return 1 + (n - lo) * 9999 // (hi - lo)
+    return n
 
 
 def _cpu_shares(value: str) -> int:
-    return _docker_range_to_weight(value, 2, 262144, "a number of CPU shares", "Docker's default 1024")
+    n = _docker_int(value, 2, 262144, "a number of CPU shares", "Docker's default 1024")
+    return 1 + (n - 2) * 9999 // 262142
 
 
 def _blkio_weight(value: str) -> int:
-    return _docker_range_to_weight(value, 10, 1000, "a block IO weight", "Docker's range")
+    from runtime.limits import blkio_weight_to_io_weight
+
+    return blkio_weight_to_io_weight(_docker_int(value, 10, 1000, "a block IO weight", "Docker's range"))
 
 
 def _memory_swap(value: str) -> str:
