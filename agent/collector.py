@@ -71,6 +71,7 @@ import structlog
 from agent import selfmetrics
 from agent.cgroup_sampling import FAST, MEDIUM, SLOW, TieredSampler, TrackedCgroups, gone
 from agent.cgroup_watch import WatchRoots
+from agent.fdclose import close_quietly
 from agent.host_facts import DeviceNames, RootCgroup, read_machine
 from agent.netmeter import NetMeter
 from agent.snapshot import Snapshot
@@ -159,11 +160,7 @@ class Collector:
         self._root.close()
         self._net.close()
         self._watch.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(self._wake_r, self._wake_w)
         self._wake_r = self._wake_w = -1
 
     def collect_once(self) -> Snapshot:

@@ -138,21 +138,27 @@ def create_table_sql(table: str) -> list[str]:
     ]
 
 
+def _sink_section(config, table: str):
+    """config's [sink.postgres] section, once `table` is known to be a plain SQL identifier."""
+    sec = config.sink_postgres
+    if sec is None:
+        raise ValueError("sink.postgres: not configured")
+    if not _TABLE_RE.match(table):
+        raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
+    return sec
+
+
 class PostgresSink:
     """The shipping thread. ``start()``, ``stop()``, ``ship_once()`` (one batch,
     for tests and tools), ``lag_seconds()``."""
 
     def __init__(self, config, ledger, table: str = DEFAULT_TABLE):
-        sec = config.sink_postgres
-        if sec is None:
-            raise ValueError("sink.postgres: not configured")
+        sec = _sink_section(config, table)
         try:
             import psycopg  # noqa: F401  (optional dependency: only when a sink is configured)
         except ImportError:
             raise RuntimeError("sink.postgres: psycopg 3 is not installed; "
                                "pip install 'cgroup-agent[postgres]' or remove [sink.postgres]") from None
-        if not _TABLE_RE.match(table):
-            raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
         self.dsn = sec.dsn
         self.batch = int(sec.batch)
         self.interval = float(sec.interval)
@@ -274,11 +280,7 @@ class FleetSpend:
     connection, short timeouts, never the sink's thread."""
 
     def __init__(self, config, table: str = DEFAULT_TABLE):
-        sec = config.sink_postgres
-        if sec is None:
-            raise ValueError("sink.postgres: not configured")
-        if not _TABLE_RE.match(table):
-            raise ValueError(f"table: {table!r} is not a plain lower-case SQL identifier")
+        sec = _sink_section(config, table)
         self.dsn = sec.dsn
         self.interval = float(sec.interval)
         self._sql = (f"SELECT host, name, labels::text, sum(cost) FROM {table} "

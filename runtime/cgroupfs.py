@@ -10,7 +10,7 @@ import os
 import time
 
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone
-from runtime.parsers import parse_events
+from runtime.parsers import parse_events, unescape_mount_field
 
 V2_CONTROLLERS = ("cpu", "memory", "io", "pids", "cpuset")
 
@@ -18,19 +18,6 @@ V2_CONTROLLERS = ("cpu", "memory", "io", "pids", "cpuset")
 V1_NAMES = {"io": "blkio"}
 
 _MOUNT_PREFERENCE = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
-
-
-def _unescape_mount(field: str) -> str:
-    # /proc/mounts escapes space, tab, newline and backslash as octal.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def read_mounts(path: str = "/proc/self/mounts") -> list[tuple[str, str, str, set[str]]]:
@@ -41,7 +28,7 @@ def read_mounts(path: str = "/proc/self/mounts") -> list[tuple[str, str, str, se
             parts = line.split()
             if len(parts) < 4:
                 continue
-            mounts.append((parts[0], _unescape_mount(parts[1]), parts[2],
+            mounts.append((parts[0], unescape_mount_field(parts[1]), parts[2],
                            set(parts[3].split(","))))
     return mounts
 

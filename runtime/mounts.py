@@ -27,6 +27,7 @@ import stat
 from dataclasses import dataclass
 
 from . import namespaces as ns
+from .parsers import unescape_mount_field
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -269,19 +270,6 @@ def set_tree_flags(tree_fd: int, *, ro: bool = False, nosuid: bool = False, node
         return False
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def submounts(top: str, mountinfo: str | None = None) -> list[tuple[str, set[str]]]:
     """(mount point, per-mount options) of `top` and every mount below it, in
     mount order, from /proc/self/mountinfo."""
@@ -293,7 +281,7 @@ def submounts(top: str, mountinfo: str | None = None) -> list[tuple[str, set[str
         fields = line.split()
         if len(fields) < 6:
             continue
-        point = _unescape(fields[4])
+        point = unescape_mount_field(fields[4])
         if _is_under(point, top):
             out.append((point, set(fields[5].split(","))))
     return out

@@ -207,3 +207,17 @@ def format_cpuset(cpus) -> str:
         parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def unescape_mount_field(field: str) -> str:
+    """A field of /proc/self/mounts or mountinfo: the kernel escapes space,
+    tab, newline and backslash as \\ooo (three octal digits)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)

@@ -137,58 +137,60 @@ def _read_or_none(cg: Cgroup, file: str) -> str | None:
         os.close(fd)
 
 
-def _read(cg, file, parser):
+def _read(cg, field):
+    """One file of SAMPLE_FILES, by its sample field, parsed; None when absent."""
+    file, parser = SAMPLE_FILES[field]
     text = _as_cgroup(cg).read(file)
     return None if text is None else parser(text)
 
 
 def read_cpu_stat(cg) -> CpuStat | None:
-    return _read(cg, "cpu.stat", parse_cpu_stat)
+    return _read(cg, "cpu")
 
 
 def read_memory_current(cg) -> int | None:
-    return _read(cg, "memory.current", parse_int_or_max)
+    return _read(cg, "memory_current")
 
 
 def read_memory_peak(cg) -> int | None:
-    return _read(cg, "memory.peak", parse_int_or_max)
+    return _read(cg, "memory_peak")
 
 
 def read_memory_swap_current(cg) -> int | None:
-    return _read(cg, "memory.swap.current", parse_int_or_max)
+    return _read(cg, "memory_swap_current")
 
 
 def read_memory_stat(cg) -> dict | None:
-    return _read(cg, "memory.stat", parse_flat_keyed)
+    return _read(cg, "memory_stat")
 
 
 def read_memory_events(cg) -> dict | None:
-    return _read(cg, "memory.events", parse_flat_keyed)
+    return _read(cg, "memory_events")
 
 
 def read_io_stat(cg) -> dict | None:
-    return _read(cg, "io.stat", parse_io_stat)
+    return _read(cg, "io")
 
 
 def read_pids_current(cg) -> int | None:
-    return _read(cg, "pids.current", parse_int_or_max)
+    return _read(cg, "pids_current")
 
 
 def read_pids_events(cg) -> dict | None:
-    return _read(cg, "pids.events", parse_flat_keyed)
+    return _read(cg, "pids_events")
 
 
 def read_pressure(cg, resource: str) -> Pressure | None:
     """resource: "cpu", "memory" or "io"."""
-    return _read(cg, f"{resource}.pressure", parse_pressure)
+    return _read(cg, f"{resource}_pressure")
 
 
 def read_events(cg) -> CgroupEvents | None:
-    return _read(cg, "cgroup.events", parse_events)
+    return _read(cg, "events")
 
 
 def read_cpuset_effective(cg) -> frozenset | None:
-    return _read(cg, "cpuset.cpus.effective", parse_cpuset)
+    return _read(cg, "cpuset_cpus_effective")
 
 
 def working_set(sample: CgroupSample) -> int | None:

@@ -66,24 +66,26 @@ def _pids_limit(value: str) -> str:
     return value
 
 
-def _cpu_shares(value: str) -> int:
+def _docker_int(value: str, lo: int, hi: int, what: str, note: str) -> int:
+    """An integer in Docker's range lo..hi, or the one-line usage error."""
     try:
         n = int(value)
     except ValueError:
         n = 0
-    if not 2 <= n <= 262144:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of CPU shares; use 2..262144 (Docker's default 1024)")
+    if not lo <= n <= hi:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {what}; use {lo}..{hi} ({note})")
+    return n
+
+
+def _cpu_shares(value: str) -> int:
+    n = _docker_int(value, 2, 262144, "a number of CPU shares", "Docker's default 1024")
     return 1 + (n - 2) * 9999 // 262142
 
 
 def _blkio_weight(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 10 <= n <= 1000:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a block IO weight; use 10..1000 (Docker's range)")
-    return 1 + (n - 10) * 9999 // 990
+    from runtime.limits import blkio_weight_to_io_weight
+
+    return blkio_weight_to_io_weight(_docker_int(value, 10, 1000, "a block IO weight", "Docker's range"))
 
 
 def _memory_swap(value: str) -> str:

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+from agent.fdclose import close_quietly
 from agent.launcher import protocol as wire
 from agent.launcher.protocol import ExitRecord, LauncherError, LauncherGone, SETUP_TIMEOUT, SOCKET_NAME
 
@@ -252,11 +253,7 @@ class LauncherClient:
         self._sock.close()
         if self._reader is not threading.current_thread():
             self._reader.join(timeout=5)
-        for fd in (self._ev_r, self._ev_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(self._ev_r, self._ev_w)
         self._ev_r = self._ev_w = -1
 
     def __enter__(self):

@@ -355,31 +355,25 @@ class Lifecycle:
             return self._info(e)
 
     def freeze(self, name: str) -> ContainerInfo:
-        with self._lock:
-            e = self._find(name)
-            if e.row.state == State.PAUSED:
-                return self._info(e)
-            if e.row.state != State.RUNNING:
-                raise Conflict(f"name: container {e.row.name!r} is not running ({e.row.state})")
-            try:
-                freezer.freeze(e.cg)
-            except CgroupError as err:
-                raise UserError(f"freeze: {err}") from None
-            self._set(e, "paused", state=State.PAUSED)
-            return self._info(e)
+        return self._switch_frozen(name, State.PAUSED, State.RUNNING, freezer.freeze, "freeze", "paused")
 
     def thaw(self, name: str) -> ContainerInfo:
+        return self._switch_frozen(name, State.RUNNING, State.PAUSED, freezer.thaw, "thaw", "thawed")
+
+    def _switch_frozen(self, name: str, to: State, needs: State, write, verb: str, event: str) -> ContainerInfo:
+        """Freeze or thaw: a no-op when already `to`, a Conflict unless `needs`,
+        then write cgroup.freeze and record `event`."""
         with self._lock:
             e = self._find(name)
-            if e.row.state == State.RUNNING:
+            if e.row.state == to:
                 return self._info(e)
-            if e.row.state != State.PAUSED:
-                raise Conflict(f"name: container {e.row.name!r} is not paused ({e.row.state})")
+            if e.row.state != needs:
+                raise Conflict(f"name: container {e.row.name!r} is not {needs} ({e.row.state})")
             try:
-                freezer.thaw(e.cg)
+                write(e.cg)
             except CgroupError as err:
-                raise UserError(f"thaw: {err}") from None
-            self._set(e, "thawed", state=State.RUNNING)
+                raise UserError(f"{verb}: {err}") from None
+            self._set(e, event, state=to)
             return self._info(e)
 
     def set_limits(self, name: str, limits) -> Any:
