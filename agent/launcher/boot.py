@@ -13,7 +13,7 @@ import os
 import resource
 import sys
 
-from agent.launcher import server
+from agent.launcher import spawning
 from agent.launcher.protocol import LOCK_NAME, LOG_NAME, LauncherError
 from agent.launcher.peers import read_to_eof as _read_to_eof
 from agent.launcher.server import Launcher
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
         print("launcher: --cgroup must be an absolute cgroupfs path", file=sys.stderr)
         return 2
     os.makedirs(state_dir, 0o700, exist_ok=True)
-    server.CONTAINER_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)
-    soft, hard = server.CONTAINER_NOFILE
+    spawning.CONTAINER_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = spawning.CONTAINER_NOFILE
     if soft < hard:                 # three descriptors per container; containers keep the original
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
