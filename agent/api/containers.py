@@ -21,6 +21,7 @@ import structlog
 
 from agent import logtimes
 from agent.api import exec as api_exec
+from agent.api.backend import StatsSnapshot
 from agent.api.errors import RequestError
 from agent.api.http import STDERR, STDOUT
 from agent.api.query import NAME_PARAM, bool_param, seconds_param, signal_param, stream_param, tail_param
@@ -256,7 +257,7 @@ class ContainerHandlers:
         info = self.sup.wait(name, query.get("timeout"))
         self._send_json(200, container_json(info) if info is not None else self._info(name))
 
-    def _snapshot(self):
+    def _snapshot(self) -> StatsSnapshot:
         collector = self.api.collector
         snap = collector.latest() if collector is not None else None
         if snap is None:
