@@ -174,34 +174,13 @@ def since_param(key: str, value: str) -> float:
 def pump(h, name: str, query: dict) -> None:
     """GET .../logs with since= or timestamps=1: complete lines, timed, as
     STDOUT/STDERR frames; with follow, until the container exits."""
-    import threading
-
+    from agent.api.logstream import pump_tails
     from agent.wire import STDERR, STDOUT
 
     which = query.get("stream", "all")
     tails = [(sid, TimedTail(h.sup.log_path(name, stream), query.get("tail"), query.get("since"),
                              bool(query.get("timestamps"))))
              for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")) if which in (stream, "all")]
-    follow = query.get("follow", False)
     h._start_stream()
-    done = threading.Event()
-    if follow:
-        threading.Thread(target=h.api.wait_into, args=(name, done, {}), daemon=True,
-                         name=f"api-wait-{name}").start()
-    try:
-        while True:
-            ended = done.is_set() or not follow or h.api.stopping.is_set()
-            moved = False
-            for sid, tail in tails:
-                while data := tail.read(final=ended):
-                    h._frame(sid, data)
-                    moved = True
-            if ended:
-                break
-            if not moved:
-                done.wait(0.1)
-    finally:
-        for _, tail in tails:
-            tail.close()
-        done.set()
+    pump_tails(h, name, tails, query.get("follow", False))     # the one follow loop (agent/api/logstream.py)
     h._end_stream()

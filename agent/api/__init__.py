@@ -8,6 +8,9 @@
     agent/api/query.py       query strings, JSON bodies, names in paths
     agent/api/views.py       the JSON shape of containers, stats and agent values
     agent/api/errors.py      error kinds and the one map from kind to HTTP status
+    agent/api/backend.py     what the API needs of the daemon's objects (typed Protocols)
+    agent/api/resource.py    a resource module's routes, query specs, optional backend
+    agent/api/logstream.py   the one loop that sends log files as frames
     agent/api/<resource>.py  the handlers, one module per resource (router.RESOURCES)
 
 Only the daemon (agent/daemon/) imports this package; agentctl talks to it

@@ -7,23 +7,19 @@
 """
 from __future__ import annotations
 
+from agent.api.backend import Budgets
 from agent.api.errors import RequestError
-from agent.api.query import NAME_PARAM
+from agent.api.resource import backend, collection_routes, no_query
 
-ROUTES = [
-    (("v1", "budgets"), {"GET": "budgets", "POST": "budget_set"}),
-    (("v1", "budgets", NAME_PARAM), {"GET": "budget", "DELETE": "budget_rm"}),
-]
+ROUTES = collection_routes("budgets", list="budgets", create="budget_set", one="budget", remove="budget_rm")
 
-QUERY_PARAMS = {"budgets": {}, "budget_set": {}, "budget": {}, "budget_rm": {}}
+QUERY_PARAMS = no_query(ROUTES)
 
 
 class BudgetHandlers:
-    def _budgets(self):
-        budgets = getattr(self.api, "budgets", None)
-        if budgets is None:
-            raise RequestError("unavailable", "budgets are not available: this agentd runs without a billing ledger")
-        return budgets
+    def _budgets(self) -> Budgets:
+        return backend(self.api, "budgets",
+                       RequestError("unavailable", "budgets are not available: this agentd runs without a billing ledger"))
 
     def h_budgets(self, query, body):
         self._send_json(200, {"budgets": self._budgets().list()})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 
+from agent.api.backend import Checkpoints
 from agent.checkpoint import metrics as _metrics  # noqa: F401 - its families exported from agentd's start
 from agent.errors import UserError
 
@@ -46,7 +47,7 @@ def _field(body, key: str, kind, default=None):
 
 class CheckpointHandlers:
     @property
-    def checkpoints(self):
+    def checkpoints(self) -> Checkpoints:
         """One CheckpointService per API server, made on first use."""
         with _lock:
             svc = getattr(self.api, "checkpoints", None)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal as _signal
-import threading
 
 import structlog
 
 from agent import logtimes
 from agent.api import exec as api_exec
+from agent.api.backend import StatsSnapshot
 from agent.api.errors import RequestError
 from agent.api.http import STDERR, STDOUT
+from agent.api.logstream import pump_tails
 from agent.api.query import NAME_PARAM, bool_param, seconds_param, signal_param, stream_param, tail_param
 from agent.api.views import container_json, plain, stats_json
 from agent.logtail import start_of_last_lines
@@ -31,7 +32,6 @@ from agent.spec import from_json, parse_limits
 
 log = structlog.get_logger("agent.api")
 
-LOG_POLL = 0.1  # seconds between reads of a followed log file
 LOG_CHUNK = 65536
 
 _NAME = NAME_PARAM
@@ -89,7 +89,9 @@ class LogTail:
         self.ino = None
         self.tail = tail  # first open only: start at the last `tail` lines
 
-    def read(self) -> bytes:
+    def read(self, final: bool = False) -> bytes:
+        """What was written since the last read (b"" when nothing); ``final`` changes nothing:
+        raw bytes hold no partial line back (agent/api/logstream.py passes it to every tail)."""
         if self.f is None:
             try:
                 self.f = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
@@ -229,34 +231,13 @@ class ContainerHandlers:
         for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")):
             if which in (stream, "all"):
                 tails.append((sid, LogTail(self.sup.log_path(name, stream), tail)))
-        done = threading.Event()
-        final = {}
-        if follow:
-            threading.Thread(target=self.api.wait_into, args=(name, done, final), daemon=True,
-                             name=f"api-wait-{name}").start()
-        try:
-            while True:
-                ended = done.is_set() or not follow or self.api.stopping.is_set()
-                moved = False
-                for sid, tail in tails:
-                    while data := tail.read():
-                        self._frame(sid, data)
-                        moved = True
-                if ended:
-                    break
-                if not moved:
-                    done.wait(LOG_POLL)
-        finally:
-            for _, tail in tails:
-                tail.close()
-            done.set()
-        return final.get("info")
+        return pump_tails(self, name, tails, follow)
 
     def h_wait(self, name, query, body):
         info = self.sup.wait(name, query.get("timeout"))
         self._send_json(200, container_json(info) if info is not None else self._info(name))
 
-    def _snapshot(self):
+    def _snapshot(self) -> StatsSnapshot:
         collector = self.api.collector
         snap = collector.latest() if collector is not None else None
         if snap is None:

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler
 import structlog
 
 from agent import selfmetrics
+from agent.api.backend import Containers
 from agent.api.errors import ApiSetupError, RequestError
 from agent.api.limits import DeadlineReader, HeadTooLarge
 from agent.api.views import json_bytes
@@ -282,5 +283,5 @@ class BaseHandler(BaseHTTPRequestHandler):
         return self.server.api
 
     @property
-    def sup(self):
+    def sup(self) -> Containers:
         return self.api.supervisor

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 
+from agent.api.backend import Images
 from agent.api.errors import status_of
+from agent.api.resource import backend
 from agent.images.reference import ReferenceError
 from agent.images.store import ImageError
 
@@ -68,11 +70,8 @@ def _abs(key: str, v: str) -> str:
 
 class ImageHandlers:
     @property
-    def images(self):
-        svc = self.api.images
-        if svc is None:
-            raise BadRequest("images are not enabled on this agentd")
-        return svc
+    def images(self) -> Images:
+        return backend(self.api, "images", BadRequest("images are not enabled on this agentd"))
 
     def h_images_list(self, query, body):
         self._send_json(200, self.images.list())

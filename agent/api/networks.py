@@ -7,24 +7,19 @@
 """
 from __future__ import annotations
 
+from agent.api.backend import Networks
+from agent.api.resource import backend, collection_routes, no_query
 from agent.errors import UserError
 
-_NAME = "{name}"
+ROUTES = collection_routes("networks", list="networks_list", create="network_create", one="network_inspect",
+                           remove="network_rm")
 
-ROUTES = [
-    (("v1", "networks"), {"GET": "networks_list", "POST": "network_create"}),
-    (("v1", "networks", _NAME), {"GET": "network_inspect", "DELETE": "network_rm"}),
-]
-
-QUERY_PARAMS = {"networks_list": {}, "network_create": {}, "network_inspect": {}, "network_rm": {}}
+QUERY_PARAMS = no_query(ROUTES)
 
 
 class NetworkHandlers:
-    def _net(self):
-        net = getattr(self.sup, "net", None)
-        if net is None:
-            raise UserError("networks: this agent runs without network support")
-        return net
+    def _net(self) -> Networks:
+        return backend(self.sup, "net", UserError("networks: this agent runs without network support"))
 
     def h_networks_list(self, query, body):
         self._send_json(200, self._net().networks())

@@ -84,26 +84,13 @@ class OpsHandlers:
             if not _in_cgroup(pid, info.cgroup):
                 raise Conflict(f"container {name} exited meanwhile")
             if direction == "out":
-                src = rootfile.open_file(root, cpath)
-                try:
-                    dst = _open_host(hpath, write=True)
-                    try:
-                        n = rootfile.copy(src, dst)
-                    finally:
-                        os.close(dst)
-                finally:
-                    os.close(src)
+                n = _copy(rootfile.open_file(root, cpath), lambda: _open_host(hpath, write=True))
             else:
-                src = _open_host(hpath, write=False)
-                try:
+                def open_in_container() -> int:
                     ids = rootfile.root_id(pid)     # written as the container's root
-                    dst = rootfile.open_file(root, cpath, write=True, as_ids=ids if ids != (0, 0) else None)
-                    try:
-                        n = rootfile.copy(src, dst)
-                    finally:
-                        os.close(dst)
-                finally:
-                    os.close(src)
+                    return rootfile.open_file(root, cpath, write=True, as_ids=ids if ids != (0, 0) else None)
+
+                n = _copy(_open_host(hpath, write=False), open_in_container)
         except rootfile.RootFileError as e:
             raise UserError(str(e)) from None
         finally:
@@ -149,6 +136,21 @@ class OpsHandlers:
         for ev in events:
             ev["event"] = DOCKER_NAMES.get(ev["kind"], ev["kind"])
         self._send_json(200, events)
+
+
+def _copy(src: int, open_dst) -> int:
+    """Copy ``src`` into the descriptor ``open_dst()`` opens; both closed after (``src`` also
+    when opening the destination fails). The bytes copied."""
+    from runtime import rootfile
+
+    try:
+        dst = open_dst()
+        try:
+            return rootfile.copy(src, dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _user(proc) -> str:

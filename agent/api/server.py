@@ -23,6 +23,7 @@ import structlog
 
 from agent import selfmetrics
 from agent.api.access import Access, Peer, containers_cgroup, group_id, peer_credentials
+from agent.api.backend import Budgets, Checkpoints, Containers, Images, Stats, Usage
 from agent.api.errors import ApiSetupError
 from agent.api.http import UnixServer
 from agent.api.limits import ConnectionGate, refuse_now
@@ -45,7 +46,18 @@ class ControlSocket:
     agent.api.router.ApiServer."""
 
     handler_class: type
-    def __init__(self, config, supervisor, collector=None, ledger=None, images=None):
+    # The daemon's objects the handlers use, typed by what the API needs of
+    # them (agent/api/backend.py). budgets is set by the daemon after
+    # construction; checkpoints is made on first use (agent/api/checkpoint.py).
+    supervisor: Containers
+    collector: Stats | None
+    ledger: Usage | None
+    images: Images | None
+    budgets: Budgets | None
+    checkpoints: Checkpoints | None
+
+    def __init__(self, config, supervisor: Containers, collector: Stats | None = None, ledger: Usage | None = None,
+                 images: Images | None = None):
         self.config = config
         self.images = images
         self.supervisor = supervisor

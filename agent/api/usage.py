@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+from agent.api.backend import Usage
 from agent.api.errors import RequestError
+from agent.api.resource import backend
 from agent.api.views import plain
 
 ROUTES = [
@@ -17,9 +19,8 @@ QUERY_PARAMS: dict = {}  # "usage" absent: its query is passed through to ledger
 
 class UsageHandlers:
     def h_usage(self, query, body):
-        ledger = self.api.ledger
-        if ledger is None:
-            raise RequestError("unavailable", "usage is not available: this agentd runs without a billing ledger")
+        ledger: Usage = backend(self.api, "ledger", RequestError(
+            "unavailable", "usage is not available: this agentd runs without a billing ledger"))
         self._send_json(200, plain(ledger.query(query)))
 
 
