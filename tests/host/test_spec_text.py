@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from agent.client import Client
+from agent.cli.client import Client
 from helpers import agentd_in_own_cgroup, names, uname, wait_for
 
 
