@@ -30,7 +30,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -102,7 +101,8 @@ class Booted:
     tree in a cgroup of ours."""
 
     def __init__(self):
-        self.top = tempfile.mkdtemp(prefix="cga-systemd-", dir="/var/tmp")
+        # /var/tmp (disk) where writable; the VM tier's root is read-only but for /tmp
+        self.top = tempfile.mkdtemp(prefix="cga-systemd-", dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else "/tmp")
         self.root = os.path.join(self.top, "root")
         self.cgroup = os.path.join(cgroup2_mount(), f"cga-test-systemd-{uuid.uuid4().hex[:8]}")
         self.proc = None
@@ -163,13 +163,8 @@ class Booted:
         return self.sh("journalctl --no-pager -o cat", check=False).stdout
 
     def close(self):
+        # the root is a throw-away copy: no orderly poweroff, the whole tree is killed at once
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)     # nspawn: orderly poweroff of the container
-                try:
-                    self.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    pass
             self.console.close()
         if os.path.isdir(self.cgroup):
             try:
@@ -263,6 +258,11 @@ def test_restart_and_reload_under_systemd_keep_every_container(box):
     mount = "/sys/fs/cgroup/unified" if hybrid else "/sys/fs/cgroup"
     svc_procs = box.sh(f"cat {mount}{svc['ControlGroup']}/cgroup.procs").stdout.split()
     assert svc_procs == [str(first)], svc_procs
+    if not hybrid:
+        # with a full cgroup v2 the agent hands domain controllers down from the scope: in the
+        # service's own cgroup this made the next start fail on systemd <= 253 (219/CGROUP)
+        enabled = box.sh(f"cat {mount}{scope['ControlGroup']}/cgroup.subtree_control").stdout.split()
+        assert "memory" in enabled, enabled
     cgls = box.sh(f"systemd-cgls --no-pager -u {SCOPE}").stdout
     for n in names:
         assert re.search(rf"\b{pids[n]}\b.*sleep 100000", cgls), (n, cgls)
