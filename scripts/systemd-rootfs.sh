@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what tests/host/test_systemd_unit.py boots under systemd-nspawn, once
-# (cached; delete the directory to rebuild):
+# (cached; delete the directory to rebuild; not under /var/cache, which the
+# VM tier's guest overlays with an empty tmpfs):
 #   $CACHE/rootfs-bookworm  a Debian 12 root from Debian's packages (mmdebstrap):
 #                           systemd as init, dbus, python3 with venv, curl
 #   $CACHE/wheelhouse       wheels of the agent's dependencies: the booted root
@@ -8,7 +9,7 @@
 # Run as root by scripts/setup.sh; needs mmdebstrap (APT_PACKAGES there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE=${CGROUP_AGENT_TEST_CACHE:-/var/cache/cgroup-agent-test}
+CACHE=${CGROUP_AGENT_TEST_CACHE:-/var/lib/cgroup-agent-test}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$CACHE"
 if [ ! -d "$CACHE/rootfs-bookworm" ]; then

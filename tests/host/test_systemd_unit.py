@@ -3,7 +3,7 @@ of a `systemd-nspawn --boot` container on this host (issue 17).
 
 The Debian 12 root and the wheels of the dependencies are built once by
 scripts/systemd-rootfs.sh (run by scripts/setup.sh; cached under
-/var/cache/cgroup-agent-test); this test copies the root, adds a wheel of
+/var/lib/cgroup-agent-test); this test copies the root, adds a wheel of
 this checkout, boots it with no network (--private-network: loopback only)
 and then, inside, does what README.md's "Deployment" says: a venv, pip
 install from the wheel (no package index), the config, the unit,
@@ -42,7 +42,7 @@ import pytest
 from test_api_limits import IN_CONTAINER
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.environ.get("CGROUP_AGENT_TEST_CACHE", "/var/cache/cgroup-agent-test")
+CACHE = os.environ.get("CGROUP_AGENT_TEST_CACHE", "/var/lib/cgroup-agent-test")
 ROOTFS = os.path.join(CACHE, "rootfs-bookworm")
 WHEELHOUSE = os.path.join(CACHE, "wheelhouse")
 CONTAINERS = 10
