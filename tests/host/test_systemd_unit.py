@@ -237,6 +237,7 @@ def _notifications(box, pid: int) -> set[str]:
     return seen
 
 
+@pytest.mark.timeout(1500)   # booting a root, pip, 10 containers: minutes under the VM tier's emulation
 def test_restart_and_reload_under_systemd_keep_every_container(box):
     box.sh(INSTALL.format(wheel=box.wheel))
     svc = box.show("cgroup-agent", "ActiveState", "MainPID", "StatusText", "ControlGroup", "NRestarts")
