@@ -15,6 +15,7 @@ install from the wheel (no package index), the config, the unit,
 - `systemctl restart cgroup-agent` keeps every container with the same pid,
   the new agentd re-adopts them and each one's billing records stay
   contiguous across the restart;
+- the restarted agentd's /metrics lists every container again;
 - `systemctl reload` and a container still gets 403 on the control socket;
 - systemd itself received READY=1, STATUS=, WATCHDOG=1, RELOADING=1 and
   STOPPING=1 (its debug log names each notification and its sender) and
@@ -297,6 +298,12 @@ def test_restart_and_reload_under_systemd_keep_every_container(box):
     cgls = box.sh(f"systemd-cgls --no-pager -u {SCOPE}").stdout
     assert all(re.search(rf"\b{pids[n]}\b", cgls) for n in names), cgls
     assert "supervisor.ready" in box.sh(f"journalctl _PID={svc2['MainPID']} -o cat --no-pager").stdout
+
+    # the new agentd's /metrics (loopback inside the container) has every container again
+    def scraped():
+        text = box.sh("curl -sf http://127.0.0.1:9101/metrics", check=False).stdout
+        return all(re.search(rf'^container_cpu_usage_seconds_total{{[^}}]*name="{n}"', text, re.M) for n in names)
+    wait_for(scraped, what="every container in the restarted agentd's /metrics")
 
     # billing continuous across the restart: each container's records tile time with no gap
     wait_for(lambda: all(len(_records(box, before[n]["id"])) >= counts[n] + 3 for n in names),
