@@ -3,8 +3,9 @@ of a `systemd-nspawn --boot` container on this host (issue 17).
 
 The Debian 12 root and the wheels of the dependencies are built once by
 scripts/systemd-rootfs.sh (run by scripts/setup.sh; cached under
-/var/lib/cgroup-agent-test); this test copies the root, adds a wheel of
-this checkout, boots it with no network (--private-network: loopback only)
+/var/lib/cgroup-agent-test); this test boots that root read-only under a
+tmpfs overlay (--volatile=overlay) with the wheels and a wheel of this
+checkout bound in, with no network (--private-network: loopback only),
 and then, inside, does what README.md's "Deployment" says: a venv, pip
 install from the wheel (no package index), the config, the unit,
 `systemctl enable --now cgroup-agent`. Then, with containers running:
@@ -31,7 +32,6 @@ import os
 import re
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -104,26 +104,26 @@ class Booted:
     def __init__(self):
         # /var/tmp (disk) where writable; the VM tier's root is read-only but for /tmp
         self.top = tempfile.mkdtemp(prefix="cga-systemd-", dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else "/tmp")
-        self.root = os.path.join(self.top, "root")
         self.cgroup = os.path.join(cgroup2_mount(), f"cga-test-systemd-{uuid.uuid4().hex[:8]}")
         self.proc = None
         self.pid1 = None
 
     def start(self):
-        subprocess.run(["cp", "-a", ROOTFS, self.root], check=True)
-        wheels = os.path.join(self.root, "wheelhouse")
+        # the cached root stays read-only: nspawn puts a tmpfs overlay on it (--volatile=overlay);
+        # the wheels and deploy/ are bound in
+        wheels = os.path.join(self.top, "wheelhouse")
         shutil.copytree(WHEELHOUSE, wheels)
         for old in os.listdir(wheels):      # only this checkout's wheel of the agent
             if old.startswith("cgroup_agent-"):
                 os.unlink(os.path.join(wheels, old))
         self.wheel = build_wheel(wheels)
-        deploy = os.path.join(self.root, "root", "deploy")
-        shutil.copytree(os.path.join(REPO, "deploy"), deploy)
         os.mkdir(self.cgroup)
         self.console = open(os.path.join(self.top, "console.log"), "wb")
         self.proc = subprocess.Popen(
             ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh", self.cgroup,
-             "systemd-nspawn", "--boot", "--quiet", "-D", self.root, "--register=no", "--keep-unit",
+             "systemd-nspawn", "--boot", "--quiet", "-D", ROOTFS, "--volatile=overlay",
+             f"--bind-ro={wheels}:/wheelhouse", f"--bind-ro={os.path.join(REPO, 'deploy')}:/root/deploy",
+             "--register=no", "--keep-unit",
              "--private-network", "--console=read-only", "-M", os.path.basename(self.cgroup)[:60]],
             stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid1 = wait_for(self._find_pid1, what="systemd to start in the nspawn container")
@@ -220,12 +220,10 @@ def _containers(box) -> dict:
 
 
 def _records(box, cid: str) -> list[tuple[int, int]]:
-    con = sqlite3.connect(f"file:{box.root}/var/lib/cgroup-agent/ledger.db?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT period_start, period_end FROM records WHERE container_id=? "
-                           "ORDER BY period_start", (cid,)).fetchall()
-    finally:
-        con.close()
+    script = ("import json, sqlite3, sys; con = sqlite3.connect('file:/var/lib/cgroup-agent/ledger.db?mode=ro', uri=True); "
+              "print(json.dumps(con.execute('SELECT period_start, period_end FROM records WHERE container_id=? "
+              "ORDER BY period_start', (sys.argv[1],)).fetchall()))")
+    return [tuple(r) for r in json.loads(box.sh(f"python3 -c {_q(script)} {cid}").stdout)]
 
 
 def _notifications(box, pid: int) -> set[str]:
