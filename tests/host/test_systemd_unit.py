@@ -127,10 +127,18 @@ class Booted:
              "--private-network", "--console=read-only", "-M", os.path.basename(self.cgroup)[:60]],
             stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid1 = wait_for(self._find_pid1, what="systemd to start in the nspawn container")
-        # systemctl fails ("Failed to connect to bus") until systemd has opened its private socket
-        out = wait_for(lambda: self.sh("systemctl is-system-running --wait", check=False, timeout=300).stdout.strip(),
-                       what="systemctl to answer")
-        assert out in ("running", "degraded"), (out, self.sh("systemctl --failed --no-pager", check=False).stdout)
+        # until systemd has created /run/systemd/system systemctl says "offline", and until it has
+        # opened its private socket it fails ("Failed to connect to bus")
+        def state():
+            out = self.sh("systemctl is-system-running --wait", check=False, timeout=300).stdout.strip()
+            return out if out not in ("", "offline") else None
+        out = wait_for(state, timeout=300, what="systemd in the container to finish booting")
+        if out not in ("running", "degraded"):
+            self.console.flush()
+            with open(self.console.name, errors="replace") as f:
+                console = f.read()[-3000:]
+            raise AssertionError(f"systemd in the container is {out!r}: {self.sh('systemctl --failed --no-pager', check=False)}\n"
+                                 f"nspawn console:\n{console}")
 
     def _find_pid1(self):
         for dirpath, _dirs, files in os.walk(self.cgroup):
