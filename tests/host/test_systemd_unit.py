@@ -266,7 +266,8 @@ def test_restart_and_reload_under_systemd_keep_every_container(box):
     mount = "/sys/fs/cgroup/unified" if hybrid else "/sys/fs/cgroup"
     svc_procs = box.sh(f"cat {mount}{svc['ControlGroup']}/cgroup.procs").stdout.split()
     assert svc_procs == [str(first)], svc_procs
-    if not hybrid:
+    offered = box.sh(f"cat {mount}/cgroup.controllers").stdout.split()
+    if "memory" in offered:    # (nspawn hands none to the container in the VM tier either, as run today)
         # with a full cgroup v2 the agent hands domain controllers down from the scope: in the
         # service's own cgroup this made the next start fail on systemd <= 253 (219/CGROUP)
         enabled = box.sh(f"cat {mount}{scope['ControlGroup']}/cgroup.subtree_control").stdout.split()
