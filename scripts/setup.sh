@@ -22,6 +22,7 @@ APT_PACKAGES=(
   openssh-server openssh-client       # agentctl --host ssh:// against an sshd the test starts on 127.0.0.1
   nftables iperf3 curl                # bridge networks: NAT/ports/egress rules (nft -j), network bench, port tests
   criu                                # checkpoint/restore (agent/checkpoint/); its check passes in the VM tier
+  mmdebstrap systemd-container        # a Debian 12 root booted by systemd-nspawn: the unit under a real systemd
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -38,3 +39,4 @@ if [ ! -x "$VENV/bin/python3" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".[test,postgres]" virtme-ng
+PYTHON="$VENV/bin/python3" bash scripts/systemd-rootfs.sh   # cached; tests/host/test_systemd_unit.py

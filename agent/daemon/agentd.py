@@ -35,7 +35,7 @@ from dataclasses import replace
 import structlog
 
 from agent.api.router import ApiServer
-from agent.daemon import logsetup, sdnotify, statedir
+from agent.daemon import logsetup, sdnotify, statedir, systemd_scope
 from agent.budgets import Budgets
 from agent.budgets import check_config as check_budgets
 from agent.collector import Collector
@@ -137,9 +137,10 @@ class Daemon:
         statedir.tighten(cfg.agent.state_dir)
         for db in ("state.db", "ledger.db"):
             statedir.create_private(os.path.join(cfg.agent.state_dir, db))
-        root, why = resolve_cgroup_root(cfg.agent.cgroup_root)
+        in_scope = systemd_scope.payload_root(cfg.agent.cgroup_root)   # under systemd: a delegated scope
+        root, why = in_scope or resolve_cgroup_root(cfg.agent.cgroup_root)
         cfg = self.config = replace(cfg, agent=replace(cfg.agent, cgroup_root=root))
-        layout = layout_cgroups(root)
+        layout = layout_cgroups(root, move_self=in_scope is None)
         log.info("cgroup.layout", root=root, chosen=why, agentd=layout.agentd.path, launcher=layout.launcher.path,
                  containers=layout.containers.path, controllers=sorted(layout.enabled))
         for name, reason in sorted(layout.missing.items()):
