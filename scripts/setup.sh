@@ -39,4 +39,6 @@ if [ ! -x "$VENV/bin/python3" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".[test,postgres]" virtme-ng
-PYTHON="$VENV/bin/python3" bash scripts/systemd-rootfs.sh   # cached; tests/host/test_systemd_unit.py
+# cached; tests/host/test_systemd_unit.py (without it that test skips, saying why)
+PYTHON="$VENV/bin/python3" bash scripts/systemd-rootfs.sh ||
+  echo "setup: the Debian root for the systemd test was not built; tests/host/test_systemd_unit.py will skip" >&2
