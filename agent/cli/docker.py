@@ -5,6 +5,8 @@
     wait NAME               block until it exited; print its exit status
     pause / unpause NAME    the same as freeze / thaw
     update [flags] NAME     the same as limit
+    port NAME [PORT[/PROTO]]
+                            the published ports, as Docker prints them
 """
 from __future__ import annotations
 
@@ -51,6 +53,45 @@ def cmd_wait(args, client) -> int:
     return EXIT_OK
 
 
+def _build_port(p) -> None:
+    p.add_argument("name", metavar="NAME", help="container name")
+    p.add_argument("port", nargs="?", metavar="PORT[/PROTO]",
+                   help="only this container port (tcp unless /udp), printing its host addresses")
+
+
+def cmd_port(args, client) -> int:
+    """Docker's `port`: "80/tcp -> 0.0.0.0:8080" per published port, or with
+    PORT only "0.0.0.0:8080"; the ports are inspect's network.ports, in the
+    -p syntax (the network's one rule, agent/network/netspec.py, reads them)."""
+    import sys
+
+    from agent.cli.errors import UsageError
+    from agent.network.netspec import parse_port
+
+    want = None
+    if args.port is not None:
+        num, _, proto = args.port.partition("/")
+        proto = proto or "tcp"
+        if not num.isdigit() or not 1 <= int(num) <= 65535 or proto not in ("tcp", "udp"):
+            raise UsageError(f"port: {args.port!r} is not PORT[/PROTO] (1-65535, tcp or udp)")
+        want = (int(num), proto)
+    info = client.call("GET", f"/v1/containers/{args.name}")
+    ports = [parse_port(i, v) for i, v in enumerate((info.get("network") or {}).get("ports") or ())]
+    if want is not None:
+        ports = [p for p in ports if (p.container_port, p.proto) == want]
+        if not ports:
+            print(f"agentctl: no public port '{want[0]}/{want[1]}' published for {args.name}", file=sys.stderr)
+            return EXIT_FAIL
+    if args.json:
+        print_json([{"container_port": p.container_port, "proto": p.proto, "host_ip": p.host_ip or "0.0.0.0",
+                     "host_port": p.host_port} for p in ports])
+        return EXIT_OK
+    for p in ports:
+        addr = f"{p.host_ip or '0.0.0.0'}:{p.host_port}"
+        print(addr if want is not None else f"{p.container_port}/{p.proto} -> {addr}")
+    return EXIT_OK
+
+
 SUBCOMMANDS = {
     "start": ("start a created or stopped container", True, _build_start),
     "restart": ("stop a container (if it runs), then start it again", True, _build_restart),
@@ -58,6 +99,7 @@ SUBCOMMANDS = {
     "pause": ("the same as freeze (docker pause)", True, containers.build_named),
     "unpause": ("the same as thaw (docker unpause)", True, containers.build_named),
     "update": ("the same as limit (docker update)", True, containers.build_limit),
+    "port": ("the ports a container publishes (docker port)", True, _build_port),
 }
-COMMANDS = {"start": cmd_start, "restart": cmd_restart, "wait": cmd_wait,
+COMMANDS = {"port": cmd_port, "start": cmd_start, "restart": cmd_restart, "wait": cmd_wait,
             "pause": containers.cmd_freeze, "unpause": containers.cmd_thaw, "update": containers.cmd_limit}

@@ -8,7 +8,7 @@
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_network_subparsers=(create ls rm inspect)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update system exec cp top events rename checkpoint restore usage budget)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore usage budget)
 
 _shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive --rootfs --bundle --image --pull --entrypoint -v --volume --network --ip -p --publish --egress-allow --egress-rate --ingress-rate --dns --add-host --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
@@ -44,6 +44,7 @@ _shtab_agentctl_wait_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_pause_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_unpause_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_update_option_strings=(-h --help --socket --host --json --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares)
+_shtab_agentctl_port_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_system_info_option_strings=(-h --help --json)
 _shtab_agentctl_system_df_option_strings=(-h --help --json)
 _shtab_agentctl_system_prune_option_strings=(-h --help -f --force --json)
@@ -68,7 +69,7 @@ _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_network_pos_0_choices=(create ls rm inspect)
 _shtab_agentctl_system_pos_0_choices=(info df prune dial-stdio)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update system exec cp top events rename checkpoint restore usage budget)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
@@ -207,6 +208,9 @@ _shtab_agentctl_unpause___json_nargs=0
 _shtab_agentctl_update__h_nargs=0
 _shtab_agentctl_update___help_nargs=0
 _shtab_agentctl_update___json_nargs=0
+_shtab_agentctl_port__h_nargs=0
+_shtab_agentctl_port___help_nargs=0
+_shtab_agentctl_port___json_nargs=0
 _shtab_agentctl_system_info__h_nargs=0
 _shtab_agentctl_system_info___help_nargs=0
 _shtab_agentctl_system_info___json_nargs=0

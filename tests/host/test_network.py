@@ -198,6 +198,13 @@ def test_published_port_serves_http_on_127_0_0_1_and_a_held_port_is_refused(agen
     r = run(d, rootfs, "web2", "httpd -f -p 80 -h /www", "-p", "18080:80")
     assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "18080/tcp" in r.stderr and "'web'" in r.stderr, r.stderr
+    # docker port: every published port, one port, an unpublished one (exit 1, one line)
+    assert ctl(d, "port", "web").stdout == "80/tcp -> 0.0.0.0:18080\n"
+    assert ctl(d, "port", "web", "80").stdout == "0.0.0.0:18080\n"
+    r = ctl(d, "port", "web", "81/udp")
+    assert r.returncode == 1 and r.stderr == "agentctl: no public port '81/udp' published for web\n", r.stderr
+    r = ctl(d, "port", "web", "http")
+    assert r.returncode == 2 and "PORT[/PROTO]" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     # a host port a process of the host listens on: refused, the holder named, nothing created
     before = ours(d)
     holder = socket.socket()
