@@ -74,24 +74,23 @@ def _harden(root: int, proc: int, sys_: int, spec: SpawnSpec | None = None) -> N
     def where(rel: str) -> tuple[int, str]:
         return next(((fd, rel[len(t) - 1:]) for t, fd in tops.items() if rel.startswith(t)), (root, rel))
 
-    for rel in readonly:
-        top, sub = where(rel)
-        try:
-            target = mountsmod.resolve_in(top, sub)
-        except FileNotFoundError:
-            continue
+    def present(paths):
+        """(path, descriptor of it inside the container) for each that exists."""
+        for rel in paths:
+            top, sub = where(rel)
+            try:
+                yield rel, mountsmod.resolve_in(top, sub)
+            except FileNotFoundError:
+                continue
+
+    for rel, target in present(readonly):
         tree = step(f"bind {rel}", mountsmod.open_tree, target, "",
                     mountsmod.OPEN_TREE_CLONE | mountsmod.OPEN_TREE_CLOEXEC
                     | mountsmod.AT_RECURSIVE | mountsmod.AT_EMPTY_PATH)
         attach(flagged(tree, f"remount {rel} read-only", ro=True, nosuid=True, nodev=True, noexec=True),
                target)
         os.close(tree)
-    for rel in masked:
-        top, sub = where(rel)
-        try:
-            target = mountsmod.resolve_in(top, sub)
-        except FileNotFoundError:
-            continue
+    for rel, target in present(masked):
         if stat.S_ISDIR(os.fstat(target).st_mode):
             mask = fresh(f"mask {rel}", "tmpfs", {"size": "0"}, ro=True)
         else:
