@@ -148,22 +148,6 @@ def read_cpu_stat(cg) -> CpuStat | None:
     return _read(cg, "cpu")
 
 
-def read_memory_current(cg) -> int | None:
-    return _read(cg, "memory_current")
-
-
-def read_memory_peak(cg) -> int | None:
-    return _read(cg, "memory_peak")
-
-
-def read_memory_swap_current(cg) -> int | None:
-    return _read(cg, "memory_swap_current")
-
-
-def read_memory_stat(cg) -> dict | None:
-    return _read(cg, "memory_stat")
-
-
 def read_memory_events(cg) -> dict | None:
     return _read(cg, "memory_events")
 
@@ -172,17 +156,8 @@ def read_io_stat(cg) -> dict | None:
     return _read(cg, "io")
 
 
-def read_pids_current(cg) -> int | None:
-    return _read(cg, "pids_current")
-
-
 def read_pids_events(cg) -> dict | None:
     return _read(cg, "pids_events")
-
-
-def read_pressure(cg, resource: str) -> Pressure | None:
-    """resource: "cpu", "memory" or "io"."""
-    return _read(cg, f"{resource}_pressure")
 
 
 def read_events(cg) -> CgroupEvents | None:
