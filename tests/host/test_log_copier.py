@@ -13,6 +13,7 @@ from agent import logfiles
 from agent.launcher import LOG_NAME
 from agent.launcher.logcopier import COPIER_COMM, COPIER_OOM_SCORE_ADJ, COPIER_THRESHOLD
 from runtime.cgroupfs import find_mount
+from helpers import ctl, start_agentd, stop_agentd, wait_for
 from test_launcher import ctx, wait_exit, wait_gone  # noqa: F401  (the fixture)
 
 CAP = 512 << 10
@@ -253,41 +254,22 @@ def test_through_agentd_a_flood_is_copied_in_its_cgroup_and_its_records_carry_ev
     """agentd, its launcher and a real `yes | head -c N` container with a
     small [logs] max_bytes: a copier took the flood, and the container's
     records sum to exactly N log bytes."""
-    import shutil
-    import socket
-    import subprocess
-
     total = (24 << 20) | 4321
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sock, state = str(tmp_path / "agent.sock"), tmp_path / "state"
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{cgroup.path}"\n'
-                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "e2e"\n'
-                   f'[collector]\ninterval = "100ms"\n[billing]\nperiod = "1s"\n[logs]\nmax_bytes = "256K"\n')
-    agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    ctl = [shutil.which("agentctl"), "--socket", sock]
+    d = start_agentd(cgroup, str(tmp_path), 'host = "e2e"\n[billing]\nperiod = "1s"\n[logs]\nmax_bytes = "256K"')
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(ctl + ["ps"], capture_output=True).returncode != 0:
-            assert agentd.poll() is None and time.monotonic() < deadline, "agentd did not come up"
-            time.sleep(0.1)
-        cid = subprocess.run(ctl + ["run", "-d", "--name", "flood", "--", "/bin/sh", "-c",
-                                    f"yes billed-flood | head -c {total}"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run(ctl + ["wait", "flood"], capture_output=True, timeout=300)
-        while json.loads(subprocess.run(ctl + ["inspect", "flood"], check=True, capture_output=True,
-                                        text=True).stdout).get("state") != "exited":
-            time.sleep(0.1)
-        assert launcher_events(str(state), "log.copier_started", cid), "the flood never reached a copier"
-        subprocess.run(ctl + ["rm", "flood"], check=True, capture_output=True)
-        out = subprocess.run(ctl + ["usage", "--format", "jsonl"], check=True, capture_output=True,
-                             text=True).stdout
-        recs = [json.loads(line) for line in out.splitlines()]
+        r = ctl(d, "run", "-d", "--name", "flood", "--", "/bin/sh", "-c", f"yes billed-flood | head -c {total}")
+        assert r.returncode == 0, r.stderr
+        cid = r.stdout.strip()
+        ctl(d, "wait", "flood", timeout=300)
+        wait_for(lambda: json.loads(ctl(d, "inspect", "flood").stdout).get("state") == "exited",
+                 what="the flood to exit")
+        assert launcher_events(os.path.join(d.top, "state"), "log.copier_started", cid), \
+            "the flood never reached a copier"
+        assert ctl(d, "rm", "flood").returncode == 0
+        r = ctl(d, "usage", "--format", "jsonl")
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(line) for line in r.stdout.splitlines()]
         assert recs and {r["name"] for r in recs} == {"flood"}
         assert sum(r["log_bytes"] for r in recs) == total
     finally:
-        agentd.terminate()
-        agentd.wait(30)
+        stop_agentd(d)

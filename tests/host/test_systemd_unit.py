@@ -27,6 +27,7 @@ runs in one cgroup this test creates and kills at the end.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -35,11 +36,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest
 
+import helpers
+from runtime.cgroupfs import find_mount
 from test_api_limits import IN_CONTAINER
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,24 +67,8 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
-def wait_for(pred, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def cgroup2_mount() -> str:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split()[0] == "cgroup2":
-                return left.split()[4]
-    raise AssertionError("no cgroup2 mount")
+# under nspawn things take seconds: a longer default wait, a slower poll
+wait_for = functools.partial(helpers.wait_for, timeout=120.0, interval=0.2)
 
 
 def build_wheel(dest: str) -> str:
@@ -104,7 +90,7 @@ class Booted:
     def __init__(self):
         # /var/tmp (disk) where writable; the VM tier's root is read-only but for /tmp
         self.top = tempfile.mkdtemp(prefix="cga-systemd-", dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else "/tmp")
-        self.cgroup = os.path.join(cgroup2_mount(), f"cga-test-systemd-{uuid.uuid4().hex[:8]}")
+        self.cgroup = os.path.join(find_mount(), f"cga-test-systemd-{uuid.uuid4().hex[:8]}")
         self.proc = None
         self.pid1 = None
 
@@ -186,15 +172,8 @@ class Booted:
                     self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     pass
-            wait_for(lambda: not _populated(self.cgroup), timeout=60, what="the nspawn cgroup to empty")
-            for dirpath, _dirs, _files in sorted(os.walk(self.cgroup), key=lambda w: -w[0].count("/")):
-                os.rmdir(dirpath)
+            helpers.kill_tree(self.cgroup, timeout=60)
         shutil.rmtree(self.top, ignore_errors=True)
-
-
-def _populated(cgroup: str) -> bool:
-    with open(os.path.join(cgroup, "cgroup.events")) as f:
-        return "populated 1" in f.read()
 
 
 @pytest.fixture(scope="module")
