@@ -31,6 +31,7 @@ from dataclasses import replace
 import structlog
 
 from agent.errors import Conflict, UserError
+from agent.network.names import tag
 from runtime import userns
 
 log = structlog.get_logger("agentd.userns")
@@ -43,10 +44,9 @@ class HostClaims:
     agentds of the host, and theirs read back."""
 
     def __init__(self, state_dir: str, claims_dir: str = CLAIMS_DIR):
-        from agent.network.names import tag  # the state dir's tag, as networks name theirs
         self.state_dir = os.path.realpath(state_dir)
         self.dir = claims_dir
-        self.path = os.path.join(claims_dir, tag(self.state_dir) + ".json")
+        self.path = os.path.join(claims_dir, tag(self.state_dir) + ".json")   # the state dir's tag, as networks use
 
     @contextlib.contextmanager
     def locked(self):

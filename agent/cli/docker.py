@@ -10,9 +10,11 @@
 """
 from __future__ import annotations
 
+import sys
+
 from agent.cli import containers, flags
 from agent.cli.containers import done
-from agent.cli.errors import EXIT_FAIL, EXIT_OK, exit_status
+from agent.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, exit_status
 from agent.cli.format import print_json
 
 
@@ -46,7 +48,7 @@ def cmd_wait(args, client) -> int:
     if args.json:
         print_json(info)
     elif info.get("state") == "created" and info.get("exit_code") is None and not info.get("exit_signal"):
-        print(f"agentctl: container {args.name} was created but never started", file=__import__("sys").stderr)
+        print(f"agentctl: container {args.name} was created but never started", file=sys.stderr)
         return EXIT_FAIL
     else:
         print(exit_status(info))
@@ -63,10 +65,7 @@ def cmd_port(args, client) -> int:
     """Docker's `port`: "80/tcp -> 0.0.0.0:8080" per published port, or with
     PORT only "0.0.0.0:8080"; the ports are inspect's network.ports, in the
     -p syntax (the network's one rule, agent/network/netspec.py, reads them)."""
-    import sys
-
-    from agent.cli.errors import UsageError
-    from agent.network.netspec import parse_port
+    from agent.network.netspec import parse_port   # here: only `port` pays for its import
 
     want = None
     if args.port is not None:
