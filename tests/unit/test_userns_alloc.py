@@ -85,3 +85,38 @@ def test_map_text_and_host_id():
     assert userns.map_text(lines) == b"0 1000 10\n100 5000 1\n"
     assert userns.host_id(lines, 9) == 1009 and userns.host_id(lines, 100) == 5000
     assert userns.host_id(lines, 10) is None
+
+
+def _allocate_many(state_dir: str, claims_dir: str, n: int, out) -> None:
+    """One agentd's allocations, in a process of its own: n containers, each
+    resolved under the host-wide lock against the other agentd's claims."""
+    pool = userns.agent_pool(userns.DEFAULT_RANGE, subuid="/nonexistent", subgid="/nonexistent")
+    claims = userns_alloc.HostClaims(state_dir, claims_dir)
+    live = {}
+    for i in range(n):
+        spec = userns_alloc.resolve(ContainerSpec(name=f"c{i}", argv=("true",), userns="auto"), pool, live, claims)
+        live[spec.name] = spec.userns
+    out.put([m["uid"][0][1] for m in live.values()])
+
+
+def test_two_agentds_allocating_at_once_never_share_a_block(tmp_path):
+    """The race: two agentd-like processes (two state dirs, one claims dir)
+    allocate 200 blocks each at the same time; the host-wide lock and the
+    published claims keep every block to one of them."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    dirs = [tmp_path / "one", tmp_path / "two"]
+    for d in dirs:
+        d.mkdir()
+    procs = [ctx.Process(target=_allocate_many, args=(str(d), str(tmp_path / "claims"), 200, out)) for d in dirs]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    one, two = (set(g) for g in got)
+    assert len(one) == len(two) == 200
+    assert not one & two, sorted(one & two)[:5]
