@@ -15,10 +15,15 @@ interfaces from /proc/1/net/dev, as cAdvisor (or agentd's own, when pid 1's
 is not ours to read).
 
 The descriptor pins the namespace, so a container whose process exited
-keeps its final figures: the pass after the exit reads them once more, then
-the descriptor is closed (the namespace is freed) and the last figures stay
-on its samples while the container is listed. A restart (new pid) opens the
-new namespace: its counters start again from 0, as cAdvisor's do.
+keeps its figures, and they keep moving: the kernel still sends what the
+process left in its sockets' send queues (up to several MiB per socket,
+retransmits too) after the process is gone, and that traffic is the
+container's. So the namespace of an exited container is read on every pass
+while the container is listed, and at its final reading (removal); only a
+namespace with nothing counted in it (a loopback alone: nothing billable can
+move) is closed at the first pass after the exit. A restart (new pid) opens
+the new namespace: its counters start again from 0, as cAdvisor's do (a
+bridge container's namespace is kept across restarts, so they go on).
 
 A process that is gone, or whose pid now belongs to another cgroup, is not
 read: counted once per pid in cgroup_agent_collection_errors_total{reason="network"}
@@ -146,8 +151,8 @@ class NetMeter:
                 e.reader.close()
                 e.reader = None
                 self._vanished(info, pid, exc)
-            if pid is None and e.reader is not None:   # exited: final figures read, free the namespace
-                e.reader.close()
+            if pid is None and e.reader is not None and not e.ifaces:
+                e.reader.close()   # exited with only a loopback: nothing billable can move, free it
                 e.reader = None
         return e.ifaces
 

@@ -79,6 +79,9 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
         self.layout = layout or Layout(Cgroup(root), Cgroup(root).child("agentd"), Cgroup(root).child("launcher"),
                                        Cgroup(root).child("containers"), frozenset(), {})
         self.before_remove: list[Callable] = []
+        # the final reading handed to before_remove: the cgroup's files; agentd hands the
+        # collector's sample_now, which adds the network namespace's counters
+        self.final_sample: Callable = self._read_final
         self.on_change: list[Callable] = []  # on_change(info): state changed (informational)
         self.pre_start: list[Callable] = []  # pre_start(info, spawn_spec) (see agent/supervision/lifecycle.py)
         self.post_start: list[Callable] = []  # post_start(info)

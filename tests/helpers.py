@@ -167,15 +167,16 @@ class Agentd:
 
 # ------------------------------------------- agentd driven with agentctl
 
-def start_agentd(root, top, extra_toml: str = "", sock: str | None = None) -> SimpleNamespace:
-    """agentd on a config file under `top` (metrics off, 200 ms collection),
-    serving; stop it with stop_agentd."""
+def start_agentd(root, top, extra_toml: str = "", sock: str | None = None,
+                 interval: str = "200ms") -> SimpleNamespace:
+    """agentd on a config file under `top` (metrics off, a collector pass every
+    `interval`), serving; stop it with stop_agentd."""
     state = os.path.join(top, "state")
     sock = sock or os.path.join(top, "agent.sock")
     conf = os.path.join(top, "agentd.toml")
     with open(conf, "w") as f:
         f.write(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{root.path}"\nsocket = "{sock}"\n'
-                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "200ms"\n')
+                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "{interval}"\n')
     log = open(os.path.join(top, "agentd.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)

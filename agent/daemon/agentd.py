@@ -169,6 +169,8 @@ class Daemon:
                  running=len(sup.containers(all=False)))
 
         collector = self._optional("collector", lambda: self._collector(cfg, sup))
+        if collector is not None:
+            sup.final_sample = collector.sample_now   # a removal's last reading has the network's counters
         if collector is not None and ledger is not None:
             collector.subscribe(ledger.observe)
         if ledger is not None and cfg.sink_postgres is not None:

@@ -46,11 +46,7 @@ class Removal:
         if self._populated(e):
             self._kill_cgroup(e)
         info = self.get_entry_info(e)
-        sample = None
-        try:
-            sample = read_sample(e.cg)
-        except CgroupError as err:
-            log.warning("container.final_sample_failed", name=e.row.name, error=str(err))
+        sample = self.final_sample(info)   # before the network goes: its counters are in it
         for hook in list(self.before_remove):
             try:
                 hook(info, sample)
@@ -93,6 +89,15 @@ class Removal:
             self._cond.notify_all()
             log.info("container.removed", name=e.row.name, id=e.row.id)
             return info
+
+    @staticmethod
+    def _read_final(info: ContainerInfo):
+        """The cgroup's files read once (None, logged, if they cannot be read)."""
+        try:
+            return read_sample(info.cgroup)
+        except CgroupError as err:
+            log.warning("container.final_sample_failed", name=info.name, error=str(err))
+            return None
 
     def get_entry_info(self, e: Container) -> ContainerInfo:
         with self._lock:

@@ -498,3 +498,48 @@ def test_50_mib_sent_between_bridge_containers_are_billed_as_net_tx_and_rx_bytes
               f"({(billed['sender'] - size) / size:.2%} over the payload)")
     finally:
         _teardown(d)
+
+
+def test_what_a_container_sent_after_the_last_pass_is_in_its_removal_reading(rootfs):
+    """The bill of a removed container ends with the removal's own reading,
+    network counters included. Made deterministic: passes are an hour apart,
+    and agentd is restarted so that its first pass sees both containers
+    running; the sender then sends 8 MiB, exits, and is removed before any
+    other pass. The sender's billed net_tx_bytes is the 8 MiB (plus headers).
+    Before: the removal's reading had no network figures and the meter had
+    closed the namespace at the pass after the exit, so whatever was sent
+    after the last pass, or drained from the send queue after the exit, was
+    never billed (453 KiB of a 50 MiB transfer once)."""
+    billing = '[billing]\nperiod = "1s"\n'
+    d = _start(billing)
+    size = 8 << 20
+    go = tempfile.mkdtemp(prefix="cga-net-go-")
+    try:
+        assert run(d, rootfs, "receiver", "sleep 600 | nc -l -p 9000 | wc -c").returncode == 0
+        r = run(d, rootfs, "sender", "while [ ! -e /go/now ]; do sleep 0.1; done; "
+                                     f"dd if=/dev/zero bs=1048576 count={size >> 20} 2>/dev/null | "
+                                     "nc -w 10 receiver 9000; echo sent", "-v", f"{go}:/go")
+        assert r.returncode == 0, r.stderr
+        for name in ("receiver", "sender"):
+            wait_for(lambda: inspect(d, name)["pid"], 60, name)
+        stop_agentd(d)
+        d = start_agentd(d.root, d.top, billing, interval="1h")
+
+        def seen():   # the one pass of the hour saw the sender
+            try:
+                return Client(d.sock).call("GET", "/v1/containers/sender/stats")["containers"]
+            except Exception:  # noqa: BLE001 - no pass yet
+                return None
+        wait_for(seen, 60, "agentd's first pass")
+        open(os.path.join(go, "now"), "w").close()
+        wait_for(lambda: inspect(d, "sender")["state"] == "exited", 120, "the sender to finish")
+        logs = os.path.join(d.top, "state", "logs", inspect(d, "receiver")["id"], "stdout.log")
+        count = wait_for(lambda: open(logs).read().strip(), 60, "the receiver's count")
+        assert count == str(size), (count, output(d, "sender"))
+        assert ctl(d, "rm", "-f", "sender").returncode == 0
+        rows = Client(d.sock).call("GET", "/v1/usage", {"format": "jsonl", "name": "sender"})["rows"]
+        billed = sum(int(r["net_tx_bytes"]) for r in rows if r["net_tx_bytes"] is not None)
+        assert size <= billed <= size * 1.08 + (64 << 10), (billed, rows)
+    finally:
+        _teardown(d)
+        shutil.rmtree(go, ignore_errors=True)
