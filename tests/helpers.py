@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -168,17 +169,31 @@ class Agentd:
 # ------------------------------------------- agentd driven with agentctl
 
 def start_agentd(root, top, extra_toml: str = "", sock: str | None = None,
-                 interval: str = "200ms") -> SimpleNamespace:
-    """agentd on a config file under `top` (metrics off, a collector pass every
+                 interval: str = "200ms", metrics_listen: str = "") -> SimpleNamespace:
+    """agentd on a config file under `top` (`extra_toml` in its [agent] table
+    or after it; metrics off unless `metrics_listen`, a collector pass every
     `interval`), serving; stop it with stop_agentd."""
     state = os.path.join(top, "state")
     sock = sock or os.path.join(top, "agent.sock")
     conf = os.path.join(top, "agentd.toml")
     with open(conf, "w") as f:
         f.write(f'[agent]\nstate_dir = "{state}"\ncgroup_root = "{root.path}"\nsocket = "{sock}"\n'
-                f'metrics_listen = ""\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "{interval}"\n')
+                f'metrics_listen = "{metrics_listen}"\nlog_level = "debug"\n{extra_toml}\n[collector]\ninterval = "{interval}"\n')
+    return _serving(root, top, sock, ["--config", conf])
+
+
+def start_agentd_with_flags(root, top, metrics_listen: str = "") -> SimpleNamespace:
+    """agentd on its embedded default config, given only command-line flags
+    (state dir and socket under `top`, the cgroup root, the metrics address:
+    "" for none), serving; stop it with stop_agentd."""
+    sock = os.path.join(top, "agent.sock")
+    return _serving(root, top, sock, ["--state-dir", os.path.join(top, "state"), "--cgroup-root", root.path,
+                                      "--socket", sock, "--metrics-listen", metrics_listen])
+
+
+def _serving(root, top, sock, args) -> SimpleNamespace:
     log = open(os.path.join(top, "agentd.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", *args], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
 
     def up():
@@ -189,7 +204,14 @@ def start_agentd(root, top, extra_toml: str = "", sock: str | None = None,
         except Exception:  # noqa: BLE001 - not listening yet
             return False
 
-    wait_for(up, 60, "agentd to listen")
+    try:
+        wait_for(up, 60, "agentd to listen")
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        raise
     return SimpleNamespace(proc=proc, sock=sock, root=root, top=top, log=log)
 
 
@@ -292,3 +314,34 @@ def pg_exclusive():
         finally:
             if not pg_online():
                 pg_ctl("start")
+
+
+# ------------------------------------------------------ the launcher's view
+
+def zombie_children(ppid: int) -> list[int]:
+    """The pids of ppid's children that are zombies (exited, not reaped)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid and fields[0] == "Z":
+            out.append(int(name))
+    return out
+
+
+def wait_exit(client, cid: str, pid: int, timeout: float = 30):
+    """The launcher's exit record of cid/pid (a LauncherClient); a hang guard
+    only: returns as soon as the launcher has the record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in client.exits():
+            if rec.id == cid and rec.pid == pid:
+                return rec
+        select.select([client.fileno()], [], [], 0.2)
+        client.read_events()
+    raise AssertionError(f"no exit record for {cid}/{pid}")

@@ -89,6 +89,22 @@ def spawn():
             pass
 
 
+@pytest.fixture
+def collectors():
+    """collectors(config, containers, **kw) -> Collector, stopped after the test."""
+    from agent.collector import Collector
+    made = []
+
+    def make(*a, **kw) -> Collector:
+        c = Collector(*a, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _network_leftovers():
     """After the session: the bridge-network objects of agents that no longer

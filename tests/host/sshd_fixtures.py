@@ -14,14 +14,9 @@ import shutil
 import socket
 import subprocess
 import time
+from helpers import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(path: str) -> str:

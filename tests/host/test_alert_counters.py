@@ -14,22 +14,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
-import uuid
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli.client import Client
-from helpers import kill_tree
-from runtime.cgroupfs import Cgroup, find_mount
+from helpers import free_port, kill_tree, new_cgroup, start_agentd_with_flags, stop_agentd, wait_for
+from runtime.cgroupfs import find_mount
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # families read from a controller's files: only a host that hands the controller down has them
@@ -47,47 +40,18 @@ def alert_counters() -> set[str]:
     return names
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_alert_rules_read_counters():
     names = alert_counters()
     assert {"cgroup_agent_collection_errors_total", "cgroup_agent_ledger_errors_total"} <= names, names
 
 
 def test_a_fresh_agent_exports_every_alert_counter_at_zero():
-    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(root.path)
+    root = new_cgroup(find_mount())
     top = tempfile.mkdtemp(prefix="cga-alerts-")
     port = free_port()
-    sock = os.path.join(top, "agent.sock")
-    log = open(os.path.join(top, "agentd.log"), "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.daemon", "--state-dir", os.path.join(top, "state"), "--cgroup-root", root.path,
-         "--socket", sock, "--metrics-listen", f"127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    d = start_agentd_with_flags(root, top, metrics_listen=f"127.0.0.1:{port}")
+    sock = d.sock
     try:
-        def up():
-            assert proc.poll() is None, open(log.name).read()[-2000:]
-            try:
-                return Client(sock, timeout=10).call("GET", "/v1/health")
-            except Exception:  # noqa: BLE001 - not listening yet
-                return None
-        wait_for(up, 60, "agentd to listen")
         Client(sock).call("POST", "/v1/containers", body={"name": "idle", "argv": ["sleep", "600"]})
         with open(os.path.join(root.path, "containers", "cgroup.subtree_control")) as f:
             enabled = set(f.read().split())
@@ -115,12 +79,6 @@ def test_a_fresh_agent_exports_every_alert_counter_at_zero():
         assert "cgroup_agent_sink_lag_seconds" not in samples
         print("checked at 0:", ", ".join(checked))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        stop_agentd(d)
         kill_tree(root)
         shutil.rmtree(top, ignore_errors=True)

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 import uuid
 from types import SimpleNamespace
@@ -35,26 +34,9 @@ from types import SimpleNamespace
 import pytest
 
 from agent.cli.client import Client
-from helpers import kill_tree
+from helpers import free_port, kill_tree, wait_for
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]
-
-
-def wait_for(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Agentd:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
-from agent.cli.client import Client
+from helpers import free_port, start_agentd, stop_agentd
 
 
 def _events(cg: str) -> dict:
@@ -28,25 +27,16 @@ def _wait(pred, what, timeout=90):
 
 
 def test_freeze_budget_freezes_the_burner_and_raising_the_limit_thaws_it(cgroup, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sock = str(tmp_path / "agent.sock")
-    cfg = tmp_path / "agent.toml"
+    port = free_port()
     # 36 USD per core-hour: a busy core costs 0.01 USD a second
-    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
-                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "budget"\n'
-                   f'[collector]\ninterval = "100ms"\n'
-                   f'[billing]\nperiod = "1s"\ncurrency = "USD"\nprice_cpu_core_hour = "36"\n')
-    agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    ctl = [shutil.which("agentctl"), "--socket", sock]
+    d = start_agentd(cgroup, str(tmp_path), 'host = "budget"\n[billing]\nperiod = "1s"\ncurrency = "USD"\n'
+                     'price_cpu_core_hour = "36"\n', interval="100ms", metrics_listen=f"127.0.0.1:{port}")
+    ctl = [shutil.which("agentctl"), "--socket", d.sock]
 
     def run(*args, check=True):
         return subprocess.run(ctl + list(args), check=check, capture_output=True, text=True)
 
     try:
-        _wait(lambda: _up(sock), "agentd")
         # refused where the host cannot act, with the reason; nothing created
         bad = run("budget", "set", "slow", "--match", "name:burn*", "--limit", "0.01", "--per", "day",
                   "--action", "throttle:0.1", check=False)
@@ -90,20 +80,7 @@ def test_freeze_budget_freezes_the_burner_and_raising_the_limit_thaws_it(cgroup,
         assert run("budget", "rm", "cap").stdout.strip() == "cap"
         assert run("budget", "inspect", "cap", check=False).returncode == 1
     finally:
-        agentd.terminate()
-        try:
-            agentd.wait(30)
-        except subprocess.TimeoutExpired:
-            agentd.kill()
-            agentd.wait()
-
-
-def _up(sock):
-    try:
-        Client(sock, timeout=5).call("GET", "/v1/health")
-        return True
-    except Exception:
-        return False
+        stop_agentd(d)
 
 
 def _metrics(port):

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
 
 from runtime import stats
-from runtime.cgroupfs import (Cgroup, cgroup_of, controller_status, find_mount, own_cgroup,
+from runtime.cgroupfs import (cgroup_of, controller_status, find_mount, own_cgroup,
                               prepare_root)
 from runtime.errors import CgroupBusy, CgroupError, CgroupGone
 

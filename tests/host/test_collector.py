@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from agent import selfmetrics
-from agent.collector import Collector, Snapshot
+from agent.collector import Snapshot
 from agent.config import load_config
 from agent.model import ContainerInfo
 from runtime import stats
@@ -34,20 +34,6 @@ def info_for(cg, cid="c0ffee000001", name="t") -> ContainerInfo:
 
 def usage(cg) -> int:
     return stats.parse_cpu_stat(cg.read("cpu.stat")).usage_usec
-
-
-@pytest.fixture
-def collectors():
-    made = []
-
-    def make(*a, **kw) -> Collector:
-        c = Collector(*a, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -16,62 +16,32 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest
 
 from agent.cli.client import Client
-from helpers import kill_tree
+from helpers import kill_tree, new_cgroup, start_agentd_with_flags, stop_agentd, wait_for
+from runtime.cgroupfs import find_mount
 
 AGENTCTL = [sys.executable, "-m", "agent.cli"]
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
-def wait_for(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def agentd():
-    from runtime.cgroupfs import Cgroup, find_mount
-
-    root = Cgroup(os.path.join(find_mount(), f"cga-test-{uuid.uuid4().hex[:10]}"))
-    os.mkdir(root.path)
+    root = new_cgroup(find_mount())
     top = tempfile.mkdtemp(prefix="cga-docker-")
-    sock = os.path.join(top, "agent.sock")
-    log = open(os.path.join(top, "agentd.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--state-dir", os.path.join(top, "state"),
-                             "--cgroup-root", root.path, "--socket", sock, "--metrics-listen", ""],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    d = None
     try:
-        def up():
-            assert proc.poll() is None, open(log.name).read()[-2000:]
-            try:
-                return Client(sock, timeout=10).call("GET", "/v1/health")
-            except Exception:  # noqa: BLE001 - not listening yet
-                return None
-        wait_for(up, 60, "agentd to listen")
-        yield type("D", (), {"sock": sock, "root": root.path})
+        d = start_agentd_with_flags(root, top)
+        yield d
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        if d is not None:
+            stop_agentd(d)
         kill_tree(root)
         shutil.rmtree(top, ignore_errors=True)
 
@@ -132,7 +102,7 @@ def test_a_docker_session(agentd):
     assert RFC3339.fullmatch(stats["taken_at"])
 
     # docker update --pids-limit 100 web: applied, or refused as a host limitation (exit 1)
-    with open(os.path.join(d.root, "containers", "cgroup.subtree_control")) as f:
+    with open(os.path.join(d.root.path, "containers", "cgroup.subtree_control")) as f:
         has_pids = "pids" in f.read().split()
     r = ctl(d, "update", name, "--pids-limit", "100")
     if has_pids:

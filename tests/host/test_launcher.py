@@ -21,7 +21,7 @@ import pytest
 from agent.launcher import (ExitRecord, LauncherClient, LauncherError, LauncherGone,
                             SOCKET_NAME)
 from runtime.cgroupfs import find_mount
-from helpers import kill_tree
+from helpers import kill_tree, wait_exit, zombie_children
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,32 +40,6 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.01)
     return False
-
-
-def zombie_children(ppid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid and fields[0] == "Z":
-            out.append(int(name))
-    return out
-
-
-def wait_exit(client, cid, pid, timeout=30) -> ExitRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in client.exits():
-            if rec.id == cid and rec.pid == pid:
-                return rec
-        select.select([client.fileno()], [], [], 0.2)
-        client.read_events()
-    raise AssertionError(f"no exit record for {cid}/{pid}")
 
 
 class Ctx:

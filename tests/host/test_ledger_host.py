@@ -109,32 +109,14 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
     import io
     import json
     import shutil
-    import socket
     import subprocess
 
-    from agent.cli.client import Client
+    from helpers import free_port, start_agentd, stop_agentd
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sock = str(tmp_path / "agent.sock")
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\ncgroup_root = "{cgroup.path}"\n'
-                   f'socket = "{sock}"\nmetrics_listen = "127.0.0.1:{port}"\nhost = "e2e"\n'
-                   f'[collector]\ninterval = "100ms"\n'
-                   f'[billing]\nperiod = "1s"\nprice_cpu_core_hour = "3.6"\nprice_memory_gib_hour = "0.5"\n')
-    agentd = subprocess.Popen([shutil.which("agentd"), "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    ctl = [shutil.which("agentctl"), "--socket", sock]
+    d = start_agentd(cgroup, str(tmp_path), 'host = "e2e"\n[billing]\nperiod = "1s"\nprice_cpu_core_hour = "3.6"\n'
+                     'price_memory_gib_hour = "0.5"\n', interval="100ms", metrics_listen=f"127.0.0.1:{free_port()}")
+    ctl = [shutil.which("agentctl"), "--socket", d.sock]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                Client(sock, timeout=5).call("GET", "/v1/health")
-                break
-            except Exception:
-                assert agentd.poll() is None and time.monotonic() < deadline, "agentd did not come up"
-                time.sleep(0.1)
         cid = subprocess.run(ctl + ["run", "-d", "--name", "bill", "-l", "team=red", "--", "/bin/sh", "-c",
                                     "echo billed-output; echo to-stderr >&2; "
                                     "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 1.5"],
@@ -181,9 +163,4 @@ def test_agentd_bills_a_container_and_agentctl_usage_reconciles(cgroup, tmp_path
         bad = subprocess.run(ctl + ["usage", "--since", "yesterday"], capture_output=True, text=True)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "since:" in bad.stderr
     finally:
-        agentd.terminate()
-        try:
-            agentd.wait(30)
-        except subprocess.TimeoutExpired:
-            agentd.kill()
-            agentd.wait()
+        stop_agentd(d)

@@ -26,7 +26,6 @@ import time
 import pytest
 
 from agent import selfmetrics
-from agent.collector import Collector
 from agent.config import load_config
 from agent.model import ContainerInfo
 from exporters.prometheus import render
@@ -106,20 +105,6 @@ def peer_netns():
     run(IP, "netns", "add", name)
     yield name
     subprocess.run([IP, "netns", "del", name], capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def collectors():
-    made = []
-
-    def make(*a, **kw) -> Collector:
-        c = Collector(*a, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
 
 
 def own_netns_container(spawn, cgroup, argv):

@@ -16,7 +16,7 @@ import pytest
 
 from agent.launcher import LaunchError, LauncherClient, ExitRecord
 from runtime.cgroupfs import find_mount
-from helpers import kill_tree
+from helpers import kill_tree, wait_exit, zombie_children
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"
@@ -48,34 +48,6 @@ def stop_launcher(client: LauncherClient, pid: int) -> None:
             return
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
-
-
-def zombie_children(ppid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid and fields[0] == "Z":
-            out.append(int(name))
-    return out
-
-
-def wait_exit(client: LauncherClient, cid: str, pid: int, timeout: float = 30) -> ExitRecord:
-    """Hang guard only: returns as soon as the launcher has the record."""
-    import select
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in client.exits():
-            if rec.id == cid and rec.pid == pid:
-                return rec
-        select.select([client.fileno()], [], [], 0.2)
-        client.read_events()
-    raise AssertionError(f"no exit record for {cid}/{pid}")
 
 
 def new_cgroup(env: Env) -> tuple[str, str]:
