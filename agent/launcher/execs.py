@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 from agent.launcher.protocol import SETUP_TIMEOUT, LaunchError
 from runtime.execin import ExecSpec, open_namespaces, run_exec
@@ -52,6 +53,22 @@ def parse(req: dict) -> tuple[ExecSpec, bool]:
     return ExecSpec(tuple(argv), dict(env), cwd, user, flags["tty"]), flags["stdin"]
 
 
+def _received_terminal(sock) -> int | None:
+    """The pty multiplexer the exec'd process sent (it is sent before its
+    execve, which is before its failure pipe read empty): None if none came."""
+    sock.settimeout(SETUP_TIMEOUT)
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    except OSError:
+        return None
+    for fd in fds[1:]:
+        os.close(fd)
+    if not fds:
+        return None
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
 class Execs:
     """The exec'd processes this launcher started: pid -> (container id, status write end)."""
 
@@ -72,12 +89,14 @@ class Execs:
         mine: list[int] = []        # the child's ends, closed here after the fork
         theirs: list[int] = []      # handed to the caller
         try:
-            if ex.tty:
-                master, slave = os.openpty()
-                os.set_inheritable(master, False)
-                theirs.append(master)
-                mine.append(slave)
-                stdio = (slave, slave, slave)
+            tty_sock = tty_child = None
+            if ex.tty:   # the terminal is made inside the container, its multiplexer end sent here
+                tty_sock, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                tty_child = child_end.detach()
+                mine.append(tty_child)
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                mine.append(null)
+                stdio = (null, null, null)
             else:
                 if want_stdin:
                     in_r, in_w = os.pipe()
@@ -106,12 +125,15 @@ class Execs:
             if child == 0:
                 try:
                     run_exec(spec, ex, nsfds, stdin_fd=stdio[0], stdout_fd=stdio[1], stderr_fd=stdio[2],
-                             err_w=fail_w, pid_w=pid_w, nofile=nofile, joined=joined)
+                             err_w=fail_w, pid_w=pid_w, nofile=nofile, joined=joined,
+                             tty_fd=tty_child)
                 finally:
                     os._exit(127)
         except BaseException:
             for fd in theirs:
                 os.close(fd)
+            if tty_sock is not None:
+                tty_sock.close()
             raise
         finally:
             for fd in (*mine, *nsfds.values()):
@@ -130,6 +152,14 @@ class Execs:
         failure = read_to_eof(fail_r, SETUP_TIMEOUT, stop_at_newline=True).strip()
         os.close(pid_r)
         os.close(fail_r)
+        if not failure and pid is not None and tty_sock is not None:
+            master = _received_terminal(tty_sock)
+            if master is None:
+                failure = "exec setup failed: the container's terminal never reached the launcher"
+            else:
+                theirs.insert(0, master)
+        if tty_sock is not None:
+            tty_sock.close()
         if failure or pid is None:
             if pid is None:
                 os.close(status_w)

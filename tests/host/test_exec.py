@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +14,7 @@ from helpers import AGENTCTL, ctl, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty")
+APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty", "tty", "stat")
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +231,56 @@ def test_exec_tty_gives_a_terminal_of_the_clients_size(agentd, box):
     assert p.returncode == 3, err
     lines = out.replace(b"\r", b"").splitlines()
     assert b"is-a-tty" in lines and lines[-1] == b"33 99", out   # (the terminal echoes "go" somewhere)
+
+
+def test_exec_tty_is_a_terminal_of_the_containers_own_devpts(agentd, box):
+    """The terminal of `exec -t` is made in the container's devpts instance
+    (its /dev/ptmx), as Docker's: `tty` names it (/dev/pts/0, a node that
+    exists inside), and it belongs to the exec'd user. Before, it was one of
+    the host's ptys, which the container's /dev/pts does not have: `tty`
+    answered "not a tty" and the host's pty numbering showed through."""
+    import pty
+
+    name, _ = box
+    for user, want_uid in ((None, "0"), ("www", "33")):
+        pid, fd = pty.fork()
+        if pid == 0:   # agentctl on a terminal of its own (exec -t wants one)
+            os.execv(sys.executable, [sys.executable, "-m", "agent.cli", "--socket", agentd.sock, "exec", "-t",
+                                      *(["-u", user] if user else []), name, "sh", "-c",
+                                      'echo "tty=$(tty)"; ls /dev/pts | tr "\\n" " "; echo; '
+                                      'echo "owner=$(stat -c %u "$(tty)")"'])
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        text = out.decode(errors="replace").replace("\r", "")
+        assert os.waitstatus_to_exitcode(status) == 0, text
+        lines = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        assert lines.get("tty", "").startswith("/dev/pts/"), text
+        listed = next(line for line in text.splitlines() if "ptmx" in line).split()
+        assert lines["tty"].rsplit("/", 1)[1] in listed, text   # a node of the container's own devpts
+        assert lines["owner"] == want_uid, text
+
+
+def test_exec_tty_refuses_a_ptmx_the_tenant_replaced(agentd, rootfs):
+    """A tenant that points its /dev/ptmx at another device (here /dev/null,
+    in its own /dev) gets no terminal: exec -t fails in one line naming the
+    device, and nothing of the host's is opened for it."""
+    name, _ = run_sleeper(agentd, rootfs)
+    try:
+        r = ctl(agentd, "exec", name, "sh", "-c", "rm /dev/ptmx && ln -s null /dev/ptmx && ls -l /dev/ptmx")
+        assert r.returncode == 0 and "null" in r.stdout, r.stderr   # the tenant can do that in its /dev
+        r = ctl(agentd, "exec", "-t", name, "true")
+        assert r.returncode != 0
+        line = one_line(r)
+        assert "/dev/ptmx is not the pty multiplexer (device 1:3)" in line, line
+        assert _running(agentd, name)
+    finally:
+        ctl(agentd, "rm", "-f", name)
