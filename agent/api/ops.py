@@ -1,8 +1,13 @@
 """Operator endpoints of the control API (a mixin of agent.api.router's handler).
 
     POST /v1/containers/NAME/cp   {"direction": "out"|"in", "container_path", "host_path"}
-         one regular file between the running container and agentd's host;
-         the container side resolved inside its root (runtime/rootfile.py)
+         a regular file (runtime/rootfile.py) or a directory tree
+         (runtime/roottree.py: all or nothing, symlinks never followed)
+         between the running container and agentd's host, the container
+         side resolved inside its root; into the destination when it is an
+         existing directory, else as it. Answers kind "file" with bytes, or
+         "directory" with files, dirs, symlinks, skipped (FIFOs, sockets,
+         devices) and bytes.
     GET  /v1/containers/NAME/top  the processes of its cgroup (psutil)
     GET  /v1/events?since=SEQ&limit=N   the lifecycle events after sequence SEQ, oldest first
     POST /v1/containers/NAME/rename {"name": NEW}   (Supervisor.rename)
@@ -84,21 +89,18 @@ class OpsHandlers:
             if not _in_cgroup(pid, info.cgroup):
                 raise Conflict(f"container {name} exited meanwhile")
             if direction == "out":
-                n = _copy(rootfile.open_file(root, cpath), lambda: _open_host(hpath, write=True))
+                result = _copy_out(root, cpath, hpath)
             else:
-                def open_in_container() -> int:
-                    ids = rootfile.root_id(pid)     # written as the container's root
-                    return rootfile.open_file(root, cpath, write=True, as_ids=ids if ids != (0, 0) else None)
-
-                n = _copy(_open_host(hpath, write=False), open_in_container)
+                ids = rootfile.root_id(pid)     # written as the container's root
+                result = _copy_in(root, hpath, cpath, ids if ids != (0, 0) else None)
         except rootfile.RootFileError as e:
             raise UserError(str(e)) from None
         finally:
             os.close(root)
         log.info("container.cp", name=name, direction=direction, container_path=cpath, host_path=hpath,
-                 bytes=n, uid=self.peer.uid)
+                 uid=self.peer.uid, **result)
         self._send_json(200, {"name": name, "direction": direction, "container_path": cpath,
-                              "host_path": hpath, "bytes": n})
+                              "host_path": hpath, **result})
 
     def h_top(self, name, query, body):
         import psutil
@@ -136,6 +138,62 @@ class OpsHandlers:
         for ev in events:
             ev["event"] = DOCKER_NAMES.get(ev["kind"], ev["kind"])
         self._send_json(200, events)
+
+
+def _copy_out(root: int, cpath: str, hpath: str) -> dict:
+    """A file or a directory tree of the container copied to the host: into
+    `hpath` when it is a directory there, else as `hpath`."""
+    from runtime import rootfile, roottree
+
+    if os.path.isdir(hpath):
+        hpath = os.path.join(hpath, _base(cpath))
+    if not roottree.is_dir_in_root(root, cpath):
+        n = _copy(rootfile.open_file(root, cpath), lambda: _open_host(hpath, write=True))
+        return {"kind": "file", "bytes": n}
+    src = roottree.open_dir_in_root(root, cpath)
+    try:
+        parent = _open_host_dir(os.path.dirname(hpath.rstrip("/")) or "/")
+        try:
+            counts = roottree.copy_tree(src, parent, _base(hpath), cpath, hpath)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(src)
+    return {"kind": "directory", **counts.as_dict()}
+
+
+def _copy_in(root: int, hpath: str, cpath: str, ids) -> dict:
+    """A host file or directory tree copied into the container (written as
+    its root, `ids`): into `cpath` when it is a directory there, else as
+    `cpath`."""
+    from runtime import rootfile, roottree
+
+    if roottree.is_dir_in_root(root, cpath):
+        cpath = f"{cpath.rstrip('/')}/{_base(hpath)}"
+    if not os.path.isdir(hpath):
+        n = _copy(_open_host(hpath, write=False), lambda: rootfile.open_file(root, cpath, write=True, as_ids=ids))
+        return {"kind": "file", "bytes": n}
+    src = _open_host_dir(hpath)
+    try:
+        parent = roottree.open_dir_in_root(root, os.path.dirname(cpath.rstrip("/")) or "/")
+        try:
+            counts = roottree.copy_tree(src, parent, _base(cpath), hpath, cpath, as_ids=ids)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(src)
+    return {"kind": "directory", **counts.as_dict()}
+
+
+def _base(path: str) -> str:
+    return os.path.basename(path.rstrip("/"))
+
+
+def _open_host_dir(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UserError(f"host_path {path}: {os.strerror(e.errno)}") from None
 
 
 def _copy(src: int, open_dst) -> int:

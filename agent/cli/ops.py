@@ -1,6 +1,6 @@
 """agentctl's operator verbs: cp, top, events (agent/api/ops.py serves them).
 
-    cp NAME:PATH HOSTPATH | HOSTPATH NAME:PATH   one regular file out of / into a running container
+    cp NAME:PATH HOSTPATH | HOSTPATH NAME:PATH   a file or a directory out of / into a running container
     top NAME                                     the processes of its cgroup
     events [--since T] [--until T] [--filter K=V] [--json]   the lifecycle stream
     rename OLD NEW                               a new name; id, cgroup, logs, billing stay
@@ -75,16 +75,11 @@ def cmd_cp(args, client) -> int:
         raise UsageError("cp: give exactly one side as NAME:/path in a container, e.g. "
                               "agentctl cp web:/etc/hosts ./hosts or agentctl cp ./conf web:/etc/app.conf")
     local = client.host is None
+    # agentd copies into the destination when it is a directory there, else as it
     if src:
-        name, cpath, hpath = src.group(1), src.group(2), args.dst
-        if local and os.path.isdir(hpath):
-            hpath = os.path.join(hpath, os.path.basename(cpath.rstrip("/")))
-        direction = "out"
+        name, cpath, hpath, direction = src.group(1), src.group(2), args.dst, "out"
     else:
-        name, cpath, hpath = dst.group(1), dst.group(2), args.src
-        if cpath.endswith("/"):
-            cpath += os.path.basename(hpath.rstrip("/"))
-        direction = "in"
+        name, cpath, hpath, direction = dst.group(1), dst.group(2), args.src, "in"
     if local:
         hpath = os.path.abspath(hpath)
     elif not hpath.startswith("/"):
@@ -158,7 +153,7 @@ def cmd_events(args, client) -> int:
 
 
 SUBCOMMANDS = {
-    "cp": ("copy one file between a running container and the host (resolved inside its root)", True, _build_cp),
+    "cp": ("copy a file or a directory between a running container and the host (resolved inside its root)", True, _build_cp),
     "top": ("the processes of a container (its cgroup)", True, _build_top),
     "events": ("the containers' lifecycle events (create, start, die, oom, stop, remove, ...)", True,
                _build_events),

@@ -18,7 +18,7 @@ from helpers import AGENTCTL, ctl, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ls", "cat", "sleep", "echo", "ln", "rm", "mv", "true", "mkdir")
+APPLETS = ("sh", "ls", "cat", "sleep", "echo", "ln", "rm", "mv", "true", "mkdir", "mkfifo", "chmod")
 TRIES = 150
 
 
@@ -68,8 +68,7 @@ def test_cp_out_and_in(agentd, rootfs, tmp_path):
         # owned by the container's root (its user namespace), not by an unmapped id
         r = ctl(agentd, "exec", name, "ls", "-ln", "/data/in.txt")
         assert r.stdout.split()[2:4] == ["0", "0"], r.stdout
-        for args, word in (([f"{name}:/etc", str(tmp_path / "x")], "directory"),
-                           ([f"{name}:/nope", str(tmp_path / "x")], "/nope"),
+        for args, word in (([f"{name}:/nope", str(tmp_path / "x")], "/nope"),
                            ([str(tmp_path / "missing"), f"{name}:/data/x"], "missing"),
                            (["a", "b"], "NAME:/path")):
             r = ctl(agentd, "cp", *args)
@@ -115,6 +114,134 @@ def test_cp_never_follows_a_container_symlink_to_the_host(agentd, rootfs, tmp_pa
             assert target.read_text() == "untouched\n"
         assert secret.read_text() == "HOST SECRET\n"
         assert outs > 0 and ins > 0                    # the race was run, not refused every time
+    finally:
+        ctl(agentd, "rm", "-f", name)
+
+
+TREE = ("mkdir -p /data/tree/sub/deeper && echo alpha > /data/tree/a.txt && "
+        "echo beta > /data/tree/sub/b.sh && chmod 6755 /data/tree/sub/b.sh && "
+        "echo gamma > /data/tree/sub/deeper/c && ln -s a.txt /data/tree/link && "
+        "ln -s /etc/app.conf /data/tree/abs && mkfifo /data/tree/fifo && chmod 0750 /data/tree/sub")
+
+
+def test_cp_copies_a_directory_tree_out_and_in_all_or_nothing(agentd, rootfs, tmp_path):
+    """A tree with files, a nested directory, symlinks and a FIFO: out to the
+    host, then in again under another name. Symlinks stay symlinks (their
+    text, not what they point to), the FIFO is skipped and counted,
+    permission bits are kept without set-id, what goes in belongs to the
+    container's root. A destination that exists is refused and left as it was.
+    Before, a directory was refused ("is a directory; give a file")."""
+    name = start(agentd, rootfs, f"{TREE}; sleep 1000")
+    try:
+        wait_for(lambda: ctl(agentd, "exec", name, "ls", "/data/tree/fifo").returncode == 0, 30, "the tree")
+        r = ctl(agentd, "cp", "--json", f"{name}:/data/tree", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert (doc["kind"], doc["files"], doc["dirs"], doc["symlinks"], doc["skipped"]) == \
+            ("directory", 3, 3, 2, 1), doc
+        out = tmp_path / "tree"
+        assert (out / "a.txt").read_text() == "alpha\n" and (out / "sub" / "deeper" / "c").read_text() == "gamma\n"
+        assert os.readlink(out / "link") == "a.txt" and os.readlink(out / "abs") == "/etc/app.conf"
+        assert not (out / "fifo").exists()
+        assert oct(os.stat(out / "sub" / "b.sh").st_mode & 0o7777) == "0o755"      # set-id bits dropped
+        assert oct(os.stat(out / "sub").st_mode & 0o7777) == "0o750"
+        assert not [e for e in os.listdir(tmp_path) if ".cga-cp-" in e]
+        # into an existing directory of the container, under its own name
+        again = tmp_path / "again"
+        shutil.copytree(out, again, symlinks=True)
+        r = ctl(agentd, "cp", str(again), f"{name}:/data")
+        assert r.returncode == 0, r.stderr
+        r = ctl(agentd, "exec", name, "sh", "-c", "cat /data/again/sub/deeper/c; ls -ln /data/again/a.txt; "
+                                                  "readlink /data/again/link")
+        lines = r.stdout.splitlines()
+        assert lines[0] == "gamma" and lines[1].split()[2:4] == ["0", "0"] and lines[2] == "a.txt", r.stdout
+        # an existing target: refused in one line, nothing changed on either side
+        r = ctl(agentd, "cp", str(again), f"{name}:/data")
+        assert r.returncode != 0 and "exists" in one_line(r), r.stderr
+        r = ctl(agentd, "cp", f"{name}:/data/tree", str(tmp_path))
+        assert r.returncode != 0 and "exists" in one_line(r), r.stderr
+        assert not [e for e in os.listdir(tmp_path) if ".cga-cp-" in e]
+        r = ctl(agentd, "exec", name, "ls", "-a", "/data")
+        assert ".cga-cp-" not in r.stdout, r.stdout
+    finally:
+        ctl(agentd, "rm", "-f", name)
+
+
+def _exchanger(a: str, b: str, stop):
+    """Swap the entries a and b atomically (renameat2 RENAME_EXCHANGE), as
+    fast as it can, until stop is set: a tenant's fastest way to flip a
+    directory and a symlink under a walker (any static binary in its image
+    can do it; busybox's shell cannot fork fast enough)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    a_b, b_b = os.fsencode(a), os.fsencode(b)
+    while not stop.is_set():
+        libc.renameat2(at_fdcwd, a_b, at_fdcwd, b_b, rename_exchange)
+
+
+def test_cp_of_a_tree_never_follows_a_directory_the_tenant_swaps_for_a_symlink(agentd, rootfs, tmp_path):
+    """In the container's tree, t/d flips between a directory of the
+    tenant's and a symlink to a host directory (absolute, then ../../..)
+    while cp copies the tree out ({TRIES} times per target) and a tree in
+    below it (a third as often): the host's secret is never copied out and nothing is
+    written into the host's directory. (With the walk's entries opened
+    following symlinks, the secret came out.)"""
+    import threading
+
+    hostdir = tmp_path / "hostdir"
+    hostdir.mkdir()
+    (hostdir / "secret").write_text("HOST SECRET\n")
+    os.chmod(tmp_path, 0o755)
+    name = start(agentd, rootfs, "sleep 1000")
+    tree = os.path.join(rootfs, "data", "t")
+    os.makedirs(os.path.join(tree, "d"))
+    with open(os.path.join(tree, "d", "secret"), "w") as f:
+        f.write("mine\n")
+    c = Client(agentd.sock)
+    payload = tmp_path / "payload"
+    (payload / "sub").mkdir(parents=True)
+    (payload / "sub" / "planted").write_text("PAYLOAD\n")
+    outs = ins = 0
+    try:
+        for target in (str(hostdir), "../../../../../../.." + str(hostdir)):
+            alt, d = os.path.join(tree, "alt"), os.path.join(tree, "d")
+            if os.path.islink(d):          # the last round stopped with the two swapped
+                os.unlink(d)
+                os.rename(alt, d)
+            elif os.path.lexists(alt):
+                os.unlink(alt)
+            os.symlink(target, alt)
+            stop = threading.Event()
+            flipper = threading.Thread(target=_exchanger, args=(os.path.join(tree, "d"), alt, stop), daemon=True)
+            flipper.start()
+            try:
+                for i in range(TRIES):
+                    got = tmp_path / f"got-{len(target)}-{i}"
+                    try:
+                        c.call("POST", f"/v1/containers/{name}/cp",
+                               body={"direction": "out", "container_path": "/data/t", "host_path": str(got)})
+                        outs += 1
+                    except ApiError as e:
+                        assert e.status == 400, e.message      # an entry changed under the walk: refused
+                    for dirpath, _, files in os.walk(got):
+                        for f in files:
+                            p = os.path.join(dirpath, f)
+                            assert os.path.islink(p) or "HOST SECRET" not in open(p).read(), p
+                    try:
+                        if i % 3 == 0:
+                            c.call("POST", f"/v1/containers/{name}/cp",
+                                   body={"direction": "in", "container_path": f"/data/t/d/in{i}",
+                                         "host_path": str(payload)})
+                            ins += 1
+                    except ApiError as e:
+                        assert e.status == 400, e.message
+                    assert sorted(os.listdir(hostdir)) == ["secret"], os.listdir(hostdir)
+            finally:
+                stop.set()
+                flipper.join()
+        assert outs > 0 and ins > 0                    # the race was run, not refused every time
+        print(f"tree cp under a flipping symlink: {outs} copies out of {2 * TRIES} and {ins} in, 0 escapes")
     finally:
         ctl(agentd, "rm", "-f", name)
 
