@@ -2,6 +2,7 @@
 (budgets, agentctl): durations and sizes."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -50,6 +51,9 @@ def parse_size(value: Any) -> int:
 
 
 def fmt(value: Any) -> str:
+    """A config value as a message quotes it: a string in TOML's basic-string
+    form (quotes, backslashes and control characters escaped, so a message
+    stays one line), anything else as repr."""
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)
     return repr(value)

@@ -95,6 +95,9 @@ def test_file_overrides_defaults_and_flags_override_file(tmp_path):
      'collector.enable: "disk" is not an optional metric set; use any of process, cpuLoad, hugetlb'),
     ('[collector]\nenable = "process"\n', "collector.enable"),
     ('[logs]\nmax_bytes = "lots"\n', "logs.max_bytes"),
+    # a value with a newline or a quote is quoted escaped, the message stays one line (found by the fuzz test)
+    ('[logs]\nmax_bytes = "\\n"\n', 'logs.max_bytes: "\\n" is not a size'),
+    ('[collector]\ninterval = "a\\"b"\n', 'collector.interval: "a\\"b" is not a duration'),
     ('[security]\nallow_sensitive_binds = 1\n', "security.allow_sensitive_binds"),
     ('[agent\n', "not valid TOML"),
 ])
