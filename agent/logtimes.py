@@ -156,31 +156,3 @@ class TimedTail:
         if self.f is not None:
             self.f.close()
             self.f = None
-
-
-def since_param(key: str, value: str) -> float:
-    """The logs endpoint's since=: epoch seconds (agentctl turns 10m and RFC 3339 into them)."""
-    from agent.errors import UserError
-
-    try:
-        t = float(value)
-    except ValueError:
-        t = -1.0
-    if not 0 <= t < 2**40:
-        raise UserError(f"query parameter {key}: {value!r} is not a time in epoch seconds")
-    return t
-
-
-def pump(h, name: str, query: dict) -> None:
-    """GET .../logs with since= or timestamps=1: complete lines, timed, as
-    STDOUT/STDERR frames; with follow, until the container exits."""
-    from agent.api.logstream import pump_tails
-    from agent.wire import STDERR, STDOUT
-
-    which = query.get("stream", "all")
-    tails = [(sid, TimedTail(h.sup.log_path(name, stream), query.get("tail"), query.get("since"),
-                             bool(query.get("timestamps"))))
-             for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")) if which in (stream, "all")]
-    h._start_stream()
-    pump_tails(h, name, tails, query.get("follow", False))     # the one follow loop (agent/api/logstream.py)
-    h._end_stream()

@@ -18,7 +18,7 @@ import signal as _signal
 
 import structlog
 
-from agent import logtimes
+from agent.api import logstream
 from agent.api import exec as api_exec
 from agent.api.backend import StatsSnapshot
 from agent.api.errors import RequestError
@@ -58,7 +58,7 @@ QUERY_PARAMS = {
     "stop": {"timeout": seconds_param},
     "kill": {"signal": signal_param},
     "logs": {"follow": bool_param, "stream": stream_param, "tail": tail_param,
-             "since": logtimes.since_param, "timestamps": bool_param},
+             "since": logstream.since_param, "timestamps": bool_param},
     "wait": {"timeout": seconds_param},
 }
 
@@ -220,7 +220,7 @@ class ContainerHandlers:
     def h_logs(self, name, query, body):
         self.sup.get(name)  # 404 before the stream starts
         if query.get("since") is not None or query.get("timestamps"):
-            return logtimes.pump(self, name, query)  # times from the launcher's index (agent/logtimes.py)
+            return logstream.pump_timed(self, name, query)  # times from the launcher's index (agent/logtimes.py)
         self._start_stream()
         self._pump_logs(name, query.get("stream", "all"), follow=query.get("follow", False), tail=query.get("tail"))
         self._end_stream()

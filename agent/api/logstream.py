@@ -1,6 +1,7 @@
 """Sending a container's log files to the client as frames: the one loop of the logs endpoint.
 
     final = pump_tails(handler, name, [(STDOUT, tail), (STDERR, tail)], follow=True)
+    pump_timed(handler, name, query)     # since= or timestamps=1: whole lines with their times
 
 A tail is anything with ``read(final=False) -> bytes`` (b"" when nothing new)
 and ``close()``: agent.api.containers.LogTail (raw bytes) or
@@ -13,6 +14,10 @@ follow, or when agentd stops first). The caller starts and ends the stream.
 from __future__ import annotations
 
 import threading
+
+from agent.errors import UserError
+from agent.logtimes import TimedTail
+from agent.wire import STDERR, STDOUT
 
 LOG_POLL = 0.1  # seconds between reads of a followed log file
 
@@ -40,3 +45,27 @@ def pump_tails(h, name: str, tails: list, follow: bool):
             tail.close()
         done.set()
     return final.get("info")
+
+
+def since_param(key: str, value: str) -> float:
+    """The logs endpoint's since=: epoch seconds (agentctl turns 10m and RFC 3339 into them)."""
+    try:
+        t = float(value)
+    except ValueError:
+        t = -1.0
+    if not 0 <= t < 2**40:
+        raise UserError(f"query parameter {key}: {value!r} is not a time in epoch seconds")
+    return t
+
+
+def pump_timed(h, name: str, query: dict) -> None:
+    """GET .../logs with since= or timestamps=1: complete lines, timed (the
+    launcher's index, agent/logtimes.py), as STDOUT/STDERR frames; with
+    follow, until the container exits."""
+    which = query.get("stream", "all")
+    tails = [(sid, TimedTail(h.sup.log_path(name, stream), query.get("tail"), query.get("since"),
+                             bool(query.get("timestamps"))))
+             for sid, stream in ((STDOUT, "stdout"), (STDERR, "stderr")) if which in (stream, "all")]
+    h._start_stream()
+    pump_tails(h, name, tails, query.get("follow", False))
+    h._end_stream()

@@ -241,13 +241,9 @@ def undeclared_uses(source: str, filename: str = "<api>") -> tuple[list[str], in
     return bad, len(visitor.uses)
 
 
-# beside agent/api/*.py: the module that streams timed logs for the logs handler (given the handler)
-ALSO_HANDLER_CODE = ("agent/logtimes.py",)
-
-
 def _api_sources():
     paths = [os.path.join(API_DIR, n) for n in sorted(os.listdir(API_DIR)) if n.endswith(".py") and n != "backend.py"]
-    for path in paths + [os.path.join(ROOT, p) for p in ALSO_HANDLER_CODE]:
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             yield os.path.relpath(path, ROOT), f.read()
 
