@@ -122,7 +122,7 @@ class OpsHandlers:
                                  "cpu_seconds": round(cpu.user + cpu.system, 2),
                                  "rss_bytes": proc.memory_info().rss,
                                  "started_at": proc.create_time(),
-                                 "command": proc.cmdline() or [f"[{proc.name()}]"]})
+                                 "command": _command(proc)})
             except psutil.Error:
                 continue            # exited meanwhile
         self._send_json(200, {"name": name, "taken_at": time.time(), "processes": rows})
@@ -209,6 +209,23 @@ def _copy(src: int, open_dst) -> int:
             os.close(dst)
     finally:
         os.close(src)
+
+
+def _command(proc) -> list[str]:
+    """Its argv; the launcher's log copier (in the cgroup while a container
+    floods its log, billed to it: agent/launcher/logcopier.py) by its name,
+    not the launcher's command line. Only a process of the host's PID
+    namespace is taken for it: a tenant's process named so is shown as it is."""
+    from agent.launcher.logcopier import COPIER_COMM
+
+    name = proc.name()
+    if name == COPIER_COMM:
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino:
+                return [f"[{COPIER_COMM}: the container's log copy]"]
+        except OSError:
+            pass
+    return proc.cmdline() or [f"[{name}]"]
 
 
 def _user(proc) -> str:

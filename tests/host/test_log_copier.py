@@ -273,3 +273,25 @@ def test_through_agentd_a_flood_is_copied_in_its_cgroup_and_its_records_carry_ev
         assert sum(r["log_bytes"] for r in recs) == total
     finally:
         stop_agentd(d)
+
+
+def test_top_shows_the_copier_by_its_name_not_the_launchers_command_line(cgroup, tmp_path):
+    """agentctl top of a flooding container lists its copier (it is in the
+    cgroup and billed to it) as the log copy, not as a second launcher."""
+    from agent.cli.client import Client
+
+    d = start_agentd(cgroup, str(tmp_path), '[logs]\nmax_bytes = "256K"')
+    try:
+        r = ctl(d, "run", "-d", "--name", "flood", "--", "/bin/sh", "-c", "yes billed-flood")
+        assert r.returncode == 0, r.stderr
+        cid = r.stdout.strip()
+        wait_for(lambda: launcher_events(os.path.join(d.top, "state"), "log.copier_started", cid), 120,
+                 "the flood to reach a copier")
+        procs = Client(d.sock).call("GET", "/v1/containers/flood/top")["processes"]
+        commands = [" ".join(p["command"]) for p in procs]
+        assert any(c.startswith("[cga-logcopy") for c in commands), commands
+        assert not any("agent.launcher" in c for c in commands), commands
+        assert any(c == "yes billed-flood" for c in commands), commands
+        ctl(d, "rm", "-f", "flood")
+    finally:
+        stop_agentd(d)
