@@ -1,6 +1,8 @@
 """Links of container networks through netlink (pyroute2): bridges, veth
 pairs (the container's end moved into its network namespace, renamed
 eth0), addresses, routes, tbf rate limits; the sysctls routing needs.
+Container networks are IPv4: every link made here has IPv6 disabled
+(no_ipv6), so nothing passes the IPv4 filter rules by way of IPv6.
 
 Every link made here carries an alias (IFLA_IFALIAS) given by the caller,
 so whoever made it finds it again (`links_with_alias`) without parsing
@@ -43,6 +45,18 @@ def _sysctl(path: str, value: str) -> bool:
     return True
 
 
+def no_ipv6(ifname: str) -> None:
+    """No IPv6 on a link of ours (disable_ipv6, in the calling thread's
+    network namespace), before it goes up: no link-local address, so no
+    IPv6 packet of a container reaches the host through its bridge (the
+    agent's filter rules are IPv4) nor another container, and the host
+    takes no router advertisement from a tenant. A host without IPv6 has no
+    such file: nothing to do."""
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+    if os.path.exists(path):
+        _sysctl(path, "1")
+
+
 def enable_forwarding() -> bool:
     """net.ipv4.ip_forward=1; True when it was off (the caller logs it)."""
     return _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
@@ -59,6 +73,7 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, alias: str) -> bool:
             ipr.link("add", ifname=name, kind="bridge")
             idx = _index(ipr, name)
             ipr.link("set", index=idx, ifalias=alias)
+        no_ipv6(name)
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
         if gateway not in have:
             ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
@@ -88,6 +103,7 @@ def add_veth(host: str, peer: str, bridge: str, netns_path: str, ip: str, prefix
         try:
             h = _index(ipr, host)
             ipr.link("set", index=h, ifalias=alias)
+            no_ipv6(host)
             ipr.link("set", index=h, master=br, state="up")
             if ingress_bits:
                 _tbf(ipr, h, ingress_bits)
@@ -106,6 +122,7 @@ def add_veth(host: str, peer: str, bridge: str, netns_path: str, ip: str, prefix
             if c is None:
                 c = _index(ipr, "eth0")
             ipr.link("set", index=c, ifname="eth0", address=mac)
+            no_ipv6("eth0")
             ipr.addr("add", index=c, address=ip, prefixlen=prefixlen)
             ipr.link("set", index=c, state="up")
             ipr.route("add", dst="0.0.0.0/0", gateway=gateway)

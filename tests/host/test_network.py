@@ -407,13 +407,14 @@ def test_hosts_kept_current_dns_add_host_ip_and_rates_on_the_veth(agentd, rootfs
 GATEWAY = 'ip route | while read a b c rest; do [ "$a" = default ] && echo "$c"; done'
 
 
-def _host_listener():
+def _host_listener(family=socket.AF_INET):
     """A TCP listener of the test on every host address (the attack's target:
-    a service of the host a tenant should not reach); -> (socket, port, accepted)."""
+    a service of the host a tenant should not reach); -> (socket, port, accepted).
+    AF_INET6: on [::], IPv4 and IPv6 both."""
     import threading
-    srv = socket.socket()
+    srv = socket.socket(family)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", 0))
+    srv.bind(("0.0.0.0" if family == socket.AF_INET else "::", 0))
     srv.listen(8)
     accepted = []
 
@@ -449,6 +450,44 @@ def test_a_bridge_container_does_not_reach_the_hosts_own_services(agentd, rootfs
                    "--egress-allow", f"{gw}/32:{port}").returncode == 0
         wait_for(lambda: inspect(agentd, "allowed")["state"] == "exited", 60, "the allowed connection")
         assert "host secret" in output(agentd, "allowed") and len(accepted) == 1
+    finally:
+        srv.close()
+
+
+def _link_local(ifname: str) -> str:
+    """The EUI-64 IPv6 link-local address a link with this MAC takes when IPv6 is on."""
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        b = [int(x, 16) for x in f.read().strip().split(":")]
+    b[0] ^= 0x02
+    words = [(b[0] << 8) | b[1], (b[2] << 8) | 0xff, (0xfe << 8) | b[3], (b[4] << 8) | b[5]]
+    return "fe80::" + ":".join(f"{w:x}" for w in words)
+
+
+def test_a_bridge_container_does_not_reach_the_host_over_ipv6_link_local(agentd, rootfs):
+    """The attack: a service of the host listening on [::] (IPv4 and IPv6),
+    and a tenant that connects to the IPv6 link-local address of its bridge
+    (and of its veth's host end), which the agent's IPv4 filter rules never
+    see. Before: the bridge had fe80::/64 and the tenant got the host's
+    answer within 2 s. Now every link of ours has IPv6 disabled: for 10 s of
+    tries, no connection; the bridge and the container's eth0 have no IPv6
+    address."""
+    srv, port, accepted = _host_listener(socket.AF_INET6)
+    try:
+        assert run(agentd, rootfs, "waiter", "sleep 600").returncode == 0
+        wait_for(lambda: inspect(agentd, "waiter")["pid"], 60, "the first container")
+        st = ours(agentd)
+        targets = [_link_local(n) for n in st["bridges"] + st["veths"]]
+        tries = " ".join(f"{t}%eth0" for t in targets)
+        probe = (f'i=0; while [ $i -lt 10 ]; do for t in {tries}; do nc -w 1 "$t" {port} </dev/null; done; '
+                 f'i=$((i+1)); sleep 1; done; ip -6 addr show dev eth0; echo done')
+        assert run(agentd, rootfs, "tenant6", probe).returncode == 0
+        wait_for(lambda: inspect(agentd, "tenant6")["state"] == "exited", 180, "the probes")
+        out = output(agentd, "tenant6")
+        assert "done" in out and "host secret" not in out and accepted == [], (out, accepted)
+        assert "inet6" not in out, out        # the container's eth0: no IPv6 address either
+        for br in st["bridges"]:
+            out = subprocess.run(["ip", "-6", "addr", "show", "dev", br], capture_output=True, text=True).stdout
+            assert "inet6" not in out, out
     finally:
         srv.close()
 
