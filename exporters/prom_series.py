@@ -40,14 +40,16 @@ def limit(lim, attr):
 
 
 def _compiled(name, rows, lookup):
-    """``name(add, labels, rec)``: for each (key, family name, label text) row, the family's line
-    of rec's value at ``lookup(key)`` (an expression on ``rec``) when it is not None, a *_usec
-    value in seconds. Written out once, at import, as straight-line code with the names and
-    indices inlined: it runs for every cgroup on every scrape, and a loop over the rows made the
-    render measurably slower (bench/collect)."""
+    """``name(add, labels, rec)``: for each (key, family name or 'name{fixed="labels"}') row,
+    the family's line of rec's value at ``lookup(key)`` (an expression on ``rec``) when it is
+    not None, a *_usec value in seconds. Written out once, at import, as straight-line code with
+    the names and indices inlined: it runs for every cgroup on every scrape, and a loop over the
+    rows made the render measurably slower (bench/collect)."""
     src = [f"def {name}(add, labels, rec):"]
-    for key, family, extra in rows:
-        line = family + "{{{labels}" + extra + "}} " + ("{v / 1e6!r}" if key.endswith("_usec") else "{v}")
+    for key, series in rows:
+        family, _, fixed = series.partition("{")
+        labels = "{labels}" + ("," + fixed[:-1] if fixed else "")
+        line = family + "{{" + labels + "}} " + ("{v / 1e6!r}" if key.endswith("_usec") else "{v}")
         src += [f"    v = {lookup(key)}", "    if v is not None:", f"        add(({INDEX[family]}, f{line!r}))"]
     namespace = {}
     exec(compile("\n".join(src), f"<prom_series {name}>", "exec"), namespace)   # our own tables, once
@@ -60,8 +62,8 @@ def _fields(name, record_type, rows):
 
 
 def _keys(name, rows):
-    """Emits the series of a flat-keyed file's keys ((key, family name) rows; see _compiled)."""
-    return _compiled(name, ((k, family, "") for k, family in rows), lambda k: f"rec[{k!r}] if {k!r} in rec else None")
+    """Emits the series of a flat-keyed file's keys (see _compiled)."""
+    return _compiled(name, rows, lambda k: f"rec[{k!r}] if {k!r} in rec else None")
 
 
 _emit_cpu = _fields("_emit_cpu", CpuStat, CPU_FIELDS)
