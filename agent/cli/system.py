@@ -181,7 +181,7 @@ def _dial_stdio(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {
-    "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system),
+VERBS = {
+    "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system,
+               cmd_system),
 }
-COMMANDS = {"system": cmd_system}
