@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from agent.config import ConfigError, parse_duration
-from agent.errors import UserError
+from agent.errors import UserError, json_object
 from agent.pricing import NANOS_PER_UNIT, money
 from agent.rules import NAME_RE
 from runtime.limits import LimitError, parse_cpus
@@ -59,11 +59,7 @@ def _iso(ts: float) -> str:
 
 def parse(body: dict) -> Budget:
     """A budget from the API body (strings as agentctl sends them); UserError naming the field."""
-    if not isinstance(body, dict):
-        raise UserError("budget: the body must be a JSON object")
-    unknown = sorted(set(body) - set(KEYS))
-    if unknown:
-        raise UserError(f"{unknown[0]}: is not a budget field; accepted: {', '.join(KEYS)}")
+    json_object(body, KEYS, "budget")
     name = body.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UserError(f"name: {name!r} is not a budget name (letters, digits, _ . -; up to 63)")

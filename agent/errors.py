@@ -60,6 +60,17 @@ class CannotExecute(UserError):
         self.reason = reason
 
 
+def json_object(body, accepted, what: str, example: str = "") -> dict:
+    """``body`` when it is a JSON object whose keys are all in ``accepted``; else UserError
+    naming ``what`` (and ``example``, a hint), or the first unknown key and the accepted ones."""
+    if not isinstance(body, dict):
+        raise UserError(f"{what}: expected a JSON object{example}")
+    unknown = sorted(set(body) - set(accepted))
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown field; accepted: {', '.join(accepted)}")
+    return body
+
+
 class HostLimitation(UserError):
     """The request is well-formed but this host cannot honour it (a limit
     needs a cgroup controller the host does not hand down): HTTP 422, CLI

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -48,15 +48,16 @@ def image_ref(image: str, rootfs: str = "", bundle: str = "") -> str:
     return HOST_IMAGE
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
+@dataclass(frozen=True, kw_only=True)
+class ContainerRecord:
+    """A container and its runs as the state store keeps them: the base of the stored row
+    (agent.store.ContainerRow, which adds the spec and limits as JSON) and of the view
+    (ContainerInfo, built from the row). Immutable: a change is a new record (dataclasses.replace)."""
+
     id: str
     name: str
     cgroup: str
-    limits: Any  # runtime.limits.Limits
     state: str = "created"
-    labels: dict = field(default_factory=dict)
-    image: str = ""  # agent.model.image_ref: "host", "rootfs:<dir>", "bundle:<dir>" or an image
     pid: int | None = None
     created_at: float | None = None
     started_at: float | None = None
@@ -66,11 +67,22 @@ class ContainerInfo:
     oom_killed: bool = False
     oom_kills: int = 0
     restart_count: int = 0
+    cgroup_inode: int | None = None  # identifies this cgroup instance
+
+    def record_fields(self) -> dict:
+        """The ContainerRecord fields of this record, by name (to build another kind from it)."""
+        return {f.name: getattr(self, f.name) for f in fields(ContainerRecord)}
+
+
+@dataclass(frozen=True)
+class ContainerInfo(ContainerRecord):
+    limits: Any  # runtime.limits.Limits
+    labels: dict = field(default_factory=dict)
+    image: str = ""  # agent.model.image_ref: "host", "rootfs:<dir>", "bundle:<dir>" or an image
     restart_policy: str = "no"
     # added by the supervisor (containers issue):
     argv: tuple = ()  # the command it runs
     auto_remove: bool = False  # removed once it exited for good (run --rm)
-    cgroup_inode: int | None = None  # identifies this cgroup instance
     # "host", or {"uid": [[inside, host, count]], "gid": [...], "idmap": {dst: "idmapped" | why not}}
     userns: Any = "host"
     devices: tuple = ()  # granted host devices, "SRC:DST:ACCESS" (run --device)

@@ -25,6 +25,7 @@ import structlog
 
 from agent import selfmetrics
 from agent.errors import Conflict, KindedError
+from agent.model import ContainerRecord
 
 log = structlog.get_logger("agentd.store")
 
@@ -85,24 +86,12 @@ CREATE INDEX IF NOT EXISTS events_container ON events(container_id, seq);
 """
 
 
-@dataclass
-class ContainerRow:
-    id: str
-    name: str
+@dataclass(frozen=True)
+class ContainerRow(ContainerRecord):
+    """One row of the containers table: the record, its spec and its limits (as JSON)."""
+
     spec: dict
-    state: str
-    cgroup: str
-    created_at: float
-    pid: int | None = None
-    cgroup_inode: int | None = None
     limits: dict | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    exit_code: int | None = None
-    exit_signal: int | None = None
-    oom_killed: bool = False
-    oom_kills: int = 0
-    restart_count: int = 0
 
 
 _COLUMNS = [f.name for f in fields(ContainerRow)]

@@ -26,6 +26,7 @@ methods may be called from any thread; a lock guards the state.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import select
@@ -138,12 +139,10 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
     def _info(self, e: Container) -> ContainerInfo:
         r = e.row
         return ContainerInfo(
-            id=r.id, name=r.name, cgroup=r.cgroup, limits=e.limits, state=r.state, labels=dict(e.spec.labels),
-            image=image_ref(e.spec.image, e.spec.rootfs), pid=r.pid, created_at=r.created_at, started_at=r.started_at,
-            finished_at=r.finished_at, exit_code=r.exit_code, exit_signal=r.exit_signal,
-            oom_killed=r.oom_killed, oom_kills=r.oom_kills, restart_count=r.restart_count,
+            **r.record_fields(), limits=e.limits, labels=dict(e.spec.labels),
+            image=image_ref(e.spec.image, e.spec.rootfs),
             restart_policy=str(e.spec.restart), argv=tuple(e.spec.argv), auto_remove=e.spec.auto_remove,
-            cgroup_inode=r.cgroup_inode, userns=userns_alloc.view(e.spec.userns, e.idmap),
+            userns=userns_alloc.view(e.spec.userns, e.idmap),
             devices=tuple(str(d) for d in e.spec.devices), device_filter=e.device_filter,
             log_bytes=logfiles.produced_by(os.path.join(self.logs_dir, r.id, f"{stream}.log")
                                            for stream in ("stdout", "stderr")),
@@ -215,8 +214,7 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
             log.warning("store.event_dropped", name=e.row.name, kind=kind)
 
     def _set(self, e: Container, event: str | None, **changes) -> None:
-        for k, v in changes.items():
-            setattr(e.row, k, v)
+        e.row = dataclasses.replace(e.row, **changes)
         with self.store.transaction():
             self.store.update(e.row.id, **changes)
             if event:

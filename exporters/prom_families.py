@@ -1,5 +1,6 @@
 """The /metrics family table: every container family's name, type, help and
-extra label names, in output order, and the index of each by name.
+extra label names, in output order, and the index of each by name; and the
+*_FIELDS tables: which record field or file key feeds each one-value family.
 
 The renderer (exporters/prometheus.py) gathers series per family index, so
 the per-cgroup code (exporters/prom_series.py) appends to a list instead of
@@ -144,8 +145,8 @@ NET_FIRST = INDEX["container_network_receive_bytes_total"]
 NET_FAMILIES = tuple((FAMILIES[NET_FIRST + i][0], fld) for i, fld in enumerate(
     ("rx_bytes", "rx_packets", "rx_dropped", "rx_errors", "tx_bytes", "tx_packets", "tx_dropped", "tx_errors")))
 
-# (memory.stat key, family index, family name) of the plain one-value memory families
-MEMSTAT_FAMILIES = tuple((key, INDEX[name], name) for key, name in (
+# The one-value series of a flat-keyed file's keys: (key, family name), per file
+MEMSTAT_FIELDS = (
     ("anon", "container_memory_rss"),
     ("file", "container_memory_cache"),
     ("file_mapped", "container_memory_mapped_file"),
@@ -158,7 +159,44 @@ MEMSTAT_FAMILIES = tuple((key, INDEX[name], name) for key, name in (
     ("workingset_refault_file", "container_memory_workingset_refault_file_total"),
     ("pgscan", "container_memory_pgscan_total"),
     ("pgsteal", "container_memory_pgsteal_total"),
-))
+)
+# memory.events: "max" is cgroup v2's failcnt, times usage hit memory.max (as runc/cAdvisor), and its own counter
+MEM_EVENTS_FIELDS = (
+    ("oom_kill", "container_oom_events_total"),
+    ("max", "container_memory_failcnt"),
+    ("max", "container_memory_events_max_total"),
+    ("high", "container_memory_events_high_total"),
+)
+PIDS_EVENTS_FIELDS = (("max", "cgroup_agent_container_pids_limit_hits_total"),)
+
+# The one-value series of a record's fields, per record (runtime.parsers.CpuStat, IoStat,
+# HugetlbStat, runtime.stats.CgroupSample): (field, family name, with the series' fixed labels
+# in braces where it has any). A field in microseconds (*_usec) is exported in seconds.
+CPU_FIELDS = (
+    ("usage_usec", 'container_cpu_usage_seconds_total{cpu="total"}'),
+    ("user_usec", "container_cpu_user_seconds_total"),
+    ("system_usec", "container_cpu_system_seconds_total"),
+    ("nr_periods", "container_cpu_cfs_periods_total"),
+    ("nr_throttled", "container_cpu_cfs_throttled_periods_total"),
+    ("throttled_usec", "container_cpu_cfs_throttled_seconds_total"),
+    ("nr_bursts", "container_cpu_cfs_burst_periods_total"),
+    ("burst_usec", "container_cpu_cfs_burst_seconds_total"),
+)
+IO_FIELDS = (     # labels: the cgroup's and device
+    ("rbytes", "container_fs_reads_bytes_total"),
+    ("wbytes", "container_fs_writes_bytes_total"),
+    ("rios", "container_fs_reads_total"),
+    ("wios", "container_fs_writes_total"),
+)
+HUGETLB_FIELDS = (     # labels: the cgroup's and pagesize
+    ("usage", "container_hugetlb_usage_bytes"),
+    ("failcnt", "container_hugetlb_failcnt"),
+)
+SAMPLE_FIELDS = (     # memory.current has its own code: the working set goes with it
+    ("memory_swap_current", "container_memory_swap"),
+    ("memory_peak", "container_memory_max_usage_bytes"),
+    ("pids_current", "container_processes"),
+)
 
 # container_spec_* memory limits: (Limits field, family index, family name); unset or unlimited = 0
 SPEC_MEMORY_LIMITS = tuple((attr, INDEX[name], name) for attr, name in (

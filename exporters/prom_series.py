@@ -6,23 +6,24 @@ container's spec and times give, ``emit_container_state`` the agent's own
 per-container families, ``machine_lines`` cAdvisor's machine_* families.
 Each line goes to its family by the index exporters/prom_families.py takes
 from the family's name; exporters/prometheus.py gathers, caches and joins them.
+The one-value families (a record field or a file key -> one line) come from
+prom_families' *_FIELDS tables through functions written out at import.
 """
 from __future__ import annotations
 
 from exporters.prom_families import (
-    BLKIO, BURST_PERIODS, BURST_SECONDS, CFS_PERIODS, CFS_THROTTLED_PERIODS, CFS_THROTTLED_SECONDS, CPU_SYSTEM,
-    CPU_USAGE, CPU_USER, CREATION_TIME, FILE_DESCRIPTORS, FROZEN, FS_READS, FS_READ_BYTES, FS_WRITES,
-    FS_WRITE_BYTES, HUGETLB_FAILCNT, HUGETLB_USAGE, LOG_BYTES, MACHINE_FAMILIES, MACHINE_LABELS,
-    MEMSTAT_FAMILIES, MEM_EVENTS_HIGH, MEM_EVENTS_MAX, MEM_FAILCNT, MEM_FAILURES, MEM_MAX_USAGE, MEM_SWAP,
-    MEM_USAGE, MEM_WORKING_SET, NET_FAMILIES, NET_FIRST, OOM_EVENTS, OOM_KILLS, PIDS_LIMIT_HITS,
-    PRESSURE_CPU_WAITING, PRESSURE_IO_WAITING, PRESSURE_MEMORY_WAITING, PROCESSES, RESTARTS, SOCKETS,
-    SPEC_CPU_PERIOD, SPEC_CPU_QUOTA, SPEC_CPU_SHARES, SPEC_MEMORY_LIMITS, START_TIME, STATE, TASKS_STATE,
-    THREADS, THREADS_MAX, ULIMITS_SOFT,
+    BLKIO, CPU_FIELDS, CREATION_TIME, FILE_DESCRIPTORS, FROZEN, HUGETLB_FIELDS, INDEX, IO_FIELDS, LOG_BYTES,
+    MACHINE_FAMILIES, MACHINE_LABELS, MEM_EVENTS_FIELDS, MEM_FAILURES, MEM_USAGE, MEM_WORKING_SET,
+    MEMSTAT_FIELDS, NET_FAMILIES, NET_FIRST, OOM_KILLS, PIDS_EVENTS_FIELDS, PRESSURE_CPU_WAITING,
+    PRESSURE_IO_WAITING, PRESSURE_MEMORY_WAITING, RESTARTS, SAMPLE_FIELDS, SOCKETS, SPEC_CPU_PERIOD,
+    SPEC_CPU_QUOTA, SPEC_CPU_SHARES, SPEC_MEMORY_LIMITS, START_TIME, STATE, TASKS_STATE, THREADS, THREADS_MAX,
+    ULIMITS_SOFT,
 )
 from exporters.prom_labels import escape, label_str, num
 from runtime.limits import DEFAULT_CPU_PERIOD_US
+from runtime.parsers import CpuStat, HugetlbStat, IoStat
 from runtime.procstat import TASK_STATES
-from runtime.stats import working_set
+from runtime.stats import CgroupSample, working_set
 
 DEFAULT_CPU_WEIGHT = 100   # the kernel's cpu.weight when none is set
 
@@ -38,27 +39,47 @@ def limit(lim, attr):
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _compiled(name, rows, lookup):
+    """``name(add, labels, rec)``: for each (key, family name or 'name{fixed="labels"}') row,
+    the family's line of rec's value at ``lookup(key)`` (an expression on ``rec``) when it is
+    not None, a *_usec value in seconds. Written out once, at import, as straight-line code with
+    the names and indices inlined: it runs for every cgroup on every scrape, and a loop over the
+    rows made the render measurably slower (bench/collect)."""
+    src = [f"def {name}(add, labels, rec):"]
+    for key, series in rows:
+        family, _, fixed = series.partition("{")
+        labels = "{labels}" + ("," + fixed[:-1] if fixed else "")
+        line = family + "{{" + labels + "}} " + ("{v / 1e6!r}" if key.endswith("_usec") else "{v}")
+        src += [f"    v = {lookup(key)}", "    if v is not None:", f"        add(({INDEX[family]}, f{line!r}))"]
+    namespace = {}
+    exec(compile("\n".join(src), f"<prom_series {name}>", "exec"), namespace)   # our own tables, once
+    return namespace[name]
+
+
+def _fields(name, record_type, rows):
+    """Emits the series of a NamedTuple record's fields (see _compiled)."""
+    return _compiled(name, rows, lambda f: f"rec[{record_type._fields.index(f)}]")
+
+
+def _keys(name, rows):
+    """Emits the series of a flat-keyed file's keys (see _compiled)."""
+    return _compiled(name, rows, lambda k: f"rec[{k!r}] if {k!r} in rec else None")
+
+
+_emit_cpu = _fields("_emit_cpu", CpuStat, CPU_FIELDS)
+_emit_io = _fields("_emit_io", IoStat, IO_FIELDS)
+_emit_hugetlb = _fields("_emit_hugetlb", HugetlbStat, HUGETLB_FIELDS)
+_emit_sample = _fields("_emit_sample", CgroupSample, SAMPLE_FIELDS)
+_emit_memory_stat = _keys("_emit_memory_stat", MEMSTAT_FIELDS)
+_emit_memory_events = _keys("_emit_memory_events", MEM_EVENTS_FIELDS)
+_emit_pids_events = _keys("_emit_pids_events", PIDS_EVENTS_FIELDS)
+
 
 def emit_cgroup(add, lb, s, info, devices):
     """Every series of one cgroup, as add((family index, line)) calls."""
-    cpu = s.cpu
-    if cpu is not None:
-        if cpu.nr_bursts is not None:
-            add((BURST_PERIODS, f"container_cpu_cfs_burst_periods_total{{{lb}}} {cpu.nr_bursts}"))
-        if cpu.burst_usec is not None:
-            add((BURST_SECONDS, f"container_cpu_cfs_burst_seconds_total{{{lb}}} {cpu.burst_usec / 1e6!r}"))
-        if cpu.usage_usec is not None:
-            add((CPU_USAGE, f'container_cpu_usage_seconds_total{{{lb},cpu="total"}} {cpu.usage_usec / 1e6!r}'))
-        if cpu.user_usec is not None:
-            add((CPU_USER, f"container_cpu_user_seconds_total{{{lb}}} {cpu.user_usec / 1e6!r}"))
-        if cpu.system_usec is not None:
-            add((CPU_SYSTEM, f"container_cpu_system_seconds_total{{{lb}}} {cpu.system_usec / 1e6!r}"))
-        if cpu.nr_periods is not None:
-            add((CFS_PERIODS, f"container_cpu_cfs_periods_total{{{lb}}} {cpu.nr_periods}"))
-        if cpu.nr_throttled is not None:
-            add((CFS_THROTTLED_PERIODS, f"container_cpu_cfs_throttled_periods_total{{{lb}}} {cpu.nr_throttled}"))
-        if cpu.throttled_usec is not None:
-            add((CFS_THROTTLED_SECONDS, f"container_cpu_cfs_throttled_seconds_total{{{lb}}} {cpu.throttled_usec / 1e6!r}"))
+    if s.cpu is not None:
+        _emit_cpu(add, lb, s.cpu)
+    _emit_sample(add, lb, s)
     cur = s.memory_current
     mstat = s.memory_stat
     if cur is not None:
@@ -67,35 +88,20 @@ def emit_cgroup(add, lb, s, info, devices):
         if ws is not None:
             add((MEM_WORKING_SET, f"container_memory_working_set_bytes{{{lb}}} {ws}"))
     if mstat is not None:
-        for key, idx, name in MEMSTAT_FAMILIES:
-            if key in mstat:
-                add((idx, f"{name}{{{lb}}} {mstat[key]}"))
+        _emit_memory_stat(add, lb, mstat)
         # memory.stat is hierarchical on cgroup v2: both scopes carry the same value (as cAdvisor).
         for ft in ("pgfault", "pgmajfault"):
             if ft in mstat:
                 v = mstat[ft]
                 add((MEM_FAILURES, f'container_memory_failures_total{{{lb},failure_type="{ft}",scope="container"}} {v}'))
                 add((MEM_FAILURES, f'container_memory_failures_total{{{lb},failure_type="{ft}",scope="hierarchy"}} {v}'))
-    if s.memory_swap_current is not None:
-        add((MEM_SWAP, f"container_memory_swap{{{lb}}} {s.memory_swap_current}"))
-    if s.memory_peak is not None:
-        add((MEM_MAX_USAGE, f"container_memory_max_usage_bytes{{{lb}}} {s.memory_peak}"))
-    mev = s.memory_events
-    if mev is not None:
-        if "oom_kill" in mev:
-            add((OOM_EVENTS, f"container_oom_events_total{{{lb}}} {mev['oom_kill']}"))
-        if "max" in mev:   # cgroup v2's failcnt: times usage hit memory.max (as runc/cAdvisor)
-            add((MEM_FAILCNT, f"container_memory_failcnt{{{lb}}} {mev['max']}"))
-            add((MEM_EVENTS_MAX, f"container_memory_events_max_total{{{lb}}} {mev['max']}"))
-        if "high" in mev:
-            add((MEM_EVENTS_HIGH, f"container_memory_events_high_total{{{lb}}} {mev['high']}"))
+    if s.memory_events is not None:
+        _emit_memory_events(add, lb, s.memory_events)
+    if s.pids_events is not None:
+        _emit_pids_events(add, lb, s.pids_events)
     if s.hugetlb:
         for size, h in sorted(s.hugetlb.items()):
-            hl = f'{lb},pagesize="{escape(size)}"'
-            if h.usage is not None:
-                add((HUGETLB_USAGE, f"container_hugetlb_usage_bytes{{{hl}}} {h.usage}"))
-            if h.failcnt is not None:
-                add((HUGETLB_FAILCNT, f"container_hugetlb_failcnt{{{hl}}} {h.failcnt}"))
+            _emit_hugetlb(add, f'{lb},pagesize="{escape(size)}"', h)
     ps = s.processes
     if ps is not None:
         if ps.file_descriptors is not None:    # the "process" set
@@ -122,23 +128,11 @@ def emit_cgroup(add, lb, s, info, devices):
         for (maj, mnr), st in sorted(io.items()):
             dev = escape(devices.get((maj, mnr)) or f"{maj}:{mnr}")
             dl = f'{lb},device="{dev}"'
-            if st.rbytes is not None:
-                add((FS_READ_BYTES, f"container_fs_reads_bytes_total{{{dl}}} {st.rbytes}"))
-            if st.wbytes is not None:
-                add((FS_WRITE_BYTES, f"container_fs_writes_bytes_total{{{dl}}} {st.wbytes}"))
-            if st.rios is not None:
-                add((FS_READS, f"container_fs_reads_total{{{dl}}} {st.rios}"))
-            if st.wios is not None:
-                add((FS_WRITES, f"container_fs_writes_total{{{dl}}} {st.wios}"))
+            _emit_io(add, dl, st)
             bl = f'{dl},major="{maj}",minor="{mnr}",operation='
             for op, v in (("Read", st.rbytes), ("Write", st.wbytes), ("Discard", st.dbytes)):
                 if v is not None:
                     add((BLKIO, f'container_blkio_device_usage_total{{{bl}"{op}"}} {v}'))
-    if s.pids_current is not None:
-        add((PROCESSES, f"container_processes{{{lb}}} {s.pids_current}"))
-    pev = s.pids_events
-    if pev is not None and "max" in pev:
-        add((PIDS_LIMIT_HITS, f"cgroup_agent_container_pids_limit_hits_total{{{lb}}} {pev['max']}"))
     for idx, kind, pr in ((PRESSURE_CPU_WAITING, "cpu", s.cpu_pressure), (PRESSURE_MEMORY_WAITING, "memory", s.memory_pressure),
                          (PRESSURE_IO_WAITING, "io", s.io_pressure)):
         if pr is None:

@@ -7,6 +7,7 @@ file (controller off, older kernel): absent is never reported as zero.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import NamedTuple
 
@@ -144,28 +145,13 @@ def _read(cg, field):
     return None if text is None else parser(text)
 
 
-def read_cpu_stat(cg) -> CpuStat | None:
-    return _read(cg, "cpu")
-
-
-def read_memory_events(cg) -> dict | None:
-    return _read(cg, "memory_events")
-
-
-def read_io_stat(cg) -> dict | None:
-    return _read(cg, "io")
-
-
-def read_pids_events(cg) -> dict | None:
-    return _read(cg, "pids_events")
-
-
-def read_events(cg) -> CgroupEvents | None:
-    return _read(cg, "events")
-
-
-def read_cpuset_effective(cg) -> frozenset | None:
-    return _read(cg, "cpuset_cpus_effective")
+# readers of one file each (cg -> the parsed value, or None when absent), by their sample field
+read_cpu_stat = functools.partial(_read, field="cpu")  # -> CpuStat | None
+read_memory_events = functools.partial(_read, field="memory_events")  # -> dict | None
+read_io_stat = functools.partial(_read, field="io")  # -> dict | None
+read_pids_events = functools.partial(_read, field="pids_events")  # -> dict | None
+read_events = functools.partial(_read, field="events")  # -> CgroupEvents | None
+read_cpuset_effective = functools.partial(_read, field="cpuset_cpus_effective")  # -> frozenset | None
 
 
 def working_set(sample: CgroupSample) -> int | None:

@@ -25,7 +25,7 @@ import threading
 
 import structlog
 
-from agent.errors import CannotExecute, Conflict, UserError
+from agent.errors import CannotExecute, Conflict, UserError, json_object
 from agent.specparts.fields import refuse_unrenderable
 from agent.wire import FRAME_HEADER, RESIZE, STDERR, STDIN, STDOUT
 
@@ -41,11 +41,7 @@ DRAIN_WAIT_MS = 100    # after the exit: output still arriving is sent until the
 
 def exec_request(body) -> dict:
     """The launcher's exec arguments from a request body; UserError names the field."""
-    if not isinstance(body, dict):
-        raise UserError('request body: expected a JSON object, e.g. {"command": ["/bin/sh", "-c", "id"]}')
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise UserError(f"{unknown[0]}: unknown field; accepted: {', '.join(FIELDS)}")
+    json_object(body, FIELDS, "request body", ', e.g. {"command": ["/bin/sh", "-c", "id"]}')
     cmd = body.get("command")
     if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) and "\0" not in a for a in cmd) or not cmd[0]:
         raise UserError("command: a non-empty list of strings (the program and its arguments)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agent.api.backend import Networks
 from agent.api.resource import backend, collection_routes, no_query
-from agent.errors import UserError
+from agent.errors import UserError, json_object
 
 ROUTES = collection_routes("networks", list="networks_list", create="network_create", one="network_inspect",
                            remove="network_rm")
@@ -25,11 +25,7 @@ class NetworkHandlers:
         self._send_json(200, self._net().networks())
 
     def h_network_create(self, query, body):
-        if not isinstance(body, dict):
-            raise UserError("body: must be a JSON object {\"name\", \"subnet\"}")
-        unknown = sorted(set(body) - {"name", "subnet"})
-        if unknown:
-            raise UserError(f"{unknown[0]}: unknown field; use name, subnet")
+        json_object(body, ("name", "subnet"), "request body", ', e.g. {"name": "front", "subnet": "10.192.1.0/24"}')
         self._send_json(201, self._net().create_network(body.get("name"), body.get("subnet")))
 
     def h_network_inspect(self, name, query, body):

@@ -96,9 +96,8 @@ def cmd_restore(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {
+VERBS = {
     "checkpoint": ("save a running container with CRIU (checkpoint NAME, checkpoint ls, checkpoint rm NAME)",
-                   True, _build_checkpoint),
-    "restore": ("restore a checkpointed container, or import one (--import FILE)", True, _build_restore),
+                   True, _build_checkpoint, cmd_checkpoint),
+    "restore": ("restore a checkpointed container, or import one (--import FILE)", True, _build_restore, cmd_restore),
 }
-COMMANDS = {"checkpoint": cmd_checkpoint, "restore": cmd_restore}

@@ -255,18 +255,16 @@ def cmd_stats(args, client) -> int:
                           as_json=args.json, out=sys.stdout)
 
 
-# name -> (help, has --json, builder)
-SUBCOMMANDS = {
-    "ps": ("list containers", True, _build_ps),
-    "inspect": ("show a container as JSON", True, _build_inspect),
-    "logs": ("print a container's output", True, _build_logs),
-    "stop": ("stop a container: SIGTERM, then cgroup.kill after the grace period", True, _build_stop),
-    "kill": ("send a signal to a container", True, _build_kill),
-    "rm": ("remove a container", True, _build_rm),
-    "limit": ("change a running container's limits; shows what the kernel holds", True, build_limit),
-    "freeze": ("freeze a container (cgroup.freeze)", True, build_named),
-    "thaw": ("thaw a frozen container", True, build_named),
-    "stats": ("live resource usage: CPU, memory, IO, pids, throttling", True, _build_stats),
+# name -> (help, has --json, builder, command)
+VERBS = {
+    "ps": ("list containers", True, _build_ps, cmd_ps),
+    "inspect": ("show a container as JSON", True, _build_inspect, cmd_inspect),
+    "logs": ("print a container's output", True, _build_logs, cmd_logs),
+    "stop": ("stop a container: SIGTERM, then cgroup.kill after the grace period", True, _build_stop, cmd_stop),
+    "kill": ("send a signal to a container", True, _build_kill, cmd_kill),
+    "rm": ("remove a container", True, _build_rm, cmd_rm),
+    "limit": ("change a running container's limits; shows what the kernel holds", True, build_limit, cmd_limit),
+    "freeze": ("freeze a container (cgroup.freeze)", True, build_named, cmd_freeze),
+    "thaw": ("thaw a frozen container", True, build_named, cmd_thaw),
+    "stats": ("live resource usage: CPU, memory, IO, pids, throttling", True, _build_stats, cmd_stats),
 }
-COMMANDS = {"ps": cmd_ps, "inspect": cmd_inspect, "logs": cmd_logs, "stop": cmd_stop, "kill": cmd_kill,
-            "rm": cmd_rm, "limit": cmd_limit, "freeze": cmd_freeze, "thaw": cmd_thaw, "stats": cmd_stats}

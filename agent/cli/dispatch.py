@@ -13,7 +13,7 @@ import sys
 
 from agent.cli.errors import EXEC_EXIT, EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
 from agent.cli.format import print_json
-from agent.cli.parser import SUBCOMMANDS, VERB_MODULES, build_parser
+from agent.cli.parser import SUBCOMMANDS, build_parser
 
 
 def cmd_usage(args, client) -> int:
@@ -32,7 +32,7 @@ def cmd_budget(args, client) -> int:
     return budget.run(args, client)
 
 
-COMMANDS = {name: cmd for m in VERB_MODULES for name, cmd in m.COMMANDS.items()}
+COMMANDS = {name: verb[3] for name, verb in SUBCOMMANDS.items()}
 COMMANDS.update(usage=cmd_usage, budget=cmd_budget)
 
 

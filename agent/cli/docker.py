@@ -91,14 +91,12 @@ def cmd_port(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {
-    "start": ("start a created or stopped container", True, _build_start),
-    "restart": ("stop a container (if it runs), then start it again", True, _build_restart),
-    "wait": ("wait until a container exited; print its exit status", True, _build_start),
-    "pause": ("the same as freeze (docker pause)", True, containers.build_named),
-    "unpause": ("the same as thaw (docker unpause)", True, containers.build_named),
-    "update": ("the same as limit (docker update)", True, containers.build_limit),
-    "port": ("the ports a container publishes (docker port)", True, _build_port),
+VERBS = {
+    "start": ("start a created or stopped container", True, _build_start, cmd_start),
+    "restart": ("stop a container (if it runs), then start it again", True, _build_restart, cmd_restart),
+    "wait": ("wait until a container exited; print its exit status", True, _build_start, cmd_wait),
+    "pause": ("the same as freeze (docker pause)", True, containers.build_named, containers.cmd_freeze),
+    "unpause": ("the same as thaw (docker unpause)", True, containers.build_named, containers.cmd_thaw),
+    "update": ("the same as limit (docker update)", True, containers.build_limit, containers.cmd_limit),
+    "port": ("the ports a container publishes (docker port)", True, _build_port, cmd_port),
 }
-COMMANDS = {"port": cmd_port, "start": cmd_start, "restart": cmd_restart, "wait": cmd_wait,
-            "pause": containers.cmd_freeze, "unpause": containers.cmd_thaw, "update": containers.cmd_limit}

@@ -151,5 +151,4 @@ def _terminal(send, resize_id: int):
     return restore
 
 
-SUBCOMMANDS = {"exec": (HELP, False, _build_exec)}
-COMMANDS = {"exec": cmd_exec}
+VERBS = {"exec": (HELP, False, _build_exec, cmd_exec)}

@@ -241,13 +241,11 @@ def cmd_image(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {
-    "pull": ("pull an image from a registry", False, _build_pull),
-    "images": ("list images", True, _build_images),
-    "rmi": ("remove images", False, _build_rmi),
-    "image": ("manage images: load, save, inspect, ls, rm, prune", True, _build_image),
-    "login": ("store credentials for a registry (kept by agentd, mode 0600)", False, _build_login),
-    "logout": ("forget a registry's credentials", False, _build_logout),
+VERBS = {
+    "pull": ("pull an image from a registry", False, _build_pull, cmd_pull),
+    "images": ("list images", True, _build_images, cmd_images),
+    "rmi": ("remove images", False, _build_rmi, cmd_rmi),
+    "image": ("manage images: load, save, inspect, ls, rm, prune", True, _build_image, cmd_image),
+    "login": ("store credentials for a registry (kept by agentd, mode 0600)", False, _build_login, cmd_login),
+    "logout": ("forget a registry's credentials", False, _build_logout, cmd_logout),
 }
-COMMANDS = {"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "image": cmd_image,
-            "login": cmd_login, "logout": cmd_logout}

@@ -84,5 +84,4 @@ def cmd_network(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {"network": ("manage networks: create, ls, rm, inspect", True, _build_network)}
-COMMANDS = {"network": cmd_network}
+VERBS = {"network": ("manage networks: create, ls, rm, inspect", True, _build_network, cmd_network)}

@@ -152,11 +152,11 @@ def cmd_events(args, client) -> int:
             time.sleep(POLL)
 
 
-SUBCOMMANDS = {
-    "cp": ("copy a file or a directory between a running container and the host (resolved inside its root)", True, _build_cp),
-    "top": ("the processes of a container (its cgroup)", True, _build_top),
+VERBS = {
+    "cp": ("copy a file or a directory between a running container and the host (resolved inside its root)", True,
+           _build_cp, cmd_cp),
+    "top": ("the processes of a container (its cgroup)", True, _build_top, cmd_top),
     "events": ("the containers' lifecycle events (create, start, die, oom, stop, remove, ...)", True,
-               _build_events),
-    "rename": ("give a container a new name (id, cgroup, logs and billing stay)", True, _build_rename),
+               _build_events, cmd_events),
+    "rename": ("give a container a new name (id, cgroup, logs and billing stay)", True, _build_rename, cmd_rename),
 }
-COMMANDS = {"cp": cmd_cp, "top": cmd_top, "events": cmd_events, "rename": cmd_rename}

@@ -1,7 +1,7 @@
 """agentctl's argument parser: global options and one subparser per verb.
 
-The verbs live in their modules (each has SUBCOMMANDS: name -> (help, has
---json, builder) and COMMANDS: name -> function); VERB_MODULES lists them
+The verbs live in their modules (each has VERBS: name -> (help, has --json,
+builder, command function)); VERB_MODULES lists them
 in the order `agentctl --help` shows them. `usage` and `budget` are added
 here: `usage` (the billing side) is imported only when named.
 
@@ -24,7 +24,7 @@ from agent.cli import exec as exec_verb
 from agent.cli.flags import JSON_HELP, Parser
 
 VERB_MODULES = (run, containers, images, network, docker, system, exec_verb, ops, checkpoint)
-SUBCOMMANDS = {name: verb for m in VERB_MODULES for name, verb in m.SUBCOMMANDS.items()}
+SUBCOMMANDS = {name: verb for m in VERB_MODULES for name, verb in m.VERBS.items()}
 
 USAGE_HELP = "billing usage records: totals, CSV, JSON lines, FOCUS (see agentctl usage --help)"
 GLOBAL_VALUE_OPTIONS = ("--socket", "--host")
@@ -65,7 +65,7 @@ def build_parser(argv: list[str] | None = None, full: bool = False) -> Parser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     chosen = _command_in(sys.argv[1:] if argv is None else argv)
     build_all = full or (chosen not in SUBCOMMANDS and chosen != "usage")
-    for name, (help_text, json_flag, build) in SUBCOMMANDS.items():
+    for name, (help_text, json_flag, build, _command) in SUBCOMMANDS.items():
         if not build_all and name != chosen:
             sub.add_parser(name, help=help_text, add_help=False)
             continue

@@ -125,5 +125,4 @@ def attach(client, name: str, frames) -> int:
     return EXIT_FAIL
 
 
-SUBCOMMANDS = {"run": ("create and start a container", False, _build_run)}
-COMMANDS = {"run": cmd_run}
+VERBS = {"run": ("create and start a container", False, _build_run, cmd_run)}

@@ -48,14 +48,19 @@ def _size(n: int | None) -> str:
 
 
 def cmd_system(args, client) -> int:
-    return {"info": _info, "df": _df, "prune": _prune, "dial-stdio": _dial_stdio}[args.system_command](args, client)
-
-
-def _info(args, client) -> int:
-    info = client.call("GET", "/v1/system/info")
-    if args.json:
-        print_json(info)
+    sub = args.system_command
+    if sub in _READS:    # one GET, printed as JSON or as text
+        path, show = _READS[sub]
+        doc = client.call("GET", path)
+        if args.json:
+            print_json(doc)
+        else:
+            show(doc)
         return EXIT_OK
+    return {"prune": _prune, "dial-stdio": _dial_stdio}[sub](args, client)
+
+
+def _info(info: dict) -> None:
     cg = info.get("cgroup") or {}
     pool = info.get("userns_pool") or {}
     filters = (info.get("device_filter") or {}).get("running_containers") or {}
@@ -81,21 +86,18 @@ def _info(args, client) -> int:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k + ':':<{width + 1}} {v}")
-    return EXIT_OK
 
 
-def _df(args, client) -> int:
-    df = client.call("GET", "/v1/system/df")
-    if args.json:
-        print_json(df)
-        return EXIT_OK
+def _df(df: dict) -> None:
     images = df.get("images") or {}
     rows = [["Images", images.get("count", "-"), _size(images.get("bytes"))],
             ["Containers", df["containers"]["count"], _size(df["containers"]["upper_bytes"])],
             ["Logs", "", _size(df["logs"]["bytes"])],
             ["State and ledger databases", len(df["databases"]["files"]), _size(df["databases"]["bytes"])]]
     print(table(["TYPE", "COUNT", "SIZE"], rows))
-    return EXIT_OK
+
+
+_READS = {"info": ("/v1/system/info", _info), "df": ("/v1/system/df", _df)}
 
 
 def _prune(args, client) -> int:
@@ -179,7 +181,7 @@ def _dial_stdio(args, client) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = {
-    "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system),
+VERBS = {
+    "system": ("the agent and its host: info, df, prune, dial-stdio (for --host ssh://)", True, _build_system,
+               cmd_system),
 }
-COMMANDS = {"system": cmd_system}

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 
-from agent.errors import UserError
+from agent.errors import Conflict, NotFound, UserError
 from agent.images import reference, unpack
 
 INDEX_VERSION = 1
@@ -41,12 +41,12 @@ class ImageError(UserError):
     kind = "refused"
 
 
-class ImageNotFound(ImageError):
-    kind = "not_found"
+class ImageNotFound(NotFound, ImageError):
+    pass
 
 
-class ImageInUse(ImageError):
-    kind = "conflict"
+class ImageInUse(Conflict, ImageError):
+    pass
 
 
 class DigestMismatch(ImageError):

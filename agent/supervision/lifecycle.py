@@ -185,7 +185,7 @@ class Lifecycle:
         self.check_controllers(e.spec.limits)
         e.cg.create(exist_ok=True)
         e.limits = self._apply(e.cg, e.spec.limits)
-        e.row.cgroup_inode = e.cg.inode()
+        e.row = dataclasses.replace(e.row, cgroup_inode=e.cg.inode())
         self.store.update(e.row.id, cgroup_inode=e.row.cgroup_inode, limits=e.limits.to_json())
 
     def _start(self, e: Container, spawn: Callable | None = None) -> None:
@@ -233,8 +233,7 @@ class Lifecycle:
             log.error("container.start_unrecorded", name=e.row.name, id=e.row.id, pid=pid,
                       note="state dir full; the process was killed")
             raise
-        for k, v in changes.items():
-            setattr(e.row, k, v)
+        e.row = dataclasses.replace(e.row, **changes)
         self._watch(e)
         log.info("container.started", name=e.row.name, id=e.row.id, pid=pid)
         self._changed(e)
@@ -347,7 +346,7 @@ class Lifecycle:
             with self.store.transaction():
                 self.store.update(e.row.id, name=new, spec=spec.to_dict())
                 self.store.add_event(e.row.id, new, "renamed", old_name=prior)
-            e.row.name = new
+            e.row = dataclasses.replace(e.row, name=new)
             e.spec = spec
             del self._names[prior]
             self._names[new] = e.row.id

@@ -4,6 +4,7 @@ is run by the supervisor's event loop. Mixed into
 ``agent.supervisor.Supervisor``."""
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import threading
@@ -54,7 +55,7 @@ class RestartPolicy:
             if e is None or e.row.state != State.RESTARTING or e.stopping:
                 return
             e.timer = None
-            e.row.restart_count += 1
+            e.row = dataclasses.replace(e.row, restart_count=e.row.restart_count + 1)
             self.store.update(cid, restart_count=e.row.restart_count)
             try:
                 self._start(e)

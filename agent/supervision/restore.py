@@ -5,6 +5,7 @@ launcher reconnect, the same catch-up. Mixed into
 ``agent.supervisor.Supervisor``."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -35,7 +36,7 @@ class Restore:
                     log.error("store.bad_spec", id=row.id, error=str(err))
                     continue
                 try:
-                    row.state = State(row.state)
+                    row = dataclasses.replace(row, state=State(row.state))
                 except ValueError:  # written by a newer agentd: kept as it is, matches no state here
                     log.warning("store.unknown_state", id=row.id, state=row.state)
                 e = Container(row=row, spec=spec, cg=Cgroup(row.cgroup), limits=Limits.from_json(row.limits or {}))
