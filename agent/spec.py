@@ -68,7 +68,7 @@ __all__ = [  # what other modules import from here
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
              "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs", "stdin",
-             "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts"}
+             "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts", "tty"}
 
 
 def _image_body(body: dict, images) -> tuple[dict, str, str]:
@@ -186,6 +186,10 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if read_only and not (rootfs or img_id):
         raise UserError("read_only: needs a rootfs, a bundle or an image (the host's root is never made read-only)")
     tmpfs = parse_tmpfs(body.get("tmpfs"), bool(rootfs or img_id))
+    tty = flag("tty", body.get("tty"), False)
+    if tty and not (rootfs or img_id):
+        raise UserError("tty: needs a rootfs, a bundle or an image (the terminal is made in the container's own "
+                        "/dev/pts; a host-root container has the host's /dev)")
     clash = {t.dst for t in tmpfs} & {v.dst.rstrip("/") or "/" for v in volumes}
     if clash:
         raise UserError(f"tmpfs: {sorted(clash)[0]} is also a volume's destination; give one of the two")
@@ -196,7 +200,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          image_ref=img_ref, image_id=img_id, userns=userns,
                          devices=devices, read_only=read_only, tmpfs=tmpfs,
                          exposed_ports=tuple(body.get("_exposed_ports") or ()),
-                         stdin=flag("stdin", body.get("stdin"), False), net=net)
+                         stdin=flag("stdin", body.get("stdin"), False), net=net, tty=tty)
     # every string the launcher gets, whatever part read it (bundle fields, image config)
     refuse_unrenderable("", {**spec.to_dict(), **spec.spawn_security()})
     return spec

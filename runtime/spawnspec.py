@@ -98,6 +98,9 @@ class SpawnSpec:
     # network "none" only: a network namespace bound on this path (runtime/netns.py),
     # joined (setns) instead of a fresh one being made
     netns: str = ""
+    # PID 1 on a pty of the container's own devpts (run -t, runtime/terminal.py):
+    # rootfs/overlay containers only (a host-root one has the host's /dev)
+    tty: bool = False
 
     @property
     def cap_mask(self) -> int:
@@ -217,6 +220,11 @@ class SpawnSpec:
         extra["stdin"] = d.get("stdin", False)
         if not isinstance(extra["stdin"], bool):
             raise SpecError("spec.stdin: must be true or false")
+        extra["tty"] = d.get("tty", False)
+        if not isinstance(extra["tty"], bool):
+            raise SpecError("spec.tty: must be true or false")
+        if extra["tty"] and not (rootfs or overlay):
+            raise SpecError("spec.tty: needs a rootfs or an overlay (a terminal of the container's own /dev/pts)")
         extra["netns"] = d.get("netns") or ""
         if extra["netns"]:
             _abs("netns", extra["netns"])

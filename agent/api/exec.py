@@ -81,11 +81,13 @@ def check_stdin(spec, detach: bool) -> None:
         raise UserError("stdin: only with an attached run (detach false): nobody would write to it")
 
 
-def forward_stdin(h, info) -> None:
+def forward_stdin(h, info, stdin: bool = True, tty: bool = False) -> None:
     """run -i: the client's STDIN frames (after the answer's headers, on the
     same connection) into the container's PID 1 stdin, by a thread, while
     the handler streams its output; an empty frame or a closed client is
-    its end of input. A container that already exited has no stdin to feed."""
+    its end of input. A container that already exited has no stdin to feed.
+    run -t: the launcher hands a copy of PID 1's terminal instead; RESIZE
+    frames set its window size, STDIN frames are typed into it with -i."""
     from agent.launcher import LauncherError
 
     try:
@@ -98,11 +100,11 @@ def forward_stdin(h, info) -> None:
     # its own descriptor of the connection: never a number the handler's
     # close could hand to another connection meanwhile
     conn = os.dup(h.connection.fileno())
-    threading.Thread(target=_stdin_loop, args=(conn, fd, pending), daemon=True,
+    threading.Thread(target=_stdin_loop, args=(conn, fd, pending, stdin, tty), daemon=True,
                      name=f"api-stdin-{info.name}").start()
 
 
-def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
+def _stdin_loop(conn: int, fd: int, buf: bytes, stdin: bool = True, tty: bool = False) -> None:
     poller = select.poll()
     poller.register(conn, select.POLLIN)
     try:
@@ -113,9 +115,13 @@ def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
                 sid, n = FRAME_HEADER.unpack_from(buf, at)
                 data = buf[at + FRAME_HEADER.size:at + FRAME_HEADER.size + n]
                 at += FRAME_HEADER.size + n
-                if sid != STDIN:
+                if sid == RESIZE and tty:
+                    _client_frames(buf[at - FRAME_HEADER.size - n:at], fd, True, [fd])
+                if sid != STDIN or not stdin:
                     continue
                 if not data:
+                    if tty:
+                        continue    # a terminal has no end of input: ctrl-D is typed
                     return
                 _write_all(fd, data)
             buf = buf[used:]
@@ -163,6 +169,8 @@ class ExecHandlers:
             self._end_stream()
         except OSError:
             log.info("api.exec_client_gone", name=name, pid=pid)
+            if req["tty"]:      # detached (exec -it's detach keys): it runs on, its terminal held here
+                _outlive_client(self, fds)
         finally:
             for fd in fds:
                 try:
@@ -242,6 +250,23 @@ def _pump(h, fds: list[int], stdin: bool, tty: bool) -> tuple[int | None, int | 
             return result
 
 
+def _outlive_client(h, fds: list[int]) -> None:
+    """Hold the terminal of an exec whose client went away until the process
+    exits (closing it would hang the process up), its output dropped."""
+    master, status = fds
+    poller = select.poll()
+    poller.register(master, select.POLLIN)
+    poller.register(status, select.POLLIN)
+    while not h.api.stopping.is_set():
+        for fd, _ev in poller.poll(500):
+            try:
+                data = os.read(fd, 65536)
+            except OSError:     # EIO: every other end of the terminal is closed
+                data = b""
+            if fd == status or not data:
+                return
+
+
 def _complete(buf: bytes) -> int:
     """How many bytes of `buf` are whole frames."""
     at = 0
@@ -284,5 +309,10 @@ def _client_frames(buf: bytes, sink, tty: bool, fds: list[int]):
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:     # a terminal the launcher polls (non-blocking): wait for room
+            waiter = select.poll()
+            waiter.register(fd, select.POLLOUT)
+            waiter.poll()
 

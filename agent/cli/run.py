@@ -16,7 +16,7 @@ import os
 import sys
 
 from agent.cli import exec as exec_verb
-from agent.cli import flags, images, network
+from agent.cli import detachkeys, flags, images, network
 from agent.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, exit_status
 from agent.cli.format import copy_output
 from agent.cli.limit_flags import add_limit_flags, limits_body
@@ -37,6 +37,10 @@ def _build_run(r) -> None:
     r.add_argument("--hostname", metavar="NAME", help="host name in its UTS namespace")
     r.add_argument("-i", "--interactive", action="store_true",
                    help="forward stdin to the container (an attached run; its end is the container's EOF)")
+    r.add_argument("-t", "--tty", action="store_true",
+                   help="PID 1 on a terminal of the container's own /dev/pts (with --rootfs, --bundle or --image); "
+                        "attached: this terminal's size passed on, raw mode with -i")
+    detachkeys.add_flag(r)
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=flags.directory, metavar="DIR",
                      help="root filesystem directory (default: the host's /)")
@@ -79,7 +83,7 @@ def cmd_run(args, client) -> int:
             "limits": limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
             "detach": args.detach, "devices": args.device or None,
-            "read_only": args.read_only or None, "tmpfs": args.tmpfs or None}
+            "read_only": args.read_only or None, "tmpfs": args.tmpfs or None, "tty": args.tty or None}
     body = {k: v for k, v in body.items() if v is not None}
     network.run_body(args, body)
     images.run_body(args, client, body)
@@ -87,9 +91,12 @@ def cmd_run(args, client) -> int:
         info = client.call("POST", "/v1/containers", body=body)
         print(info.get("id") or info.get("name"))
         return EXIT_OK
-    if args.interactive:  # its stdin forwarded on the same connection (agent/cli/exec.py)
-        body["stdin"] = True
-        return attach(client, name, exec_verb.stream_with_input(client, "POST", "/v1/containers", body, True))
+    if args.interactive or args.tty:  # stdin, the terminal's size: on the same connection (agent/cli/exec.py)
+        if args.interactive:
+            body["stdin"] = True
+        return attach(client, name, exec_verb.stream_with_input(
+            client, "POST", "/v1/containers", body, args.interactive, args.tty, args.detach_keys,
+            raw=args.interactive))
     return attach(client, name, client.stream("POST", "/v1/containers", body=body))
 
 
@@ -106,7 +113,7 @@ def attach(client, name: str, frames) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     status = None
     try:
-        for ev in copy_output(frames):
+        for ev in copy_output(frames):  # (-it: the detach keys end it, the container runs on)
             if ev.get("event") == "exited":
                 if ev.get("oom_killed"):
                     print(f"agentctl: container {name} was OOM killed", file=sys.stderr)
@@ -116,6 +123,8 @@ def attach(client, name: str, frames) -> int:
             if ev.get("event") == "error":
                 print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
                 return EXIT_FAIL
+    except detachkeys.Detached:
+        return exec_verb.detached()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -64,7 +64,9 @@ class LogSink:
 
     def splice_from(self, fd: int) -> int:
         """Move what waits in pipe ``fd`` into the file; returns the bytes
-        moved (0: end of file). Raises BlockingIOError when the pipe is empty."""
+        moved (0: end of file). Raises BlockingIOError when the pipe is empty.
+        A terminal's multiplexer (run -t) is read, not spliced (EINVAL); its
+        EIO once every other end is closed is its end of file."""
         moved = 0
         while True:
             room = self._room(SPLICE_CHUNK)
@@ -78,7 +80,13 @@ class LogSink:
                 try:
                     data = os.read(fd, room)
                 except BlockingIOError:
+                    if e.errno == errno.EINVAL and not moved:
+                        raise       # nothing waits yet (a terminal): not its end
                     data = b""
+                except OSError as r:
+                    if r.errno != errno.EIO:
+                        raise
+                    data = b""      # a terminal whose other end is closed: its end of file
                 if e.errno == errno.EINVAL:     # a file system without splice: copy it
                     self.write(data)
                     return moved + len(data)

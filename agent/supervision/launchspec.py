@@ -44,6 +44,7 @@ class LaunchSpec:
             **({"readonly_rootfs": True} if s.read_only else {}),
             "tmpfs": [t.to_dict() for t in s.tmpfs],
             **({"stdin": True} if s.stdin else {}),   # run -i (agent/api/exec.py forwards it)
+            **({"tty": True} if s.tty else {}),       # run -t (runtime/terminal.py)
         }
         if self.net is not None:
             self.net.spawn_fields(e.row.id, s, spawn)  # netns, the /etc files
