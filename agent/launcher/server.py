@@ -324,9 +324,11 @@ class Launcher(Spawning):
     # ------------------------------------------------------------- spawning
     # ------------------------------------------------------------- logs
     def _pipe_readable(self, fd):
-        if self._copy_log(self.pipe_owner[fd], fd) and self.log_rest:
+        c = self.pipe_owner[fd]
+        if self._copy_log(c, fd) and self.log_rest and c.tty < 0:
             # let the pipe fill before the next copy: a flood then costs one
             # wake-up per LOG_PIPE_SIZE, not one per write() of the container
+            # (a terminal holds a few KiB: it is read on, or a copier takes it)
             self.resting[fd] = time.monotonic() + self.log_rest
 
     def _copy_log(self, c, fd) -> bool:

@@ -19,7 +19,7 @@ from helpers import AGENTCTL, ctl, names, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ls", "cat", "sleep", "echo", "tr", "stty", "tty", "stat", "kill", "true")
+APPLETS = ("sh", "ls", "cat", "sleep", "echo", "tr", "stty", "tty", "stat", "kill", "true", "head")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,41 @@ def test_run_tty_detached_output_reaches_the_log(agentd, rootfs):
     try:
         wait_for(lambda: logs(agentd, name).count("stdout-is-a-tty") == 2, 60, "both runs' output in the log")
         assert logs(agentd, name).count("run tty=/dev/pts/0") == 2, logs(agentd, name)
+    finally:
+        ctl(agentd, "rm", "-f", name)
+
+
+def test_a_terminal_flood_goes_to_a_copier_in_its_cgroup_and_every_byte_is_counted(agentd, rootfs):
+    """A terminal's output flood (past 4 MiB in 1 s) is copied by a copier
+    in the container's cgroup, reading the multiplexer as it splices pipes;
+    log_bytes counts every byte (the cap rotates the file) and the end of the
+    stream is seen."""
+    from agent.launcher.logcopier import COPIER_COMM
+
+    def copiers(cg):
+        found = []
+        for pid in open(os.path.join(cg, "cgroup.procs")).read().split():
+            try:
+                if open(f"/proc/{pid}/comm").read().strip() == COPIER_COMM:
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    name = uname("flood")
+    size = 24 << 20
+    r = ctl(agentd, "run", "-d", "-t", "--name", name, "--rootfs", rootfs, "--",
+            "sh", "-c", f"head -c {size} /dev/zero; echo flood-done; sleep 1000")
+    assert r.returncode == 0, r.stderr
+    try:
+        from agent.cli.client import Client
+        info = Client(agentd.sock).call("GET", f"/v1/containers/{name}")
+        cg = info["cgroup"]
+        wait_for(lambda: copiers(cg), 120, "a log copier in the container's cgroup")
+        want = size + len("flood-done\r\n")     # the terminal turns its newline into CR LF
+        wait_for(lambda: Client(agentd.sock).call("GET", f"/v1/containers/{name}")["log_bytes"] == want, 120,
+                 f"log_bytes to reach {want}")
+        assert "flood-done" in logs(agentd, name)
     finally:
         ctl(agentd, "rm", "-f", name)
 
