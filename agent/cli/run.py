@@ -7,7 +7,9 @@ printed).
 
 The image flags are agent/cli/images.py's, the network flags
 agent/cli/network.py's, the limit flags agent/cli/limit_flags.py's; `-i`
-forwards stdin on the same connection (agent/cli/exec.py).
+forwards stdin on the same connection (agent/cli/exec.py); `-t` puts PID 1
+on a terminal of its own (this terminal's size passed on, raw with -i, the
+detach keys end an -it session: agent/cli/detachkeys.py).
 """
 from __future__ import annotations
 

@@ -253,3 +253,28 @@ def test_run_tty_on_the_hosts_root_is_refused(agentd):
 
 def _cgroup_parent(d) -> str:
     return os.path.join(d.root.path, "containers")     # where agentd makes each container's cgroup
+
+
+def test_run_tty_survives_an_agentd_restart(rootfs):
+    """The launcher holds PID 1's terminal, not agentd: across an agentd
+    restart the container keeps it, and what it writes later is logged."""
+    from agent.cli.client import Client
+    from helpers import start_agentd, stop_agentd
+
+    with agentd_in_own_cgroup("cga-runtty-live-") as d:
+        name = uname("live")
+        r = ctl(d, "run", "-d", "-t", "--name", name, "--rootfs", rootfs, "--", "sh", "-c", "echo before; sleep 1000")
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: "before" in logs(d, name), 60, "its first output in the log")
+        pid = Client(d.sock).call("GET", f"/v1/containers/{name}")["pid"]
+        stop_agentd(d)
+        d2 = start_agentd(d.root, d.top)
+        try:
+            info = Client(d2.sock).call("GET", f"/v1/containers/{name}")
+            assert (info["state"], info["pid"]) == ("running", pid), info
+            r = ctl(d2, "exec", name, "sh", "-c", "echo after-restart > /proc/1/fd/1")
+            assert r.returncode == 0, r.stderr
+            wait_for(lambda: "after-restart" in logs(d2, name), 60, "output after the restart in the log")
+        finally:
+            ctl(d2, "rm", "-f", name)
+            stop_agentd(d2)
