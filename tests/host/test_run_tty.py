@@ -278,3 +278,24 @@ def test_run_tty_survives_an_agentd_restart(rootfs):
         finally:
             ctl(d2, "rm", "-f", name)
             stop_agentd(d2)
+
+
+def test_a_bundles_process_terminal_puts_pid1_on_a_terminal(agentd, rootfs, tmp_path):
+    """An OCI bundle's process.terminal (as runc reads it) is run -t."""
+    import json
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": rootfs},
+        "process": {"terminal": True, "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "args": ["sh", "-c", 'echo "bundle tty=$(tty)"']}}))
+    name = uname("bun")
+    r = ctl(agentd, "run", "-d", "--name", name, "--bundle", str(bundle))
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: "bundle tty=" in logs(agentd, name), 60, "its output in the log")
+        assert "bundle tty=/dev/pts/0" in logs(agentd, name), logs(agentd, name)
+        assert '"tty": true' in ctl(agentd, "inspect", name).stdout
+    finally:
+        ctl(agentd, "rm", "-f", name)
