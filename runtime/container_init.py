@@ -62,7 +62,7 @@ def run(spec: SpawnSpec, trees: Trees, tty_fd: int | None = None) -> None:
     except OSError:
         pass            # already a session leader
     if tty_fd is not None:   # run -t: in the container's root, its own /dev/pts mounted
-        terminal.make(tty_fd)
+        terminal.make(tty_fd, spec.tty_size)
         terminal.control(spec.uid)
     if spec.hostname:
         step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)

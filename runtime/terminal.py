@@ -29,12 +29,22 @@ import termios
 from .intermediate import Fail, step
 
 PTMX = (5, 2)                 # the pty multiplexer's device numbers
+SIZE_MAX = 65535              # a window's rows or columns (struct winsize: unsigned short)
 TIOCSPTLCK = 0x40045431       # unlock the pty's other end
 TIOCGPTPEER = 0x5441          # open the other end from the multiplexer (Linux 4.13)
 
 
-def make(tty_fd: int) -> None:
-    """A pty of the container's devpts as stdio; its multiplexer end sent on `tty_fd` (closed)."""
+def check_size(size, where: str) -> tuple[int, int]:
+    """(rows, cols) from [rows, cols]; ValueError (one line naming `where`) otherwise."""
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= SIZE_MAX for n in size)):
+        raise ValueError(f"{where}: {size!r} is not [rows, cols], each 0..{SIZE_MAX}")
+    return int(size[0]), int(size[1])
+
+
+def make(tty_fd: int, size: tuple[int, int] | tuple = ()) -> None:
+    """A pty of the container's devpts as stdio, of `size` (rows, cols) when
+    given; its multiplexer end sent on `tty_fd` (closed)."""
     master = step("open the container's /dev/ptmx", os.open, "/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     st = os.fstat(master)
     if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != PTMX:
@@ -43,6 +53,8 @@ def make(tty_fd: int) -> None:
         raise Fail(f"the container's /dev/ptmx is not the pty multiplexer ({what}): no terminal can be made")
     step("unlock the terminal", fcntl.ioctl, master, TIOCSPTLCK, struct.pack("i", 0))
     peer = step("open the terminal", fcntl.ioctl, master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    if size:    # before anything runs on it: the client's size from the first instruction
+        step("set the terminal's size", fcntl.ioctl, peer, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     with socket.socket(fileno=tty_fd) as sock:
         step("hand the terminal to the launcher", socket.send_fds, sock, [b"t"], [master])
     os.close(master)

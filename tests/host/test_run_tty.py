@@ -102,6 +102,20 @@ def test_run_tty_pid1_is_on_a_terminal_of_its_own_devpts_of_the_clients_size(age
         ctl(agentd, "rm", "-f", name)
 
 
+def test_run_tty_starts_at_the_clients_size(agentd, rootfs):
+    """run -t without -i: the terminal has the client's size before PID 1's
+    first instruction (sent with the request, as Docker's ConsoleSize), so a
+    program that asks at once gets it, not 0 0."""
+    p, master = on_terminal(["--socket", agentd.sock, "run", "-t", "--rm", "--rootfs", rootfs, "--",
+                             "stty", "size"], rows=41, cols=123)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert p.returncode == 0, err
+    assert out.replace(b"\r", b"").splitlines() == [b"41 123"], out
+
+
 def test_run_tty_detached_output_reaches_the_log(agentd, rootfs):
     """run -d -t (no client): PID 1 is on its terminal all the same, its
     output in `agentctl logs`; a restart (restart policy) gets a new one."""
