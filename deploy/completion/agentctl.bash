@@ -8,7 +8,7 @@
 _shtab_agentctl_image_subparsers=(load save inspect ls rm prune)
 _shtab_agentctl_network_subparsers=(create ls rm inspect)
 _shtab_agentctl_system_subparsers=(info df prune dial-stdio)
-_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore usage budget)
+_shtab_agentctl_subparsers=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore attach usage budget)
 
 _shtab_agentctl_run_option_strings=(-h --help --socket --host -d --detach --rm --name --memory --memory-high --memory-low --cpus --cpu-weight --cpuset --pids --io-weight --io-max -m --blkio-weight --swap --memory-swap --pids-limit --cpuset-cpus --memory-reservation --cpu-shares --restart -l --label -e --env -w --workdir -u --user --hostname -i --interactive -t --tty --detach-keys --rootfs --bundle --image --pull --entrypoint -v --volume --network --ip -p --publish --egress-allow --egress-rate --ingress-rate --dns --add-host --cap-add --cap-drop --userns --device --read-only --tmpfs)
 _shtab_agentctl_ps_option_strings=(-h --help --socket --host --json -a --all -q --quiet --filter --format)
@@ -57,6 +57,7 @@ _shtab_agentctl_events_option_strings=(-h --help --socket --host --json --since 
 _shtab_agentctl_rename_option_strings=(-h --help --socket --host --json)
 _shtab_agentctl_checkpoint_option_strings=(-h --help --socket --host --json --leave-running --export)
 _shtab_agentctl_restore_option_strings=(-h --help --socket --host --json --import --name)
+_shtab_agentctl_attach_option_strings=(-h --help --socket --host --detach-keys)
 _shtab_agentctl_usage_option_strings=(-h --help --since --until --name --label --group-by --format --open --socket --host --json)
 _shtab_agentctl_budget_option_strings=()
 _shtab_agentctl_option_strings=(-h --help --socket --host --json)
@@ -69,7 +70,7 @@ _shtab_agentctl_image_pos_0_choices=(load save inspect ls rm prune)
 _shtab_agentctl_network_pos_0_choices=(create ls rm inspect)
 _shtab_agentctl_system_pos_0_choices=(info df prune dial-stdio)
 _shtab_agentctl_usage___format_choices=(table csv jsonl focus)
-_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore usage budget)
+_shtab_agentctl_pos_0_choices=(run ps inspect logs stop kill rm limit freeze thaw stats pull images rmi image login logout network start restart wait pause unpause update port system exec cp top events rename checkpoint restore attach usage budget)
 
 _shtab_agentctl_run_pos_0_nargs=...
 _shtab_agentctl_run__h_nargs=0
@@ -257,6 +258,8 @@ _shtab_agentctl_checkpoint___leave_running_nargs=0
 _shtab_agentctl_restore__h_nargs=0
 _shtab_agentctl_restore___help_nargs=0
 _shtab_agentctl_restore___json_nargs=0
+_shtab_agentctl_attach__h_nargs=0
+_shtab_agentctl_attach___help_nargs=0
 _shtab_agentctl_usage__h_nargs=0
 _shtab_agentctl_usage___help_nargs=0
 _shtab_agentctl_usage___open_nargs=0

@@ -313,3 +313,32 @@ def test_a_bundles_process_terminal_puts_pid1_on_a_terminal(agentd, rootfs, tmp_
         assert '"tty": true' in ctl(agentd, "inspect", name).stdout
     finally:
         ctl(agentd, "rm", "-f", name)
+
+
+def test_attach_types_into_a_terminal_and_detaches(agentd, rootfs):
+    """agentctl attach to a run -d -t container: its output from now on (not
+    its past), what is typed reaches its terminal, the detach keys leave it
+    running (Docker's attach)."""
+    name = uname("att")
+    r = ctl(agentd, "run", "-d", "-t", "--name", name, "--rootfs", rootfs, "--", "sh", "-c",
+            'echo before-attach; while read x; do echo "line=$x"; done')
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: "before-attach" in logs(agentd, name), 60, "its first output in the log")
+        p, master = on_terminal(["--socket", agentd.sock, "attach", name])
+        try:
+            # typed at once: agentctl forwards it once attached, and the echo comes back on this stream
+            os.write(master, b"hello\r")
+            wait_for(lambda: "line=hello" in logs(agentd, name), 60, "the typed line in the log")
+            os.write(master, b"\x10\x11")
+            out, err = p.communicate(timeout=60)
+        finally:
+            os.close(master)
+        assert p.returncode == 0, err
+        assert b"read escape sequence" in err, err
+        text = out.decode(errors="replace").replace("\r", "")
+        assert "line=hello" in text and "before-attach" not in text, text
+        assert state(agentd, name) == "running"
+    finally:
+        ctl(agentd, "rm", "-f", name)
+
