@@ -116,7 +116,7 @@ def _stdin_loop(conn: int, fd: int, buf: bytes, stdin: bool = True, tty: bool = 
                 data = buf[at + FRAME_HEADER.size:at + FRAME_HEADER.size + n]
                 at += FRAME_HEADER.size + n
                 if sid == RESIZE and tty:
-                    _client_frames(buf[at - FRAME_HEADER.size - n:at], fd, True, [fd])
+                    _resize(fd, data)
                 if sid != STDIN or not stdin:
                     continue
                 if not data:
@@ -296,14 +296,18 @@ def _client_frames(buf: bytes, sink, tty: bool, fds: list[int]):
                 fds[fds.index(sink)] = -1
                 sink = None
         elif sid == RESIZE and tty:
-            try:
-                size = json.loads(data)
-                fcntl.ioctl(sink, termios.TIOCSWINSZ,
-                            struct.pack("HHHH", int(size["rows"]), int(size["cols"]), 0, 0))
-            except (ValueError, KeyError, TypeError, OSError, struct.error):
-                pass
+            _resize(sink, data)
         # EVENT and unknown frames from a client are ignored
     return sink, True
+
+
+def _resize(master: int, data: bytes) -> None:
+    """A RESIZE frame's {"rows", "cols"} as the terminal's window size (a bad one is ignored)."""
+    try:
+        size = json.loads(data)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["rows"]), int(size["cols"]), 0, 0))
+    except (ValueError, KeyError, TypeError, OSError, struct.error):
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

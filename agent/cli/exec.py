@@ -58,9 +58,8 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
     import socket
     import threading
 
-    from agent.cli.detachkeys import Detached, Scanner
-
     from agent.cli.client import ProtocolError, _read_body, api_error, iter_frames
+    from agent.cli.detachkeys import Detached, Scanner
     from agent.wire import RESIZE, STDIN, STREAM_CONTENT_TYPE, frame
 
     sock, f, status, headers = client._send(method, path, body)
