@@ -94,3 +94,4 @@ class ContainerInfo(ContainerRecord):
     tmpfs: tuple = ()  # "DST:OPTIONS" of each fresh tmpfs (run --tmpfs)
     exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO": recorded, not published
     network: dict | None = None  # {name, ip, mac, ports} (agent/network/netspec.view)
+    tty: bool = False  # PID 1 on a terminal of its own devpts (run -t)

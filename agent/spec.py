@@ -57,6 +57,7 @@ from agent.specparts.process import parse_env, parse_user
 from agent.specparts.resources import log_size, parse_limits
 from agent.specparts.security import HOST_NETWORK_DROPS, parse_cap_changes, parse_userns
 from agent.specparts.values import Device, RestartPolicy, Volume, parse_restart
+from runtime import terminal
 
 __all__ = [  # what other modules import from here
     "ContainerSpec", "Device", "RestartPolicy", "Volume", "UserError", "NAME_RE", "RESTART_RE", "JSON_KEYS",
@@ -68,7 +69,7 @@ __all__ = [  # what other modules import from here
 JSON_KEYS = {"name", "argv", "env", "workdir", "user", "hostname", "rootfs", "bundle", "volumes",
              "network", "limits", "restart", "labels", "log_max_bytes", "rm", "start", "cap_add", "cap_drop",
              "image", "pull", "entrypoint", "userns", "devices", "read_only", "tmpfs", "stdin",
-             "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts"}
+             "ip", "ports", "egress_allow", "egress_rate", "ingress_rate", "dns", "add_hosts", "tty", "console_size"}
 
 
 def _image_body(body: dict, images) -> tuple[dict, str, str]:
@@ -186,6 +187,18 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if read_only and not (rootfs or img_id):
         raise UserError("read_only: needs a rootfs, a bundle or an image (the host's root is never made read-only)")
     tmpfs = parse_tmpfs(body.get("tmpfs"), bool(rootfs or img_id))
+    tty = flag("tty", body.get("tty"), False)
+    if tty and not (rootfs or img_id):
+        raise UserError("tty: needs a rootfs, a bundle or an image (the terminal is made in the container's own "
+                        "/dev/pts; a host-root container has the host's /dev)")
+    console_size = ()
+    if body.get("console_size") is not None:
+        if not tty:
+            raise UserError("console_size: only with tty (the size of its terminal)")
+        try:
+            console_size = terminal.check_size(body["console_size"], "console_size")
+        except ValueError as e:
+            raise UserError(str(e)) from None
     clash = {t.dst for t in tmpfs} & {v.dst.rstrip("/") or "/" for v in volumes}
     if clash:
         raise UserError(f"tmpfs: {sorted(clash)[0]} is also a volume's destination; give one of the two")
@@ -196,7 +209,8 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
                          image_ref=img_ref, image_id=img_id, userns=userns,
                          devices=devices, read_only=read_only, tmpfs=tmpfs,
                          exposed_ports=tuple(body.get("_exposed_ports") or ()),
-                         stdin=flag("stdin", body.get("stdin"), False), net=net)
+                         stdin=flag("stdin", body.get("stdin"), False), net=net, tty=tty,
+                         console_size=console_size)
     # every string the launcher gets, whatever part read it (bundle fields, image config)
     refuse_unrenderable("", {**spec.to_dict(), **spec.spawn_security()})
     return spec

@@ -149,6 +149,7 @@ class Supervisor(Lifecycle, LaunchSpec, Removal, Monitor, RestartPolicy, Restore
             read_only=e.spec.read_only, tmpfs=tuple(str(t) for t in e.spec.tmpfs),
             exposed_ports=e.spec.exposed_ports,
             network=netspec.view(e.spec.network, e.spec.net),
+            tty=e.spec.tty,
         )
 
     def _find(self, name: str) -> Container:

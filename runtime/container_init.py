@@ -1,8 +1,9 @@
 """What a container's PID 1 does, in its new namespaces, up to execve:
 its namespaced sysctls; the detached trees attached (runtime/trees.py) with
 the kernel filesystems (runtime/kernelfs.py) and pivot_root; a session of
-its own; hostname; loopback up in a network namespace of its own; the
-privilege drop (runtime/privileges.py); execve (runtime/execve.py).
+its own (spec.tty: a terminal of its own devpts, runtime/terminal.py);
+hostname; loopback up in a network namespace of its own; the privilege
+drop (runtime/privileges.py); execve (runtime/execve.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import socket
 import struct
 
-from . import execve, kernelfs, privileges, sysctl
+from . import execve, kernelfs, privileges, sysctl, terminal
 from . import namespaces as ns
 from . import trees as treesmod
 from .intermediate import step
@@ -20,8 +21,9 @@ from .spawnspec import SpawnSpec
 from .trees import Trees
 
 
-def run(spec: SpawnSpec, trees: Trees) -> None:
-    """PID 1's steps; returns only by raising (intermediate.Fail or a bug)."""
+def run(spec: SpawnSpec, trees: Trees, tty_fd: int | None = None) -> None:
+    """PID 1's steps; returns only by raising (intermediate.Fail or a bug).
+    `tty_fd` (spec.tty): where its terminal's multiplexer end is sent."""
     if spec.sysctl:
         # the kernel writes into the namespaces of the writing task: this
         # process's IPC (and, with network none, network) namespace
@@ -59,6 +61,9 @@ def run(spec: SpawnSpec, trees: Trees) -> None:
         os.setsid()
     except OSError:
         pass            # already a session leader
+    if tty_fd is not None:   # run -t: in the container's root, its own /dev/pts mounted
+        terminal.make(tty_fd, spec.tty_size)
+        terminal.control(spec.uid)
     if spec.hostname:
         step(f"sethostname {spec.hostname}", ns.sethostname, spec.hostname)
     if spec.network == "none" and not spec.netns:   # a joined one: its maker did

@@ -18,13 +18,10 @@ freshly forked child of the launcher. `run_exec()` never returns:
        host pid to `pid_w`, _exit(0): it is reparented to the launcher
   the process:
     5. a terminal (-t): opened in the container's own devpts instance
-       (its /dev/ptmx, checked to be the pty multiplexer: a tenant's node
-       of another device is refused), the other end taken from the
-       multiplexer itself (TIOCGPTPEER, no path lookup), the multiplexer
-       end sent to the launcher over `tty_fd` (SCM_RIGHTS); then a new
-       session, the terminal its controlling one and its stdio, owned by
-       the user. So the terminal is the container's (`tty` names it, as
-       /dev/pts/N inside), never one of the host's ptys.
+       (runtime/terminal.py), its multiplexer end sent to the launcher over
+       `tty_fd`; then a new session, the terminal its controlling one and
+       its stdio, owned by the user. So the terminal is the container's
+       (`tty` names it, as /dev/pts/N inside), never one of the host's ptys.
     6. the user (-u) resolved in the container's own /etc/passwd and
        /etc/group; the environment is the container's with -e on top
     7. as the container's PID 1 got them (privileges.drop): no_new_privs,
@@ -38,14 +35,9 @@ Any failure before execve is one line on `err_w` (close-on-exec) and exit 127.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
-import socket
-import stat
-import struct
-import termios
 
-from . import execve, intermediate, privileges
+from . import execve, intermediate, privileges, terminal
 from . import namespaces as ns
 from . import userns as usernsmod
 from .intermediate import Fail, step
@@ -115,38 +107,12 @@ def run_exec(spec: SpawnSpec, ex: ExecSpec, nsfds: dict[str, int], *, stdin_fd: 
                      child=lambda _: _process(spec, ex, tty_fd))
 
 
-PTMX = (5, 2)                 # the pty multiplexer's device numbers
-TIOCSPTLCK = 0x40045431       # unlock the pty's other end
-TIOCGPTPEER = 0x5441          # open the other end from the multiplexer (Linux 4.13)
-
-
-def _terminal(tty_fd: int) -> None:
-    """A pty of the container's devpts instance as stdio (see 5. above)."""
-    master = step("open the container's /dev/ptmx", os.open, "/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    st = os.fstat(master)
-    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != PTMX:
-        raise Fail(f"the container's /dev/ptmx is not the pty multiplexer (device "
-                   f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}): no terminal can be made")
-    step("unlock the terminal", fcntl.ioctl, master, TIOCSPTLCK, struct.pack("i", 0))
-    peer = step("open the terminal", fcntl.ioctl, master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    with socket.socket(fileno=tty_fd) as sock:
-        step("hand the terminal to the launcher", socket.send_fds, sock, [b"t"], [master])
-    os.close(master)
-    for target in (0, 1, 2):
-        os.dup2(peer, target)
-    if peer > 2:
-        os.close(peer)
-
-
 def _process(spec: SpawnSpec, ex: ExecSpec, tty_fd: int | None = None) -> None:
-    if ex.tty:
-        if tty_fd is not None:
-            _terminal(tty_fd)
-        step("setsid", os.setsid)
-        step("set controlling terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
-    uid, gid, home = resolve_user(ex.user, spec.uid, spec.gid)
     if ex.tty and tty_fd is not None:
-        step("give the terminal to the user", os.fchown, 0, uid, -1)
+        terminal.make(tty_fd)
+    uid, gid, home = resolve_user(ex.user, spec.uid, spec.gid)
+    if ex.tty:
+        terminal.control(uid if tty_fd is not None else None)
     env = dict(spec.env)
     env.setdefault("HOME", home)
     env.update(ex.env)

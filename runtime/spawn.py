@@ -44,7 +44,10 @@ forked child executes (runtime/intermediate.py's protocol); it never returns:
        attached on it; pivot_root. Host
        root: a fresh /proc, the host's /sys read-only without submounts,
        the volumes on existing destinations.
-    7. hostname; loopback up when the network namespace is new
+    7. a session of its own; spec.tty: a terminal of its own devpts as its
+       stdio and controlling terminal, owned by its user, the multiplexer
+       end sent to the launcher (runtime/terminal.py); hostname; loopback
+       up when the network namespace is new
   (spec.netns: the intermediate joins that network namespace with setns
    right after step 2, as the host's root, instead of step 4 making one)
     8. no_new_privs, seccomp filter, rlimits, bounding set,
@@ -81,15 +84,18 @@ __all__ = ["run_child", "CgroupRefused", "fork_in_cgroup", "probe_clone3", "exec
 
 def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
               err_w: int, pid_w: int, nofile: tuple[int, int] | None = None,
-              joined: bool = False, stdin_fd: int | None = None, device_nodes: dict | None = None) -> None:
+              joined: bool = False, stdin_fd: int | None = None, device_nodes: dict | None = None,
+              tty_fd: int | None = None) -> None:
     """Executed in the launcher's forked child. Never returns. `nofile`:
     the RLIMIT_NOFILE the container gets (the launcher raises its own).
     `joined`: fork_in_cgroup put it in spec.cgroup already. `device_nodes`:
-    --device nodes the launcher made for a user namespace (trees.make_device_nodes)."""
+    --device nodes the launcher made for a user namespace (trees.make_device_nodes).
+    `tty_fd` (spec.tty): the unix socket PID 1 sends its terminal's multiplexer on."""
+    keep = (err_w, pid_w) if tty_fd is None else (err_w, pid_w, tty_fd)
 
     def setup():
         intermediate.begin(spec.cgroup, joined=joined, nofile=nofile, stdin_fd=stdin_fd,
-                           stdout_fd=stdout_fd, stderr_fd=stderr_fd, keep=(err_w, pid_w))
+                           stdout_fd=stdout_fd, stderr_fd=stderr_fd, keep=keep)
         if spec.netns:   # as the host's root, before any user namespace
             step(f"join network namespace {spec.netns}", _join_netns, spec.netns)
         # a private copy of the host's mount namespace, where the host
@@ -111,7 +117,7 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         return trees, json.dumps(idmap) if idmap else ""
 
     intermediate.run("container setup", err_w=err_w, pid_w=pid_w, setup=setup,
-                     fork_what="fork container init", child=lambda trees: container_init.run(spec, trees))
+                     fork_what="fork container init", child=lambda trees: container_init.run(spec, trees, tty_fd))
 
 
 def _join_netns(path: str) -> None:

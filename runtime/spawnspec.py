@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import caps as capsmod
 from . import mounts as mountsmod
 from . import namespaces as ns
-from . import rlimits, sysctl
+from . import rlimits, sysctl, terminal
 from . import userns as usernsmod
 from . import tmpfs as tmpfsmod
 from .rules import valid_hostname  # one rule, shared with the agent
@@ -98,6 +98,10 @@ class SpawnSpec:
     # network "none" only: a network namespace bound on this path (runtime/netns.py),
     # joined (setns) instead of a fresh one being made
     netns: str = ""
+    # PID 1 on a pty of the container's own devpts (run -t, runtime/terminal.py):
+    # rootfs/overlay containers only (a host-root one has the host's /dev)
+    tty: bool = False
+    tty_size: tuple = ()    # (rows, cols) the terminal starts with (the attached client's)
 
     @property
     def cap_mask(self) -> int:
@@ -217,6 +221,17 @@ class SpawnSpec:
         extra["stdin"] = d.get("stdin", False)
         if not isinstance(extra["stdin"], bool):
             raise SpecError("spec.stdin: must be true or false")
+        extra["tty"] = d.get("tty", False)
+        if not isinstance(extra["tty"], bool):
+            raise SpecError("spec.tty: must be true or false")
+        if extra["tty"] and not (rootfs or overlay):
+            raise SpecError("spec.tty: needs a rootfs or an overlay (a terminal of the container's own /dev/pts)")
+        extra["tty_size"] = ()
+        if d.get("tty_size") is not None:
+            try:
+                extra["tty_size"] = terminal.check_size(d["tty_size"], "spec.tty_size")
+            except ValueError as e:
+                raise SpecError(str(e)) from None
         extra["netns"] = d.get("netns") or ""
         if extra["netns"]:
             _abs("netns", extra["netns"])

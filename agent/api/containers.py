@@ -164,8 +164,8 @@ class ContainerHandlers:
         try:
             self._start_stream()
             self._event({"event": "created", "container": container_json(info)})
-            if spec.stdin:
-                api_exec.forward_stdin(self, info)
+            if spec.stdin or spec.tty:
+                api_exec.forward_stdin(self, info, stdin=spec.stdin, tty=spec.tty)
             final = self._pump_logs(name, "all", follow=True)
             final = final or self.sup.get(name)
             if final.state != State.EXITED:  # agentd is stopping: the container lives on (live restore)

@@ -77,11 +77,13 @@ def check_stdin(spec, detach: bool) -> None:
         raise UserError("stdin: only with an attached run (detach false): nobody would write to it")
 
 
-def forward_stdin(h, info) -> None:
+def forward_stdin(h, info, stdin: bool = True, tty: bool = False) -> None:
     """run -i: the client's STDIN frames (after the answer's headers, on the
     same connection) into the container's PID 1 stdin, by a thread, while
     the handler streams its output; an empty frame or a closed client is
-    its end of input. A container that already exited has no stdin to feed."""
+    its end of input. A container that already exited has no stdin to feed.
+    run -t: the launcher hands a copy of PID 1's terminal instead; RESIZE
+    frames set its window size, STDIN frames are typed into it with -i."""
     from agent.launcher import LauncherError
 
     try:
@@ -94,11 +96,11 @@ def forward_stdin(h, info) -> None:
     # its own descriptor of the connection: never a number the handler's
     # close could hand to another connection meanwhile
     conn = os.dup(h.connection.fileno())
-    threading.Thread(target=_stdin_loop, args=(conn, fd, pending), daemon=True,
+    threading.Thread(target=_stdin_loop, args=(conn, fd, pending, stdin, tty), daemon=True,
                      name=f"api-stdin-{info.name}").start()
 
 
-def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
+def _stdin_loop(conn: int, fd: int, buf: bytes, stdin: bool = True, tty: bool = False) -> None:
     poller = select.poll()
     poller.register(conn, select.POLLIN)
     try:
@@ -109,9 +111,13 @@ def _stdin_loop(conn: int, fd: int, buf: bytes) -> None:
                 sid, n = FRAME_HEADER.unpack_from(buf, at)
                 data = buf[at + FRAME_HEADER.size:at + FRAME_HEADER.size + n]
                 at += FRAME_HEADER.size + n
-                if sid != STDIN:
+                if sid == RESIZE and tty:
+                    _resize(fd, data)
+                if sid != STDIN or not stdin:
                     continue
                 if not data:
+                    if tty:
+                        continue    # a terminal has no end of input: ctrl-D is typed
                     return
                 _write_all(fd, data)
             buf = buf[used:]
@@ -159,6 +165,8 @@ class ExecHandlers:
             self._end_stream()
         except OSError:
             log.info("api.exec_client_gone", name=name, pid=pid)
+            if req["tty"]:      # detached (exec -it's detach keys): it runs on, its terminal held here
+                _outlive_client(self, fds)
         finally:
             for fd in fds:
                 try:
@@ -238,6 +246,23 @@ def _pump(h, fds: list[int], stdin: bool, tty: bool) -> tuple[int | None, int | 
             return result
 
 
+def _outlive_client(h, fds: list[int]) -> None:
+    """Hold the terminal of an exec whose client went away until the process
+    exits (closing it would hang the process up), its output dropped."""
+    master, status = fds
+    poller = select.poll()
+    poller.register(master, select.POLLIN)
+    poller.register(status, select.POLLIN)
+    while not h.api.stopping.is_set():
+        for fd, _ev in poller.poll(500):
+            try:
+                data = os.read(fd, 65536)
+            except OSError:     # EIO: every other end of the terminal is closed
+                data = b""
+            if fd == status or not data:
+                return
+
+
 def _complete(buf: bytes) -> int:
     """How many bytes of `buf` are whole frames."""
     at = 0
@@ -267,18 +292,27 @@ def _client_frames(buf: bytes, sink, tty: bool, fds: list[int]):
                 fds[fds.index(sink)] = -1
                 sink = None
         elif sid == RESIZE and tty:
-            try:
-                size = json.loads(data)
-                fcntl.ioctl(sink, termios.TIOCSWINSZ,
-                            struct.pack("HHHH", int(size["rows"]), int(size["cols"]), 0, 0))
-            except (ValueError, KeyError, TypeError, OSError, struct.error):
-                pass
+            _resize(sink, data)
         # EVENT and unknown frames from a client are ignored
     return sink, True
+
+
+def _resize(master: int, data: bytes) -> None:
+    """A RESIZE frame's {"rows", "cols"} as the terminal's window size (a bad one is ignored)."""
+    try:
+        size = json.loads(data)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["rows"]), int(size["cols"]), 0, 0))
+    except (ValueError, KeyError, TypeError, OSError, struct.error):
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:     # a terminal the launcher polls (non-blocking): wait for room
+            waiter = select.poll()
+            waiter.register(fd, select.POLLOUT)
+            waiter.poll()
 

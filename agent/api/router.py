@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from agent.api import budgets, checkpoint, containers, images, networks, ops, system, usage
+from agent.api import attach, budgets, checkpoint, containers, images, networks, ops, system, usage
 from agent.api import exec as exec_  # the module name, not the builtin
 from agent.api.access import Access, Peer, peer_cgroup, peer_credentials
 from agent.api.errors import ApiSetupError, HttpError, RequestError, classify
@@ -62,6 +62,7 @@ RESOURCES = [  # a module's HANDLERS, or else its one class named *Handlers (as 
     ops,
     networks,
     checkpoint,
+    attach,
 ]
 
 

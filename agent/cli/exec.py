@@ -14,7 +14,8 @@ import argparse
 import os
 import sys
 
-from agent.cli.errors import EXIT_FAIL, UsageError, exit_status
+from agent.cli import detachkeys
+from agent.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, exit_status
 from agent.cli.format import copy_output
 
 
@@ -28,6 +29,7 @@ def _build_exec(p) -> None:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="set an environment variable (K alone: its value here); repeatable")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    detachkeys.add_flag(p)
     p.add_argument("name", help="container name or id")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARG...]", help="the command and its arguments")
 
@@ -46,13 +48,18 @@ def _env(items: list[str]) -> dict:
     return out
 
 
-def stream_with_input(client, method: str, path: str, body: dict, interactive: bool, tty: bool = False):
+def stream_with_input(client, method: str, path: str, body: dict, interactive: bool, tty: bool = False,
+                      detach_keys: bytes | None = None, raw: bool = True):
     """Send a request whose answer is a stream; yield its (stream, data)
     frames while a thread forwards stdin as STDIN frames on the same
-    connection (with tty: this terminal raw meanwhile, its size as RESIZE)."""
+    connection (with tty: this terminal raw meanwhile unless not `raw`, its
+    size as RESIZE). With tty and interactive, `detach_keys` typed end it:
+    Detached is raised (agent/cli/detachkeys.py)."""
+    import socket
     import threading
 
     from agent.cli.client import ProtocolError, _read_body, api_error, iter_frames
+    from agent.cli.detachkeys import Detached, Scanner
     from agent.wire import RESIZE, STDIN, STREAM_CONTENT_TYPE, frame
 
     sock, f, status, headers = client._send(method, path, body)
@@ -68,11 +75,27 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
             with send_lock:
                 sock.sendall(frame(sid, data))
 
+        detached = threading.Event()
+
+        def detach() -> None:
+            detached.set()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)     # the stream ends here; agentd sees the client go
+            except (OSError, AttributeError):
+                pass
+
+        scanner = Scanner(detach_keys) if detach_keys and tty and interactive else None
         if tty:
-            restore = _terminal(send, RESIZE)
-        if interactive or tty:
-            threading.Thread(target=_forward_stdin, args=(send, STDIN), daemon=True).start()
-        yield from iter_frames(_read_body(f, headers, incremental=True))
+            restore = _terminal(send, RESIZE, raw)
+        if interactive or (tty and raw):
+            threading.Thread(target=_forward_stdin, args=(send, STDIN, scanner, detach), daemon=True).start()
+        try:
+            yield from iter_frames(_read_body(f, headers, incremental=True))
+        except (OSError, ProtocolError):
+            if not detached.is_set():
+                raise
+        if detached.is_set():
+            raise Detached()
     except OSError as e:
         raise client._hung_up(sock, e) from None
     finally:
@@ -92,7 +115,7 @@ def cmd_exec(args, client) -> int:
             "stdin": bool(args.interactive), "tty": bool(args.tty)}
     body = {k: v for k, v in body.items() if v is not None}
     frames = stream_with_input(client, "POST", f"/v1/containers/{args.name}/exec", body,
-                               args.interactive, args.tty)
+                               args.interactive, args.tty, args.detach_keys)
     result = None
     try:
         for ev in copy_output(frames):
@@ -102,6 +125,8 @@ def cmd_exec(args, client) -> int:
                 frames.close()      # the terminal back first
                 print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
                 return EXIT_FAIL
+    except detachkeys.Detached:
+        return detached()
     finally:
         frames.close()
     if result is None:
@@ -111,10 +136,25 @@ def cmd_exec(args, client) -> int:
     return result
 
 
-def _forward_stdin(send, stdin_id: int) -> None:
+def detached() -> int:
+    """The detach keys were typed (the terminal is back): as Docker, say so; exit 0."""
+    sys.stdout.flush()
+    print("read escape sequence", file=sys.stderr)
+    return EXIT_OK
+
+
+def _forward_stdin(send, stdin_id: int, scanner=None, detach=None) -> None:
     try:
         while True:
             data = os.read(0, 65536)
+            if scanner is not None and data:
+                data, typed = scanner.feed(data)
+                if data:
+                    send(stdin_id, data)
+                if typed:
+                    detach()
+                    return
+                continue
             send(stdin_id, data)
             if not data:
                 return
@@ -122,9 +162,9 @@ def _forward_stdin(send, stdin_id: int) -> None:
         return
 
 
-def _terminal(send, resize_id: int):
-    """Raw mode on this terminal, its size sent now and on each SIGWINCH;
-    returns what puts it back."""
+def _terminal(send, resize_id: int, raw: bool = True):
+    """Raw mode on this terminal (with `raw`), its size sent now and on each
+    SIGWINCH; returns what puts it back."""
     import json
     import signal
     import termios
@@ -141,7 +181,8 @@ def _terminal(send, resize_id: int):
         except OSError:
             pass
 
-    tty.setraw(0, termios.TCSANOW)    # not TCSAFLUSH: input typed ahead is kept
+    if raw:
+        tty.setraw(0, termios.TCSANOW)    # not TCSAFLUSH: input typed ahead is kept
     old = signal.signal(signal.SIGWINCH, size)
     size()
 

@@ -20,10 +20,11 @@ import argparse
 import sys
 
 from agent.cli import budget, checkpoint, containers, docker, images, network, ops, run, system
+from agent.cli import attach
 from agent.cli import exec as exec_verb
 from agent.cli.flags import JSON_HELP, Parser
 
-VERB_MODULES = (run, containers, images, network, docker, system, exec_verb, ops, checkpoint)
+VERB_MODULES = (run, containers, images, network, docker, system, exec_verb, ops, checkpoint, attach)
 SUBCOMMANDS = {name: verb for m in VERB_MODULES for name, verb in m.VERBS.items()}
 
 USAGE_HELP = "billing usage records: totals, CSV, JSON lines, FOCUS (see agentctl usage --help)"

@@ -7,7 +7,9 @@ printed).
 
 The image flags are agent/cli/images.py's, the network flags
 agent/cli/network.py's, the limit flags agent/cli/limit_flags.py's; `-i`
-forwards stdin on the same connection (agent/cli/exec.py).
+forwards stdin on the same connection (agent/cli/exec.py); `-t` puts PID 1
+on a terminal of its own (this terminal's size passed on, raw with -i, the
+detach keys end an -it session: agent/cli/detachkeys.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import sys
 
 from agent.cli import exec as exec_verb
-from agent.cli import flags, images, network
+from agent.cli import detachkeys, flags, images, network
 from agent.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, exit_status
 from agent.cli.format import copy_output
 from agent.cli.limit_flags import add_limit_flags, limits_body
@@ -37,6 +39,10 @@ def _build_run(r) -> None:
     r.add_argument("--hostname", metavar="NAME", help="host name in its UTS namespace")
     r.add_argument("-i", "--interactive", action="store_true",
                    help="forward stdin to the container (an attached run; its end is the container's EOF)")
+    r.add_argument("-t", "--tty", action="store_true",
+                   help="PID 1 on a terminal of the container's own /dev/pts (with --rootfs, --bundle or --image); "
+                        "attached: this terminal's size passed on, raw mode with -i")
+    detachkeys.add_flag(r)
     src = r.add_mutually_exclusive_group()
     src.add_argument("--rootfs", type=flags.directory, metavar="DIR",
                      help="root filesystem directory (default: the host's /)")
@@ -79,17 +85,23 @@ def cmd_run(args, client) -> int:
             "limits": limits_body(args) or None, "restart": args.restart, "rm": args.rm or None,
             "cap_add": args.cap_add or None, "cap_drop": args.cap_drop or None,
             "detach": args.detach, "devices": args.device or None,
-            "read_only": args.read_only or None, "tmpfs": args.tmpfs or None}
+            "read_only": args.read_only or None, "tmpfs": args.tmpfs or None, "tty": args.tty or None}
     body = {k: v for k, v in body.items() if v is not None}
+    if args.tty and os.isatty(0):    # its terminal starts at this one's size (resizes follow, attached)
+        cols, rows = os.get_terminal_size(0)
+        body["console_size"] = [rows, cols]
     network.run_body(args, body)
     images.run_body(args, client, body)
     if args.detach:
         info = client.call("POST", "/v1/containers", body=body)
         print(info.get("id") or info.get("name"))
         return EXIT_OK
-    if args.interactive:  # its stdin forwarded on the same connection (agent/cli/exec.py)
-        body["stdin"] = True
-        return attach(client, name, exec_verb.stream_with_input(client, "POST", "/v1/containers", body, True))
+    if args.interactive or args.tty:  # stdin, the terminal's size: on the same connection (agent/cli/exec.py)
+        if args.interactive:
+            body["stdin"] = True
+        return attach(client, name, exec_verb.stream_with_input(
+            client, "POST", "/v1/containers", body, args.interactive, args.tty, args.detach_keys,
+            raw=args.interactive))
     return attach(client, name, client.stream("POST", "/v1/containers", body=body))
 
 
@@ -106,7 +118,7 @@ def attach(client, name: str, frames) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     status = None
     try:
-        for ev in copy_output(frames):
+        for ev in copy_output(frames):  # (-it: the detach keys end it, the container runs on)
             if ev.get("event") == "exited":
                 if ev.get("oom_killed"):
                     print(f"agentctl: container {name} was OOM killed", file=sys.stderr)
@@ -116,6 +128,8 @@ def attach(client, name: str, frames) -> int:
             if ev.get("event") == "error":
                 print(f"agentctl: error: {ev.get('error')}", file=sys.stderr)
                 return EXIT_FAIL
+    except detachkeys.Detached:
+        return exec_verb.detached()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -190,7 +190,8 @@ class LauncherClient:
 
     def take_stdin(self, container_id: str) -> int:
         """The write end of a container's stdin (spawned with spec stdin);
-        the caller owns it: closing it is the container's end of input."""
+        the caller owns it: closing it is the container's end of input. A
+        container spawned with spec tty: a copy of its terminal (input, size)."""
         resp = self._exchange("take_stdin", id=container_id)
         fds = resp.get("fds") or []
         if not resp.get("ok") or len(fds) != 1:

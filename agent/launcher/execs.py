@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 
 from agent.launcher.protocol import SETUP_TIMEOUT, LaunchError
+from agent.launcher.terminals import pair, received_terminal
 from runtime.execin import ExecSpec, open_namespaces, run_exec
 from runtime.cgroupfork import CgroupRefused, fork_in_cgroup
 from runtime.spawnspec import SpawnSpec
@@ -53,22 +53,6 @@ def parse(req: dict) -> tuple[ExecSpec, bool]:
     return ExecSpec(tuple(argv), dict(env), cwd, user, flags["tty"]), flags["stdin"]
 
 
-def _received_terminal(sock) -> int | None:
-    """The pty multiplexer the exec'd process sent (it is sent before its
-    execve, which is before its failure pipe read empty): None if none came."""
-    sock.settimeout(SETUP_TIMEOUT)
-    try:
-        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-    except OSError:
-        return None
-    for fd in fds[1:]:
-        os.close(fd)
-    if not fds:
-        return None
-    os.set_inheritable(fds[0], False)
-    return fds[0]
-
-
 class Execs:
     """The exec'd processes this launcher started: pid -> (container id, status write end)."""
 
@@ -91,8 +75,7 @@ class Execs:
         try:
             tty_sock = tty_child = None
             if ex.tty:   # the terminal is made inside the container, its multiplexer end sent here
-                tty_sock, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                tty_child = child_end.detach()
+                tty_sock, tty_child = pair()
                 mine.append(tty_child)
                 null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
                 mine.append(null)
@@ -153,7 +136,7 @@ class Execs:
         os.close(pid_r)
         os.close(fail_r)
         if not failure and pid is not None and tty_sock is not None:
-            master = _received_terminal(tty_sock)
+            master = received_terminal(tty_sock)
             if master is None:
                 failure = "exec setup failed: the container's terminal never reached the launcher"
             else:

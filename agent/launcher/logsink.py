@@ -64,7 +64,9 @@ class LogSink:
 
     def splice_from(self, fd: int) -> int:
         """Move what waits in pipe ``fd`` into the file; returns the bytes
-        moved (0: end of file). Raises BlockingIOError when the pipe is empty."""
+        moved (0: end of file). Raises BlockingIOError when the pipe is empty.
+        A terminal's multiplexer (run -t) is read, not spliced (EINVAL); its
+        EIO once every other end is closed is its end of file."""
         moved = 0
         while True:
             room = self._room(SPLICE_CHUNK)
@@ -75,13 +77,17 @@ class LogSink:
                     return moved
                 raise
             except OSError as e:
+                if e.errno == errno.EINVAL:     # a terminal, or a file system without splice: copy it
+                    try:
+                        return moved + self._copy_from(fd, room)
+                    except BlockingIOError:
+                        if moved:
+                            return moved
+                        raise
                 try:
                     data = os.read(fd, room)
                 except BlockingIOError:
                     data = b""
-                if e.errno == errno.EINVAL:     # a file system without splice: copy it
-                    self.write(data)
-                    return moved + len(data)
                 self.produced += len(data)      # disk full, file gone: drop, never crash
                 return moved + len(data)
             if n == 0:
@@ -90,6 +96,28 @@ class LogSink:
             self.size += n
             self.produced += n
             moved += n
+
+    def _copy_from(self, fd: int, room: int) -> int:
+        """read(2) and write(2) what waits in `fd` (up to `room` bytes; a
+        terminal gives a few KiB a read): splice_from's answers. A terminal's
+        EIO (its other end closed) is its end of file."""
+        moved = 0
+        while moved < room:
+            try:
+                data = os.read(fd, room - moved)
+            except BlockingIOError:
+                if moved:
+                    break
+                raise
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                break
+            self.write(data)
+            moved += len(data)
+        return moved
 
     def rotate(self) -> None:
         os.close(self.fd)

@@ -308,9 +308,13 @@ class Launcher(Spawning):
 
     def op_take_stdin(self, req):
         """The write end of a running container's stdin (spec.stdin), once:
-        the launcher keeps no copy, so closing it is the container's EOF."""
+        the launcher keeps no copy, so closing it is the container's EOF.
+        With a terminal (spec.tty): a copy of its multiplexer, each time
+        (input, and TIOCSWINSZ for the client's window size)."""
         cid = _cid(req.get("id"))
         c = self.by_id.get(cid)
+        if c is not None and c.tty >= 0:
+            return wire.WithFds(True, [os.dup(c.tty)])
         if c is None or c.stdin_w < 0:
             raise LaunchError(f"container {cid}: no stdin to hand over (not running, not started "
                               "with stdin, or already taken)")
@@ -320,9 +324,11 @@ class Launcher(Spawning):
     # ------------------------------------------------------------- spawning
     # ------------------------------------------------------------- logs
     def _pipe_readable(self, fd):
-        if self._copy_log(self.pipe_owner[fd], fd) and self.log_rest:
+        c = self.pipe_owner[fd]
+        if self._copy_log(c, fd) and self.log_rest and c.tty < 0:
             # let the pipe fill before the next copy: a flood then costs one
             # wake-up per LOG_PIPE_SIZE, not one per write() of the container
+            # (a terminal holds a few KiB: it is read on, or a copier takes it)
             self.resting[fd] = time.monotonic() + self.log_rest
 
     def _copy_log(self, c, fd) -> bool:
@@ -374,6 +380,8 @@ class Launcher(Spawning):
             self.by_id.pop(c.id, None)
             if c.stdin_w >= 0:
                 os.close(c.stdin_w)
+            if c.tty >= 0:
+                os.close(c.tty)
             self.copiers.recall(c)
             self.copiers.forget(c)
             self._drain(c)

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 
+from agent.launcher import terminals
 from agent.launcher.logsink import LogSink
 from agent.launcher.peers import describe as _describe, read_to_eof as _read_to_eof
 from agent.launcher.peers import waitpid_quiet as _waitpid_quiet
@@ -33,6 +34,7 @@ class _Container:
         self.pipes = pipes          # read fd -> LogSink
         self.spec = spec            # the SpawnSpec it was started with (exec joins it as its PID 1 got it)
         self.stdin_w = -1           # spec.stdin: the write end of PID 1's stdin, until take_stdin
+        self.tty = -1               # spec.tty: PID 1's terminal multiplexer (take_stdin hands dups)
 
 
 class Spawning:
@@ -60,18 +62,27 @@ class Spawning:
             for s in opened:
                 s.close()
             raise LaunchError(f"log file {e.filename}: {os.strerror(e.errno)}") from None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        self._set_pipe_size(out_r)
-        self._set_pipe_size(err_r)
+        if spec.tty:    # PID 1 makes its terminal and sends the multiplexer (agent/launcher/terminals.py)
+            tty_sock, tty_child = terminals.pair()
+            out_r, out_w = -1, os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+            err_r, err_w = -1, os.dup(out_w)
+        else:
+            tty_sock = tty_child = None
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            self._set_pipe_size(out_r)
+            self._set_pipe_size(err_r)
         fail_r, fail_w = os.pipe()
         pid_r, pid_w = os.pipe()
-        in_r, in_w = os.pipe() if spec.stdin else (None, -1)
+        in_r, in_w = os.pipe() if spec.stdin and not spec.tty else (None, -1)
         try:
             child, joined = fork_in_cgroup(spec.cgroup)
         except OSError as e:
-            for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w, *stdin_ends(in_r, in_w)):
-                os.close(fd)
+            for fd in (out_r, out_w, err_r, err_w, fail_r, fail_w, pid_r, pid_w, *stdin_ends(in_r, in_w, tty_child)):
+                if fd >= 0:
+                    os.close(fd)
+            if tty_sock is not None:
+                tty_sock.close()
             for s in opened:
                 s.close()
             raise LaunchError(e.strerror if isinstance(e, CgroupRefused)
@@ -79,10 +90,11 @@ class Spawning:
         if child == 0:
             try:
                 run_child(spec, stdout_fd=out_w, stderr_fd=err_w, err_w=fail_w, pid_w=pid_w,
-                          nofile=CONTAINER_NOFILE, joined=joined, stdin_fd=in_r, device_nodes=nodes)
+                          nofile=CONTAINER_NOFILE, joined=joined, stdin_fd=in_r, device_nodes=nodes,
+                          tty_fd=tty_child)
             finally:
                 os._exit(127)
-        for fd in (out_w, err_w, fail_w, pid_w, *stdin_ends(in_r, -1)):
+        for fd in (out_w, err_w, fail_w, pid_w, *stdin_ends(in_r, -1, tty_child)):
             os.close(fd)
         pid_text, _, notes = _read_to_eof(pid_r, SETUP_TIMEOUT).strip().partition(" ")
         pid1 = int(pid_text) if pid_text.isdigit() else None
@@ -95,6 +107,12 @@ class Spawning:
         failure = _read_to_eof(fail_r, SETUP_TIMEOUT, stop_at_newline=True)
         os.close(pid_r)
         os.close(fail_r)
+        if tty_sock is not None:
+            if not failure and pid1 is not None:
+                out_r = terminals.received_terminal(tty_sock)
+                if out_r is None:
+                    failure = "container setup failed: its terminal never reached the launcher"
+            tty_sock.close()
         if failure or pid1 is None:
             if pid1 is not None:
                 try:
@@ -102,9 +120,7 @@ class Spawning:
                 except ProcessLookupError:
                     pass
                 _waitpid_quiet(pid1)
-            os.close(out_r)
-            os.close(err_r)
-            for fd in stdin_ends(None, in_w):
+            for fd in stdin_ends(out_r, err_r, in_w):
                 os.close(fd)
             for s in opened:
                 s.close()
@@ -113,7 +129,13 @@ class Spawning:
                                       f"container setup failed (intermediate {_describe(status)})")
             self.log.warning("launch.failed", id=cid, error=msg)
             raise LaunchError(msg)
-        c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]}, spec)
+        if spec.tty:    # one stream: the terminal's output goes to stdout.log (as Docker's)
+            c = _Container(cid, pid1, {out_r: sinks[spec.stdout]}, spec)
+            c.tty = os.dup(out_r)      # kept for take_stdin (the log side closes its own at EIO)
+            if spec.stderr != spec.stdout:
+                sinks[spec.stderr].close()
+        else:
+            c = _Container(cid, pid1, {out_r: sinks[spec.stdout], err_r: sinks[spec.stderr]}, spec)
         c.stdin_w = in_w
         for fd in c.pipes:
             os.set_blocking(fd, False)

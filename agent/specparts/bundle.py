@@ -54,6 +54,8 @@ def read_bundle(path: Any, config=None) -> tuple[dict, Any]:
         raise UserError(f"config.json process.{e}") from None
     if process.get("cwd"):
         body["workdir"] = process["cwd"]
+    if process.get("terminal") is not None:     # as runc's: PID 1 on a terminal (run -t)
+        body["tty"] = process["terminal"]
     user = obj("process.user", process.get("user"))
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     for k, v in (("uid", uid), ("gid", gid)):

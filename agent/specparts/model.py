@@ -46,6 +46,8 @@ class ContainerSpec:
     exposed_ports: tuple = ()  # the image config's ExposedPorts, "PORT/PROTO" (recorded, not published)
     stdin: bool = False        # run -i: PID 1's stdin is a pipe the attached client feeds (never persisted)
     net: dict | None = None    # a bridge network's settings (agent/network/netspec.py), its ip once created
+    tty: bool = False          # run -t: PID 1 on a terminal of its own devpts (rootfs, bundle or image)
+    console_size: tuple = ()   # run -t: (rows, cols) its terminal starts with, the client's (never persisted)
 
     def with_limits(self, limits) -> "ContainerSpec":
         return replace(self, limits=limits)

@@ -24,6 +24,7 @@ def to_dict(s) -> dict:
         "read_only": s.read_only, "tmpfs": [t.to_dict() for t in s.tmpfs],
         "exposed_ports": list(s.exposed_ports),
         "net": s.net,
+        "tty": s.tty,
     }
 
 
@@ -49,4 +50,5 @@ def from_dict(cls, d: dict):
         tmpfs=tuple(tmpfs_rule.Tmpfs(**x) for x in d.get("tmpfs") or ()),
         exposed_ports=tuple(d.get("exposed_ports") or ()),
         net=d.get("net"),
+        tty=bool(d.get("tty")),
     )

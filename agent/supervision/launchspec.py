@@ -44,6 +44,8 @@ class LaunchSpec:
             **({"readonly_rootfs": True} if s.read_only else {}),
             "tmpfs": [t.to_dict() for t in s.tmpfs],
             **({"stdin": True} if s.stdin else {}),   # run -i (agent/api/exec.py forwards it)
+            **({"tty": True} if s.tty else {}),       # run -t (runtime/terminal.py)
+            **({"tty_size": list(s.console_size)} if s.tty and s.console_size else {}),
         }
         if self.net is not None:
             self.net.spawn_fields(e.row.id, s, spawn)  # netns, the /etc files

@@ -173,7 +173,7 @@ schema = schemathesis.openapi.from_path(OPENAPI)
           suppress_health_check=list(HealthCheck))
 def test_schemathesis_never_a_5xx(agent, case):
     a, fwd = agent
-    streaming = case.path.endswith(("/logs", "/wait")) or case.method == "POST" and case.path == "/v1/containers"
+    streaming = case.path.endswith(("/logs", "/wait", "/attach")) or case.method == "POST" and case.path == "/v1/containers"
     import requests
     try:
         r = case.call(base_url=f"http://127.0.0.1:{fwd.port}", timeout=(5, TIMEOUT if not streaming else 5))
