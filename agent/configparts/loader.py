@@ -134,7 +134,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         logs=LogsSection(**parsed["logs"]),
         api=ApiSection(**parsed["api"]),
         source=os.path.abspath(os.fspath(path)) if path is not None else "",
-        images=ImagesSection(**parsed.get("images", {})),
+        images=ImagesSection(**parsed["images"]),
         budgets=BudgetsSection(entries=tuple(sorted(budgets.items()))),
-        network=NetworkSection(**parsed.get("network", {})),
+        network=NetworkSection(**parsed["network"]),
     )

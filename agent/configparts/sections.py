@@ -1,5 +1,7 @@
 """The Config dataclass and one frozen dataclass per section: durations
-are float seconds, sizes int bytes, prices Decimal."""
+are float seconds, sizes int bytes, prices Decimal. No field has a default
+here: every default is in agent/default.toml, once, and the loader fills
+every field from it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -27,7 +29,7 @@ class CollectorSection:
     interval: float
     watch_roots: tuple
     label_allowlist: tuple
-    enable: tuple = ()   # optional metric sets (OPTIONAL_METRICS), off by default
+    enable: tuple       # optional metric sets (OPTIONAL_METRICS)
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class BillingSection:
     price_memory_gib_hour: Decimal
     price_io_read_gib: Decimal
     price_io_write_gib: Decimal
-    price_disk_gib_hour: Decimal = Decimal(0)   # disk space of an image container's rootfs (upper dir)
-    price_net_gib: Decimal = Decimal(0)         # bytes transmitted (egress) from its network namespace
+    price_disk_gib_hour: Decimal   # disk space of an image container's rootfs (upper dir)
+    price_net_gib: Decimal         # bytes transmitted (egress) from its network namespace
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class PostgresSinkSection:
 @dataclass(frozen=True)
 class SecuritySection:
     allow_sensitive_binds: bool
-    userns_range: str = ""  # "START:LENGTH": host ids for containers' user namespaces
+    userns_range: str   # "START:LENGTH": host ids for containers' user namespaces
 
 
 @dataclass(frozen=True)
@@ -72,23 +74,23 @@ class ApiSection:
 
 @dataclass(frozen=True)
 class ImagesSection:
-    certs_dir: str = "/etc/cgroup-agent/certs.d"   # HOST[:PORT]/ca.crt: a registry's own CA
+    certs_dir: str   # HOST[:PORT]/ca.crt: a registry's own CA
 
 
 @dataclass(frozen=True)
 class BudgetsSection:
     # ((name, ((key, value), ...)), ...): the [budgets.NAME] tables, checked
     # by agent/budgets.py
-    entries: tuple = ()
+    entries: tuple
 
 
 @dataclass(frozen=True)
 class NetworkSection:
-    default: str = "bridge"   # the network of rootfs and image containers that name none
-    bridge: str = ""          # "" = cga<tag> (tag: 8 hex digits of the state dir's SHA-256)
-    subnet: str = ""          # "" = a /20 of 10.128.0.0/10 picked by the tag
-    nft_table: str = ""       # "" = cgroup_agent_<tag>
-    files_dir: str = ""       # "" = /run/cgroup-agent-net-<tag> (containers' /etc/hosts, resolv.conf)
+    default: str     # the network of rootfs and image containers that name none
+    bridge: str      # "" = cga<tag> (tag: 8 hex digits of the state dir's SHA-256)
+    subnet: str      # "" = a /20 of 10.128.0.0/10 picked by the tag
+    nft_table: str   # "" = cgroup_agent_<tag>
+    files_dir: str   # "" = /run/cgroup-agent-net-<tag> (containers' /etc/hosts, resolv.conf)
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,10 @@ class Config:
     security: SecuritySection
     logs: LogsSection
     api: ApiSection
-    source: str = ""  # the file it came from ("" = embedded defaults only)
-    images: ImagesSection = ImagesSection()
-    budgets: BudgetsSection = BudgetsSection()
-    network: NetworkSection = NetworkSection()
+    source: str   # the file it came from ("" = embedded defaults only)
+    images: ImagesSection
+    budgets: BudgetsSection
+    network: NetworkSection
 
     def replace(self, **sections) -> "Config":
         return replace(self, **sections)

@@ -1,6 +1,7 @@
 """agent/spec.py: container specs from the API's JSON and from OCI bundles."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -129,7 +130,7 @@ def test_state_dir_socket_and_symlinks_to_them_are_refused(config, host):
 
 def test_allow_sensitive_binds(host):
     cfg = load_config(None, {"agent.state_dir": str(host / "state")})
-    cfg = cfg.replace(security=type(cfg.security)(allow_sensitive_binds=True))
+    cfg = cfg.replace(security=dataclasses.replace(cfg.security, allow_sensitive_binds=True))
     s = spec(cfg, volumes=["/etc:/host-etc:ro"])
     assert s.volumes[0].src == "/etc"
 
@@ -209,7 +210,7 @@ def test_rootfs_and_bundle_root_path_share_one_rule(host):
         assert str(exc.value).startswith("config.json root.path: "), (what, str(exc.value))
         assert str(exc.value).split(": ", 1)[1] == msg.split(": ", 1)[1], what
     # allow_sensitive_binds opens volumes, never the rootfs rule
-    cfg = cfg.replace(security=type(cfg.security)(allow_sensitive_binds=True))
+    cfg = cfg.replace(security=dataclasses.replace(cfg.security, allow_sensitive_binds=True))
     with pytest.raises(UserError, match="^rootfs: "):
         spec(cfg, rootfs="/etc")
 
