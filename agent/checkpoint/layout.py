@@ -8,6 +8,8 @@
         images/           CRIU's image files (dump.log, restore.log in it)
     state_dir/checkpoints/.tmp-<name>-<hex>/   one being written; renamed
                           into place only when complete, removed at start
+    state_dir/checkpoints/.failed-<name>-dump.log   CRIU's log of the last
+                          failed dump of <name> (its .tmp- dir is removed)
 
 A checkpoint is named for its container and outlives it: `restore NAME`
 works after `rm NAME` and after an agentd restart.
@@ -26,7 +28,7 @@ RECORD = "checkpoint.json"
 IMAGES = "images"
 RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
                "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
-               "image_bytes", "duration_seconds")
+               "image_bytes", "duration_seconds", "externals", "netns_external")
 
 
 def root(state_dir: str) -> str:
@@ -101,3 +103,24 @@ def listing(state_dir: str) -> list[dict]:
                         "criu_version": rec.get("criu_version"), "image_bytes": rec.get("image_bytes"),
                         "leave_running": rec.get("leave_running")})
     return out
+
+
+def failed_log(state_dir_or_top: str, name: str) -> str:
+    return os.path.join(state_dir_or_top, f".failed-{check_name(name)}-dump.log")
+
+
+def keep_failed_log(tmp: str, name: str, err: Exception) -> Exception:
+    """Keep CRIU's dump.log of a failed dump in `tmp` (about to be removed) beside
+    it; the error's message then names the kept copy."""
+    src = os.path.join(tmp, IMAGES, "dump.log")
+    dst = failed_log(os.path.dirname(tmp), name)
+    try:
+        shutil.copyfile(src, dst)
+    except OSError:
+        return err
+    if src not in str(err):
+        return err
+    try:
+        return type(err)(str(err).replace(src, dst))
+    except Exception:  # noqa: BLE001 - an error type that takes other arguments: the original
+        return err
