@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 
 from agent.checkpoint import criu, externals as ext, volumes
+from agent.checkpoint import layout
 from agent.checkpoint.layout import IMAGES
 
 _status: dict | None = None
@@ -122,6 +123,26 @@ def checkpoint(launcher, req, errors) -> Pending:
     return Pending(proc, finish)
 
 
+def _userns_root(mapping) -> tuple[int, int] | None:
+    """The host uid and gid of the restored user namespace's root (None: no user namespace)."""
+    if not isinstance(mapping, dict):
+        return None
+    from runtime.userns import check_mapping, host_id
+    m = check_mapping(mapping)
+    uid, gid = host_id(m["uid"], 0), host_id(m["gid"], 0)
+    if uid is None or gid is None:
+        raise ValueError("userns: uid and gid 0 must be mapped for a restore")
+    return uid, gid
+
+
+def _disown(images: str, owner) -> None:
+    if owner:
+        try:
+            layout.own(images, 0, 0)
+        except OSError:
+            pass
+
+
 def _check_externals(mounts) -> None:
     if not isinstance(mounts, dict) or not all(
             isinstance(k, str) and k.startswith("/") and isinstance(v, str) and v.isalnum() for k, v in mounts.items()):
@@ -168,11 +189,15 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     except FileNotFoundError:
         pass
     argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit)
+    owner = _userns_root(spec.get("userns"))
     try:
+        if owner:
+            layout.own(images, *owner)
         staged = volumes.stage(d, {k: v for k, v in mounts.items() if volumes.is_volume_key(v)},
                                spec.get("mounts"), spec.get("protected"), bool(spec.get("allow_sensitive_binds")))
         more, ns_fds = ext.restore_args(netns, mounts, spec.get("mounts"), staged)
     except (ext.ExternalError, volumes.VolumeError, OSError) as e:
+        _disown(images, owner)
         volumes.unstage(d)
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
@@ -182,6 +207,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     argv += more
 
     def failed(e):
+        _disown(images, owner)
         volumes.unstage(d)
         for fd in (out_r, out_w, err_r, err_w, *ns_fds):
             os.close(fd)
@@ -202,6 +228,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
                 pid = int(f.read().strip())
         except (criu.CriuError, OSError, ValueError) as e:
             raise failed(e) from None
+        _disown(images, owner)
         volumes.unstage(d)
         for fd in (out_w, err_w, *ns_fds):
             os.close(fd)

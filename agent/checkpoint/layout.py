@@ -5,7 +5,11 @@
                           limits and labels, the ledger's position (its
                           cgroup's cpu usage at the dump), the CRIU version
                           and kernel that made it, the launcher's pipes
-        images/           CRIU's image files (dump.log, restore.log in it)
+        images/           CRIU's image files (dump.log, restore.log in it);
+                          during the restore of a user-namespace container
+                          owned by that namespace's root (`own`)
+        stage/            during a restore only: the volumes staged for
+                          CRIU (volumes.py)
     state_dir/checkpoints/.tmp-<name>-<hex>/   one being written; renamed
                           into place only when complete, removed at start
     state_dir/checkpoints/.failed-<name>-dump.log   CRIU's log of the last
@@ -124,3 +128,13 @@ def keep_failed_log(tmp: str, name: str, err: Exception) -> Exception:
         return type(err)(str(err).replace(src, dst))
     except Exception:  # noqa: BLE001 - an error type that takes other arguments: the original
         return err
+
+
+def own(images: str, uid: int, gid: int) -> None:
+    """Give images/ and its files to uid:gid. CRIU reads some images after it
+    entered the restored user namespace, as that namespace's root: the
+    container's root's host ids (their own data), back to 0:0 after the restore."""
+    os.chown(images, uid, gid, follow_symlinks=False)
+    for top, dirs, files in os.walk(images):
+        for n in dirs + files:
+            os.chown(os.path.join(top, n), uid, gid, follow_symlinks=False)

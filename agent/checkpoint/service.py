@@ -209,7 +209,7 @@ class CheckpointService:
                                    externals=rec.get("externals") or {},
                                    spec={k: spawn_spec.get(k) for k in
                                          ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes", "netns",
-                                          "mounts", "protected", "allow_sensitive_binds")})
+                                          "mounts", "protected", "allow_sensitive_binds", "userns")})
             return {"pid": pid}
 
         try:

@@ -125,3 +125,28 @@ def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
         assert "\n" not in why and why.startswith("checkpoint w: it "), why
         assert what in why, (what, why)
         assert why.endswith(refusals.ACCEPTED), why
+
+
+def test_external_mounts_map_onto_the_new_containers_sources():
+    """A restore maps each external mount's key onto the new spawn spec's source of that
+    destination (or a staged volume), and refuses in one line when the new container has none."""
+    from agent.checkpoint import externals
+    mounts = {"/etc/hosts": "m0", "/data": "v0"}
+    spawn = [{"src": "/run/x/new/hosts", "dst": "/etc/hosts"}, {"src": "/srv/vol", "dst": "/data"}]
+    argv, fds = externals.restore_args(None, mounts, spawn, {"v0": "/state/ck/stage/v0"})
+    assert fds == []
+    assert argv == ["--ext-mount-map", "v0:/state/ck/stage/v0", "--ext-mount-map", "m0:/run/x/new/hosts"]
+    with pytest.raises(externals.ExternalError, match=r"^external mount /etc/hosts: the new container has no "):
+        externals.restore_args(None, mounts, spawn[1:])
+
+
+def test_a_taken_user_namespace_block_is_refused_in_one_line_naming_the_ids():
+    from agent.checkpoint import placement
+    from agent.errors import Conflict
+    spec_d = {"userns": {"uid": [[0, 200000, 65536]], "gid": [[0, 200000, 65536]]}}
+    why = placement.userns_refusal(spec_d, Conflict("userns.uid: host uids 200000-265535 overlap those of "
+                                                    "container 'x of the agentd on /s'"))
+    assert why.startswith("its user namespace maps host uids 200000-265535, which are not free here (userns.uid: ")
+    assert "file ownership is not remapped" in why and "\n" not in why
+    assert placement.userns_refusal(spec_d, Conflict("name: a container named 'w' already exists")) is None
+    assert placement.userns_refusal({"userns": "host"}, Conflict("userns.uid: x")) is None
