@@ -4,7 +4,10 @@ CRIU (Debian's 3.17) is installed here but `criu check` fails on this
 host's kernel (6.18: vDSO layout), so every checkpoint of a container CRIU
 could otherwise take is refused with that reason, in one line, and nothing
 changes: the container keeps running with the same pid, no checkpoint is
-left behind. The dump and restore themselves run in the VM tier
+left behind. What CRIU cannot take (the host network, the bridge network
+with a user namespace, an idmapped root, a terminal, a unix socket, an
+established TCP connection) is refused before CRIU runs. A restored
+volume's staging (no CRIU needed) runs here too, raced. The dump and restore themselves run in the VM tier
 (tests/vm/test_checkpoint_vm.py, kernel 6.1, where the check passes).
 """
 from __future__ import annotations
@@ -84,7 +87,8 @@ def test_host_network_container_is_refused_before_criu(agentd):
     r = ctl(agentd, "checkpoint", name)
     assert r.returncode == 1
     line = one_line(r)
-    assert f"checkpoint {name}: it is on the host's network" in line and "on a bridge network or --network none" in line
+    assert f"checkpoint {name}: it is on the host's network" in line
+    assert "on a bridge network with --userns host, or on --network none" in line
     assert inspect(agentd, name)["state"] == "running"
     ctl(agentd, "rm", "-f", name)
 
@@ -103,17 +107,35 @@ def test_bridge_container_passes_the_spec_refusals(agentd, criu_here):
     ctl(agentd, "rm", "-f", name)
 
 
-def test_default_container_with_an_idmapped_root_is_refused(agentd, criu_here):
-    """The default container (`run --rootfs`: bridge network, user namespace): its user
-    namespace is taken, but where the kernel idmapped its root (as this host's does on the
-    rootfs's file system), CRIU would restore the root without the idmap: refused in one line,
-    before CRIU. Where the root is not idmapped, CRIU's check on this kernel is what refuses."""
+def test_default_container_bridge_and_userns_is_refused_before_criu(agentd):
+    """The default container (`run --rootfs`: bridge network, user namespace): CRIU dumps a
+    container in a user namespace only when that namespace owns all of its namespaces, and
+    agentd's network namespace belongs to the host's: refused in one line, before CRIU."""
     name = uname("df")
     r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--", "sleep", "1000")
     assert r.returncode == 0, r.stderr
     before = inspect(agentd, name)
+    r = ctl(agentd, "checkpoint", name)
+    assert r.returncode == 1
+    assert one_line(r).startswith(f"agentctl: error: checkpoint {name}: it is on the bridge network in a user "
+                                  "namespace: its network namespace is agentd's, owned by the host's user namespace")
+    after = inspect(agentd, name)
+    assert (after["state"], after["pid"]) == ("running", before["pid"])
+    ctl(agentd, "rm", "-f", name)
+
+
+def test_userns_container_with_an_idmapped_root_is_refused(agentd, criu_here):
+    """A user-namespace container off the bridge is taken (the VM tier restores one), but where
+    the kernel idmapped its root (as this host's does on the rootfs's file system), CRIU would
+    restore the root without the idmap: refused in one line, before CRIU. Where the root is not
+    idmapped, CRIU's check on this kernel is what refuses."""
+    name = uname("un")
+    r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--network", "none", "--",
+            "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    before = inspect(agentd, name)
     idmap = (before.get("userns") or {}).get("idmap") or {}
-    print(f"root of the default container here: {idmap.get('/')}")
+    print(f"root of the user-namespace container here: {idmap.get('/')}")
     r = ctl(agentd, "checkpoint", name)
     assert r.returncode == 1
     line = one_line(r)
