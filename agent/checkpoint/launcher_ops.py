@@ -8,11 +8,12 @@
         {"pipes": ["pipe:[INODE]" of its stdout, of its stderr]}. Without
         leave_running CRIU kills the tree: its exit is reaped and reported
         as any other.
-    {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts},
-     "pipes", "externals"}
+    {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
+     protected, allow_sensitive_binds, userns}, "pipes", "externals"}
         restores the tree of dir/images into spec.cgroup (joining the
         network namespace spec.netns, the external mounts given the
-        sources of spec.mounts), detached: its
+        sources of spec.mounts, volumes checked and staged as at create,
+        images owned by spec.userns's root meanwhile), detached: its
         init becomes the launcher's child (subreaper), adopted like a
         spawned one (logs appended to the spec's files, exit reaped and
         recorded); answers the init's host pid.
@@ -29,8 +30,7 @@ from __future__ import annotations
 
 import os
 
-from agent.checkpoint import criu, externals as ext, volumes
-from agent.checkpoint import layout
+from agent.checkpoint import criu, externals as ext, layout, volumes
 from agent.checkpoint.layout import IMAGES
 
 _status: dict | None = None
@@ -165,6 +165,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         raise ValueError("pipes: must be a list of 'pipe:[INODE]'")
     mounts, netns = req.get("externals") or {}, spec.get("netns")
     _check_externals(mounts)
+    owner = _userns_root(spec.get("userns"))
     _require_criu(errors)
     from runtime.cgroupfs import find_mount
     mount = find_mount().rstrip("/")
@@ -189,7 +190,6 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     except FileNotFoundError:
         pass
     argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit)
-    owner = _userns_root(spec.get("userns"))
     try:
         if owner:
             layout.own(images, *owner)
