@@ -6,6 +6,12 @@
 - `layout.py`   a checkpoint on disk: state_dir/checkpoints/<name>/ with
                 `images/` (CRIU's), `checkpoint.json` (the record) and the logs.
 - `refusals.py` what CRIU cannot take from a container, in one line each.
+- `externals.py` what stays outside the images: a bridged container's
+                network namespace (agentd's) and the mounts agentd gives it,
+                named external at the dump, given back at the restore.
+- `volumes.py`  a restored container's volumes, checked as at create and
+                staged from a descriptor for CRIU to bind.
+- `placement.py` a restored container's address and user-namespace ids here.
 - `launcher_ops.py` the launcher's side: dump a running container's tree,
                 restore a tree into a new cgroup and adopt it.
 - `service.py`  agentd's side: checkpoint, ls, rm, restore, export, import.

@@ -1,13 +1,19 @@
 """The launcher's side of checkpoint and restore (it runs CRIU; agentd never forks).
 
     {"op": "criu_status"}                       -> criu.status(), cached for the launcher's life
-    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running"}
-        dumps the running container `id` into dir/images; answers
+    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals"}
+        dumps the running container `id` into dir/images (its bound network
+        namespace `netns` and the mounts `externals` {dst: key} left
+        external, externals.py); answers
         {"pipes": ["pipe:[INODE]" of its stdout, of its stderr]}. Without
         leave_running CRIU kills the tree: its exit is reaped and reported
         as any other.
-    {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes}, "pipes"}
-        restores the tree of dir/images into spec.cgroup, detached: its
+    {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
+     protected, allow_sensitive_binds, userns}, "pipes", "externals"}
+        restores the tree of dir/images into spec.cgroup (joining the
+        network namespace spec.netns, the external mounts given the
+        sources of spec.mounts, volumes checked and staged as at create,
+        images owned by spec.userns's root meanwhile), detached: its
         init becomes the launcher's child (subreaper), adopted like a
         spawned one (logs appended to the spec's files, exit reaped and
         recorded); answers the init's host pid.
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import os
 
-from agent.checkpoint import criu
+from agent.checkpoint import criu, externals as ext, layout, volumes
 from agent.checkpoint.layout import IMAGES
 
 _status: dict | None = None
@@ -91,9 +97,16 @@ def checkpoint(launcher, req, errors) -> Pending:
     _require_criu(errors)
     pipes = [f"pipe:[{os.fstat(fd).st_ino}]" for fd in c.pipes]   # stdout, stderr (insertion order)
     images = os.path.join(d, IMAGES)
+    netns, mounts = req.get("netns"), req.get("externals") or {}
+    if netns is not None and not isinstance(netns, str):
+        raise ValueError("netns: must be the path of the container's bound network namespace")
+    _check_externals(mounts)
     argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")))
     try:
+        argv += ext.dump_args(c.pid, netns, mounts)
         proc = criu.start(argv)
+    except ext.ExternalError as e:
+        raise errors.LaunchError(f"checkpoint: {e}") from None
     except criu.CriuError as e:
         raise errors.LaunchError(str(e)) from None
 
@@ -110,6 +123,32 @@ def checkpoint(launcher, req, errors) -> Pending:
     return Pending(proc, finish)
 
 
+def _userns_root(mapping) -> tuple[int, int] | None:
+    """The host uid and gid of the restored user namespace's root (None: no user namespace)."""
+    if not isinstance(mapping, dict):
+        return None
+    from runtime.userns import check_mapping, host_id
+    m = check_mapping(mapping)
+    uid, gid = host_id(m["uid"], 0), host_id(m["gid"], 0)
+    if uid is None or gid is None:
+        raise ValueError("userns: uid and gid 0 must be mapped for a restore")
+    return uid, gid
+
+
+def _disown(images: str, owner) -> None:
+    if owner:
+        try:
+            layout.own(images, 0, 0)
+        except OSError:
+            pass
+
+
+def _check_externals(mounts) -> None:
+    if not isinstance(mounts, dict) or not all(
+            isinstance(k, str) and k.startswith("/") and isinstance(v, str) and v.isalnum() for k, v in mounts.items()):
+        raise ValueError("externals: must map absolute destinations to alphanumeric keys")
+
+
 def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     cid = req.get("id")
     if cid in launcher.by_id:
@@ -124,6 +163,9 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         raise errors.LaunchError(f"rootfs {rootfs}: no such directory")
     if not all(isinstance(p, str) and p.startswith("pipe:[") for p in pipes):
         raise ValueError("pipes: must be a list of 'pipe:[INODE]'")
+    mounts, netns = req.get("externals") or {}, spec.get("netns")
+    _check_externals(mounts)
+    owner = _userns_root(spec.get("userns"))
     _require_criu(errors)
     from runtime.cgroupfs import find_mount
     mount = find_mount().rstrip("/")
@@ -148,9 +190,26 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     except FileNotFoundError:
         pass
     argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit)
+    try:
+        if owner:
+            layout.own(images, *owner)
+        staged = volumes.stage(d, {k: v for k, v in mounts.items() if volumes.is_volume_key(v)},
+                               spec.get("mounts"), spec.get("protected"), bool(spec.get("allow_sensitive_binds")))
+        more, ns_fds = ext.restore_args(netns, mounts, spec.get("mounts"), staged)
+    except (ext.ExternalError, volumes.VolumeError, OSError) as e:
+        _disown(images, owner)
+        volumes.unstage(d)
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        for s in sinks.values():
+            s.close()
+        raise errors.LaunchError(f"restore: {e}") from None
+    argv += more
 
     def failed(e):
-        for fd in (out_r, out_w, err_r, err_w):
+        _disown(images, owner)
+        volumes.unstage(d)
+        for fd in (out_r, out_w, err_r, err_w, *ns_fds):
             os.close(fd)
         for s in sinks.values():
             s.close()
@@ -158,7 +217,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         return errors.LaunchError(str(e) if isinstance(e, criu.CriuError) else f"criu restore: no pid ({e})")
 
     try:
-        proc = criu.start(argv, pass_fds=(out_w, err_w))
+        proc = criu.start(argv, pass_fds=(out_w, err_w, *ns_fds))
     except criu.CriuError as e:
         raise failed(e) from None
 
@@ -169,8 +228,10 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
                 pid = int(f.read().strip())
         except (criu.CriuError, OSError, ValueError) as e:
             raise failed(e) from None
-        os.close(out_w)
-        os.close(err_w)
+        _disown(images, owner)
+        volumes.unstage(d)
+        for fd in (out_w, err_w, *ns_fds):
+            os.close(fd)
         new_container(cid, pid, {out_r: sinks[spec.get("stdout")], err_r: sinks[spec.get("stderr")]})
         launcher.log.info("container.restored", id=cid, pid=pid)
         return pid

@@ -5,9 +5,15 @@
                           limits and labels, the ledger's position (its
                           cgroup's cpu usage at the dump), the CRIU version
                           and kernel that made it, the launcher's pipes
-        images/           CRIU's image files (dump.log, restore.log in it)
+        images/           CRIU's image files (dump.log, restore.log in it);
+                          during the restore of a user-namespace container
+                          owned by that namespace's root (`own`)
+        stage/            during a restore only: the volumes staged for
+                          CRIU (volumes.py)
     state_dir/checkpoints/.tmp-<name>-<hex>/   one being written; renamed
                           into place only when complete, removed at start
+    state_dir/checkpoints/.failed-<name>-dump.log   CRIU's log of the last
+                          failed dump of <name> (its .tmp- dir is removed)
 
 A checkpoint is named for its container and outlives it: `restore NAME`
 works after `rm NAME` and after an agentd restart.
@@ -26,7 +32,7 @@ RECORD = "checkpoint.json"
 IMAGES = "images"
 RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
                "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
-               "image_bytes", "duration_seconds")
+               "image_bytes", "duration_seconds", "externals", "netns_external")
 
 
 def root(state_dir: str) -> str:
@@ -101,3 +107,34 @@ def listing(state_dir: str) -> list[dict]:
                         "criu_version": rec.get("criu_version"), "image_bytes": rec.get("image_bytes"),
                         "leave_running": rec.get("leave_running")})
     return out
+
+
+def failed_log(state_dir_or_top: str, name: str) -> str:
+    return os.path.join(state_dir_or_top, f".failed-{check_name(name)}-dump.log")
+
+
+def keep_failed_log(tmp: str, name: str, err: Exception) -> Exception:
+    """Keep CRIU's dump.log of a failed dump in `tmp` (about to be removed) beside
+    it; the error's message then names the kept copy."""
+    src = os.path.join(tmp, IMAGES, "dump.log")
+    dst = failed_log(os.path.dirname(tmp), name)
+    try:
+        shutil.copyfile(src, dst)
+    except OSError:
+        return err
+    if src not in str(err):
+        return err
+    try:
+        return type(err)(str(err).replace(src, dst))
+    except Exception:  # noqa: BLE001 - an error type that takes other arguments: the original
+        return err
+
+
+def own(images: str, uid: int, gid: int) -> None:
+    """Give images/ and its files to uid:gid. CRIU reads some images after it
+    entered the restored user namespace, as that namespace's root: the
+    container's root's host ids (their own data), back to 0:0 after the restore."""
+    os.chown(images, uid, gid, follow_symlinks=False)
+    for top, dirs, files in os.walk(images):
+        for n in dirs + files:
+            os.chown(os.path.join(top, n), uid, gid, follow_symlinks=False)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import stat
 
-ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) on --network none without volumes, devices, "
-            "--tmpfs or a user namespace, whose processes hold no terminal and no unix socket")
+ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) on a bridge network with --userns host, or on "
+            "--network none with or without a user namespace, with volumes and --tmpfs, without --device nodes, "
+            "whose processes hold no terminal, no unix socket and no established TCP connection")
+TCP_ESTABLISHED = "01"          # the st column of /proc/net/tcp
 TTY_MAJORS = {4, 5, 136}     # tty/ttyS, /dev/tty /dev/console /dev/ptmx, pts
 
 
@@ -18,20 +20,44 @@ def spec_refusal(spec) -> str | None:
         what = "it is an image container (its overlay root cannot be given back to CRIU yet)"
     elif not spec.rootfs:
         what = "it runs on the host's root file system, whose mounts CRIU cannot take along"
-    elif spec.volumes:
-        what = "it has volumes (external bind mounts are not handled yet)"
     elif spec.devices:
         what = "it has --device nodes"
-    elif spec.tmpfs:
-        what = "it has --tmpfs mounts"
-    elif spec.userns not in ("host", None, ""):
-        what = "it has a user namespace"
-    elif getattr(spec, "net", None) is not None or spec.network not in ("none",):
-        what = (f"it is on the {spec.network} network (its veth, address and rules are not handed to "
-                "CRIU yet)")
+    elif spec.network == "host":
+        what = "it is on the host's network (its sockets are the host's, which CRIU cannot take along)"
+    elif spec.network != "none" and spec.userns not in ("host", None, ""):
+        what = (f"it is on the {spec.network} network in a user namespace: its network namespace is agentd's, "
+                "owned by the host's user namespace, and CRIU dumps a container in a user namespace only "
+                "when that user namespace owns all its namespaces")
     if what is None:
         return None
     return f"checkpoint {spec.name}: {what}; {ACCEPTED}"
+
+
+def idmap_refusal(name: str, userns_view) -> str | None:
+    """A tree mounted idmapped (a user-namespace container's root where the file
+    system allows it): CRIU 3.17 does not dump a mount's idmap."""
+    idmap = userns_view.get("idmap") if isinstance(userns_view, dict) else None
+    held = sorted(dst for dst, how in (idmap or {}).items() if how == "idmapped")
+    if held:
+        return (f"checkpoint {name}: its {held[0]} is an idmapped mount, whose mapping CRIU does not dump; "
+                f"{ACCEPTED}")
+    return None
+
+
+def _tcp_established(pid: int) -> dict[int, str]:
+    """{socket inode: remote address} of the established TCP connections in pid's network namespace."""
+    out = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 10 and parts[3] == TCP_ESTABLISHED and parts[9].isdigit():
+                        out[int(parts[9])] = parts[2]
+        except OSError:
+            pass
+    return out
 
 
 def _unix_inodes(pid: int) -> set[int]:
@@ -57,7 +83,7 @@ def process_refusal(name: str, pids) -> str | None:
             fds = os.listdir(fd_dir)
         except OSError:
             continue
-        unix = None
+        unix = tcp = None
         for fd in fds:
             try:
                 link = os.readlink(f"{fd_dir}/{fd}")
@@ -73,4 +99,10 @@ def process_refusal(name: str, pids) -> str | None:
                 if int(link[8:-1]) in unix:
                     return (f"checkpoint {name}: process {pid} holds a unix socket ({link} on fd {fd}), "
                             f"possibly connected outside the container; {ACCEPTED}")
+                if tcp is None:
+                    tcp = _tcp_established(pid)
+                if int(link[8:-1]) in tcp:
+                    return (f"checkpoint {name}: process {pid} holds an established TCP connection ({link} on fd "
+                            f"{fd}); CRIU's --tcp-established is not offered by agentctl checkpoint: close it "
+                            f"first; {ACCEPTED}")
     return None

@@ -27,13 +27,15 @@ import time
 import structlog
 
 from agent import selfmetrics
-from agent.checkpoint import layout, metrics, refusals
+from agent.checkpoint import layout, metrics, placement, refusals
 from agent.checkpoint.criu import version_tuple
 from agent.errors import Conflict, HostLimitation, NotFound, UserError
 
 log = structlog.get_logger("agentd.checkpoint")
 
 RESTORED_FROM = "restored_from"
+# what agent/network/service.py binds into a bridged container (its files per container id)
+NET_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 RESULTS = metrics.RESULTS
 
 
@@ -79,7 +81,7 @@ class CheckpointService:
                            f"`agentctl checkpoint rm {info.name}` or restore it")
         if export is not None and not os.path.isabs(export):
             raise UserError(f"export: {export!r} is not an absolute path")
-        why = refusals.spec_refusal(spec)
+        why = refusals.spec_refusal(spec) or refusals.idmap_refusal(info.name, getattr(info, "userns", None))
         if why:
             self._refuse("checkpoints_total", why)
         st = self._criu()
@@ -90,13 +92,16 @@ class CheckpointService:
         why = refusals.process_refusal(info.name, cg.procs())
         if why:
             self._refuse("checkpoints_total", why)
+        netns, ext_mounts = self._externals(info.id, spec)
         started = time.monotonic()
         tmp = layout.new_tmp(self.state_dir, info.name)
         self.sup.hold(name)
         try:
             answer = self.sup.launcher.checkpoint(info.id, dir=tmp, cgroup=info.cgroup,
-                                                  leave_running=bool(leave_running))
+                                                  leave_running=bool(leave_running), netns=netns,
+                                                  externals=ext_mounts)
         except Exception as e:
+            e = layout.keep_failed_log(tmp, info.name, e)
             shutil.rmtree(tmp, ignore_errors=True)
             if self.sup.get(name).state == "running":
                 self.sup.hold(name, False)      # CRIU left it running: its restart policy applies again
@@ -116,7 +121,8 @@ class CheckpointService:
                   "limits": info.limits.to_json(), "labels": dict(info.labels), "cgroup": info.cgroup,
                   "cpu_usage_usec_at_dump": usage, "criu_version": st.get("version"),
                   "kernel": os.uname().release, "pipes": answer.get("pipes"),
-                  "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3)}
+                  "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3),
+                  "externals": ext_mounts, "netns_external": bool(netns)}
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
@@ -133,6 +139,17 @@ class CheckpointService:
             from agent.checkpoint import archive
             out["export"] = archive.export(final, export)
         return out
+
+    def _externals(self, cid: str, spec) -> tuple[str | None, dict]:
+        """The bound network namespace of a bridged container and the mounts
+        agentd gives it (its volumes, a bridged container's /etc files), left
+        external by the dump (externals.py, volumes.py)."""
+        from agent.checkpoint.volumes import VOLUME_PREFIX
+        mounts = {v.dst: f"{VOLUME_PREFIX}{i}" for i, v in enumerate(spec.volumes)}
+        net = getattr(self.sup, "net", None)
+        if net is None or not net.is_bridged(spec):
+            return None, mounts
+        return net.netns_path(cid), {**mounts, **{dst: f"m{i}" for i, dst in enumerate(NET_FILES)}}
 
     # -- ls / rm --------------------------------------------------------------
 
@@ -173,14 +190,26 @@ class CheckpointService:
         from agent.spec import ContainerSpec
         spec_d = dict(rec["spec"], name=name, start=False)
         spec_d["labels"] = dict(spec_d.get("labels") or {}, **{RESTORED_FROM: rec["container_id"]})
+        try:
+            spec_d, addr = placement.address(getattr(self.sup, "net", None), spec_d)
+        except UserError as e:
+            self._refuse("restores_total", f"restore {name}: {e}")
         spec = ContainerSpec.from_dict(spec_d)
-        info = self.sup.create(spec)
+        try:
+            info = self.sup.create(spec)
+        except Conflict as e:
+            why = placement.userns_refusal(spec_d, e)
+            if why is None:
+                raise
+            self._refuse("restores_total", f"restore {name}: {why}")
         launcher = self.sup.launcher
 
         def spawn(cid, spawn_spec):
             pid = launcher.restore(cid, dir=d, pipes=rec.get("pipes") or [],
+                                   externals=rec.get("externals") or {},
                                    spec={k: spawn_spec.get(k) for k in
-                                         ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes")})
+                                         ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes", "netns",
+                                          "mounts", "protected", "allow_sensitive_binds", "userns")})
             return {"pid": pid}
 
         try:
@@ -196,9 +225,14 @@ class CheckpointService:
         duration = time.monotonic() - started
         selfmetrics.inc("restores_total", result="ok")
         selfmetrics.observe("restore_duration_seconds", duration)
-        log.info("container.restored", name=name, id=info.id, restored_from=rec["container_id"], pid=info.pid)
-        return {"name": name, "id": info.id, "pid": info.pid, RESTORED_FROM: rec["container_id"],
-                "cgroup": info.cgroup}
+        out = {"name": name, "id": info.id, "pid": info.pid, RESTORED_FROM: rec["container_id"],
+               "cgroup": info.cgroup}
+        if addr is not None:
+            ip = (self.sup.spec_of(info.id).net or {}).get("ip")
+            out["network"] = {"ip": ip, "checkpoint_ip": addr["ip"], "same_ip": ip == addr["ip"]}
+        log.info("container.restored", name=name, id=info.id, restored_from=rec["container_id"], pid=info.pid,
+                 **({"ip": out["network"]["ip"], "same_ip": out["network"]["same_ip"]} if addr else {}))
+        return out
 
     def import_(self, path: str, name: str | None = None) -> dict:
         from agent.checkpoint import archive

@@ -4,7 +4,10 @@ CRIU (Debian's 3.17) is installed here but `criu check` fails on this
 host's kernel (6.18: vDSO layout), so every checkpoint of a container CRIU
 could otherwise take is refused with that reason, in one line, and nothing
 changes: the container keeps running with the same pid, no checkpoint is
-left behind. The dump and restore themselves run in the VM tier
+left behind. What CRIU cannot take (the host network, the bridge network
+with a user namespace, an idmapped root, a terminal, a unix socket, an
+established TCP connection) is refused before CRIU runs. A restored
+volume's staging (no CRIU needed) runs here too, raced. The dump and restore themselves run in the VM tier
 (tests/vm/test_checkpoint_vm.py, kernel 6.1, where the check passes).
 """
 from __future__ import annotations
@@ -74,15 +77,75 @@ def test_checkpoint_is_refused_in_one_line_and_changes_nothing(agentd, criu_here
     assert ctl(agentd, "rm", "-f", name).returncode == 0
 
 
-def test_bridge_container_is_refused_before_criu(agentd):
+def test_host_network_container_is_refused_before_criu(agentd):
+    """Bridge networks and user namespaces are taken now (the VM tier restores them); a rootfs
+    container on the host's network is not: its sockets are the host's."""
+    name = uname("hn")
+    r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--network", "host",
+            "--userns", "host", "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    r = ctl(agentd, "checkpoint", name)
+    assert r.returncode == 1
+    line = one_line(r)
+    assert f"checkpoint {name}: it is on the host's network" in line
+    assert "on a bridge network with --userns host, or on --network none" in line
+    assert inspect(agentd, name)["state"] == "running"
+    ctl(agentd, "rm", "-f", name)
+
+
+def test_bridge_container_passes_the_spec_refusals(agentd, criu_here):
+    """A bridge container (the default network) is no longer refused for its spec: what stops
+    it here is only CRIU's check on this kernel."""
     name = uname("br")
     r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--userns", "host", "--",
             "sleep", "1000")
     assert r.returncode == 0, r.stderr
     r = ctl(agentd, "checkpoint", name)
     assert r.returncode == 1
-    assert "is on the bridge network" in one_line(r) and "--network none" in one_line(r)
+    assert one_line(r).startswith(f"agentctl: error: checkpoint {name}: criu check fails on this kernel (")
     assert inspect(agentd, name)["state"] == "running"
+    ctl(agentd, "rm", "-f", name)
+
+
+def test_default_container_bridge_and_userns_is_refused_before_criu(agentd):
+    """The default container (`run --rootfs`: bridge network, user namespace): CRIU dumps a
+    container in a user namespace only when that namespace owns all of its namespaces, and
+    agentd's network namespace belongs to the host's: refused in one line, before CRIU."""
+    name = uname("df")
+    r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    before = inspect(agentd, name)
+    r = ctl(agentd, "checkpoint", name)
+    assert r.returncode == 1
+    assert one_line(r).startswith(f"agentctl: error: checkpoint {name}: it is on the bridge network in a user "
+                                  "namespace: its network namespace is agentd's, owned by the host's user namespace")
+    after = inspect(agentd, name)
+    assert (after["state"], after["pid"]) == ("running", before["pid"])
+    ctl(agentd, "rm", "-f", name)
+
+
+def test_userns_container_with_an_idmapped_root_is_refused(agentd, criu_here):
+    """A user-namespace container off the bridge is taken (the VM tier restores one), but where
+    the kernel idmapped its root (as this host's does on the rootfs's file system), CRIU would
+    restore the root without the idmap: refused in one line, before CRIU. Where the root is not
+    idmapped, CRIU's check on this kernel is what refuses."""
+    name = uname("un")
+    r = ctl(agentd, "run", "-d", "--name", name, "--rootfs", agentd.rootfs, "--network", "none", "--",
+            "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    before = inspect(agentd, name)
+    idmap = (before.get("userns") or {}).get("idmap") or {}
+    print(f"root of the user-namespace container here: {idmap.get('/')}")
+    r = ctl(agentd, "checkpoint", name)
+    assert r.returncode == 1
+    line = one_line(r)
+    if idmap.get("/") == "idmapped":
+        assert line.startswith(f"agentctl: error: checkpoint {name}: its / is an idmapped mount, "
+                               "whose mapping CRIU does not dump; checkpoint takes "), line
+    else:
+        assert line.startswith(f"agentctl: error: checkpoint {name}: criu check fails on this kernel ("), line
+    after = inspect(agentd, name)
+    assert (after["state"], after["pid"]) == ("running", before["pid"])
     ctl(agentd, "rm", "-f", name)
 
 
@@ -154,3 +217,111 @@ def test_a_unix_socket_in_the_container_is_refused_for_real(tmp_path):
         p.kill()
         p.wait()
         srv.close()
+
+
+def test_an_established_tcp_connection_is_refused_for_real():
+    """A real process holding a connected TCP socket (to a listener on 127.0.0.1 made here):
+    refused in one line naming --tcp-established; a listening socket alone is not."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    code = ("import socket,sys,time; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]))); "
+            "print('ok', flush=True); time.sleep(1000)")
+    p = subprocess.Popen([os.sys.executable, "-S", "-c", code, str(port)], stdout=subprocess.PIPE)
+    lp = subprocess.Popen([os.sys.executable, "-S", "-c",
+                           "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+                           "print('ok', flush=True); time.sleep(1000)"], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"ok"
+        conn, _ = srv.accept()
+        why = refusals.process_refusal("c4", [p.pid])
+        assert why is not None and "\n" not in why
+        assert why.startswith(f"checkpoint c4: process {p.pid} holds an established TCP connection (socket:[")
+        assert "--tcp-established" in why
+        assert lp.stdout.readline().strip() == b"ok"
+        assert refusals.process_refusal("c5", [lp.pid]) is None
+        conn.close()
+    finally:
+        for q in (p, lp):
+            q.kill()
+            q.wait()
+        srv.close()
+
+
+FLIP = """
+import os, sys
+src, real = sys.argv[1], sys.argv[2]
+i = 0
+while True:
+    t = src + ".flip%d" % (i % 2)
+    try:
+        os.unlink(t)
+    except FileNotFoundError:
+        pass
+    os.symlink("/etc" if i % 2 else real, t)
+    os.replace(t, src)
+    i += 1
+"""
+
+
+def test_a_restored_volume_is_staged_from_what_was_checked_race(tmp_path):
+    """The restore hands CRIU a volume's source as a staged mount (agent/checkpoint/volumes.py):
+    opened once, checked as what was opened, cloned from that descriptor. A host user flips
+    the source between a symlink to a plain directory and one to /etc while it is staged,
+    100 times: every try is either refused naming /etc or stages the plain directory; /etc
+    is never staged (a path checked and then given by name could be swapped in between)."""
+    from agent.checkpoint import volumes
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "marker").write_text("the volume")
+    src = tmp_path / "src"
+    src.symlink_to(real)
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    prot = {"state_dir": str(tmp_path / "state"), "socket": str(tmp_path / "state" / "agent.sock")}
+    flipper = subprocess.Popen([os.sys.executable, "-S", "-c", FLIP, str(src), str(real)])
+    staged = refused = wins = 0
+    try:
+        for _ in range(100):
+            try:
+                out = volumes.stage(str(d), {"/data": "v0"}, [{"src": str(src), "dst": "/data"}], prot, False)
+            except volumes.VolumeError as e:
+                assert "refused: /etc is /etc or below it" in str(e), e
+                refused += 1
+                continue
+            try:
+                if os.path.exists(os.path.join(out["v0"], "marker")):
+                    staged += 1
+                else:
+                    wins += 1
+            finally:
+                volumes.unstage(str(d))
+    finally:
+        flipper.kill()
+        flipper.wait()
+    print(f"volume staging race: {staged} staged, {refused} refused, {wins} wins")
+    assert wins == 0
+    assert staged + refused == 100 and not os.path.exists(d / volumes.STAGE)
+
+
+def test_a_staged_volume_keeps_its_flags_and_is_unstaged(tmp_path):
+    """What CRIU binds is the checked tree with the volume's flags (ro, nosuid, nodev, noexec),
+    detached again after the restore."""
+    from agent.checkpoint import volumes
+    src = tmp_path / "vol"
+    src.mkdir()
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    out = volumes.stage(str(d), {"/data": "v0"}, [{"src": str(src), "dst": "/data", "ro": True, "noexec": True}],
+                        {}, False)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            line = next(line for line in f if line.split()[4] == out["v0"])
+        opts = set(line.split()[5].split(","))
+        assert {"ro", "nosuid", "nodev", "noexec"} <= opts, line
+    finally:
+        volumes.unstage(str(d))
+    with open("/proc/self/mountinfo") as f:
+        assert out["v0"] not in f.read()
+    assert not os.path.exists(d / volumes.STAGE)

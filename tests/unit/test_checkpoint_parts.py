@@ -105,18 +105,48 @@ def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
     base = {"name": "w", "argv": ["sh"], "rootfs": "/tmp", "network": "none", "userns": "host"}
     ok = from_json(base, cfg)
     assert refusals.spec_refusal(ok) is None
+    # taken now (the VM tier restores each): volumes, --tmpfs, a user namespace off the
+    # bridge, the bridge network without a user namespace
+    for taken in (dict(base, volumes=["/tmp:/data"]), dict(base, tmpfs=["/run"]),
+                  {k: v for k, v in base.items() if k != "userns"},
+                  {k: v for k, v in base.items() if k != "network"}):
+        assert refusals.spec_refusal(from_json(taken, cfg)) is None, taken
     cases = {
         "an image container": replace(ok, image_id="sha256:" + "a" * 64),
         "the host's root file system": from_json({k: v for k, v in base.items() if k != "rootfs"}, cfg),
-        "volumes": from_json(dict(base, volumes=["/tmp:/data"]), cfg),
         "--device": from_json(dict(base, devices=["/dev/null"]), cfg),
-        "--tmpfs": from_json(dict(base, tmpfs=["/run"]), cfg),
-        "a user namespace": from_json({k: v for k, v in base.items() if k != "userns"}, cfg),
-        "the host network": from_json(dict(base, network="host"), cfg),
+        "the host's network": from_json(dict(base, network="host"), cfg),
+        "on the bridge network in a user namespace": from_json(
+            {k: v for k, v in base.items() if k not in ("network", "userns")}, cfg),
     }
     for what, spec in cases.items():
         why = refusals.spec_refusal(spec)
         assert why is not None, what
         assert "\n" not in why and why.startswith("checkpoint w: it "), why
-        assert what in why.replace("on the host network", "the host network"), (what, why)
+        assert what in why, (what, why)
         assert why.endswith(refusals.ACCEPTED), why
+
+
+def test_external_mounts_map_onto_the_new_containers_sources():
+    """A restore maps each external mount's key onto the new spawn spec's source of that
+    destination (or a staged volume), and refuses in one line when the new container has none."""
+    from agent.checkpoint import externals
+    mounts = {"/etc/hosts": "m0", "/data": "v0"}
+    spawn = [{"src": "/run/x/new/hosts", "dst": "/etc/hosts"}, {"src": "/srv/vol", "dst": "/data"}]
+    argv, fds = externals.restore_args(None, mounts, spawn, {"v0": "/state/ck/stage/v0"})
+    assert fds == []
+    assert argv == ["--ext-mount-map", "v0:/state/ck/stage/v0", "--ext-mount-map", "m0:/run/x/new/hosts"]
+    with pytest.raises(externals.ExternalError, match=r"^external mount /etc/hosts: the new container has no "):
+        externals.restore_args(None, mounts, spawn[1:])
+
+
+def test_a_taken_user_namespace_block_is_refused_in_one_line_naming_the_ids():
+    from agent.checkpoint import placement
+    from agent.errors import Conflict
+    spec_d = {"userns": {"uid": [[0, 200000, 65536]], "gid": [[0, 200000, 65536]]}}
+    why = placement.userns_refusal(spec_d, Conflict("userns.uid: host uids 200000-265535 overlap those of "
+                                                    "container 'x of the agentd on /s'"))
+    assert why.startswith("its user namespace maps host uids 200000-265535, which are not free here (userns.uid: ")
+    assert "file ownership is not remapped" in why and "\n" not in why
+    assert placement.userns_refusal(spec_d, Conflict("name: a container named 'w' already exists")) is None
+    assert placement.userns_refusal({"userns": "host"}, Conflict("userns.uid: x")) is None

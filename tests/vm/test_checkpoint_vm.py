@@ -18,6 +18,7 @@ files of the VM's 9p root.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -36,6 +37,7 @@ from agent.config import load_config
 from agent.launcher import LauncherClient
 from agent.collector import Collector
 from agent.ledger import Ledger
+from agent.network.service import NetworkService
 from agent.spec import from_json
 from agent.store import Store
 from agent.supervisor import Supervisor, layout_cgroups
@@ -104,6 +106,7 @@ class Agent:
         self.store = Store(os.path.join(self.state, "state.db"))
         self.watcher = Watcher()
         self.sup = Supervisor(self.config, self.store, self.launcher, self.watcher, self.layout)
+        self.sup.net = NetworkService(self.config)      # as agentd wires it: bridge networks
         self.sup.before_remove.append(self.ledger.final)
         self.sup.boot()
         self.ckpt = CheckpointService(self.config, self.sup)
@@ -184,7 +187,12 @@ def keep_logs_on_failure(agent, name, fn):
         from agent.checkpoint import layout
         src = os.path.join(layout.path(agent.state, name), "images")
         out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", f"ckpt-{name}-{secrets.token_hex(3)}")
-        shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.img"), dirs_exist_ok=True)
+        if os.path.isdir(src):
+            shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.img"), dirs_exist_ok=True)
+        failed = layout.failed_log(layout.root(agent.state), name)      # a failed dump's log
+        if os.path.exists(failed):
+            os.makedirs(out, exist_ok=True)
+            shutil.copy(failed, out)
         print(f"CRIU logs copied to {out}")
         raise
 
@@ -416,3 +424,249 @@ def test_the_launcher_serves_other_containers_while_criu_dumps(vm_test_parent, t
         if os.path.exists(go):
             os.unlink(go)
         c.close()
+
+
+# The default container: `agentctl run --rootfs` gives it the bridge network and a user namespace.
+# A counter in the background, and a listener on port 7000 answering the current count.
+SERVED = ("echo 0 > /count; i=0; (while :; do i=$((i+1)); echo $i > /count; echo tick $i; sleep 0.2; done) & "
+          "while :; do nc -l -p 7000 < /count; sleep 0.1; done")
+PORT = 7000
+
+
+@pytest.fixture(scope="module")
+def userns_rootfs(tmpfs):
+    """A busybox root the container's root (a host uid of its block) may write its count in."""
+    rootfs = os.path.join(tmpfs.top, "rootfs-u")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    for applet in ("sh", "sleep", "echo", "nc", "cat"):
+        os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    os.chmod(rootfs, 0o777)
+    return rootfs
+
+
+def fresh_count(rootfs):
+    """No /count left by an earlier test (of another owner than this test's container root)."""
+    if os.path.exists(os.path.join(rootfs, "count")):
+        os.unlink(os.path.join(rootfs, "count"))
+
+
+def ask_count(ip):
+    """The count the container's listener answers on ip:7000 (an address on the agent's bridge)."""
+    import socket
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection((ip, PORT), timeout=30) as s:
+                line = s.makefile("rb").readline().strip()
+            if line:
+                return int(line)
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing answered on {ip}:{PORT}")
+        time.sleep(0.5)
+
+
+def uid_map(pid):
+    with open(f"/proc/{pid}/uid_map") as f:
+        return " ".join(f.read().split())
+
+
+def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_agentd(agents, userns_rootfs):
+    """A container on the bridge network (the default for a rootfs) checkpointed, removed,
+    agentd restarted, restored in place: the same address, and the listener that was dumped
+    answers there, from the network namespace agentd attached, with a count that went on;
+    billed once per instance. Then checkpointed again and imported onto the second agentd,
+    whose network has another subnet: a new address there (the result says so), the listener
+    answers on it."""
+    a, b = agents
+    rootfs = userns_rootfs
+    fresh_count(rootfs)
+    old = a.sup.create(from_json({"name": "br", "argv": ["sh", "-c", SERVED], "rootfs": rootfs,
+                                  "userns": "host", "limits": LIMITS}, a.config))
+    spec = a.sup.spec_of("br")
+    assert spec.network == "bridge", spec.network
+    ip = spec.net["ip"]
+    wait_for(lambda: count(rootfs) >= 5, what="the counter to reach 5")
+    assert ask_count(ip) >= 5
+    limits_before = limits_in_kernel(old.cgroup)
+
+    keep_logs_on_failure(a, "br", lambda: a.ckpt.checkpoint("br"))
+    rec = layout.read_record(layout.path(a.state, "br"))
+    assert rec["netns_external"] is True
+    assert sorted(rec["externals"]) == ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
+    at = count(rootfs)
+    old_usage = usage_usec(old.cgroup)
+    a.sup.remove("br")
+    a.shutdown_agentd()
+    a.boot()
+
+    new = keep_logs_on_failure(a, "br", lambda: a.ckpt.restore("br"))
+    assert new["network"] == {"ip": ip, "checkpoint_ip": ip, "same_ip": True}, new
+    info = a.sup.get("br")
+    assert info.state == "running" and info.id != old.id and a.sup.spec_of("br").net["ip"] == ip
+    assert limits_in_kernel(info.cgroup) == limits_before
+    # the restored tree joined the network namespace agentd attached for the new container
+    assert os.readlink(f"/proc/{info.pid}/ns/net") == f"net:[{os.stat(a.sup.net.netns_path(info.id)).st_ino}]"
+    assert ask_count(ip) >= at                            # the dumped listener answers on the same address
+    ticks = wait_for(lambda: stdout_counts(a, info), what="the restored counter's output")
+    assert ticks[0] in (at, at + 1), (ticks[:5], at)
+    wait_for(lambda: count(rootfs) >= at + 3, what="the restored counter to go on")
+    with open(f"/proc/{info.pid}/root/etc/hostname") as f:   # its /etc files: the new container's
+        assert f.read().strip() == "br"
+
+    a.ckpt.remove("br")
+    export = os.path.join(os.path.dirname(rootfs), "br.tar")
+    keep_logs_on_failure(a, "br", lambda: a.ckpt.checkpoint("br", export=export))
+    mid_usage = usage_usec(info.cgroup)
+    at2 = count(rootfs)
+    a.sup.remove("br")
+    moved = keep_logs_on_failure(b, "br2", lambda: b.ckpt.import_(export, "br2"))
+    minfo = b.sup.get("br2")
+    new_ip = b.sup.spec_of("br2").net["ip"]
+    assert moved["network"] == {"ip": new_ip, "checkpoint_ip": ip, "same_ip": False}, moved
+    assert ipaddress.ip_address(new_ip) in ipaddress.ip_network(b.sup.net.registry.get("bridge").subnet)
+    assert limits_in_kernel(minfo.cgroup) == limits_before
+    assert ask_count(new_ip) >= at2
+    wait_for(lambda: count(rootfs) >= at2 + 3, what="the imported counter to go on")
+    assert stdout_counts(b, minfo)[0] in (at2, at2 + 1)
+    b.sup.kill("br2", "KILL")
+    b.sup.wait("br2", timeout=120)
+    moved_usage = usage_usec(minfo.cgroup)
+    b.sup.remove("br2")
+    b.ckpt.remove("br2")
+    a.ckpt.remove("br")
+
+    by_id = {cid: cpu for cid, _l, cpu in a.billed_cpu()}
+    assert by_id[old.id] == old_usage and by_id[info.id] == mid_usage
+    assert {cid: cpu for cid, _l, cpu in b.billed_cpu()}[minfo.id] == moved_usage
+
+
+def test_userns_container_keeps_its_ids_in_place_and_claims_them_on_another_agentd(agents, userns_rootfs):
+    """A container in a user namespace of its own block (--network none) checkpointed,
+    removed, agentd restarted, restored in place: the same host ids (CRIU restores the
+    mapping; the block is claimed again), the count goes on. Imported onto the second agentd:
+    refused in one line while the first agentd's container still holds the block, nothing
+    created; restored there with the same ids once the first has let them go."""
+    a, b = agents
+    rootfs = userns_rootfs
+    fresh_count(rootfs)
+    old = a.sup.create(from_json({"name": "un", "argv": ["sh", "-c", COUNTER], "rootfs": rootfs,
+                                  "network": "none", "limits": LIMITS}, a.config))
+    spec = a.sup.spec_of("un")
+    assert isinstance(spec.userns, dict), spec.userns
+    ids = uid_map(old.pid)
+    block = spec.userns["uid"][0][1]
+    assert ids == f"0 {block} 65536", ids
+    wait_for(lambda: count(rootfs) >= 5, what="the counter to reach 5")
+    keep_logs_on_failure(a, "un", lambda: a.ckpt.checkpoint("un"))
+    at = count(rootfs)
+    a.sup.remove("un")
+    a.shutdown_agentd()
+    a.boot()
+    keep_logs_on_failure(a, "un", lambda: a.ckpt.restore("un"))
+    info = a.sup.get("un")
+    assert info.state == "running" and info.id != old.id
+    assert uid_map(info.pid) == ids and a.sup.spec_of("un").userns == spec.userns
+    wait_for(lambda: count(rootfs) >= at + 3, what="the restored counter to go on")
+    ticks = stdout_counts(a, info)
+    assert ticks[0] in (at, at + 1), (ticks[:5], at)
+
+    a.ckpt.remove("un")
+    export = os.path.join(os.path.dirname(rootfs), "un.tar")
+    a.ckpt.checkpoint("un", export=export)
+    at2 = count(rootfs)
+    from agent.checkpoint.service import Refused
+    with pytest.raises(Refused) as e:                     # the first agentd's container holds the block
+        b.ckpt.import_(export, "un2")
+    line = str(e.value)
+    assert line.startswith(f"restore un2: its user namespace maps host uids {block}-{block + 65535}, "
+                           "which are not free here (") and "\n" not in line, line
+    assert "file ownership is not remapped" in line
+    with pytest.raises(Exception):
+        b.sup.get("un2")                                  # nothing created
+    b.ckpt.remove("un2")
+    a.sup.remove("un")                                    # lets the block go
+    keep_logs_on_failure(b, "un2", lambda: b.ckpt.import_(export, "un2"))
+    minfo = b.sup.get("un2")
+    assert uid_map(minfo.pid) == ids
+    wait_for(lambda: count(rootfs) >= at2 + 3, what="the imported counter to go on")
+    assert stdout_counts(b, minfo)[0] in (at2, at2 + 1)
+    b.sup.remove("un2", force=True)
+    b.ckpt.remove("un2")
+    a.ckpt.remove("un")
+
+
+def test_the_default_container_bridge_and_userns_is_refused_in_one_line(agents, userns_rootfs):
+    """`run --rootfs` defaults (bridge network and a user namespace): CRIU dumps a container in a
+    user namespace only when it owns all its namespaces, and agentd's network namespace is the
+    host's: refused before CRIU, and the container runs on."""
+    a, _ = agents
+    fresh_count(userns_rootfs)
+    old = a.sup.create(from_json({"name": "dflt", "argv": ["sh", "-c", COUNTER], "rootfs": userns_rootfs,
+                                  "limits": LIMITS}, a.config))
+    from agent.checkpoint.service import Refused
+    with pytest.raises(Refused) as e:
+        a.ckpt.checkpoint("dflt")
+    assert str(e.value).startswith("checkpoint dflt: it is on the bridge network in a user namespace: ")
+    assert a.sup.get("dflt").state == "running" and a.sup.get("dflt").pid == old.pid
+    assert "dflt" not in [c["name"] for c in a.ckpt.list()]
+    a.sup.remove("dflt", force=True)
+
+
+# A volume (a host dir bind-mounted) and a --tmpfs: the count goes to the volume, a note kept in the tmpfs.
+VOLUMED = ("echo kept-in-tmpfs > /scratch/note; i=0; "
+           "while :; do i=$((i+1)); echo $i > /data/count; echo tick $i; sleep 0.2; done")
+
+
+def test_volume_and_tmpfs_container_restores_and_its_volume_is_checked_again(agents, tmpfs):
+    """Checkpointed, removed, restored: the counter goes on in its volume (an external bind
+    mount CRIU is handed again, from the source checked as at create) and its tmpfs comes
+    back with its file (CRIU dumps tmpfs contents). A source swapped for a symlink to /etc
+    after the checkpoint is refused at restore in one line, and nothing is created."""
+    a, _ = agents
+    vol = os.path.join(tmpfs.top, "vol")
+    os.makedirs(vol, exist_ok=True)
+    old = a.sup.create(from_json({"name": "vols", "argv": ["sh", "-c", VOLUMED], "rootfs": tmpfs.rootfs,
+                                  "network": "none", "userns": "host", "volumes": [f"{vol}:/data"],
+                                  "tmpfs": ["/scratch:size=1m"], "limits": LIMITS}, a.config))
+    counted = lambda: count(vol)  # noqa: E731
+    wait_for(lambda: counted() >= 5, what="the counter to reach 5 in its volume")
+    keep_logs_on_failure(a, "vols", lambda: a.ckpt.checkpoint("vols"))
+    rec = layout.read_record(layout.path(a.state, "vols"))
+    assert rec["externals"] == {"/data": "v0"}
+    at = counted()
+    a.sup.remove("vols")
+
+    # the source swapped for a symlink to /etc: refused at restore, as create refuses it
+    os.rename(vol, vol + ".real")
+    os.symlink("/etc", vol)
+    try:
+        with pytest.raises(Exception) as e:
+            a.ckpt.restore("vols")
+        line = str(e.value)
+        assert line.startswith("restore vols: ") and "\n" not in line, line
+        assert "refused: /etc is /etc or below it" in line, line
+        with pytest.raises(Exception):
+            a.sup.get("vols")
+        assert not os.path.exists(os.path.join(layout.path(a.state, "vols"), "stage"))
+    finally:
+        os.unlink(vol)
+        os.rename(vol + ".real", vol)
+
+    keep_logs_on_failure(a, "vols", lambda: a.ckpt.restore("vols"))
+    info = a.sup.get("vols")
+    assert info.state == "running" and info.id != old.id
+    wait_for(lambda: counted() >= at + 3, what="the restored counter to go on in its volume")
+    ticks = stdout_counts(a, info)
+    assert ticks[0] in (at, at + 1), (ticks[:5], at)
+    with open(f"/proc/{info.pid}/root/scratch/note") as f:
+        assert f.read().strip() == "kept-in-tmpfs"
+    with open(f"/proc/{info.pid}/mountinfo") as f:
+        mi = [line.split() for line in f]
+    scratch = [m for m in mi if m[4] == "/scratch"]
+    assert scratch and "tmpfs" in scratch[0], scratch
+    assert not os.path.exists(os.path.join(layout.path(a.state, "vols"), "stage"))   # unstaged
+    a.sup.remove("vols", force=True)
+    a.ckpt.remove("vols")
