@@ -345,3 +345,26 @@ def wait_exit(client, cid: str, pid: int, timeout: float = 30):
         select.select([client.fileno()], [], [], 0.2)
         client.read_events()
     raise AssertionError(f"no exit record for {cid}/{pid}")
+
+
+# ------------------------------------------------------ container roots
+
+BUSYBOX = "/bin/busybox"
+
+
+def busybox_rootfs(root, applets, files: dict | None = None) -> str:
+    """A container root at `root` (made 0755): bin/busybox (static) with a
+    symlink per applet, and `files` (relative path -> text) written under it."""
+    import shutil
+    root = str(root)
+    os.makedirs(os.path.join(root, "bin"), exist_ok=True)
+    os.chmod(root, 0o755)
+    shutil.copy(BUSYBOX, os.path.join(root, "bin", "busybox"))
+    for applet in applets:
+        os.symlink("busybox", os.path.join(root, "bin", applet))
+    for rel, text in (files or {}).items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return root

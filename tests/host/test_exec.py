@@ -4,16 +4,14 @@ PID 1's security, through the launcher; its exit status comes back."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from helpers import AGENTCTL, ctl, one_line, uname, wait_for
-from helpers import agentd_in_own_cgroup
+from helpers import agentd_in_own_cgroup, busybox_rootfs
 
-BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty", "tty", "stat")
 
 
@@ -25,17 +23,10 @@ def agentd():
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rootfs")
-    os.chmod(root, 0o755)
-    (root / "bin").mkdir()
-    shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    for applet in APPLETS:
-        os.symlink("busybox", root / "bin" / applet)
-    (root / "etc").mkdir()
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nwww:x:33:44:www:/var/www:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nwww:x:44:\nstaff:x:50:\n")
-    (root / "inside-marker").write_text("in the container\n")
-    return str(root)
+    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"), APPLETS, {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nwww:x:33:44:www:/var/www:/bin/sh\n",
+        "etc/group": "root:x:0:\nwww:x:44:\nstaff:x:50:\n",
+        "inside-marker": "in the container\n"})
 
 
 def run_sleeper(d, rootfs=None, **extra) -> tuple[str, dict]:

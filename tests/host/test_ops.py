@@ -15,9 +15,8 @@ import pytest
 
 from agent.cli.client import ApiError, Client
 from helpers import AGENTCTL, ctl, one_line, uname, wait_for
-from helpers import agentd_in_own_cgroup
+from helpers import agentd_in_own_cgroup, busybox_rootfs
 
-BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "sleep", "echo", "ln", "rm", "mv", "true", "mkdir", "mkfifo", "chmod")
 TRIES = 150
 
@@ -30,17 +29,10 @@ def agentd():
 
 @pytest.fixture
 def rootfs(tmp_path):
-    root = tmp_path / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    os.chmod(root, 0o755)
-    shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    for applet in APPLETS:
-        os.symlink("busybox", root / "bin" / applet)
-    (root / "etc").mkdir()
-    (root / "etc" / "app.conf").write_text("inside\n")
-    (root / "data").mkdir()
-    os.chmod(root / "data", 0o777)
-    return str(root)
+    root = busybox_rootfs(tmp_path / "rootfs", APPLETS, {"etc/app.conf": "inside\n"})
+    os.mkdir(os.path.join(root, "data"))
+    os.chmod(os.path.join(root, "data"), 0o777)
+    return root
 
 
 def start(d, rootfs, script: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import struct
 import subprocess
 import termios
@@ -16,9 +15,8 @@ import termios
 import pytest
 
 from helpers import AGENTCTL, ctl, names, one_line, uname, wait_for
-from helpers import agentd_in_own_cgroup
+from helpers import agentd_in_own_cgroup, busybox_rootfs
 
-BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "sleep", "echo", "tr", "stty", "tty", "stat", "kill", "true", "head")
 
 
@@ -30,16 +28,9 @@ def agentd():
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rootfs")
-    os.chmod(root, 0o755)
-    (root / "bin").mkdir()
-    shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    for applet in APPLETS:
-        os.symlink("busybox", root / "bin" / applet)
-    (root / "etc").mkdir()
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nwww:x:33:44:www:/var/www:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nwww:x:44:\n")
-    return str(root)
+    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"), APPLETS, {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nwww:x:33:44:www:/var/www:/bin/sh\n",
+        "etc/group": "root:x:0:\nwww:x:44:\n"})
 
 
 def on_terminal(args, rows=33, cols=99):
