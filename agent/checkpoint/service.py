@@ -30,12 +30,12 @@ from agent import selfmetrics
 from agent.checkpoint import layout, metrics, placement, refusals
 from agent.checkpoint.criu import version_tuple
 from agent.errors import Conflict, HostLimitation, NotFound, UserError
+from agent.network import etcfiles
 
 log = structlog.get_logger("agentd.checkpoint")
 
 RESTORED_FROM = "restored_from"
 # what agent/network/service.py binds into a bridged container (its files per container id)
-NET_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 RESULTS = metrics.RESULTS
 
 
@@ -149,7 +149,7 @@ class CheckpointService:
         net = getattr(self.sup, "net", None)
         if net is None or not net.is_bridged(spec):
             return None, mounts
-        return net.netns_path(cid), {**mounts, **{dst: f"m{i}" for i, dst in enumerate(NET_FILES)}}
+        return net.netns_path(cid), {**mounts, **{dst: f"m{i}" for i, dst in enumerate(etcfiles.MOUNTED)}}
 
     # -- ls / rm --------------------------------------------------------------
 

@@ -15,6 +15,10 @@ HEADER = "# written by cgroup-agent: containers of network {net}\n"
 BASE = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
+# where each file is bind-mounted in the container -> its name in the container's files dir
+MOUNTED = {"/etc/hosts": "hosts", "/etc/resolv.conf": "resolv.conf", "/etc/hostname": "hostname"}
+
+
 def hosts(net: str, peers: list[tuple[str, str, str]], extra: list) -> str:
     """peers: (ip, hostname, name) of every container on `net`."""
     lines = [HEADER.format(net=net), BASE]

@@ -159,8 +159,7 @@ class NetworkService:
     def _write_files(self, cid: str, spec) -> dict:
         d = self._files(cid)
         os.makedirs(d, mode=0o755, exist_ok=True)
-        out = {"/etc/hosts": os.path.join(d, "hosts"), "/etc/resolv.conf": os.path.join(d, "resolv.conf"),
-               "/etc/hostname": os.path.join(d, "hostname")}
+        out = {dst: os.path.join(d, name) for dst, name in etcfiles.MOUNTED.items()}
         etcfiles.write_in_place(out["/etc/resolv.conf"], etcfiles.resolv(spec.net.get("dns") or []))
         etcfiles.write_in_place(out["/etc/hostname"], (spec.hostname or spec.name) + "\n")
         self._write_hosts_of(cid, spec)
