@@ -86,10 +86,18 @@ class NetMeter:
                 del self._merged[cg]
 
     def attach_one(self, info, sample):
-        """The same for one sample read outside a pass (the supervisor's final read)."""
+        """The same for one sample read outside a pass (the supervisor's final
+        read): only through a namespace a pass opened while the process ran.
+        A container no pass saw running (created and removed between two
+        passes, or its pid gone) gets no figures and counts no error: its
+        process is gone by the final read, nothing can be opened for it."""
         if sample is None:
             return None
         with self._lock:
+            e = self._entries.get(info.cgroup)
+            pid = getattr(info, "pid", None)
+            if e is None or (pid is not None and e.pid != pid):
+                return sample
             return _with_network(sample, self._read(info))
 
     def attach_root(self, sample):

@@ -241,6 +241,33 @@ def test_a_vanished_or_foreign_process_is_counted_once_and_the_pass_goes_on(
     assert snap.samples[good_cg.path] is first
 
 
+def test_the_final_reading_of_a_container_no_pass_saw_counts_no_error(
+        cgroup_factory, cgroup_mount, spawn, collectors):
+    """The supervisor's final reading (sample_now) of a container created and
+    removed between two passes: its process is gone, no namespace was ever
+    opened for it. It gets no network figures and is not a collection error
+    (it was counted as one, and logged, at every such removal: 6020 times in
+    a churn of 6000 containers)."""
+    seen_cg, unseen_cg = cgroup_factory(), cgroup_factory()
+    seen = own_netns_container(spawn, seen_cg, ["sleep", "3600"])
+    infos = [info_for(seen_cg, seen.pid, "ae0000000031", "seen")]
+    col = collectors(config(cgroup_mount), lambda: infos)
+    assert col.collect_once().samples[seen_cg.path].net_tx_bytes == 0
+    unseen = own_netns_container(spawn, unseen_cg, ["sleep", "3600"])
+    unseen.kill()
+    unseen.wait(30)
+    final = col.sample_now(info_for(unseen_cg, unseen.pid, "ae0000000032", "unseen"))
+    assert final is not None and final.net_tx_bytes is None
+    assert selfmetrics.get("collection_errors_total", reason="network") == 0
+    # the one a pass saw still gets its figures at its final reading, after its exit
+    seen.kill()
+    seen.wait(30)
+    final = col.sample_now(ContainerInfo(id="ae0000000031", name="seen", cgroup=seen_cg.path, limits=None,
+                                         state="exited", pid=None))
+    assert final.net_tx_bytes == 0 and final.network == ()
+    assert selfmetrics.get("collection_errors_total", reason="network") == 0
+
+
 FINAL = r"""
 import socket, sys
 addr = sys.stdin.readline().strip()
