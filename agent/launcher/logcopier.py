@@ -23,7 +23,7 @@ What stays as it was:
   that dies of a signal the launcher did not send (the OOM killer) is not
   replaced: the launcher copies that container's logs from then on, as
   before, so a container cannot make the copy loop. Its name (comm) is
-  COPIER_COMM.
+  COPIER_COMM from its birth (the launcher takes that name for the fork).
 - log_bytes stay exact: they are read from the files and their .rotated
   sidecars (agent/logfiles.py), which the copier keeps exactly as the
   launcher does; the bytes a copier moved (logged as log.copier_ended) are
@@ -103,9 +103,11 @@ class LogCopiers:
             return False
         paths = {s.path for s in sinks.values()}
         start = logfiles.produced_by(paths)
+        own = _set_comm(COPIER_COMM)    # the copier is born with its name: never listed as a second launcher
         try:
             pid, joined = fork_in_cgroup(c.spec.cgroup)
         except OSError as e:
+            _set_comm(own)
             self.refused.add(c)
             L.log.warning("log.copier_refused", id=c.id, error=e.strerror or str(e))
             return False
@@ -115,6 +117,7 @@ class LogCopiers:
                 code = _copier_main(sinks, None if joined else c.spec.cgroup, L.log_rest)
             finally:
                 os._exit(code)
+        _set_comm(own)
         cp = _Copier(pid, c, {fd: (s.path, s.max_bytes) for fd, s in sinks.items()}, start)
         for fd in sinks:
             c.pipes.pop(fd)
@@ -185,6 +188,21 @@ class LogCopiers:
         L.log.info("log.copier_ended", id=c.id, pid=cp.pid, bytes=moved)
 
 
+def _set_comm(name: str | None) -> str | None:
+    """Set this process's name (comm; the launcher is single-threaded), which
+    a fork inherits; the name it had before (None: unknown, nothing set)."""
+    if name is None:
+        return None
+    try:
+        with open("/proc/self/comm", "r+") as f:
+            old = f.read().rstrip("\n")
+            f.seek(0)
+            f.write(name)
+        return old
+    except OSError:
+        return None
+
+
 def _copier_main(sinks: dict[int, LogSink], join_cgroup: str | None, rest: float) -> int:
     """The copier process: a fork of the launcher. Keeps only its pipes and
     their files, and splices until every pipe reaches end of file."""
@@ -211,12 +229,11 @@ def _copier_main(sinks: dict[int, LogSink], join_cgroup: str | None, rest: float
                 f.write("0")
         except OSError:
             return 2
-    for path, text in (("/proc/self/oom_score_adj", str(COPIER_OOM_SCORE_ADJ)), ("/proc/self/comm", COPIER_COMM)):
-        try:
-            with open(path, "w") as f:
-                f.write(text)
-        except OSError:
-            pass
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(COPIER_OOM_SCORE_ADJ))
+    except OSError:
+        pass
     poller = select.poll()
     for fd in sinks:
         poller.register(fd, select.POLLIN)

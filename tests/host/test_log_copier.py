@@ -287,10 +287,17 @@ def test_top_shows_the_copier_by_its_name_not_the_launchers_command_line(cgroup,
         cid = r.stdout.strip()
         wait_for(lambda: launcher_events(os.path.join(d.top, "state"), "log.copier_started", cid), 120,
                  "the flood to reach a copier")
-        procs = Client(d.sock).call("GET", "/v1/containers/flood/top")["processes"]
-        commands = [" ".join(p["command"]) for p in procs]
-        assert any(c.startswith("[cga-logcopy") for c in commands), commands
-        assert not any("agent.launcher" in c for c in commands), commands
+        client, seen = Client(d.sock), []
+
+        def listed():
+            # a copier not born in the cgroup (fork, no clone3) joins it just after the event
+            commands = [" ".join(p["command"]) for p in client.call("GET", "/v1/containers/flood/top")["processes"]]
+            seen.append(commands)
+            assert not any("agent.launcher" in c for c in commands), commands
+            return any(c.startswith("[cga-logcopy") for c in commands)
+
+        wait_for(listed, 60, "top to list the copier")
+        commands = seen[-1]
         assert any(c == "yes billed-flood" for c in commands), commands
         ctl(d, "rm", "-f", "flood")
     finally:
