@@ -151,7 +151,8 @@ class Images(Protocol):
 
 
 class Checkpoints(Protocol):
-    def checkpoint(self, name: str, leave_running: bool = False, export: str | None = None) -> dict: ...
+    def checkpoint(self, name: str, leave_running: bool = False, export: str | None = None,
+                   tcp_established: bool = False) -> dict: ...
 
     def list(self) -> list[dict]: ...
 

@@ -1,6 +1,7 @@
 """The checkpoint endpoints of the control API (a mixin of agent.api.router's handler).
 
-    POST   /v1/containers/{name}/checkpoint  {"leave_running": bool, "export": "/abs/file.tar"}
+    POST   /v1/containers/{name}/checkpoint  {"leave_running": bool, "export": "/abs/file.tar",
+                                              "tcp_established": bool}
     GET    /v1/checkpoints                   the checkpoints kept under the state dir
     POST   /v1/checkpoints/import            {"path": "/abs/file.tar", "name": NEW}   import and restore
     DELETE /v1/checkpoints/{name}
@@ -59,7 +60,9 @@ class CheckpointHandlers:
     def h_checkpoint(self, name, query, body):
         leave = _field(body, "leave_running", bool, False)
         export = _field(body, "export", str)
-        self._send_json(200, self.checkpoints.checkpoint(name, leave_running=leave, export=export))
+        tcp = _field(body, "tcp_established", bool, False)
+        self._send_json(200, self.checkpoints.checkpoint(name, leave_running=leave, export=export,
+                                                         tcp_established=tcp))
 
     def h_checkpoint_ls(self, query, body):
         self._send_json(200, self.checkpoints.list())

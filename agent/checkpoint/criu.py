@@ -85,19 +85,29 @@ def status() -> dict:
     return {"ok": True, "version": version, "reason": None}
 
 
-def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool) -> list[str]:
+# Established TCP connections are dumped and restored in repair mode; the
+# connections are locked meanwhile with nftables (the agent's own firewall
+# tool; CRIU's default, iptables, needs iptables-restore).
+TCP_ESTABLISHED = ["--tcp-established", "--network-lock", "nftables"]
+
+
+def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool, tcp_established: bool = False) -> list[str]:
     argv = [find() or CRIU, "dump", "--tree", str(pid), "--images-dir", images,
             "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup]
     if leave_running:
         argv.append("--leave-running")
+    if tcp_established:
+        argv += TCP_ESTABLISHED
     return argv
 
 
 def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
-                 inherit: list[tuple[int, str]]) -> list[str]:
+                 inherit: list[tuple[int, str]], tcp_established: bool = False) -> list[str]:
     argv = [find() or CRIU, "restore", "--restore-detached", "--images-dir", images,
             "--log-file", "restore.log", "-v4", "--root", rootfs, "--ext-mount-map", "auto",
             "--pidfile", pidfile, "--manage-cgroups=soft", "--cgroup-root", cgroup_rel]
+    if tcp_established:
+        argv += TCP_ESTABLISHED
     for fd, key in inherit:
         argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
     return argv

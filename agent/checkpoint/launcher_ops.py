@@ -1,15 +1,16 @@
 """The launcher's side of checkpoint and restore (it runs CRIU; agentd never forks).
 
     {"op": "criu_status"}                       -> criu.status(), cached for the launcher's life
-    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals"}
+    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals", "tcp_established"}
         dumps the running container `id` into dir/images (its bound network
         namespace `netns` and the mounts `externals` {dst: key} left
-        external, externals.py); answers
+        external, externals.py; its established TCP connections too when
+        tcp_established, criu.TCP_ESTABLISHED); answers
         {"pipes": ["pipe:[INODE]" of its stdout, of its stderr]}. Without
         leave_running CRIU kills the tree: its exit is reaped and reported
         as any other.
     {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
-     protected, allow_sensitive_binds, userns}, "pipes", "externals"}
+     protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established"}
         restores the tree of dir/images into spec.cgroup (joining the
         network namespace spec.netns, the external mounts given the
         sources of spec.mounts, volumes checked and staged as at create,
@@ -101,7 +102,7 @@ def checkpoint(launcher, req, errors) -> Pending:
     if netns is not None and not isinstance(netns, str):
         raise ValueError("netns: must be the path of the container's bound network namespace")
     _check_externals(mounts)
-    argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")))
+    argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")), req.get("tcp_established") is True)
     try:
         argv += ext.dump_args(c.pid, netns, mounts)
         proc = criu.start(argv)
@@ -189,7 +190,8 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
-    argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit)
+    argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit,
+                             req.get("tcp_established") is True)
     try:
         if owner:
             layout.own(images, *owner)

@@ -4,7 +4,8 @@
         checkpoint.json   the record (RECORD_KEYS): the container's spec,
                           limits and labels, the ledger's position (its
                           cgroup's cpu usage at the dump), the CRIU version
-                          and kernel that made it, the launcher's pipes
+                          and kernel that made it, the launcher's pipes,
+                          whether TCP connections were dumped
         images/           CRIU's image files (dump.log, restore.log in it);
                           during the restore of a user-namespace container
                           owned by that namespace's root (`own`)
@@ -32,7 +33,7 @@ RECORD = "checkpoint.json"
 IMAGES = "images"
 RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
                "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
-               "image_bytes", "duration_seconds", "externals", "netns_external")
+               "image_bytes", "duration_seconds", "externals", "netns_external", "tcp_established")
 
 
 def root(state_dir: str) -> str:

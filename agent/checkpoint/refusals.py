@@ -8,7 +8,8 @@ import stat
 
 ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) on a bridge network with --userns host, or on "
             "--network none with or without a user namespace, with volumes and --tmpfs, without --device nodes, "
-            "whose processes hold no terminal, no unix socket and no established TCP connection")
+            "whose processes hold no terminal, no unix socket and no established TCP connection "
+            "(unless --tcp-established)")
 TCP_ESTABLISHED = "01"          # the st column of /proc/net/tcp
 TTY_MAJORS = {4, 5, 136}     # tty/ttyS, /dev/tty /dev/console /dev/ptmx, pts
 
@@ -60,6 +61,24 @@ def _tcp_established(pid: int) -> dict[int, str]:
     return out
 
 
+def _address(hex_addr: str) -> str:
+    """'0100007F:1B58' (/proc/net/tcp) -> '127.0.0.1:7000'; IPv6 as [addr]:port (an IPv4-mapped one
+    as IPv4); the text as it is if unreadable."""
+    import ipaddress
+    import socket
+    try:
+        host, port = hex_addr.split(":")
+        raw = bytes.fromhex(host)
+        if len(raw) == 4:
+            return f"{socket.inet_ntop(socket.AF_INET, raw[::-1])}:{int(port, 16)}"
+        addr = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        if addr.ipv4_mapped:            # a dual-stack socket's IPv4 peer
+            return f"{addr.ipv4_mapped}:{int(port, 16)}"
+        return f"[{addr}]:{int(port, 16)}"
+    except (ValueError, OSError):
+        return hex_addr
+
+
 def _unix_inodes(pid: int) -> set[int]:
     """Inodes of the unix sockets in the network namespace of pid."""
     out = set()
@@ -75,8 +94,9 @@ def _unix_inodes(pid: int) -> set[int]:
     return out
 
 
-def process_refusal(name: str, pids) -> str | None:
-    """A terminal or a unix socket held by one of the container's processes."""
+def process_refusal(name: str, pids, tcp_established: bool = False) -> str | None:
+    """A terminal, a unix socket or (unless tcp_established) an established
+    TCP connection held by one of the container's processes."""
     for pid in pids:
         fd_dir = f"/proc/{pid}/fd"
         try:
@@ -99,10 +119,13 @@ def process_refusal(name: str, pids) -> str | None:
                 if int(link[8:-1]) in unix:
                     return (f"checkpoint {name}: process {pid} holds a unix socket ({link} on fd {fd}), "
                             f"possibly connected outside the container; {ACCEPTED}")
+                if tcp_established:
+                    continue
                 if tcp is None:
                     tcp = _tcp_established(pid)
                 if int(link[8:-1]) in tcp:
                     return (f"checkpoint {name}: process {pid} holds an established TCP connection ({link} on fd "
-                            f"{fd}); CRIU's --tcp-established is not offered by agentctl checkpoint: close it "
+                            f"{fd}) to {_address(tcp[int(link[8:-1])])}; pass --tcp-established to take it "
+                            f"along (its peer must keep it until the restore, at the same address), or close it "
                             f"first; {ACCEPTED}")
     return None

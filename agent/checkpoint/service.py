@@ -69,7 +69,8 @@ class CheckpointService:
 
     # -- checkpoint -----------------------------------------------------------
 
-    def checkpoint(self, name: str, leave_running: bool = False, export: str | None = None) -> dict:
+    def checkpoint(self, name: str, leave_running: bool = False, export: str | None = None,
+                   tcp_established: bool = False) -> dict:
         info = self.sup.get(name)
         spec = self.sup.spec_of(name)
         if info.state != "running":
@@ -89,7 +90,7 @@ class CheckpointService:
             self._refuse("checkpoints_total", f"checkpoint {info.name}: {st.get('reason')}")
         from runtime.cgroupfs import Cgroup
         cg = Cgroup(info.cgroup)
-        why = refusals.process_refusal(info.name, cg.procs())
+        why = refusals.process_refusal(info.name, cg.procs(), tcp_established)
         if why:
             self._refuse("checkpoints_total", why)
         netns, ext_mounts = self._externals(info.id, spec)
@@ -99,7 +100,7 @@ class CheckpointService:
         try:
             answer = self.sup.launcher.checkpoint(info.id, dir=tmp, cgroup=info.cgroup,
                                                   leave_running=bool(leave_running), netns=netns,
-                                                  externals=ext_mounts)
+                                                  externals=ext_mounts, tcp_established=bool(tcp_established))
         except Exception as e:
             e = layout.keep_failed_log(tmp, info.name, e)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -122,7 +123,8 @@ class CheckpointService:
                   "cpu_usage_usec_at_dump": usage, "criu_version": st.get("version"),
                   "kernel": os.uname().release, "pipes": answer.get("pipes"),
                   "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3),
-                  "externals": ext_mounts, "netns_external": bool(netns)}
+                  "externals": ext_mounts, "netns_external": bool(netns),
+                  "tcp_established": bool(tcp_established)}
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
@@ -134,7 +136,7 @@ class CheckpointService:
         log.info("container.checkpointed", name=info.name, id=info.id, bytes=size, seconds=round(duration, 3),
                  leave_running=bool(leave_running))
         out = {"name": info.name, "container_id": info.id, "image_bytes": size, "path": final,
-               "leave_running": bool(leave_running)}
+               "leave_running": bool(leave_running), "tcp_established": bool(tcp_established)}
         if export:
             from agent.checkpoint import archive
             out["export"] = archive.export(final, export)
@@ -207,6 +209,7 @@ class CheckpointService:
         def spawn(cid, spawn_spec):
             pid = launcher.restore(cid, dir=d, pipes=rec.get("pipes") or [],
                                    externals=rec.get("externals") or {},
+                                   tcp_established=rec.get("tcp_established") is True,
                                    spec={k: spawn_spec.get(k) for k in
                                          ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes", "netns",
                                           "mounts", "protected", "allow_sensitive_binds", "userns")})

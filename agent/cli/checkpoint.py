@@ -1,6 +1,6 @@
 """agentctl's checkpoint commands (CRIU, agent/checkpoint/):
 
-    checkpoint NAME [--leave-running] [--export FILE]
+    checkpoint NAME [--leave-running] [--export FILE] [--tcp-established]
     checkpoint ls
     checkpoint rm NAME
     restore NAME
@@ -23,6 +23,9 @@ def _build_checkpoint(p) -> None:
     p.add_argument("--leave-running", action="store_true",
                    help="thaw the container after the dump instead of stopping it")
     p.add_argument("--export", metavar="FILE", help="also write the checkpoint as one tar file (written by agentd)")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="take the container's established TCP connections along (refused without it); "
+                        "their peers must keep them until the restore, at the same address")
 
 
 def _build_restore(p) -> None:
@@ -62,6 +65,8 @@ def cmd_checkpoint(args, client) -> int:
     if len(words) != 1:
         raise UsageError("checkpoint: give one container NAME, or `ls`, or `rm NAME`")
     body = {"leave_running": args.leave_running}
+    if args.tcp_established:
+        body["tcp_established"] = True
     if args.export:
         body["export"] = os.path.abspath(args.export)
     out = client.call("POST", f"/v1/containers/{words[0]}/checkpoint", body=body)

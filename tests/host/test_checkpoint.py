@@ -238,7 +238,8 @@ def test_an_established_tcp_connection_is_refused_for_real():
         why = refusals.process_refusal("c4", [p.pid])
         assert why is not None and "\n" not in why
         assert why.startswith(f"checkpoint c4: process {p.pid} holds an established TCP connection (socket:[")
-        assert "--tcp-established" in why
+        assert f") to 127.0.0.1:{port}; pass --tcp-established to take it along" in why
+        assert refusals.process_refusal("c4", [p.pid], tcp_established=True) is None   # the flag takes it along
         assert lp.stdout.readline().strip() == b"ok"
         assert refusals.process_refusal("c5", [lp.pid]) is None
         conn.close()

@@ -150,3 +150,15 @@ def test_a_taken_user_namespace_block_is_refused_in_one_line_naming_the_ids():
     assert "file ownership is not remapped" in why and "\n" not in why
     assert placement.userns_refusal(spec_d, Conflict("name: a container named 'w' already exists")) is None
     assert placement.userns_refusal({"userns": "host"}, Conflict("userns.uid: x")) is None
+
+
+def test_tcp_established_reaches_dump_and_restore_and_the_refusal_names_the_peer():
+    from agent.checkpoint.refusals import _address
+    assert "--tcp-established" not in criu.dump_argv(1, "/i", "/cg", False)
+    assert criu.dump_argv(1, "/i", "/cg", False, True)[-3:] == ["--tcp-established", "--network-lock", "nftables"]
+    assert "--tcp-established" not in criu.restore_argv("/i", "/r", "/p", "/cg", [])
+    assert criu.restore_argv("/i", "/r", "/p", "/cg", [], True)[-3:] == criu.TCP_ESTABLISHED
+    assert _address("0100007F:1B58") == "127.0.0.1:7000"                          # /proc/net/tcp
+    assert _address("0000000000000000FFFF00000190A60A:EA4C") == "10.166.144.1:59980"  # tcp6, IPv4-mapped
+    assert _address("00000000000000000000000001000000:0050") == "[::1]:80"
+    assert _address("garbage") == "garbage"

@@ -615,6 +615,61 @@ def test_the_default_container_bridge_and_userns_is_refused_in_one_line(agents, 
     a.sup.remove("dflt", force=True)
 
 
+
+ECHO_PORT = 7001
+
+
+def test_an_open_tcp_connection_is_refused_then_taken_along_with_tcp_established(agents, userns_rootfs):
+    """A client here (the VM's host side of the bridge) holds a TCP connection to an echo
+    server in a bridged container. Checkpoint refuses it in one line naming the peer and
+    --tcp-established, the container runs on; with --tcp-established CRIU dumps the
+    connection, the container is restored in place (new network namespace, same address),
+    and the same client socket, untouched meanwhile, gets its next line echoed by the
+    restored server: the connection was carried across, not reopened."""
+    import socket
+    a, _ = agents
+    old = a.sup.create(from_json({"name": "echo", "argv": ["nc", "-l", "-p", str(ECHO_PORT), "-e", "cat"],
+                                  "rootfs": userns_rootfs, "userns": "host", "limits": LIMITS}, a.config))
+    ip = a.sup.spec_of("echo").net["ip"]
+
+    def connect():
+        try:
+            return socket.create_connection((ip, ECHO_PORT), timeout=5)
+        except OSError:
+            return None
+
+    client = wait_for(connect, what=f"the echo server on {ip}:{ECHO_PORT}")
+    client.settimeout(120)
+    lines = client.makefile("rb")
+    try:
+        client.sendall(b"before\n")
+        assert lines.readline() == b"before\n"
+        from agent.checkpoint.service import Refused
+        with pytest.raises(Refused) as e:
+            a.ckpt.checkpoint("echo")
+        why = str(e.value)
+        assert "\n" not in why and why.startswith(f"checkpoint echo: process {old.pid} holds an established TCP "), why
+        me = client.getsockname()          # the peer the refusal names: this client
+        assert f") to {me[0]}:{me[1]}; pass --tcp-established to take it along" in why, why
+        assert a.sup.get("echo").state == "running" and "echo" not in [c["name"] for c in a.ckpt.list()]
+
+        out = keep_logs_on_failure(a, "echo", lambda: a.ckpt.checkpoint("echo", tcp_established=True))
+        assert out["tcp_established"] is True
+        assert layout.read_record(layout.path(a.state, "echo"))["tcp_established"] is True
+        assert a.sup.get("echo").state == "checkpointed"
+        new = keep_logs_on_failure(a, "echo", lambda: a.ckpt.restore("echo"))
+        assert new["network"]["same_ip"] is True, new
+        info = a.sup.get("echo")
+        assert info.state == "running" and info.id != old.id
+        client.sendall(b"after\n")          # the socket opened before the checkpoint
+        assert lines.readline() == b"after\n"
+    finally:
+        lines.close()
+        client.close()
+        a.sup.remove("echo", force=True)
+        if "echo" in [c["name"] for c in a.ckpt.list()]:
+            a.ckpt.remove("echo")
+
 # A volume (a host dir bind-mounted) and a --tmpfs: the count goes to the volume, a note kept in the tmpfs.
 VOLUMED = ("echo kept-in-tmpfs > /scratch/note; i=0; "
            "while :; do i=$((i+1)); echo $i > /data/count; echo tick $i; sleep 0.2; done")
