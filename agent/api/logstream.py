@@ -7,12 +7,14 @@ A tail is anything with ``read(final=False) -> bytes`` (b"" when nothing new)
 and ``close()``: agent.api.containers.LogTail (raw bytes) or
 agent.logtimes.TimedTail (whole lines with their times; ``final`` lets it
 send a last partial line). Without ``follow`` each tail is read to its end
-once; with it, until the container exited (or agentd stops), then once more
-with ``final=True``. Answers the container's info at its exit (None without
+once; with it, until the container exited (or agentd stops, or the client
+hangs up: BrokenPipeError, as a failed write), then once more with
+``final=True``. Answers the container's info at its exit (None without
 follow, or when agentd stops first). The caller starts and ends the stream.
 """
 from __future__ import annotations
 
+import select
 import threading
 
 from agent.errors import UserError
@@ -39,12 +41,28 @@ def pump_tails(h, name: str, tails: list, follow: bool):
             if ended:
                 break
             if not moved:
+                if hung_up(h.connection):
+                    raise BrokenPipeError(f"the client of {name}'s stream hung up")
                 done.wait(LOG_POLL)
     finally:
         for _, tail in tails:
             tail.close()
         done.set()
     return final.get("info")
+
+
+def hung_up(conn) -> bool:
+    """The client closed the connection (a quiet followed stream would otherwise
+    notice only at its next write, holding a thread and a connection slot until
+    the container writes or exits). POLLHUP, not POLLRDHUP: a client that only
+    half-closed (shut its sending side, as `system dial-stdio` does at the end
+    of its input) still reads the stream."""
+    poller = select.poll()
+    try:
+        poller.register(conn.fileno(), 0)       # POLLHUP and POLLERR are always reported
+        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, ev in poller.poll(0))
+    except (OSError, ValueError):               # closed here already
+        return True
 
 
 def since_param(key: str, value: str) -> float:

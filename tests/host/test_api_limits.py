@@ -439,3 +439,70 @@ def test_a_client_trickling_its_headers_is_answered_408_and_let_go():
         assert d.client.call("GET", "/v1/health")["status"] == "ok"
     finally:
         d.close()
+
+
+# A reader that follows a quiet container's log and hangs up, again and again (stdlib only).
+FOLLOW_AND_DROP = r"""
+import os, pwd, socket, sys, time
+path, name, per_peer, user = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+pw = pwd.getpwnam(user)
+os.initgroups(pw.pw_name, pw.pw_gid)
+os.setgid(pw.pw_gid)
+os.setuid(pw.pw_uid)
+
+def request(target):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(path)
+    head = b""
+    try:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            head += chunk
+    except OSError:         # closed at accept: a cap
+        pass
+    return s, head
+
+for round in range(3):
+    for _ in range(per_peer):
+        s, head = request(f"/v1/containers/{name}/logs?follow=1")
+        assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+        s.close()           # hung up, the container still quiet
+    deadline = time.monotonic() + 60
+    while True:
+        s, head = request("/v1/health")
+        s.close()
+        if head.startswith(b"HTTP/1.1 200 "):
+            print("round", round, "health 200", flush=True)
+            break
+        if time.monotonic() > deadline:
+            print("round", round, "still refused after 60 s:", head[:100], flush=True)
+            sys.exit(1)
+        time.sleep(0.1)
+"""
+
+
+def test_a_reader_hanging_up_followed_logs_of_a_quiet_container_gets_its_slots_back(tenant_user):
+    """`logs -f` of a container that writes nothing, closed by its client, used to
+    hold its handler (two threads) and its connection slot until the container
+    wrote or exited: a reader who hung up max_connections_per_peer times was
+    refused from then on. agentd now sees the hang-up while the stream is idle."""
+    per_peer = 4
+    d = Agentd(agent_toml=f'socket_group = "{tenant_user.group}"\n',
+               extra_toml=f'[api]\nmax_connections_per_peer = {per_peer}\n')
+    try:
+        d.start()
+        r = d.ctl("run", "-d", "--name", "quiet", "--", "/bin/sleep", "3600")
+        assert r.returncode == 0, r.stderr
+        baseline = d.threads()
+        p = subprocess.run([sys.executable, "-c", FOLLOW_AND_DROP, d.sock, "quiet", str(per_peer), tenant_user.user],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and p.stdout.count("health 200") == 3, (p.stdout, p.stderr[-2000:])
+        wait_for(lambda: d.metric("cgroup_agent_api_connections") <= 1, what="the dropped streams' connections to go")
+        wait_for(lambda: d.threads() <= baseline + 2, what="the dropped streams' threads to end")
+        assert d.ctl("logs", "quiet").returncode == 0
+    finally:
+        d.close()
