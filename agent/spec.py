@@ -114,6 +114,19 @@ def _bundle_body(body: dict, config) -> tuple[dict, Any]:
     return base, bundle_limits
 
 
+def parse_console_size(value, tty: bool) -> tuple:
+    """A request's console_size [rows, cols] (run -t, exec -t): the size its
+    terminal starts with; () when not given. UserError names what is accepted."""
+    if value is None:
+        return ()
+    if not tty:
+        raise UserError("console_size: only with tty (the size of its terminal)")
+    try:
+        return terminal.check_size(value, "console_size")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     """Validate an API request body (see the module docstring).
 
@@ -191,14 +204,7 @@ def from_json(body: Any, config=None, images=None) -> ContainerSpec:
     if tty and not (rootfs or img_id):
         raise UserError("tty: needs a rootfs, a bundle or an image (the terminal is made in the container's own "
                         "/dev/pts; a host-root container has the host's /dev)")
-    console_size = ()
-    if body.get("console_size") is not None:
-        if not tty:
-            raise UserError("console_size: only with tty (the size of its terminal)")
-        try:
-            console_size = terminal.check_size(body["console_size"], "console_size")
-        except ValueError as e:
-            raise UserError(str(e)) from None
+    console_size = parse_console_size(body.get("console_size"), tty)
     clash = {t.dst for t in tmpfs} & {v.dst.rstrip("/") or "/" for v in volumes}
     if clash:
         raise UserError(f"tmpfs: {sorted(clash)[0]} is also a volume's destination; give one of the two")

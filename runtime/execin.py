@@ -61,6 +61,7 @@ class ExecSpec:
     cwd: str | None = None      # None: the container's working dir
     user: str | None = None     # "name|uid[:group|gid]"; None: the container's user
     tty: bool = False
+    tty_size: tuple = ()        # (rows, cols) the terminal starts with (the client's); () leaves it 0x0
 
 
 def open_namespaces(pid: int) -> dict[str, int]:
@@ -109,7 +110,7 @@ def run_exec(spec: SpawnSpec, ex: ExecSpec, nsfds: dict[str, int], *, stdin_fd: 
 
 def _process(spec: SpawnSpec, ex: ExecSpec, tty_fd: int | None = None) -> None:
     if ex.tty and tty_fd is not None:
-        terminal.make(tty_fd)
+        terminal.make(tty_fd, ex.tty_size)
     uid, gid, home = resolve_user(ex.user, spec.uid, spec.gid)
     if ex.tty:
         terminal.control(uid if tty_fd is not None else None)

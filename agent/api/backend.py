@@ -29,7 +29,8 @@ from agent.model import ContainerInfo
 
 class Launcher(Protocol):
     def exec(self, container_id: str, argv: list[str], env: dict | None = None, cwd: str | None = None,
-             user: str | None = None, tty: bool = False, stdin: bool = False) -> tuple[int, list[int]]:
+             user: str | None = None, tty: bool = False, stdin: bool = False,
+             tty_size: list | None = None) -> tuple[int, list[int]]:
         """Start a process in a running container: (host pid, descriptors the caller closes)."""
 
     def take_stdin(self, container_id: str) -> int:

@@ -26,6 +26,7 @@ import threading
 import structlog
 
 from agent.errors import CannotExecute, Conflict, UserError, json_object
+from agent.spec import parse_console_size
 from agent.specparts.fields import refuse_unrenderable
 from agent.wire import FRAME_HEADER, RESIZE, STDERR, STDIN, STDOUT
 
@@ -35,7 +36,7 @@ ROUTES = [
     (("v1", "containers", "{name}", "exec"), {"POST": "exec"}),
 ]
 QUERY_PARAMS = {"exec": {}}
-FIELDS = ("command", "env", "workdir", "user", "stdin", "tty")
+FIELDS = ("command", "env", "workdir", "user", "stdin", "tty", "console_size")
 DRAIN_WAIT_MS = 100    # after the exit: output still arriving is sent until the pipes are quiet this long
 
 
@@ -68,6 +69,9 @@ def exec_request(body) -> dict:
         if not isinstance(v, bool):
             raise UserError(f"{key}: {v!r} is not a boolean; use true or false")
         out[key] = v
+    size = parse_console_size(body.get("console_size"), out["tty"])    # its terminal's size from the start
+    if size:
+        out["tty_size"] = list(size)
     return out
 
 

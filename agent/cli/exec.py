@@ -105,6 +105,13 @@ def stream_with_input(client, method: str, path: str, body: dict, interactive: b
         client._close(sock)
 
 
+def add_console_size(body: dict) -> None:
+    """-t on a terminal: the container's terminal starts at this one's size (RESIZE frames follow it)."""
+    if os.isatty(0):
+        cols, rows = os.get_terminal_size(0)
+        body["console_size"] = [rows, cols]
+
+
 def cmd_exec(args, client) -> int:
     argv = list(args.argv)
     if argv[:1] == ["--"]:
@@ -114,6 +121,8 @@ def cmd_exec(args, client) -> int:
     body = {"command": argv, "env": _env(args.env) or None, "workdir": args.workdir, "user": args.user,
             "stdin": bool(args.interactive), "tty": bool(args.tty)}
     body = {k: v for k, v in body.items() if v is not None}
+    if args.tty:
+        add_console_size(body)
     frames = stream_with_input(client, "POST", f"/v1/containers/{args.name}/exec", body,
                                args.interactive, args.tty, args.detach_keys)
     result = None

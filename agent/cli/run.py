@@ -87,9 +87,8 @@ def cmd_run(args, client) -> int:
             "detach": args.detach, "devices": args.device or None,
             "read_only": args.read_only or None, "tmpfs": args.tmpfs or None, "tty": args.tty or None}
     body = {k: v for k, v in body.items() if v is not None}
-    if args.tty and os.isatty(0):    # its terminal starts at this one's size (resizes follow, attached)
-        cols, rows = os.get_terminal_size(0)
-        body["console_size"] = [rows, cols]
+    if args.tty:
+        exec_verb.add_console_size(body)
     network.run_body(args, body)
     images.run_body(args, client, body)
     if args.detach:

@@ -171,14 +171,16 @@ class LauncherClient:
         return res if isinstance(res, dict) else {"pid": res}
 
     def exec(self, container_id: str, argv: list[str], env: dict | None = None, cwd: str | None = None,
-             user: str | None = None, tty: bool = False, stdin: bool = False) -> tuple[int, list[int]]:
+             user: str | None = None, tty: bool = False, stdin: bool = False,
+             tty_size: list | None = None) -> tuple[int, list[int]]:
         """Start a process inside a running container (agent/launcher/execs.py):
         (its host pid, descriptors: [stdin write end if stdin], stdout, stderr,
         status; with tty: [terminal master, status]). The caller owns and
         closes the descriptors. Raises LaunchError (one line) when it could not
         start, ValueError for a malformed request."""
         resp = self._exchange("exec", timeout=SETUP_TIMEOUT + 30, id=container_id, argv=list(argv),
-                              env=dict(env or {}), cwd=cwd, user=user, tty=tty, stdin=stdin)
+                              env=dict(env or {}), cwd=cwd, user=user, tty=tty, stdin=stdin,
+                              **({"tty_size": list(tty_size)} if tty_size else {}))
         fds = resp.get("fds") or []
         want = 2 if tty else 4 if stdin else 3
         if not resp.get("ok") or len(fds) != want:

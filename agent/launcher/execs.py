@@ -20,9 +20,10 @@ from agent.launcher.protocol import SETUP_TIMEOUT, LaunchError
 from agent.launcher.terminals import pair, received_terminal
 from runtime.execin import ExecSpec, open_namespaces, run_exec
 from runtime.cgroupfork import CgroupRefused, fork_in_cgroup
+from runtime import terminal
 from runtime.spawnspec import SpawnSpec
 
-FIELDS = ("op", "seq", "id", "argv", "env", "cwd", "user", "tty", "stdin")
+FIELDS = ("op", "seq", "id", "argv", "env", "cwd", "user", "tty", "stdin", "tty_size")
 
 
 def parse(req: dict) -> tuple[ExecSpec, bool]:
@@ -50,7 +51,12 @@ def parse(req: dict) -> tuple[ExecSpec, bool]:
         flags[key] = req.get(key, False)
         if not isinstance(flags[key], bool):
             raise ValueError(f"exec.{key}: must be true or false")
-    return ExecSpec(tuple(argv), dict(env), cwd, user, flags["tty"]), flags["stdin"]
+    size = ()
+    if req.get("tty_size") is not None:
+        if not flags["tty"]:
+            raise ValueError("exec.tty_size: only with tty")
+        size = terminal.check_size(req["tty_size"], "exec.tty_size")
+    return ExecSpec(tuple(argv), dict(env), cwd, user, flags["tty"], size), flags["stdin"]
 
 
 class Execs:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from agent.cli.client import Client
 from helpers import AGENTCTL, ctl, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup, busybox_rootfs
 
@@ -223,6 +224,35 @@ def test_exec_tty_gives_a_terminal_of_the_clients_size(agentd, box):
     lines = out.replace(b"\r", b"").splitlines()
     assert b"is-a-tty" in lines and lines[-1] == b"33 99", out   # (the terminal echoes "go" somewhere)
 
+
+
+def test_exec_tty_starts_at_the_clients_size(agentd, box):
+    """exec -t sends the terminal's size with the request (console_size): the
+    process's terminal has it before the command starts, so a command that reads
+    it first thing sees it. Before, the size came in the first RESIZE frame,
+    after the start: `stty size` found a 0x0 terminal and failed, 20 times of 20."""
+    import fcntl
+    import struct
+    import termios
+
+    name, _ = box
+    sizes = []
+    for _ in range(20):
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+        try:
+            r = subprocess.run([*AGENTCTL, "--socket", agentd.sock, "exec", "-t", name, "stty", "size"],
+                               stdin=slave, capture_output=True, timeout=60)
+        finally:
+            os.close(slave)
+            os.close(master)
+        assert r.returncode == 0, r.stderr
+        sizes.append(r.stdout.replace(b"\r", b"").strip())
+    assert set(sizes) == {b"33 99"}, sizes
+    client = Client(agentd.sock)
+    with pytest.raises(Exception) as e:       # the rule run's console_size has, one line
+        client.call("POST", f"/v1/containers/{name}/exec", body={"command": ["true"], "console_size": [1, 2]})
+    assert "console_size: only with tty" in str(e.value)
 
 def test_exec_tty_is_a_terminal_of_the_containers_own_devpts(agentd, box):
     """The terminal of `exec -t` is made in the container's devpts instance
