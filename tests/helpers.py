@@ -15,8 +15,10 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from types import SimpleNamespace
@@ -319,19 +321,25 @@ def pg_exclusive():
 # ------------------------------------------------------ the launcher's view
 
 def zombie_children(ppid: int) -> list[int]:
-    """The pids of ppid's children that are zombies (exited, not reaped)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid and fields[0] == "Z":
-            out.append(int(name))
-    return out
+    """The pids of ppid's children that are zombies (exited, not reaped): the
+    soak bench's scan (bench/soak.py), which the churn test reads too."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    from soak import zombies_of
+    return zombies_of(ppid)
+
+
+def on_terminal(args, rows=33, cols=99):
+    """agentctl with a terminal of the given size as its stdin (its output
+    piped): (the process, the terminal's other end the test types into)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    try:
+        p = subprocess.Popen([*AGENTCTL, *args], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        os.close(slave)
+    return p, master
 
 
 def wait_exit(client, cid: str, pid: int, timeout: float = 30):

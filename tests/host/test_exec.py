@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from agent.cli.client import Client
-from helpers import AGENTCTL, ctl, one_line, uname, wait_for
+from helpers import AGENTCTL, ctl, on_terminal, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup, busybox_rootfs
 
 APPLETS = ("sh", "ls", "cat", "sleep", "id", "echo", "ps", "readlink", "true", "wc", "tr", "stty", "tty", "stat")
@@ -202,23 +202,13 @@ def test_exec_in_a_host_root_container(agentd):
 
 
 def test_exec_tty_gives_a_terminal_of_the_clients_size(agentd, box):
-    import fcntl
-    import struct
-    import termios
-
     name, _ = box
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+    p, master = on_terminal(["--socket", agentd.sock, "exec", "-i", "-t", name, "sh", "-c",
+                             "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; stty size; exit 3"], 33, 99)
     try:
-        p = subprocess.Popen([*AGENTCTL, "--socket", agentd.sock, "exec", "-i", "-t", name, "sh", "-c",
-                              "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; stty size; exit 3"],
-                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # input goes after the size on the same connection: once `read` has
-        # its line, the size is applied
         os.write(master, b"go\r")
         out, err = p.communicate(timeout=60)
     finally:
-        os.close(slave)
         os.close(master)
     assert p.returncode == 3, err
     lines = out.replace(b"\r", b"").splitlines()
@@ -231,23 +221,16 @@ def test_exec_tty_starts_at_the_clients_size(agentd, box):
     process's terminal has it before the command starts, so a command that reads
     it first thing sees it. Before, the size came in the first RESIZE frame,
     after the start: `stty size` found a 0x0 terminal and failed, 20 times of 20."""
-    import fcntl
-    import struct
-    import termios
-
     name, _ = box
     sizes = []
     for _ in range(20):
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+        p, master = on_terminal(["--socket", agentd.sock, "exec", "-t", name, "stty", "size"], 33, 99)
         try:
-            r = subprocess.run([*AGENTCTL, "--socket", agentd.sock, "exec", "-t", name, "stty", "size"],
-                               stdin=slave, capture_output=True, timeout=60)
+            out, err = p.communicate(timeout=60)
         finally:
-            os.close(slave)
             os.close(master)
-        assert r.returncode == 0, r.stderr
-        sizes.append(r.stdout.replace(b"\r", b"").strip())
+        assert p.returncode == 0, err
+        sizes.append(out.replace(b"\r", b"").strip())
     assert set(sizes) == {b"33 99"}, sizes
     client = Client(agentd.sock)
     with pytest.raises(Exception) as e:       # the rule run's console_size has, one line

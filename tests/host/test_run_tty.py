@@ -6,15 +6,11 @@ sessions with a terminal (run -it, exec -it). The client runs on a real
 pty, as a user's shell would."""
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
-import subprocess
-import termios
 
 import pytest
 
-from helpers import AGENTCTL, ctl, names, one_line, uname, wait_for
+from helpers import ctl, names, on_terminal, one_line, uname, wait_for
 from helpers import agentd_in_own_cgroup, busybox_rootfs
 
 APPLETS = ("sh", "ls", "cat", "sleep", "echo", "tr", "stty", "tty", "stat", "kill", "true", "head")
@@ -31,18 +27,6 @@ def rootfs(tmp_path_factory):
     return busybox_rootfs(tmp_path_factory.mktemp("rootfs"), APPLETS, {
         "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nwww:x:33:44:www:/var/www:/bin/sh\n",
         "etc/group": "root:x:0:\nwww:x:44:\n"})
-
-
-def on_terminal(args, rows=33, cols=99):
-    """agentctl with a terminal of the given size as its stdin (its output
-    piped): (the process, the terminal's other end the test types into)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    try:
-        p = subprocess.Popen([*AGENTCTL, *args], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    finally:
-        os.close(slave)
-    return p, master
 
 
 def logs(d, name) -> str:
