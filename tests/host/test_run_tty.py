@@ -7,6 +7,7 @@ pty, as a user's shell would."""
 from __future__ import annotations
 
 import os
+import select
 
 import pytest
 
@@ -301,17 +302,26 @@ def test_attach_types_into_a_terminal_and_detaches(agentd, rootfs):
     try:
         wait_for(lambda: "before-attach" in logs(agentd, name), 60, "its first output in the log")
         p, master = on_terminal(["--socket", agentd.sock, "attach", name])
+        seen = bytearray()
+
+        def echoed():
+            # what the attach prints so far: the detach keys go only after the echo came back
+            # on this stream (in the log first, it reaches agentd's next read of it a moment later)
+            if select.select([p.stdout], [], [], 0.1)[0]:
+                seen.extend(os.read(p.stdout.fileno(), 65536))
+            return b"line=hello" in seen
+
         try:
             # typed at once: agentctl forwards it once attached, and the echo comes back on this stream
             os.write(master, b"hello\r")
-            wait_for(lambda: "line=hello" in logs(agentd, name), 60, "the typed line in the log")
+            wait_for(echoed, 60, "the typed line's echo on the attach stream")
             os.write(master, b"\x10\x11")
             out, err = p.communicate(timeout=60)
         finally:
             os.close(master)
         assert p.returncode == 0, err
         assert b"read escape sequence" in err, err
-        text = out.decode(errors="replace").replace("\r", "")
+        text = (bytes(seen) + out).decode(errors="replace").replace("\r", "")
         assert "line=hello" in text and "before-attach" not in text, text
         assert state(agentd, name) == "running"
     finally:
