@@ -362,17 +362,26 @@ def attach(tree_fd: int, target_fd: int) -> None:
 def new_overlay(lower: list[str], upper: str, work: str, *, nodev: bool = False) -> int:
     """A fresh overlayfs (lower dirs topmost first) as a detached mount. Each
     lower dir is given with "lowerdir+" (Linux >= 6.7, which refuses a
-    ':'-joined "lowerdir" through fsconfig); older kernels take the joined
-    form."""
+    ':'-joined "lowerdir" through fsconfig). Older kernels take the joined
+    form: before 6.5 overlayfs parses its options only at creation (the
+    legacy mount data), so an unknown "lowerdir+" is refused there, not
+    when it is set: the whole mount is made again the old way."""
+    try:
+        return _overlay(lower, upper, work, nodev, one_by_one=True)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        return _overlay(lower, upper, work, nodev, one_by_one=False)
+
+
+def _overlay(lower: list[str], upper: str, work: str, nodev: bool, one_by_one: bool) -> int:
     fs = fsopen("overlay")
     try:
         fsconfig(fs, FSCONFIG_SET_STRING, "source", "overlay")
-        try:
+        if one_by_one:
             for d in lower:
                 fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", d)
-        except OSError as e:
-            if e.errno != errno.EINVAL or d != lower[0]:
-                raise
+        else:
             fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", ":".join(lower))
         fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper)
         fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work)
