@@ -212,7 +212,7 @@ class SpawnSpec:
             raise SpecError("spec.protected: must be an object with state_dir, socket (absolute paths)")
         for key in prot:
             _abs(f"protected.{key}", prot[key])
-        overlay = _overlay(d.get("overlay"))
+        overlay = parse_overlay(d.get("overlay"))
         if overlay is not None and rootfs:
             raise SpecError("spec.overlay: not with spec.rootfs (an image container's root is its overlay)")
         devices = tuple(_device_node(i, x) for i, x in enumerate(d.get("devices") or ()))
@@ -244,7 +244,7 @@ class SpawnSpec:
                    overlay=overlay, devices=devices, **flags, **extra)
 
 
-def _overlay(o) -> Overlay | None:
+def parse_overlay(o) -> Overlay | None:
     if o is None:
         return None
     if not isinstance(o, dict) or set(o) != {"lower", "upper", "work", "target"}:

@@ -144,6 +144,42 @@ def _disown(images: str, owner) -> None:
             pass
 
 
+def _overlay(o, errors):
+    """An image container's overlay (runtime/spawnspec.py's rule), or None."""
+    if o is None:
+        return None
+    from runtime.spawnspec import SpecError, parse_overlay
+    try:
+        return parse_overlay(o)
+    except SpecError as e:
+        raise errors.LaunchError(f"restore: {e}") from None
+
+
+def _mount_overlay(o) -> None:
+    """The image container's root, made of its layers and its (restored) upper dir,
+    mounted on its target for CRIU's --root (nodev, as at any start)."""
+    from runtime import mounts as mountsmod
+    tree = mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True)
+    try:
+        target = os.open(o.target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            mountsmod.attach(tree, target)
+        finally:
+            os.close(target)
+    finally:
+        os.close(tree)
+
+
+def _unmount_overlay(o) -> None:
+    if o is None:
+        return
+    from runtime import namespaces as ns
+    try:
+        ns.umount2(o.target, ns.MNT_DETACH)
+    except OSError:
+        pass
+
+
 def _check_externals(mounts) -> None:
     if not isinstance(mounts, dict) or not all(
             isinstance(k, str) and k.startswith("/") and isinstance(v, str) and v.isalnum() for k, v in mounts.items()):
@@ -160,6 +196,9 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     cgroup, rootfs = spec.get("cgroup"), spec.get("rootfs")
     if not isinstance(cgroup, str) or not os.path.isfile(os.path.join(cgroup, "cgroup.procs")):
         raise errors.LaunchError(f"cgroup {cgroup}: no such cgroup")
+    overlay = _overlay(spec.get("overlay"), errors)
+    if overlay is not None:
+        rootfs = overlay.target
     if not isinstance(rootfs, str) or not os.path.isdir(rootfs):
         raise errors.LaunchError(f"rootfs {rootfs}: no such directory")
     if not all(isinstance(p, str) and p.startswith("pipe:[") for p in pipes):
@@ -193,6 +232,8 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit,
                              req.get("tcp_established") is True)
     try:
+        if overlay is not None:
+            _mount_overlay(overlay)
         if owner:
             layout.own(images, *owner)
         staged = volumes.stage(d, {k: v for k, v in mounts.items() if volumes.is_volume_key(v)},
@@ -201,6 +242,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     except (ext.ExternalError, volumes.VolumeError, OSError) as e:
         _disown(images, owner)
         volumes.unstage(d)
+        _unmount_overlay(overlay)
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
         for s in sinks.values():
@@ -211,6 +253,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     def failed(e):
         _disown(images, owner)
         volumes.unstage(d)
+        _unmount_overlay(overlay)
         for fd in (out_r, out_w, err_r, err_w, *ns_fds):
             os.close(fd)
         for s in sinks.values():
@@ -232,6 +275,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
             raise failed(e) from None
         _disown(images, owner)
         volumes.unstage(d)
+        _unmount_overlay(overlay)      # the restored tree's mount namespace keeps its own
         for fd in (out_w, err_w, *ns_fds):
             os.close(fd)
         new_container(cid, pid, {out_r: sinks[spec.get("stdout")], err_r: sinks[spec.get("stderr")]})

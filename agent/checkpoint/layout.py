@@ -6,6 +6,7 @@
                           cgroup's cpu usage at the dump), the CRIU version
                           and kernel that made it, the launcher's pipes,
                           whether TCP connections were dumped
+        upper/            an image container's writable layer (upper.py)
         images/           CRIU's image files (dump.log, restore.log in it);
                           during the restore of a user-namespace container
                           owned by that namespace's root (`own`)
@@ -31,9 +32,10 @@ from agent.spec import check_name
 DIR = "checkpoints"
 RECORD = "checkpoint.json"
 IMAGES = "images"
+UPPER = "upper"                 # an image container's writable layer (upper.py)
 RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
                "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
-               "image_bytes", "duration_seconds", "externals", "netns_external", "tcp_established")
+               "image_bytes", "duration_seconds", "externals", "netns_external", "tcp_established", "upper")
 
 
 def root(state_dir: str) -> str:

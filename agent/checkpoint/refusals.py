@@ -6,20 +6,26 @@ from __future__ import annotations
 import os
 import stat
 
-ACCEPTED = ("checkpoint takes rootfs containers (--rootfs) on a bridge network with --userns host, or on "
-            "--network none with or without a user namespace, with volumes and --tmpfs, without --device nodes, "
+ACCEPTED = ("checkpoint takes rootfs and image containers on a bridge network with --userns host, or on "
+            "--network none with or without a user namespace (an image container: --userns host; without "
+            "--leave-running), with volumes and --tmpfs, without --device nodes, "
             "whose processes hold no terminal, no unix socket and no established TCP connection "
             "(unless --tcp-established)")
 TCP_ESTABLISHED = "01"          # the st column of /proc/net/tcp
 TTY_MAJORS = {4, 5, 136}     # tty/ttyS, /dev/tty /dev/console /dev/ptmx, pts
 
 
-def spec_refusal(spec) -> str | None:
+def spec_refusal(spec, leave_running: bool = False) -> str | None:
     """Why this container's spec cannot be checkpointed, or None."""
     what = None
-    if getattr(spec, "image_id", "") or getattr(spec, "image_ref", ""):
-        what = "it is an image container (its overlay root cannot be given back to CRIU yet)"
-    elif not spec.rootfs:
+    image = bool(getattr(spec, "image_id", ""))
+    if image and leave_running:
+        what = ("it is an image container, whose writable layer is saved once its processes stopped: "
+                "checkpoint it without --leave-running")
+    elif image and spec.userns not in ("host", None, ""):
+        what = ("it is an image container in a user namespace, whose image layers are idmapped for it "
+                "(CRIU does not dump a mount's idmap)")
+    elif not (spec.rootfs or image):
         what = "it runs on the host's root file system, whose mounts CRIU cannot take along"
     elif spec.devices:
         what = "it has --device nodes"

@@ -27,7 +27,7 @@ import time
 import structlog
 
 from agent import selfmetrics
-from agent.checkpoint import layout, metrics, placement, refusals
+from agent.checkpoint import layout, metrics, placement, refusals, upper
 from agent.checkpoint.criu import version_tuple
 from agent.errors import Conflict, HostLimitation, NotFound, UserError
 from agent.network import etcfiles
@@ -82,7 +82,8 @@ class CheckpointService:
                            f"`agentctl checkpoint rm {info.name}` or restore it")
         if export is not None and not os.path.isabs(export):
             raise UserError(f"export: {export!r} is not an absolute path")
-        why = refusals.spec_refusal(spec) or refusals.idmap_refusal(info.name, getattr(info, "userns", None))
+        why = (refusals.spec_refusal(spec, bool(leave_running))
+               or refusals.idmap_refusal(info.name, getattr(info, "userns", None)))
         if why:
             self._refuse("checkpoints_total", why)
         st = self._criu()
@@ -116,6 +117,17 @@ class CheckpointService:
         else:
             self.sup.wait(name, timeout=60)
             self.sup.mark(name, "checkpointed")
+        image = bool(spec.image_id)
+        if image:               # its writable layer, as the dump left it (its processes are gone)
+            try:
+                upper.copy(os.path.join(self.sup.rootfs_dir, info.id, "upper"), os.path.join(tmp, layout.UPPER))
+            except upper.UpperError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.sup.mark(name, "exited")
+                selfmetrics.inc("checkpoints_total", result="failed")
+                log.error("checkpoint.failed", name=info.name, error=str(e))
+                raise UserError(f"checkpoint {info.name}: its writable layer could not be saved ({e}); the "
+                                f"container stopped: `agentctl start {info.name}` runs it afresh") from None
         duration = time.monotonic() - started
         size = layout.size_of(tmp)
         record = {"name": info.name, "container_id": info.id, "created_at": time.time(), "spec": spec.to_dict(),
@@ -124,7 +136,7 @@ class CheckpointService:
                   "kernel": os.uname().release, "pipes": answer.get("pipes"),
                   "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3),
                   "externals": ext_mounts, "netns_external": bool(netns),
-                  "tcp_established": bool(tcp_established)}
+                  "tcp_established": bool(tcp_established), "upper": image}
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
@@ -152,6 +164,22 @@ class CheckpointService:
         if net is None or not net.is_bridged(spec):
             return None, mounts
         return net.netns_path(cid), {**mounts, **{dst: f"m{i}" for i, dst in enumerate(etcfiles.MOUNTED)}}
+
+    def _image_refusal(self, spec: dict) -> str | None:
+        """An image container's image must be in this host's store (its layers are not in the checkpoint)."""
+        image_id = spec.get("image_id")
+        if not image_id:
+            return None
+        ref = spec.get("image_ref") or image_id
+        images = getattr(self.sup, "images", None)
+        if images is None:
+            return f"it is an image container ({ref}) and images are not enabled on this agentd"
+        try:
+            images.lower_dirs(image_id)
+        except KeyError:
+            return (f"its image {ref} ({image_id}) is not on this host (the checkpoint holds only its writable "
+                    f"layer); `agentctl pull {ref}` (or `agentctl image load` its archive) and restore again")
+        return None
 
     # -- ls / rm --------------------------------------------------------------
 
@@ -188,6 +216,9 @@ class CheckpointService:
             if old.state not in ("checkpointed", "exited", "created"):
                 raise Conflict(f"restore {name}: container {name!r} is {old.state}; stop or remove it first")
             self.sup.remove(name)          # the old instance's final ledger reading
+        why = self._image_refusal(rec.get("spec") or {})
+        if why:
+            self._refuse("restores_total", f"restore {name}: {why}")
         started = time.monotonic()
         from agent.spec import ContainerSpec
         spec_d = dict(rec["spec"], name=name, start=False)
@@ -207,12 +238,17 @@ class CheckpointService:
         launcher = self.sup.launcher
 
         def spawn(cid, spawn_spec):
+            overlay = spawn_spec.get("overlay")
+            if rec.get("upper"):        # the writable layer it was dumped with, copied into the new one
+                if not overlay:
+                    raise UserError("the checkpoint holds an image container's layer, the new container has none")
+                upper.copy(os.path.join(d, layout.UPPER), overlay["upper"])
             pid = launcher.restore(cid, dir=d, pipes=rec.get("pipes") or [],
                                    externals=rec.get("externals") or {},
                                    tcp_established=rec.get("tcp_established") is True,
                                    spec={k: spawn_spec.get(k) for k in
-                                         ("cgroup", "rootfs", "stdout", "stderr", "log_max_bytes", "netns",
-                                          "mounts", "protected", "allow_sensitive_binds", "userns")})
+                                         ("cgroup", "rootfs", "overlay", "stdout", "stderr", "log_max_bytes",
+                                          "netns", "mounts", "protected", "allow_sensitive_binds", "userns")})
             return {"pid": pid}
 
         try:

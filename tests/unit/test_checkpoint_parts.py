@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 
 import pytest
@@ -111,8 +112,12 @@ def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
                   {k: v for k, v in base.items() if k != "userns"},
                   {k: v for k, v in base.items() if k != "network"}):
         assert refusals.spec_refusal(from_json(taken, cfg)) is None, taken
+    image = replace(ok, image_id="sha256:" + "a" * 64, rootfs="")
+    assert refusals.spec_refusal(image) is None     # restored in the VM tier, its writable layer copied
+    assert "without --leave-running" in refusals.spec_refusal(image, leave_running=True)
     cases = {
-        "an image container": replace(ok, image_id="sha256:" + "a" * 64),
+        "an image container in a user namespace": replace(image, userns={"uid": [[0, 100000, 65536]],
+                                                                          "gid": [[0, 100000, 65536]]}),
         "the host's root file system": from_json({k: v for k, v in base.items() if k != "rootfs"}, cfg),
         "--device": from_json(dict(base, devices=["/dev/null"]), cfg),
         "the host's network": from_json(dict(base, network="host"), cfg),
@@ -162,3 +167,75 @@ def test_tcp_established_reaches_dump_and_restore_and_the_refusal_names_the_peer
     assert _address("0000000000000000FFFF00000190A60A:EA4C") == "10.166.144.1:59980"  # tcp6, IPv4-mapped
     assert _address("00000000000000000000000001000000:0050") == "[::1]:80"
     assert _address("garbage") == "garbage"
+
+
+def _layer_tree(top):
+    """A writable layer as overlayfs leaves one: a whiteout, an opaque dir, links, odd modes."""
+    up = os.path.join(top, layout.UPPER)
+    os.makedirs(os.path.join(up, "etc", "opaque"))
+    os.setxattr(os.path.join(up, "etc", "opaque"), "trusted.overlay.opaque", b"y")
+    os.mknod(os.path.join(up, "etc", "gone"), 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    with open(os.path.join(up, "etc", "kept"), "w") as f:
+        f.write("kept\n")
+    os.chown(os.path.join(up, "etc", "kept"), 1234, 5678)
+    os.chmod(os.path.join(up, "etc", "kept"), 0o4775)
+    os.link(os.path.join(up, "etc", "kept"), os.path.join(up, "etc", "hard"))
+    os.symlink("/usr/bin/busybox", os.path.join(up, "etc", "abs"))
+    os.makedirs(os.path.join(up, "tmp"))
+    os.chmod(os.path.join(up, "tmp"), 0o1777)
+    return up
+
+
+def test_an_exported_writable_layer_comes_back_as_overlayfs_needs_it(tmp_path):
+    src = tmp_path / "ckpt"
+    os.makedirs(src / layout.IMAGES)
+    (src / layout.IMAGES / "core.img").write_bytes(b"img")
+    layout.write_record(str(src), {"name": "c", "container_id": "abc", "spec": {}, "upper": True})
+    _layer_tree(str(src))
+    out = archive.export(str(src), str(tmp_path / "c.tar"))
+    assert out["bytes"] > 0
+    dst = tmp_path / "back"
+    os.makedirs(dst)
+    assert archive.unpack(str(tmp_path / "c.tar"), str(dst))["upper"] is True
+    up = dst / layout.UPPER / "etc"
+    st = os.lstat(up / "gone")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)       # the whiteout
+    assert os.getxattr(up / "opaque", "trusted.overlay.opaque") == b"y"
+    st = os.lstat(up / "kept")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o4775, 1234, 5678)
+    assert os.lstat(up / "hard").st_ino == st.st_ino
+    assert os.readlink(up / "abs") == "/usr/bin/busybox"
+    assert stat.S_IMODE(os.lstat(dst / layout.UPPER / "tmp").st_mode) == 0o1777
+
+
+@pytest.mark.parametrize("attack", ["through_symlink", "device", "outside_link"])
+def test_an_import_takes_no_path_out_of_the_checkpoint_and_no_device(tmp_path, attack):
+    bad = tmp_path / "bad.tar"
+    victim = tmp_path / "victim"
+    os.makedirs(victim)
+    with tarfile.open(bad, "w") as tar:
+        rec = b'{"name": "c", "container_id": "abc", "spec": {}}'
+        info = tarfile.TarInfo(layout.RECORD)
+        info.size = len(rec)
+        tar.addfile(info, io.BytesIO(rec))
+        if attack == "through_symlink":
+            link = tarfile.TarInfo(f"{layout.UPPER}/a")
+            link.type, link.linkname = tarfile.SYMTYPE, str(victim)
+            tar.addfile(link)
+            evil = tarfile.TarInfo(f"{layout.UPPER}/a/planted")
+            evil.size = 3
+            tar.addfile(evil, io.BytesIO(b"own"))
+        elif attack == "device":
+            dev = tarfile.TarInfo(f"{layout.UPPER}/sda")
+            dev.type, dev.devmajor, dev.devminor = tarfile.BLKTYPE, 8, 0
+            tar.addfile(dev)
+        else:
+            hard = tarfile.TarInfo(f"{layout.UPPER}/h")
+            hard.type, hard.linkname = tarfile.LNKTYPE, "../../../etc/passwd"
+            tar.addfile(hard)
+    dst = tmp_path / "dst"
+    os.makedirs(dst)
+    with pytest.raises(UserError) as e:
+        archive.unpack(str(bad), str(dst))
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"import: {bad}: ")
+    assert os.listdir(victim) == []

@@ -36,6 +36,7 @@ from agent.checkpoint.service import CheckpointService
 from agent.config import load_config
 from agent.launcher import LauncherClient
 from agent.collector import Collector
+from agent.images.service import ImageService
 from agent.ledger import Ledger
 from agent.network.service import NetworkService
 from agent.spec import from_json
@@ -107,6 +108,7 @@ class Agent:
         self.watcher = Watcher()
         self.sup = Supervisor(self.config, self.store, self.launcher, self.watcher, self.layout)
         self.sup.net = NetworkService(self.config)      # as agentd wires it: bridge networks
+        self.sup.images = ImageService(self.state)      # and images
         self.sup.before_remove.append(self.ledger.final)
         self.sup.boot()
         self.ckpt = CheckpointService(self.config, self.sup)
@@ -725,3 +727,105 @@ def test_volume_and_tmpfs_container_restores_and_its_volume_is_checked_again(age
     assert not os.path.exists(os.path.join(layout.path(a.state, "vols"), "stage"))   # unstaged
     a.sup.remove("vols", force=True)
     a.ckpt.remove("vols")
+
+
+
+# An image container: its root an overlay of the image's layer and its own writable layer.
+IMAGE_COUNTER = ("rm -f /bin/tr; echo written-before > /marker; i=0; "
+                 "while :; do i=$((i+1)); echo $i > /count; echo tick $i; sleep 0.2; done")
+IMAGE_REF = "ckpt/busybox:1"
+
+
+def busybox_image_tar(path):
+    """A docker-archive of a one-layer busybox image (`docker save`'s format, loaded as agentctl load does)."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        t.add("/bin/busybox", arcname="bin/busybox")
+        for applet in ("sh", "sleep", "echo", "rm", "tr", "cat"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            t.addfile(link)
+    data = layer.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(data).hexdigest()]}
+                         }).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": [IMAGE_REF], "Layers": ["layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as t:
+        for name, body in (("layer.tar", data), ("config.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            t.addfile(info, io.BytesIO(body))
+    return path
+
+
+def in_root(pid, name):
+    try:
+        with open(f"/proc/{pid}/root/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def root_count(pid):
+    text = in_root(pid, "count")
+    return int(text) if text.isdigit() else 0
+
+
+def test_an_image_container_comes_back_with_what_it_wrote_in_place_and_on_another_agentd(agents, tmpfs):
+    """An image container writes to its root (a file made, an image file deleted: a whiteout)
+    and counts. --leave-running is refused in one line (its writable layer is saved once its
+    processes stopped). Checkpointed with --export, removed (its writable layer deleted with
+    it), restored in place: the count goes on from the file in its root, the file it made is
+    there, the file it deleted is still gone. The export imported on a second agentd that lacks
+    the image: refused in one line naming the image to pull; once the image is loaded there,
+    restored: the count goes on there too."""
+    from agent.checkpoint.service import Refused
+    a, b = agents
+    image_tar = busybox_image_tar(os.path.join(tmpfs.top, "busybox-image.tar"))
+    a.sup.images.load(image_tar)
+    old = a.sup.create(from_json({"name": "img", "image": IMAGE_REF, "argv": ["sh", "-c", IMAGE_COUNTER],
+                                  "network": "none", "userns": "host", "limits": LIMITS},
+                                 a.config, images=a.sup.images))
+    wait_for(lambda: root_count(old.pid) >= 5, what="the image container's counter to reach 5")
+    with pytest.raises(Refused) as e:
+        a.ckpt.checkpoint("img", leave_running=True)
+    assert "\n" not in str(e.value) and "checkpoint it without --leave-running" in str(e.value), e.value
+    assert a.sup.get("img").state == "running"
+
+    export = os.path.join(tmpfs.top, "img.tar")
+    keep_logs_on_failure(a, "img", lambda: a.ckpt.checkpoint("img", export=export))
+    assert layout.read_record(layout.path(a.state, "img"))["upper"] is True
+    at = count(os.path.join(layout.path(a.state, "img"), layout.UPPER))
+    assert at >= 5
+    a.sup.remove("img")
+    assert not os.path.exists(os.path.join(a.sup.rootfs_dir, old.id))     # its writable layer went with it
+
+    keep_logs_on_failure(a, "img", lambda: a.ckpt.restore("img"))
+    info = a.sup.get("img")
+    assert info.state == "running" and info.id != old.id
+    wait_for(lambda: root_count(info.pid) >= at + 3, what="the restored image container to count on")
+    assert stdout_counts(a, info)[0] in (at, at + 1)
+    assert in_root(info.pid, "marker") == "written-before"
+    assert not os.path.lexists(f"/proc/{info.pid}/root/bin/tr")          # deleted before: the whiteout came back
+    assert os.path.lexists(f"/proc/{info.pid}/root/bin/cat")
+    a.sup.remove("img", force=True)
+
+    with pytest.raises(Refused) as e:
+        b.ckpt.import_(export, "img2")
+    assert "\n" not in str(e.value) and f"its image docker.io/{IMAGE_REF} (" in str(e.value), e.value
+    assert f"`agentctl pull docker.io/{IMAGE_REF}`" in str(e.value)
+    assert "img2" not in [c.name for c in b.sup.containers()]
+    b.sup.images.load(image_tar)
+    keep_logs_on_failure(b, "img2", lambda: b.ckpt.restore("img2"))
+    moved = b.sup.get("img2")
+    wait_for(lambda: root_count(moved.pid) >= at + 3, what="the imported image container to count on")
+    assert in_root(moved.pid, "marker") == "written-before"
+    assert not os.path.lexists(f"/proc/{moved.pid}/root/bin/tr")
+    b.sup.remove("img2", force=True)
+    b.ckpt.remove("img2")
+    a.ckpt.remove("img")
