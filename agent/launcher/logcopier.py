@@ -3,7 +3,9 @@
 Whoever copies a pipe into a file pays the kernel's copy of every byte into
 the page cache (and the file system's work per page), splice(2) or not: when
 the launcher copies, a `yes` flood is billed to nobody. So once a container
-has logged more than COPIER_THRESHOLD bytes within COPIER_WINDOW seconds, the
+has logged more than COPIER_THRESHOLD bytes within COPIER_WINDOW seconds (or
+filled its pipe COPIER_FULL_PIPES copies in a row: a launcher slowed by a
+slow disk never sees the rate, however fast the container writes), the
 launcher forks a copier into the container's cgroup (clone3
 CLONE_INTO_CGROUP, or fork + cgroup.procs) and hands it that container's
 pipes; the copier runs the same LogSink code (splice, cap, rotation,
@@ -58,6 +60,7 @@ from runtime.cgroupfork import fork_in_cgroup
 
 COPIER_THRESHOLD = 4 << 20      # bytes logged within COPIER_WINDOW that hand a container's pipes to a copier
 COPIER_WINDOW = 1.0             # seconds
+COPIER_FULL_PIPES = 4           # or this many copies in a row that each found the pipe full
 COPIER_OOM_SCORE_ADJ = -999     # the container's own processes (0) go first; still killable as a last resort
 COPIER_COMM = "cga-logcopy"
 
@@ -79,21 +82,29 @@ class LogCopiers:
         self.by_pid: dict[int, _Copier] = {}
         self.by_container: dict[object, _Copier] = {}
         self.refused: set = set()                  # containers whose cgroup refused a copier
+        self.full_runs: dict[object, int] = {}     # container -> copies in a row that found its pipe full
 
-    def note(self, c, n: int) -> bool:
-        """The launcher copied n bytes of container c; True when c's pipes
-        were just handed to a copier (the launcher no longer polls them)."""
+    def note(self, c, n: int, full: bool = False) -> bool:
+        """The launcher copied n bytes of container c (`full`: the pipe was
+        full, the container waiting on the launcher); True when c's pipes
+        were just handed to a copier (the launcher no longer polls them).
+        A flood is more than `threshold` bytes within COPIER_WINDOW, or
+        COPIER_FULL_PIPES full pipes in a row: a launcher slowed down (a
+        slow disk, a loaded host) copies less per second than the rate, but
+        the container still outpaces it."""
         if (not self.threshold or c.spec is None or c in self.refused or c in self.by_container
                 or self.launcher.by_id.get(c.id) is not c):     # not running (its exit is being drained)
             return False
+        runs = self.full_runs[c] = self.full_runs.get(c, 0) + 1 if full else 0
         now = time.monotonic()
         w = self.window.get(c)
         if w is None or now - w[0] > COPIER_WINDOW:
             w = self.window[c] = [now, 0]
         w[1] += n
-        if w[1] <= self.threshold:
+        if w[1] <= self.threshold and runs < COPIER_FULL_PIPES:
             return False
         del self.window[c]
+        self.full_runs.pop(c, None)
         return self._start(c)
 
     def _start(self, c) -> bool:
@@ -142,6 +153,7 @@ class LogCopiers:
         """Stop c's copier (if any) and take its pipes back, before the
         launcher drains them (PID 1 exited) or CRIU dumps the cgroup."""
         self.window.pop(c, None)
+        self.full_runs.pop(c, None)
         cp = self.by_container.get(c)
         if cp is None:
             return
@@ -162,6 +174,7 @@ class LogCopiers:
 
     def forget(self, c) -> None:
         self.window.pop(c, None)
+        self.full_runs.pop(c, None)
         self.refused.discard(c)
 
     def _take_back(self, cp: _Copier, status: int) -> None:

@@ -338,8 +338,8 @@ class Launcher(Spawning):
             n = c.pipes[fd].splice_from(fd)
         except BlockingIOError:
             return False
-        if n:
-            return not self.copiers.note(c, n)     # a flood: its pipes go to a copier in its cgroup
+        if n:       # a flood: its pipes go to a copier in its cgroup
+            return not self.copiers.note(c, n, full=bool(self.log_pipe_size) and n >= self.log_pipe_size)
         self._close_pipe(c, fd)
         return False
 
