@@ -28,6 +28,10 @@ CLONE_NEWTIME = 0x00000080
 NAMESPACE_FLAGS = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
                    | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME)
 
+# nsfs ioctls (linux/nsfs.h)
+NS_GET_USERNS = 0xB701          # _IO(0xb7, 0x1): a descriptor of the owning user namespace
+NS_GET_NSTYPE = 0xB703          # _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs descriptor
+
 # mount flags (linux/mount.h)
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -96,6 +100,28 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(fd, nstype), "setns")
+
+
+def ns_type(fd: int) -> int | None:
+    """The CLONE_NEW* type of the namespace descriptor `fd`, None when it is not one."""
+    import fcntl
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return None
+
+
+def owner_inode(fd: int) -> int | None:
+    """The inode of the user namespace owning the namespace `fd` (None: unknown)."""
+    import fcntl
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    except OSError:
+        return None
+    try:
+        return os.fstat(owner).st_ino
+    finally:
+        os.close(owner)
 
 
 def mount(source: str | None, target: str, fstype: str | None = None,

@@ -116,24 +116,45 @@ def add_veth(host: str, peer: str, bridge: str, netns_path: str, ip: str, prefix
             delete_link(host)
             raise
 
-    def inside():
-        with _ipr() as ipr:
-            c = _index(ipr, peer)
-            if c is None:
-                c = _index(ipr, "eth0")
-            ipr.link("set", index=c, ifname="eth0", address=mac)
-            no_ipv6("eth0")
-            ipr.addr("add", index=c, address=ip, prefixlen=prefixlen)
-            ipr.link("set", index=c, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-            if egress_bits:
-                _tbf(ipr, c, egress_bits)
-
     try:
-        netns.run_in(netns_path, inside)
+        netns.run_in(netns_path, lambda: configure_eth0(peer, ip, prefixlen, gateway, mac, egress_bits))
     except BaseException:
         delete_link(host)
         raise
+
+
+def configure_eth0(name: str, ip: str, prefixlen: int, gateway: str, mac: str, egress_bits: int = 0) -> None:
+    """In the calling thread's network namespace: the link `name` (or eth0)
+    renamed eth0, with `mac`, `ip`, no IPv6, up, a default route via
+    `gateway` and egress shaped to `egress_bits`."""
+    with _ipr() as ipr:
+        c = _index(ipr, name)
+        if c is None:
+            c = _index(ipr, "eth0")
+        ipr.link("set", index=c, ifname="eth0", address=mac)
+        no_ipv6("eth0")
+        ipr.addr("add", index=c, address=ip, prefixlen=prefixlen)
+        ipr.link("set", index=c, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        if egress_bits:
+            _tbf(ipr, c, egress_bits)
+
+
+def move_eth0(from_path: str, to_path: str) -> None:
+    """Move eth0 from the network namespace bound on `from_path` into the
+    one of the nsfs file `to_path` (e.g. /proc/PID/ns/net). The kernel
+    drops its addresses, routes and qdiscs on the way: configure_eth0 again."""
+    fd = os.open(to_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        def move():
+            with _ipr() as ipr:
+                c = _index(ipr, "eth0")
+                if c is None:
+                    raise NetdevError(f"no eth0 in the network namespace {from_path}")
+                ipr.link("set", index=c, net_ns_fd=fd)
+        netns.run_in(from_path, move)
+    finally:
+        os.close(fd)
 
 
 def delete_link(name: str) -> bool:

@@ -49,7 +49,9 @@ forked child executes (runtime/intermediate.py's protocol); it never returns:
        end sent to the launcher (runtime/terminal.py); hostname; loopback
        up when the network namespace is new
   (spec.netns: the intermediate joins that network namespace with setns
-   right after step 2, as the host's root, instead of step 4 making one)
+   right after step 2, as the host's root, instead of step 4 making one;
+   spec.userns_path: the user namespace owning it, bound beside it with
+   spec.userns's mapping, is opened in step 3u instead of made)
     8. no_new_privs, seccomp filter, rlimits, bounding set,
        setgroups/setgid/setuid, capabilities (or the OCI capability sets)
        (runtime/privileges.py)
@@ -105,7 +107,11 @@ def run_child(spec: SpawnSpec, *, stdout_fd: int, stderr_fd: int,
         step("make / private", ns.mount, None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
         # the user namespace before the trees: an image container's
         # overlay is made of layers idmapped with it
-        userns_fd = step("create user namespace", usernsmod.create, spec.userns) if spec.userns else -1
+        userns_fd = -1
+        if spec.userns_path:      # the one owning the joined network namespace
+            userns_fd = step("open user namespace", usernsmod.open_bound, spec.userns_path)
+        elif spec.userns:
+            userns_fd = step("create user namespace", usernsmod.create, spec.userns)
         trees = open_trees(spec, userns_fd, device_nodes)
         idmap = None
         if spec.userns:

@@ -98,6 +98,9 @@ class SpawnSpec:
     # network "none" only: a network namespace bound on this path (runtime/netns.py),
     # joined (setns) instead of a fresh one being made
     netns: str = ""
+    # with userns and netns: the user namespace bound on this path, which owns
+    # that network namespace (runtime/netns.py), entered instead of a new one
+    userns_path: str = ""
     # PID 1 on a pty of the container's own devpts (run -t, runtime/terminal.py):
     # rootfs/overlay containers only (a host-root one has the host's /dev)
     tty: bool = False
@@ -237,6 +240,12 @@ class SpawnSpec:
             _abs("netns", extra["netns"])
             if network != "none":
                 raise SpecError("spec.netns: only with spec.network \"none\" (the namespace joined instead of a new one)")
+        extra["userns_path"] = d.get("userns_path") or ""
+        if extra["userns_path"]:
+            _abs("userns_path", extra["userns_path"])
+            if not (userns and extra["netns"]):
+                raise SpecError("spec.userns_path: only with spec.userns and spec.netns (the user namespace "
+                                "owning that network namespace)")
         return cls(protected=mountsmod.Protected(**prot), argv=tuple(argv), cgroup=d["cgroup"], stdout=d["stdout"],
                    stderr=d["stderr"], env=dict(env), cwd=cwd, uid=uid, gid=gid,
                    hostname=hostname, rootfs=rootfs, mounts=tuple(mounts),

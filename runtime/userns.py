@@ -263,15 +263,7 @@ def create(mapping: dict) -> int:
         if answer != b"k":
             err = int(answer) if answer.isdigit() else errno.EIO
             raise OSError(err, f"unshare user namespace: {os.strerror(err)}")
-        for name, side in (("uid_map", "uid"), ("gid_map", "gid")):
-            try:
-                fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, map_text(mapping[side]))
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                raise OSError(e.errno, f"write {name} {_short(mapping[side])}: {os.strerror(e.errno)}") from None
+        write_maps(pid, mapping)
         try:
             return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -283,6 +275,32 @@ def create(mapping: dict) -> int:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def write_maps(pid: int, mapping: dict) -> None:
+    """Write `mapping` as the uid_map and gid_map of process `pid`, which has
+    just made its user namespace (the writer holds CAP_SETUID/CAP_SETGID in
+    the parent namespace: no "setgroups deny" needed)."""
+    for name, side in (("uid_map", "uid"), ("gid_map", "gid")):
+        try:
+            fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, map_text(mapping[side]))
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise OSError(e.errno, f"write {name} {_short(mapping[side])}: {os.strerror(e.errno)}") from None
+
+
+def open_bound(path: str) -> int:
+    """An O_RDONLY|O_CLOEXEC descriptor of the user namespace bound on `path`
+    (runtime/netns.py: the one owning a bridged container's network
+    namespace); OSError naming the path when it is not one."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if ns.ns_type(fd) != ns.CLONE_NEWUSER:
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path}: not a bound user namespace")
+    return fd
 
 
 def _short(lines) -> str:

@@ -91,23 +91,36 @@ def status() -> dict:
 TCP_ESTABLISHED = ["--tcp-established", "--network-lock", "nftables"]
 
 
-def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool, tcp_established: bool = False) -> list[str]:
+# A network namespace its user namespace owns (the default container's) is
+# dumped empty and restored empty, inside the user namespace CRIU restores;
+# the restore's action script puts the container's eth0 in it
+# (agent/checkpoint/nethook.py)
+EMPTY_NETNS = ["--empty-ns", "net"]
+
+
+def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool, tcp_established: bool = False,
+              empty_netns: bool = False) -> list[str]:
     argv = [find() or CRIU, "dump", "--tree", str(pid), "--images-dir", images,
             "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup]
     if leave_running:
         argv.append("--leave-running")
     if tcp_established:
         argv += TCP_ESTABLISHED
+    if empty_netns:
+        argv += EMPTY_NETNS
     return argv
 
 
 def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
-                 inherit: list[tuple[int, str]], tcp_established: bool = False) -> list[str]:
+                 inherit: list[tuple[int, str]], tcp_established: bool = False,
+                 net_script: str | None = None) -> list[str]:
     argv = [find() or CRIU, "restore", "--restore-detached", "--images-dir", images,
             "--log-file", "restore.log", "-v4", "--root", rootfs, "--ext-mount-map", "auto",
             "--pidfile", pidfile, "--manage-cgroups=soft", "--cgroup-root", cgroup_rel]
     if tcp_established:
         argv += TCP_ESTABLISHED
+    if net_script:
+        argv += EMPTY_NETNS + ["--action-script", net_script]
     for fd, key in inherit:
         argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
     return argv

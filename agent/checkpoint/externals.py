@@ -22,12 +22,11 @@ Runs in the launcher (it opens the namespaces; agentd never forks CRIU).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 
+from runtime import namespaces as ns
+
 NET_KEY = "extnet"
-NS_GET_NSTYPE = 0xB703          # _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs descriptor
-CLONE_NEWNET = 0x40000000
 
 
 class ExternalError(Exception):
@@ -40,11 +39,7 @@ def open_netns(path: str) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
         raise ExternalError(f"network namespace {path}: {e.strerror}") from None
-    try:
-        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
-    except OSError:
-        kind = None
-    if kind != CLONE_NEWNET:
+    if ns.ns_type(fd) != ns.CLONE_NEWNET:
         os.close(fd)
         raise ExternalError(f"network namespace {path}: not a bound network namespace")
     return fd

@@ -1,20 +1,24 @@
 """The launcher's side of checkpoint and restore (it runs CRIU; agentd never forks).
 
     {"op": "criu_status"}                       -> criu.status(), cached for the launcher's life
-    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals", "tcp_established"}
+    {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals", "tcp_established",
+     "empty_netns"}
         dumps the running container `id` into dir/images (its bound network
         namespace `netns` and the mounts `externals` {dst: key} left
         external, externals.py; its established TCP connections too when
-        tcp_established, criu.TCP_ESTABLISHED); answers
+        tcp_established, criu.TCP_ESTABLISHED; with empty_netns, a network
+        namespace its user namespace owns, dumped empty: criu.EMPTY_NETNS); answers
         {"pipes": ["pipe:[INODE]" of its stdout, of its stderr]}. Without
         leave_running CRIU kills the tree: its exit is reaped and reported
         as any other.
     {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
-     protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established"}
+     protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established", "net_hook"}
         restores the tree of dir/images into spec.cgroup (joining the
         network namespace spec.netns, the external mounts given the
         sources of spec.mounts, volumes checked and staged as at create,
-        images owned by spec.userns's root meanwhile), detached: its
+        images owned by spec.userns's root meanwhile; with net_hook
+        {"eth0": {...}}, CRIU makes the network namespace empty and
+        nethook.py moves spec.netns's eth0 into it), detached: its
         init becomes the launcher's child (subreaper), adopted like a
         spawned one (logs appended to the spec's files, exit reaped and
         recorded); answers the init's host pid.
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import os
 
-from agent.checkpoint import criu, externals as ext, layout, volumes
+from agent.checkpoint import criu, externals as ext, layout, nethook, volumes
 from agent.checkpoint.layout import IMAGES
 
 _status: dict | None = None
@@ -102,7 +106,8 @@ def checkpoint(launcher, req, errors) -> Pending:
     if netns is not None and not isinstance(netns, str):
         raise ValueError("netns: must be the path of the container's bound network namespace")
     _check_externals(mounts)
-    argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")), req.get("tcp_established") is True)
+    argv = criu.dump_argv(c.pid, images, cgroup, bool(req.get("leave_running")), req.get("tcp_established") is True,
+                          req.get("empty_netns") is True)
     try:
         argv += ext.dump_args(c.pid, netns, mounts)
         proc = criu.start(argv)
@@ -180,6 +185,19 @@ def _unmount_overlay(o) -> None:
         pass
 
 
+def _net_hook(hook, netns) -> tuple[str, dict] | None:
+    """(agentd's bound network namespace, eth0's configuration) for a restore
+    into an empty network namespace (nethook.py), or None."""
+    if hook is None:
+        return None
+    eth0 = hook.get("eth0") if isinstance(hook, dict) else None
+    if not (isinstance(netns, str) and os.path.isabs(netns) and isinstance(eth0, dict)
+            and set(eth0) == {"ip", "prefixlen", "gateway", "mac", "egress_bits"}):
+        raise ValueError("net_hook: must be {\"eth0\": {ip, prefixlen, gateway, mac, egress_bits}} "
+                         "with spec.netns the namespace holding eth0")
+    return netns, eth0
+
+
 def _check_externals(mounts) -> None:
     if not isinstance(mounts, dict) or not all(
             isinstance(k, str) and k.startswith("/") and isinstance(v, str) and v.isalnum() for k, v in mounts.items()):
@@ -205,6 +223,9 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         raise ValueError("pipes: must be a list of 'pipe:[INODE]'")
     mounts, netns = req.get("externals") or {}, spec.get("netns")
     _check_externals(mounts)
+    hook = _net_hook(req.get("net_hook"), netns)
+    if hook is not None:
+        netns = None            # not inherited: CRIU makes it in the user namespace it restores
     owner = _userns_root(spec.get("userns"))
     _require_criu(errors)
     from runtime.cgroupfs import find_mount
@@ -229,9 +250,10 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
-    argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit,
-                             req.get("tcp_established") is True)
     try:
+        script = nethook.write(d, *hook) if hook is not None else None
+        argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit,
+                                 req.get("tcp_established") is True, script)
         if overlay is not None:
             _mount_overlay(overlay)
         if owner:
@@ -241,6 +263,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         more, ns_fds = ext.restore_args(netns, mounts, spec.get("mounts"), staged)
     except (ext.ExternalError, volumes.VolumeError, OSError) as e:
         _disown(images, owner)
+        nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)
         for fd in (out_r, out_w, err_r, err_w):
@@ -252,6 +275,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
 
     def failed(e):
         _disown(images, owner)
+        nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)
         for fd in (out_r, out_w, err_r, err_w, *ns_fds):
@@ -274,6 +298,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         except (criu.CriuError, OSError, ValueError) as e:
             raise failed(e) from None
         _disown(images, owner)
+        nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)      # the restored tree's mount namespace keeps its own
         for fd in (out_w, err_w, *ns_fds):

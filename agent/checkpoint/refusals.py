@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import stat
 
-ACCEPTED = ("checkpoint takes rootfs and image containers on a bridge network with --userns host, or on "
-            "--network none with or without a user namespace (an image container: --userns host; without "
-            "--leave-running), with volumes and --tmpfs, without --device nodes, "
+ACCEPTED = ("checkpoint takes rootfs containers on a bridge network or --network none, with or without a user "
+            "namespace, and image containers with --userns host without --leave-running; "
+            "with volumes and --tmpfs, without --device nodes, "
             "whose processes hold no terminal, no unix socket and no established TCP connection "
             "(unless --tcp-established)")
 TCP_ESTABLISHED = "01"          # the st column of /proc/net/tcp
@@ -31,10 +31,6 @@ def spec_refusal(spec, leave_running: bool = False) -> str | None:
         what = "it has --device nodes"
     elif spec.network == "host":
         what = "it is on the host's network (its sockets are the host's, which CRIU cannot take along)"
-    elif spec.network != "none" and spec.userns not in ("host", None, ""):
-        what = (f"it is on the {spec.network} network in a user namespace: its network namespace is agentd's, "
-                "owned by the host's user namespace, and CRIU dumps a container in a user namespace only "
-                "when that user namespace owns all its namespaces")
     if what is None:
         return None
     return f"checkpoint {spec.name}: {what}; {ACCEPTED}"

@@ -91,17 +91,19 @@ class CheckpointService:
             self._refuse("checkpoints_total", f"checkpoint {info.name}: {st.get('reason')}")
         from runtime.cgroupfs import Cgroup
         cg = Cgroup(info.cgroup)
-        why = refusals.process_refusal(info.name, cg.procs(), tcp_established)
+        why = (refusals.process_refusal(info.name, cg.procs(), tcp_established)
+               or self._netns_refusal(info, spec))
         if why:
             self._refuse("checkpoints_total", why)
-        netns, ext_mounts = self._externals(info.id, spec)
+        netns, ext_mounts, empty_netns = self._externals(info.id, spec)
         started = time.monotonic()
         tmp = layout.new_tmp(self.state_dir, info.name)
         self.sup.hold(name)
         try:
             answer = self.sup.launcher.checkpoint(info.id, dir=tmp, cgroup=info.cgroup,
                                                   leave_running=bool(leave_running), netns=netns,
-                                                  externals=ext_mounts, tcp_established=bool(tcp_established))
+                                                  externals=ext_mounts, tcp_established=bool(tcp_established),
+                                                  empty_netns=empty_netns)
         except Exception as e:
             e = layout.keep_failed_log(tmp, info.name, e)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +138,7 @@ class CheckpointService:
                   "kernel": os.uname().release, "pipes": answer.get("pipes"),
                   "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3),
                   "externals": ext_mounts, "netns_external": bool(netns),
-                  "tcp_established": bool(tcp_established), "upper": image}
+                  "tcp_established": bool(tcp_established), "upper": image, "netns_empty": empty_netns}
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
@@ -154,16 +156,32 @@ class CheckpointService:
             out["export"] = archive.export(final, export)
         return out
 
-    def _externals(self, cid: str, spec) -> tuple[str | None, dict]:
+    def _externals(self, cid: str, spec) -> tuple[str | None, dict, bool]:
         """The bound network namespace of a bridged container and the mounts
         agentd gives it (its volumes, a bridged container's /etc files), left
-        external by the dump (externals.py, volumes.py)."""
+        external by the dump (externals.py, volumes.py); and whether the
+        network namespace is dumped empty instead (its user namespace owns
+        it, so CRIU restores it inside the user namespace it restores:
+        nethook.py)."""
         from agent.checkpoint.volumes import VOLUME_PREFIX
         mounts = {v.dst: f"{VOLUME_PREFIX}{i}" for i, v in enumerate(spec.volumes)}
         net = getattr(self.sup, "net", None)
         if net is None or not net.is_bridged(spec):
-            return None, mounts
-        return net.netns_path(cid), {**mounts, **{dst: f"m{i}" for i, dst in enumerate(etcfiles.MOUNTED)}}
+            return None, mounts, False
+        mounts = {**mounts, **{dst: f"m{i}" for i, dst in enumerate(etcfiles.MOUNTED)}}
+        if isinstance(spec.userns, dict):
+            return None, mounts, True
+        return net.netns_path(cid), mounts, False
+
+    def _netns_refusal(self, info, spec) -> str | None:
+        """A user-namespace container on a bridge whose network namespace its
+        user namespace does not own (made by an agentd before that was so)."""
+        net = getattr(self.sup, "net", None)
+        if net is None or not net.is_bridged(spec) or not isinstance(spec.userns, dict) or net.owns_netns(info.id):
+            return None
+        return (f"checkpoint {info.name}: its network namespace is not owned by its user namespace (it was made "
+                f"by an older agentd), and CRIU dumps a container in a user namespace only when that namespace "
+                f"owns all of its namespaces; `agentctl restart {info.name}` gives it one, then checkpoint it")
 
     def _image_refusal(self, spec: dict) -> str | None:
         """An image container's image must be in this host's store (its layers are not in the checkpoint)."""
@@ -237,18 +255,30 @@ class CheckpointService:
             self._refuse("restores_total", f"restore {name}: {why}")
         launcher = self.sup.launcher
 
+        net = getattr(self.sup, "net", None)
+        empty_netns = rec.get("netns_empty") is True
+
         def spawn(cid, spawn_spec):
             overlay = spawn_spec.get("overlay")
             if rec.get("upper"):        # the writable layer it was dumped with, copied into the new one
                 if not overlay:
                     raise UserError("the checkpoint holds an image container's layer, the new container has none")
                 upper.copy(os.path.join(d, layout.UPPER), overlay["upper"])
+            more = {}
+            if empty_netns:             # CRIU makes it empty; the hook moves eth0 in (nethook.py)
+                if net is None or not spawn_spec.get("netns"):
+                    raise UserError("the checkpoint's network namespace was dumped empty and the new container "
+                                    "has no network namespace to take its eth0 from")
+                more["net_hook"] = {"eth0": net.eth0_config(cid)}
             pid = launcher.restore(cid, dir=d, pipes=rec.get("pipes") or [],
                                    externals=rec.get("externals") or {},
                                    tcp_established=rec.get("tcp_established") is True,
                                    spec={k: spawn_spec.get(k) for k in
                                          ("cgroup", "rootfs", "overlay", "stdout", "stderr", "log_max_bytes",
-                                          "netns", "mounts", "protected", "allow_sensitive_binds", "userns")})
+                                          "netns", "mounts", "protected", "allow_sensitive_binds", "userns")},
+                                   **more)
+            if empty_netns:
+                net.adopt(cid, pid)     # its namespaces, as CRIU made them, bound in place of the create's
             return {"pid": pid}
 
         try:

@@ -6,7 +6,9 @@
                            host's sockets (the holder named)
     attach(cid, spec)      after the row is stored: the bridge (made on
                            first use), a network namespace bound on
-                           state_dir/network/ns/<id>, the veth pair, the
+                           state_dir/network/ns/<id> (a user-namespace
+                           container's made inside its user namespace,
+                           bound on network/userns/<id>), the veth pair, the
                            nftables table rebuilt, /etc/hosts of the
                            network's containers rewritten
     spawn_fields(...)      at every start: the namespace (made again if
@@ -55,7 +57,10 @@ class NetworkService:
         self.registry = Registry(state_dir, self.tag, sec.bridge or names.default_bridge(self.tag),
                                  sec.subnet or names.default_subnet(self.tag))
         self.ns_dir = os.path.join(state_dir, "network", "ns")
-        os.makedirs(self.ns_dir, mode=0o700, exist_ok=True)
+        # the user namespace owning a user-namespace container's network namespace
+        self.userns_dir = os.path.join(state_dir, "network", "userns")
+        for d in (self.ns_dir, self.userns_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
         # outside the state dir: the launcher refuses any mount source in it
         self.files_dir = sec.files_dir or f"/run/cgroup-agent-net-{self.tag}"
         self.alias_prefix = names.alias(self.tag, "", "").rsplit(":", 2)[0] + ":"
@@ -117,8 +122,8 @@ class NetworkService:
                             reason="bridge containers reach other networks through NAT")
             path = self.netns_path(cid)
             if not netns.is_bound(path):
-                netns.remove(path)
-                netns.create(path)
+                self._remove_ns(cid)
+                netns.create(path, self._owner(cid, spec))
             netdev.add_veth(names.host_veth(self.tag, cid), names.peer_veth(self.tag, cid), net.bridge, path,
                             spec.net["ip"], plen, net.gateway, names.mac_of(spec.net["ip"]),
                             names.alias(self.tag, "veth", cid), spec.net.get("egress_rate") or 0,
@@ -132,6 +137,41 @@ class NetworkService:
     def netns_path(self, cid: str) -> str:
         return os.path.join(self.ns_dir, cid)
 
+    def userns_path(self, cid: str) -> str:
+        return os.path.join(self.userns_dir, cid)
+
+    def _owner(self, cid: str, spec) -> tuple[str, dict] | None:
+        """A user-namespace container's network namespace is made inside its
+        user namespace (bound beside it), which then owns it: CRIU dumps a
+        container in a user namespace only when that namespace owns all of
+        its namespaces. The host's root configures it all the same."""
+        return (self.userns_path(cid), spec.userns) if isinstance(spec.userns, dict) else None
+
+    def _remove_ns(self, cid: str) -> None:
+        netns.remove(self.netns_path(cid))
+        netns.remove(self.userns_path(cid))
+
+    def owns_netns(self, cid: str) -> bool:
+        """Whether container `cid`'s network namespace is owned by its bound user namespace."""
+        return netns.owned_by(self.netns_path(cid), self.userns_path(cid))
+
+    def eth0_config(self, cid: str) -> dict:
+        """What configures a bridged container's eth0 (netdev.configure_eth0's
+        arguments), for a restore that moves it into a new namespace."""
+        with self._lock:
+            spec = self.members[cid]
+            net = self.registry.get(spec.network)
+            return {"ip": spec.net["ip"], "prefixlen": ipaddress.IPv4Network(net.subnet).prefixlen,
+                    "gateway": net.gateway, "mac": names.mac_of(spec.net["ip"]),
+                    "egress_bits": spec.net.get("egress_rate") or 0}
+
+    def adopt(self, cid: str, pid: int) -> None:
+        """A restored container's namespaces (CRIU made them, its eth0 moved
+        in by the restore) bound in place of the ones made at its create."""
+        with self._lock:
+            netns.rebind(self.netns_path(cid), f"/proc/{pid}/ns/net")
+            netns.rebind(self.userns_path(cid), f"/proc/{pid}/ns/user")
+
     # ------------------------------------------------------------ start
 
     def spawn_fields(self, cid: str, spec, out: dict) -> None:
@@ -140,16 +180,20 @@ class NetworkService:
             return
         with self._lock:
             self.members[cid] = spec
+            owner = self._owner(cid, spec)
             if not (netns.is_bound(self.netns_path(cid))
-                    and netdev.link_exists(names.host_veth(self.tag, cid))):
+                    and netdev.link_exists(names.host_veth(self.tag, cid))
+                    and (owner is None or self.owns_netns(cid))):
                 log.warning("network.replumbed", name=spec.name, id=cid)
-                netns.remove(self.netns_path(cid))
+                self._remove_ns(cid)
                 self._plumb(cid, spec)
                 self._apply_rules()
             files = self._write_files(cid, spec)
             self._write_hosts(spec.network)
         out["network"] = "none"
         out["netns"] = self.netns_path(cid)
+        if owner is not None:
+            out["userns_path"] = self.userns_path(cid)
         out["mounts"] = list(out.get("mounts") or []) + [
             {"src": files[dst], "dst": dst, "ro": True, "noexec": True} for dst in sorted(files)]
 
@@ -196,7 +240,7 @@ class NetworkService:
 
     def _unplumb(self, cid: str) -> None:
         try:
-            netns.remove(self.netns_path(cid))
+            self._remove_ns(cid)
         except OSError as e:
             log.error("network.netns_remove_failed", id=cid, error=str(e))
         try:
@@ -296,11 +340,12 @@ class NetworkService:
                     netdev.delete_link(name)
                     selfmetrics.inc("network_cleanup_total", kind="veth")
                     log.warning("network.swept", kind="veth", link=name, id=parsed[1])
-            for entry in os.listdir(self.ns_dir):
-                if entry not in self.members:
-                    netns.remove(os.path.join(self.ns_dir, entry))
-                    selfmetrics.inc("network_cleanup_total", kind="netns")
-                    log.warning("network.swept", kind="netns", id=entry)
+            for kind, d in (("netns", self.ns_dir), ("userns", self.userns_dir)):
+                for entry in os.listdir(d):
+                    if entry not in self.members:
+                        netns.remove(os.path.join(d, entry))
+                        selfmetrics.inc("network_cleanup_total", kind=kind)
+                        log.warning("network.swept", kind=kind, id=entry)
             if os.path.isdir(self.files_dir):
                 for entry in os.listdir(self.files_dir):
                     if entry not in self.members:

@@ -4,8 +4,10 @@ record written and read back, agentctl's parsing."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
+import subprocess
 import tarfile
 
 import pytest
@@ -107,10 +109,11 @@ def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
     ok = from_json(base, cfg)
     assert refusals.spec_refusal(ok) is None
     # taken now (the VM tier restores each): volumes, --tmpfs, a user namespace off the
-    # bridge, the bridge network without a user namespace
+    # bridge, the bridge network without a user namespace, and with one (the default)
     for taken in (dict(base, volumes=["/tmp:/data"]), dict(base, tmpfs=["/run"]),
                   {k: v for k, v in base.items() if k != "userns"},
-                  {k: v for k, v in base.items() if k != "network"}):
+                  {k: v for k, v in base.items() if k != "network"},
+                  {k: v for k, v in base.items() if k not in ("network", "userns")}):
         assert refusals.spec_refusal(from_json(taken, cfg)) is None, taken
     image = replace(ok, image_id="sha256:" + "a" * 64, rootfs="")
     assert refusals.spec_refusal(image) is None     # restored in the VM tier, its writable layer copied
@@ -121,8 +124,6 @@ def test_each_spec_refusal_is_one_line_naming_what_and_what_is_accepted():
         "the host's root file system": from_json({k: v for k, v in base.items() if k != "rootfs"}, cfg),
         "--device": from_json(dict(base, devices=["/dev/null"]), cfg),
         "the host's network": from_json(dict(base, network="host"), cfg),
-        "on the bridge network in a user namespace": from_json(
-            {k: v for k, v in base.items() if k not in ("network", "userns")}, cfg),
     }
     for what, spec in cases.items():
         why = refusals.spec_refusal(spec)
@@ -239,3 +240,70 @@ def test_an_import_takes_no_path_out_of_the_checkpoint_and_no_device(tmp_path, a
         archive.unpack(str(bad), str(dst))
     assert "\n" not in str(e.value) and str(e.value).startswith(f"import: {bad}: ")
     assert os.listdir(victim) == []
+
+
+def test_a_network_namespace_its_user_namespace_owns_is_dumped_empty_and_restored_by_the_hook(tmp_path):
+    """The default container's dump leaves its network namespace empty; its restore makes it
+    empty and runs the hook, which CRIU calls for every action: only setup-namespaces acts."""
+    from agent.checkpoint import launcher_ops, nethook
+    assert criu.EMPTY_NETNS == ["--empty-ns", "net"]
+    assert "--empty-ns" not in criu.dump_argv(1, "/i", "/cg", False)
+    assert criu.dump_argv(1, "/i", "/cg", False, False, True)[-2:] == criu.EMPTY_NETNS
+    assert "--action-script" not in criu.restore_argv("/i", "/r", "/p", "/cg", [])
+    assert criu.restore_argv("/i", "/r", "/p", "/cg", [], False, "/ck/nethook.sh")[-4:] == [
+        "--empty-ns", "net", "--action-script", "/ck/nethook.sh"]
+    eth0 = {"ip": "10.1.0.5", "prefixlen": 24, "gateway": "10.1.0.1", "mac": "02:42:0a:01:00:05", "egress_bits": 0}
+    script = nethook.write(str(tmp_path), "/state/network/ns/c1", eth0)
+    assert os.access(script, os.X_OK)
+    with open(os.path.join(tmp_path, nethook.CONFIG)) as f:
+        assert json.load(f) == {"netns": "/state/network/ns/c1", "eth0": eth0}
+    # any other action: nothing done, success (CRIU runs the script for each)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRTOOLS_")}
+    r = subprocess.run([script], env=dict(env, CRTOOLS_SCRIPT_ACTION="post-restore"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # setup-namespaces with a pid that is gone: fails in one line naming what
+    r = subprocess.run([script], env=dict(env, CRTOOLS_SCRIPT_ACTION="setup-namespaces",
+                                         CRTOOLS_INIT_PID="999999999"), capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("network of the restored container: "), r.stderr
+    nethook.remove(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+    assert launcher_ops._net_hook(None, "/n") is None
+    assert launcher_ops._net_hook({"eth0": eth0}, "/n") == ("/n", eth0)
+    for bad, netns in (({"eth0": {"ip": "x"}}, "/n"), ({"eth0": eth0}, None), ("x", "/n")):
+        with pytest.raises(ValueError, match=r"^net_hook: must be "):
+            launcher_ops._net_hook(bad, netns)
+
+
+def test_a_user_namespace_container_whose_network_namespace_it_does_not_own_is_refused():
+    """A container made by an older agentd (its network namespace the host's): one line saying
+    what to do, before CRIU; the others pass."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from agent.checkpoint.service import CheckpointService
+    from agent.config import load_config
+    from agent.spec import from_json
+    cfg = load_config(None, {})
+    mapping = {"uid": [[0, 100000, 65536]], "gid": [[0, 100000, 65536]]}
+    spec = replace(from_json({"name": "w", "argv": ["sh"], "rootfs": "/tmp"}, cfg), userns=mapping)
+    info = SimpleNamespace(id="c1", name="w")
+
+    class Net:
+        owned = False
+
+        def is_bridged(self, s):
+            return s.network not in ("host", "none")
+
+        def owns_netns(self, cid):
+            return self.owned
+
+    svc = CheckpointService.__new__(CheckpointService)
+    svc.sup = SimpleNamespace(net=Net())
+    why = svc._netns_refusal(info, spec)
+    assert why.startswith("checkpoint w: its network namespace is not owned by its user namespace") and "\n" not in why
+    assert "`agentctl restart w`" in why
+    svc.sup.net.owned = True
+    assert svc._netns_refusal(info, spec) is None
+    svc.sup.net.owned = False
+    assert svc._netns_refusal(info, replace(spec, network="none")) is None
+    assert svc._netns_refusal(info, replace(spec, userns=None)) is None

@@ -57,11 +57,20 @@ def test_userns_mapping_is_kept_and_absent_means_the_hosts():
     ({"rootfs": "/r", "userns": {"uid": [[0, 1, 0]], "gid": [[0, 1, 1]]}}, "spec.userns.uid[0]"),
     ({"rootfs": "/r", "userns": "auto"}, "spec.userns: must be"),
     ({"rootfs": "/r", "userns": MAP, "uid": 70000}, "spec.uid: 70000 is not mapped"),
+    ({"rootfs": "/r", "userns": MAP, "network": "none", "userns_path": "/s/u"}, "spec.userns_path: only with"),
+    ({"rootfs": "/r", "network": "none", "netns": "/s/n", "userns_path": "/s/u"}, "spec.userns_path: only with"),
+    ({"rootfs": "/r", "userns": MAP, "network": "none", "netns": "/s/n", "userns_path": "u"}, "spec.userns_path"),
 ])
 def test_bad_userns_is_one_line(kw, needle):
     with pytest.raises(SpecError) as e:
         SpawnSpec.from_dict(spec(**kw))
     assert str(e.value).startswith(needle), str(e.value)
+
+
+def test_the_user_namespace_owning_a_joined_network_namespace_is_kept():
+    s = SpawnSpec.from_dict(spec(rootfs="/r", userns=MAP, network="none", netns="/s/n", userns_path="/s/u"))
+    assert (s.netns, s.userns_path) == ("/s/n", "/s/u")
+    assert not s.unshare_flags & ns.CLONE_NEWNET
 
 
 def test_rootfs_slash_means_host_root():

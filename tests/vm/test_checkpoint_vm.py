@@ -475,20 +475,30 @@ def uid_map(pid):
         return " ".join(f.read().split())
 
 
-def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_agentd(agents, userns_rootfs):
+@pytest.mark.parametrize("userns", ["host", "default"])
+def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_agentd(agents, userns_rootfs, userns):
     """A container on the bridge network (the default for a rootfs) checkpointed, removed,
     agentd restarted, restored in place: the same address, and the listener that was dumped
     answers there, from the network namespace agentd attached, with a count that went on;
     billed once per instance. Then checkpointed again and imported onto the second agentd,
     whose network has another subnet: a new address there (the result says so), the listener
-    answers on it."""
+    answers on it.
+    With --userns host the network namespace is agentd's, left external by the dump and
+    joined by the restored tree. The default container (a user namespace of its own) owns its
+    network namespace: dumped empty, made again by CRIU inside the user namespace it restores,
+    eth0 moved into it from the one agentd attached, which is then bound in its place."""
     a, b = agents
     rootfs = userns_rootfs
     fresh_count(rootfs)
-    old = a.sup.create(from_json({"name": "br", "argv": ["sh", "-c", SERVED], "rootfs": rootfs,
-                                  "userns": "host", "limits": LIMITS}, a.config))
+    old = a.sup.create(from_json({"name": "br", "argv": ["sh", "-c", SERVED], "rootfs": rootfs, "limits": LIMITS,
+                                  **({"userns": "host"} if userns == "host" else {})}, a.config))
     spec = a.sup.spec_of("br")
     assert spec.network == "bridge", spec.network
+    own = isinstance(spec.userns, dict)
+    assert own == (userns == "default"), spec.userns
+    if own:         # its user namespace owns its network namespace (as CRIU needs to dump it)
+        assert a.sup.net.owns_netns(old.id)
+        assert os.readlink(f"/proc/{old.pid}/ns/user") == f"user:[{os.stat(a.sup.net.userns_path(old.id)).st_ino}]"
     ip = spec.net["ip"]
     wait_for(lambda: count(rootfs) >= 5, what="the counter to reach 5")
     assert ask_count(ip) >= 5
@@ -496,7 +506,7 @@ def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_age
 
     keep_logs_on_failure(a, "br", lambda: a.ckpt.checkpoint("br"))
     rec = layout.read_record(layout.path(a.state, "br"))
-    assert rec["netns_external"] is True
+    assert (rec["netns_external"], rec["netns_empty"]) == (not own, own), rec
     assert sorted(rec["externals"]) == ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
     at = count(rootfs)
     old_usage = usage_usec(old.cgroup)
@@ -509,8 +519,13 @@ def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_age
     info = a.sup.get("br")
     assert info.state == "running" and info.id != old.id and a.sup.spec_of("br").net["ip"] == ip
     assert limits_in_kernel(info.cgroup) == limits_before
-    # the restored tree joined the network namespace agentd attached for the new container
+    # the restored tree is in the network namespace agentd holds for the new container
     assert os.readlink(f"/proc/{info.pid}/ns/net") == f"net:[{os.stat(a.sup.net.netns_path(info.id)).st_ino}]"
+    if own:
+        assert uid_map(info.pid) == f"0 {spec.userns['uid'][0][1]} 65536"   # CRIU restored the mapping
+        assert a.sup.net.owns_netns(info.id)
+        assert os.readlink(f"/proc/{info.pid}/ns/user") == f"user:[{os.stat(a.sup.net.userns_path(info.id)).st_ino}]"
+        assert not os.listdir(layout.path(a.state, "br")).count("nethook.sh")   # the hook is gone
     assert ask_count(ip) >= at                            # the dumped listener answers on the same address
     ticks = wait_for(lambda: stdout_counts(a, info), what="the restored counter's output")
     assert ticks[0] in (at, at + 1), (ticks[:5], at)
@@ -598,24 +613,6 @@ def test_userns_container_keeps_its_ids_in_place_and_claims_them_on_another_agen
     b.sup.remove("un2", force=True)
     b.ckpt.remove("un2")
     a.ckpt.remove("un")
-
-
-def test_the_default_container_bridge_and_userns_is_refused_in_one_line(agents, userns_rootfs):
-    """`run --rootfs` defaults (bridge network and a user namespace): CRIU dumps a container in a
-    user namespace only when it owns all its namespaces, and agentd's network namespace is the
-    host's: refused before CRIU, and the container runs on."""
-    a, _ = agents
-    fresh_count(userns_rootfs)
-    old = a.sup.create(from_json({"name": "dflt", "argv": ["sh", "-c", COUNTER], "rootfs": userns_rootfs,
-                                  "limits": LIMITS}, a.config))
-    from agent.checkpoint.service import Refused
-    with pytest.raises(Refused) as e:
-        a.ckpt.checkpoint("dflt")
-    assert str(e.value).startswith("checkpoint dflt: it is on the bridge network in a user namespace: ")
-    assert a.sup.get("dflt").state == "running" and a.sup.get("dflt").pid == old.pid
-    assert "dflt" not in [c["name"] for c in a.ckpt.list()]
-    a.sup.remove("dflt", force=True)
-
 
 
 ECHO_PORT = 7001
