@@ -359,6 +359,15 @@ def attach(tree_fd: int, target_fd: int) -> None:
     move_mount(tree_fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
 
 
+def attach_at(tree_fd: int, path: str) -> None:
+    """Mount the detached tree `tree_fd` on `path` (not followed if a symlink)."""
+    target = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        attach(tree_fd, target)
+    finally:
+        os.close(target)
+
+
 def new_overlay(lower: list[str], upper: str, work: str, *, nodev: bool = False) -> int:
     """A fresh overlayfs (lower dirs topmost first) as a detached mount. Each
     lower dir is given with "lowerdir+" (Linux >= 6.7, which refuses a

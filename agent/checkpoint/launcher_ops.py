@@ -12,11 +12,13 @@
         leave_running CRIU kills the tree: its exit is reaped and reported
         as any other.
     {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
-     protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established", "net_hook"}
+     protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established", "net_hook",
+     "idmapped_root"}
         restores the tree of dir/images into spec.cgroup (joining the
         network namespace spec.netns, the external mounts given the
         sources of spec.mounts, volumes checked and staged as at create,
-        images owned by spec.userns's root meanwhile; with net_hook
+        images owned by spec.userns's root meanwhile; with idmapped_root,
+        the root dir idmapped with spec.userns as its start made it; with net_hook
         {"eth0": {...}}, CRIU makes the network namespace empty and
         nethook.py moves spec.netns's eth0 into it), detached: its
         init becomes the launcher's child (subreaper), adopted like a
@@ -166,11 +168,7 @@ def _mount_overlay(o) -> None:
     from runtime import mounts as mountsmod
     tree = mountsmod.new_overlay(list(o.lower), o.upper, o.work, nodev=True)
     try:
-        target = os.open(o.target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            mountsmod.attach(tree, target)
-        finally:
-            os.close(target)
+        mountsmod.attach_at(tree, o.target)
     finally:
         os.close(tree)
 
@@ -181,6 +179,54 @@ def _unmount_overlay(o) -> None:
     from runtime import namespaces as ns
     try:
         ns.umount2(o.target, ns.MNT_DETACH)
+    except OSError:
+        pass
+
+
+def _idmapped_root(rootfs: str, mapping: dict) -> str:
+    """The container's root dir idmapped with `mapping` (as its start makes
+    it: runtime/userns.idmap_tree), nodev and nosuid, mounted on a fresh
+    point for CRIU's --root (CRIU keeps no idmap: the dump recorded the root
+    as a plain mount). The point is under /run, searchable (0711) by the
+    restored user namespace's root. OSError naming why it cannot be."""
+    import errno
+    import tempfile
+
+    from runtime import mounts as mountsmod
+    from runtime import userns as usernsmod
+    point = tempfile.mkdtemp(prefix="cga-restore-root-", dir="/run")
+    os.chmod(point, 0o711)
+    try:
+        userns_fd = usernsmod.create(usernsmod.check_mapping(mapping))
+        try:
+            o = mountsmod.open_host_path(rootfs)
+            try:
+                tree = mountsmod.clone_tree(o)
+            finally:
+                o.close()
+            try:
+                mountsmod.set_tree_flags(tree, nosuid=True, nodev=True)
+                why = usernsmod.idmap_tree(tree, userns_fd)
+                if why:
+                    raise OSError(errno.EINVAL, f"its root was idmapped at the checkpoint and cannot be here: {why}")
+                mountsmod.attach_at(tree, point)
+            finally:
+                os.close(tree)
+        finally:
+            os.close(userns_fd)
+    except BaseException:
+        os.rmdir(point)
+        raise
+    return point
+
+
+def _unmount_root(point: str | None) -> None:
+    if point is None:
+        return
+    from runtime import namespaces as ns
+    try:
+        ns.umount2(point, ns.MNT_DETACH)
+        os.rmdir(point)
     except OSError:
         pass
 
@@ -227,6 +273,8 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     if hook is not None:
         netns = None            # not inherited: CRIU makes it in the user namespace it restores
     owner = _userns_root(spec.get("userns"))
+    if req.get("idmapped_root") is True and (owner is None or overlay is not None):
+        raise ValueError("idmapped_root: only for a rootfs container with spec.userns")
     _require_criu(errors)
     from runtime.cgroupfs import find_mount
     mount = find_mount().rstrip("/")
@@ -250,9 +298,12 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
+    root_point = None
     try:
         script = nethook.write(d, *hook) if hook is not None else None
-        argv = criu.restore_argv(images, rootfs, pidfile, cgroup[len(mount):], inherit,
+        if req.get("idmapped_root") is True:
+            root_point = _idmapped_root(rootfs, spec.get("userns"))
+        argv = criu.restore_argv(images, root_point or rootfs, pidfile, cgroup[len(mount):], inherit,
                                  req.get("tcp_established") is True, script)
         if overlay is not None:
             _mount_overlay(overlay)
@@ -266,6 +317,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)
+        _unmount_root(root_point)
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
         for s in sinks.values():
@@ -278,6 +330,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)
+        _unmount_root(root_point)
         for fd in (out_r, out_w, err_r, err_w, *ns_fds):
             os.close(fd)
         for s in sinks.values():
@@ -301,6 +354,7 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         nethook.remove(d)
         volumes.unstage(d)
         _unmount_overlay(overlay)      # the restored tree's mount namespace keeps its own
+        _unmount_root(root_point)
         for fd in (out_w, err_w, *ns_fds):
             os.close(fd)
         new_container(cid, pid, {out_r: sinks[spec.get("stdout")], err_r: sinks[spec.get("stderr")]})

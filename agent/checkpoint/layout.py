@@ -6,7 +6,8 @@
                           cgroup's cpu usage at the dump), the CRIU version
                           and kernel that made it, the launcher's pipes,
                           whether TCP connections were dumped, whether the
-                          network namespace was dumped empty (netns_empty)
+                          network namespace was dumped empty (netns_empty),
+                          which mounts were idmapped (idmapped: the root)
         upper/            an image container's writable layer (upper.py)
         images/           CRIU's image files (dump.log, restore.log in it);
                           during the restore of a user-namespace container
@@ -37,7 +38,7 @@ UPPER = "upper"                 # an image container's writable layer (upper.py)
 RECORD_KEYS = ("name", "container_id", "created_at", "spec", "limits", "labels", "cgroup",
                "cpu_usage_usec_at_dump", "criu_version", "kernel", "pipes", "leave_running",
                "image_bytes", "duration_seconds", "externals", "netns_external", "tcp_established", "upper",
-               "netns_empty")
+               "netns_empty", "idmapped")
 
 
 def root(state_dir: str) -> str:

@@ -7,11 +7,13 @@ its user namespace's host ids, decided before its create.
   agentd whose network has another subnet, or where another container holds
   it) the network allocates a new one. The restore's result says which.
 - user namespace: CRIU gives the restored tree the user namespace of the
-  dump, with the same mapping (file ownership in the rootfs is not
-  remapped), so the container must hold the same host ids here: claimed as
-  at any create (agent/userns_alloc.py, against this agentd's containers and
-  every other agentd's of the host). A block held here is refused in one
-  line naming the holder.
+  dump, with the same mapping, so the container holds the same host ids
+  here: claimed as at any create (agent/userns_alloc.py, against this
+  agentd's containers and every other agentd's of the host). When that
+  block is held here, a container whose root was idmapped and that has no
+  volume (its files on disk are as it sees them) gets a free block and its
+  images are moved onto it (remap.py); any other is refused in one line
+  naming the holder (file ownership in its root is not remapped).
 """
 from __future__ import annotations
 
@@ -50,4 +52,5 @@ def userns_refusal(spec_d: dict, err: Exception) -> str | None:
         return None
     m = spec_d["userns"]["uid"][0]
     return (f"its user namespace maps host uids {m[1]}-{m[1] + m[2] - 1}, which are not free here ({err}); "
-            "CRIU restores that mapping and file ownership is not remapped: free them or restore on another host")
+            "CRIU restores that mapping and file ownership is not remapped (only a container with an idmapped "
+            "root and no volume moves to another block): free them or restore on another host")

@@ -36,11 +36,20 @@ def spec_refusal(spec, leave_running: bool = False) -> str | None:
     return f"checkpoint {spec.name}: {what}; {ACCEPTED}"
 
 
-def idmap_refusal(name: str, userns_view) -> str | None:
-    """A tree mounted idmapped (a user-namespace container's root where the file
-    system allows it): CRIU 3.17 does not dump a mount's idmap."""
+def idmapped(userns_view) -> list[str]:
+    """The destinations a user-namespace container's last start mounted idmapped."""
     idmap = userns_view.get("idmap") if isinstance(userns_view, dict) else None
-    held = sorted(dst for dst, how in (idmap or {}).items() if how == "idmapped")
+    return sorted(dst for dst, how in (idmap or {}).items() if how == "idmapped")
+
+
+def idmap_refusal(name: str, userns_view) -> str | None:
+    """A volume mounted idmapped (where the file system allows it): CRIU 3.17
+    does not dump a mount's idmap. The root is taken: the restore idmaps it
+    again itself (launcher_ops._idmapped_root); so are a bridged container's
+    /etc files from agentd (read-only and readable by all, with or without
+    the idmap)."""
+    from agent.network.etcfiles import MOUNTED
+    held = [dst for dst in idmapped(userns_view) if dst != "/" and dst not in MOUNTED]
     if held:
         return (f"checkpoint {name}: its {held[0]} is an idmapped mount, whose mapping CRIU does not dump; "
                 f"{ACCEPTED}")

@@ -27,7 +27,7 @@ import time
 import structlog
 
 from agent import selfmetrics
-from agent.checkpoint import layout, metrics, placement, refusals, upper
+from agent.checkpoint import layout, metrics, placement, refusals, remap, upper
 from agent.checkpoint.criu import version_tuple
 from agent.errors import Conflict, HostLimitation, NotFound, UserError
 from agent.network import etcfiles
@@ -138,7 +138,8 @@ class CheckpointService:
                   "kernel": os.uname().release, "pipes": answer.get("pipes"),
                   "leave_running": bool(leave_running), "image_bytes": size, "duration_seconds": round(duration, 3),
                   "externals": ext_mounts, "netns_external": bool(netns),
-                  "tcp_established": bool(tcp_established), "upper": image, "netns_empty": empty_netns}
+                  "tcp_established": bool(tcp_established), "upper": image, "netns_empty": empty_netns,
+                  "idmapped": refusals.idmapped(getattr(info, "userns", None))}
         layout.write_record(tmp, record)
         os.rename(tmp, final)
         selfmetrics.inc("checkpoints_total", result="ok")
@@ -245,14 +246,19 @@ class CheckpointService:
             spec_d, addr = placement.address(getattr(self.sup, "net", None), spec_d)
         except UserError as e:
             self._refuse("restores_total", f"restore {name}: {e}")
-        spec = ContainerSpec.from_dict(spec_d)
+        remapped = False
         try:
-            info = self.sup.create(spec)
+            info = self.sup.create(ContainerSpec.from_dict(spec_d))
         except Conflict as e:
             why = placement.userns_refusal(spec_d, e)
             if why is None:
                 raise
-            self._refuse("restores_total", f"restore {name}: {why}")
+            if "/" not in (rec.get("idmapped") or []) or spec_d.get("volumes"):
+                self._refuse("restores_total", f"restore {name}: {why}")
+            # its root idmapped and no volume: its files are on disk as it sees them, so it
+            # moves to a free block here (remap.py rewrites the images for it)
+            remapped = True
+            info = self.sup.create(ContainerSpec.from_dict(dict(spec_d, userns="auto")))
         launcher = self.sup.launcher
 
         net = getattr(self.sup, "net", None)
@@ -265,6 +271,10 @@ class CheckpointService:
                     raise UserError("the checkpoint holds an image container's layer, the new container has none")
                 upper.copy(os.path.join(d, layout.UPPER), overlay["upper"])
             more = {}
+            if remapped:                # the images onto the block allocated here
+                remap.rewrite(os.path.join(d, layout.IMAGES), spawn_spec["userns"])
+            if "/" in (rec.get("idmapped") or []):     # made again by the launcher, for CRIU's --root
+                more["idmapped_root"] = True
             if empty_netns:             # CRIU makes it empty; the hook moves eth0 in (nethook.py)
                 if net is None or not spawn_spec.get("netns"):
                     raise UserError("the checkpoint's network namespace was dumped empty and the new container "
@@ -279,7 +289,8 @@ class CheckpointService:
                                    **more)
             if empty_netns:
                 net.adopt(cid, pid)     # its namespaces, as CRIU made them, bound in place of the create's
-            return {"pid": pid}
+            # what inspect shows, and what its next checkpoint records
+            return {"pid": pid, **({"idmap": {"/": "idmapped"}} if more.get("idmapped_root") else {})}
 
         try:
             info = self.sup.start_with(info.id, spawn)
@@ -296,6 +307,10 @@ class CheckpointService:
         selfmetrics.observe("restore_duration_seconds", duration)
         out = {"name": name, "id": info.id, "pid": info.pid, RESTORED_FROM: rec["container_id"],
                "cgroup": info.cgroup}
+        if isinstance(spec_d.get("userns"), dict):
+            block = self.sup.spec_of(info.id).userns["uid"][0][1]
+            out["userns"] = {"uid_base": block, "checkpoint_uid_base": spec_d["userns"]["uid"][0][1],
+                             "remapped": remapped}
         if addr is not None:
             ip = (self.sup.spec_of(info.id).net or {}).get("ip")
             out["network"] = {"ip": ip, "checkpoint_ip": addr["ip"], "same_ip": ip == addr["ip"]}

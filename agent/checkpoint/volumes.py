@@ -78,11 +78,7 @@ def _stage_one(top: str, key: str, m: dict, prot, sensitive_ok: bool) -> str:
                 os.mkdir(point, 0o700)
             else:
                 os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            target = os.open(point, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                mountsmod.attach(tree, target)
-            finally:
-                os.close(target)
+            mountsmod.attach_at(tree, point)
         finally:
             os.close(tree)
     finally:

@@ -98,6 +98,12 @@ def cmd_restore(args, client) -> int:
         print_json(out)
     else:
         print(f"{out['name']}: restored as {out['id']} (pid {out['pid']}, from {out['restored_from']})")
+        net, userns = out.get("network") or {}, out.get("userns") or {}
+        if net and not net.get("same_ip"):
+            print(f"{out['name']}: its address {net.get('checkpoint_ip')} is not free here: now {net.get('ip')}")
+        if userns.get("remapped"):
+            print(f"{out['name']}: its host uids from {userns.get('checkpoint_uid_base')} are held here: now from "
+                  f"{userns.get('uid_base')} (its idmapped root keeps its files its own)")
     return EXIT_OK
 
 

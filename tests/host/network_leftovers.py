@@ -45,10 +45,11 @@ def remove_abandoned() -> int:
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4].replace("\\040", " ") for line in f]
     for point in points:
-        head, sep, _cid = point.rpartition("/network/ns/")
-        if sep and names.tag(head) not in live:
-            netns.remove(point.removesuffix("//deleted"))
-            removed += 1
+        for kind in ("/network/ns/", "/network/userns/"):
+            head, sep, _cid = point.rpartition(kind)
+            if sep and names.tag(head) not in live:
+                netns.remove(point.removesuffix("//deleted"))
+                removed += 1
     links = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True,
                                       text=True).stdout or "[]")
     for link in links:

@@ -82,10 +82,12 @@ def ours(d) -> dict:
         if a.startswith(f"cgroup-agent:{t}:"):
             links.append((link["ifname"], a))
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
-    nsdir = os.path.join(d.top, "state", "network", "ns")
+    bound = {}
+    for kind in ("ns", "userns"):   # a user-namespace container's user namespace is bound beside its network's
+        nsdir = os.path.join(d.top, "state", "network", kind)
+        bound[kind] = sorted(os.listdir(nsdir)) if os.path.isdir(nsdir) else []
     return {"veths": [n for n, a in links if ":veth:" in a], "bridges": [n for n, a in links if ":bridge:" in a],
-            "table": names.table(t) in tables.split(),
-            "netns": sorted(os.listdir(nsdir)) if os.path.isdir(nsdir) else []}
+            "table": names.table(t) in tables.split(), "netns": bound["ns"], "userns": bound["userns"]}
 
 
 def sweep(d) -> None:
@@ -96,9 +98,9 @@ def sweep(d) -> None:
     for n in st["veths"] + st["bridges"]:
         subprocess.run(["ip", "link", "del", n], capture_output=True)
     subprocess.run(["nft", "delete", "table", "ip", names.table(t)], capture_output=True)
-    nsdir = os.path.join(d.top, "state", "network", "ns")
-    for f in st["netns"]:
-        netns.remove(os.path.join(nsdir, f))
+    for kind, key in (("ns", "netns"), ("userns", "userns")):
+        for f in st[key]:
+            netns.remove(os.path.join(d.top, "state", "network", kind, f))
     shutil.rmtree(f"/run/cgroup-agent-net-{t}", ignore_errors=True)
 
 
@@ -238,12 +240,13 @@ def test_removing_containers_leaves_no_veth_address_or_rule(agentd, rootfs):
         assert run(d, rootfs, f"c{i}", "sleep 1000", "-p", f"{_free_port()}:80").returncode == 0
     st = ours(d)
     assert len(st["veths"]) == 3 and st["table"] and len(st["netns"]) == 3 and len(st["bridges"]) == 1
+    assert st["userns"] == st["netns"]      # each owned by its container's user namespace
     ips = [inspect(d, f"c{i}")["network"]["ip"] for i in range(3)]
     for i in range(3):
         r = ctl(d, "rm", "-f", f"c{i}")
         assert r.returncode == 0, r.stderr
     st = ours(d)
-    assert st == {"veths": [], "bridges": [], "table": False, "netns": []}, st
+    assert st == {"veths": [], "bridges": [], "table": False, "netns": [], "userns": []}, st
     addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
     assert not any(ip in addrs for ip in ips)
     assert not os.listdir(f"/run/cgroup-agent-net-{tag_of(d)}")
@@ -307,11 +310,12 @@ def _orphan(d, cid: str) -> tuple[str, str]:
     from runtime import netns
     t = tag_of(d)
     path = os.path.join(d.top, "state", "network", "ns", cid)
-    netns.create(path)
+    netns.create(path, (os.path.join(d.top, "state", "network", "userns", cid),
+                        {"uid": [[0, 1879048192, 65536]], "gid": [[0, 1879048192, 65536]]}))
     veth = names.host_veth(t, cid)
     subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", names.peer_veth(t, cid)], check=True)
     subprocess.run(["ip", "link", "set", veth, "alias", names.alias(t, "veth", cid)], check=True)
-    assert veth in ours(d)["veths"] and cid in ours(d)["netns"]
+    assert veth in ours(d)["veths"] and cid in ours(d)["netns"] and cid in ours(d)["userns"]
     return path, veth
 
 
@@ -344,6 +348,7 @@ def test_chaos_with_agentd_sigkilled_mid_create_leaves_nothing_of_ours(rootfs):
                 orphan = _orphan(d, f"dead{i:08d}")
                 d = start_agentd(root, top)
                 assert not os.path.exists(orphan[0]) and orphan[1] not in ours(d)["veths"]
+                assert os.path.basename(orphan[0]) not in ours(d)["userns"]
                 for n, ip in kept.items():   # a restarted agent keeps every address
                     assert inspect(d, n)["network"]["ip"] == ip
                 continue
@@ -361,7 +366,7 @@ def test_chaos_with_agentd_sigkilled_mid_create_leaves_nothing_of_ours(rootfs):
             r = ctl(d, "rm", "-f", c["name"])
             assert r.returncode == 0, r.stderr
         st = ours(d)
-        assert st == {"veths": [], "bridges": [], "table": False, "netns": []}, st
+        assert st == {"veths": [], "bridges": [], "table": False, "netns": [], "userns": []}, st
         assert not os.listdir(f"/run/cgroup-agent-net-{tag_of(d)}")
         # and a restart of an agent with nothing finds nothing to sweep
         stop_agentd(d)

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from agent.checkpoint import archive, criu, layout
+from agent.checkpoint import archive, criu, layout, refusals
 from agent.checkpoint.service import compatibility_refusal
 from agent.errors import UserError
 
@@ -307,3 +307,61 @@ def test_a_user_namespace_container_whose_network_namespace_it_does_not_own_is_r
     svc.sup.net.owned = False
     assert svc._netns_refusal(info, replace(spec, network="none")) is None
     assert svc._netns_refusal(info, replace(spec, userns=None)) is None
+
+
+def test_an_idmapped_root_is_taken_an_idmapped_volume_is_refused():
+    """CRIU keeps no idmap: the restore idmaps the root again itself; a volume it does not."""
+    assert refusals.idmapped({"uid": [], "idmap": {"/": "idmapped", "/data": "tmpfs refused"}}) == ["/"]
+    assert refusals.idmapped("host") == [] and refusals.idmapped(None) == []
+    assert refusals.idmap_refusal("w", {"idmap": {"/": "idmapped"}}) is None
+    assert refusals.idmap_refusal("w", {"idmap": {"/": "idmapped", "/etc/hosts": "idmapped",
+                                                  "/etc/hostname": "idmapped"}}) is None   # agentd's, read-only
+    why = refusals.idmap_refusal("w", {"idmap": {"/": "idmapped", "/data": "idmapped"}})
+    assert why.startswith("checkpoint w: its /data is an idmapped mount, whose mapping CRIU does not dump; ")
+    assert "\n" not in why and why.endswith(refusals.ACCEPTED)
+
+
+def test_a_remap_moves_the_images_user_namespace_and_tmpfs_owners_to_the_new_block(tmp_path):
+    """An import whose block is held here: the images' userns mapping (encoded and decoded by
+    CRIU's own crit) and the owners in its tmpfs archives move to the new block; ids outside the
+    old block (host root's) stay."""
+    import gzip
+    import shutil as sh
+
+    from agent.checkpoint import remap
+    if sh.which("crit") is None and not os.path.exists("/usr/bin/crit"):
+        pytest.fail("crit is not installed: scripts/setup.sh installs the Debian package criu")
+    old_base, new_base = 1879048192, 1879048192 + 5 * 65536
+    doc = {"magic": "USERNS", "entries": [{
+        "uid_map": [{"first": 0, "lower_first": old_base, "count": 65536}],
+        "gid_map": [{"first": 0, "lower_first": old_base, "count": 65536}]}]}
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(["crit", "encode", "-o", str(images / "userns-11.img")], input=json.dumps(doc), text=True,
+                   check=True)
+    tar_path = images / "tmpfs-dev-42.tar.gz.img"
+    with gzip.open(tar_path, "wb") as raw, tarfile.open(fileobj=raw, mode="w|") as t:
+        for name, uid, data in ((".", old_base, None), ("./shm-file", old_base + 1000, b"x" * 10),
+                                ("./hosts-own", 0, b"y")):
+            ti = tarfile.TarInfo(name)
+            ti.uid = ti.gid = uid
+            if data is None:
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(ti)
+            else:
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+    old = {"uid": [[0, old_base, 65536]], "gid": [[0, old_base, 65536]]}
+    new = {"uid": [[0, new_base, 65536]], "gid": [[0, new_base, 65536]]}
+    assert remap.images_mapping(str(images)) == old
+    assert remap.rewrite(str(images), new) == old
+    assert remap.images_mapping(str(images)) == new
+    with gzip.open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as t:
+        got = {m.name: (m.uid, m.gid, t.extractfile(m).read() if m.isreg() else None) for m in t}
+    assert got == {".": (new_base, new_base, None), "./shm-file": (new_base + 1000, new_base + 1000, b"x" * 10),
+                   "./hosts-own": (0, 0, b"y")}, got
+    assert sorted(os.listdir(images)) == ["tmpfs-dev-42.tar.gz.img", "userns-11.img"]   # no .new left
+    assert remap.rewrite(str(images), new) == new        # already there: nothing to do
+    (images / "userns-12.img").write_bytes(b"")
+    with pytest.raises(remap.RemapError, match=r"^the checkpoint holds 2 user namespace images"):
+        remap.rewrite(str(images), old)

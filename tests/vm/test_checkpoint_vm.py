@@ -826,3 +826,68 @@ def test_an_image_container_comes_back_with_what_it_wrote_in_place_and_on_anothe
     b.sup.remove("img2", force=True)
     b.ckpt.remove("img2")
     a.ckpt.remove("img")
+
+
+def test_an_idmapped_root_is_idmapped_again_at_the_restore(agents, loop_block_device, tmpfs):
+    """A user-namespace container whose root the kernel idmapped (ext4 here; tmpfs too from
+    6.3): its files are stored with the container's own ids (0 on disk for its root). CRIU keeps
+    no idmap, so the restore idmaps the root again itself, with the container's mapping: the
+    restored counter goes on writing its file, still stored as 0 on disk (without the idmap
+    it would write as the host uid of its block, and could not write a file owned by 0).
+    Imported onto the second agentd while its block is held: a new block there (the images'
+    mapping and tmpfs owners moved), the root idmapped with it, the count goes on."""
+    a, b = agents
+    mnt = os.path.join(tmpfs.top, "ext4")
+    os.makedirs(mnt)
+    subprocess.run(["mkfs.ext4", "-q", "-F", loop_block_device.path], check=True, capture_output=True)
+    subprocess.run(["mount", loop_block_device.path, mnt], check=True)
+    try:
+        rootfs = os.path.join(mnt, "rootfs")
+        os.makedirs(os.path.join(rootfs, "bin"))
+        shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+        for applet in ("sh", "sleep", "echo"):
+            os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+        old = a.sup.create(from_json({"name": "idm", "argv": ["sh", "-c", COUNTER], "rootfs": rootfs,
+                                      "network": "none", "limits": LIMITS}, a.config))
+        assert (a.sup.get("idm").userns or {}).get("idmap") == {"/": "idmapped"}, a.sup.get("idm").userns
+        wait_for(lambda: count(rootfs) >= 5, what="the counter to reach 5")
+        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0      # stored through the idmap
+        keep_logs_on_failure(a, "idm", lambda: a.ckpt.checkpoint("idm"))
+        assert layout.read_record(layout.path(a.state, "idm"))["idmapped"] == ["/"]
+        at = count(rootfs)
+        a.sup.remove("idm")
+        keep_logs_on_failure(a, "idm", lambda: a.ckpt.restore("idm"))
+        info = a.sup.get("idm")
+        assert info.state == "running" and info.id != old.id
+        assert (info.userns or {}).get("idmap") == {"/": "idmapped"}
+        with open(f"/proc/{info.pid}/mountinfo") as f:
+            root = next(line.split() for line in f if line.split()[4] == "/")
+        assert "idmapped" in root[5].split(","), root
+        wait_for(lambda: count(rootfs) >= at + 3, what="the restored counter to go on")
+        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0
+        assert stdout_counts(a, info)[0] in (at, at + 1)
+        assert not [p for p in os.listdir("/run") if p.startswith("cga-restore-root-")]
+
+        # onto the second agentd while the first's checkpointed container still holds its
+        # block: moved to a free block there (images remapped), its files still its own
+        block = a.sup.spec_of("idm").userns["uid"][0][1]
+        a.ckpt.remove("idm")
+        export = os.path.join(tmpfs.top, "idm.tar")
+        keep_logs_on_failure(a, "idm", lambda: a.ckpt.checkpoint("idm", export=export))
+        at2 = count(rootfs)
+        moved = keep_logs_on_failure(b, "idm2", lambda: b.ckpt.import_(export, "idm2"))
+        minfo = b.sup.get("idm2")
+        new_block = b.sup.spec_of("idm2").userns["uid"][0][1]
+        assert new_block != block
+        assert moved["userns"] == {"uid_base": new_block, "checkpoint_uid_base": block, "remapped": True}, moved
+        assert uid_map(minfo.pid) == f"0 {new_block} 65536"
+        assert (minfo.userns or {}).get("idmap") == {"/": "idmapped"}
+        wait_for(lambda: count(rootfs) >= at2 + 3, what="the remapped counter to go on")
+        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0
+        assert stdout_counts(b, minfo)[0] in (at2, at2 + 1)
+        b.sup.remove("idm2", force=True)
+        b.ckpt.remove("idm2")
+        a.sup.remove("idm", force=True)
+        a.ckpt.remove("idm")
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
