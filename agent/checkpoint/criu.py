@@ -101,7 +101,8 @@ EMPTY_NETNS = ["--empty-ns", "net"]
 def dump_argv(pid: int, images: str, cgroup: str, leave_running: bool, tcp_established: bool = False,
               empty_netns: bool = False) -> list[str]:
     argv = [find() or CRIU, "dump", "--tree", str(pid), "--images-dir", images,
-            "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup]
+            "--log-file", "dump.log", "-v4", "--external", "mnt[]", "--freeze-cgroup", cgroup,
+            CPUINFO_AT_DUMP]
     if leave_running:
         argv.append("--leave-running")
     if tcp_established:
@@ -126,24 +127,57 @@ def restore_argv(images: str, rootfs: str, pidfile: str, cgroup_rel: str,
     return argv
 
 
+# The dump writes the CPU's features into the images (cpuinfo.img); an import
+# checks them against this host's CPU before anything is made (`cpuinfo_check`:
+# CRIU's default checks, FPU state and instruction set), so a checkpoint whose
+# processes may use what this CPU lacks is refused with the reason.
+CPUINFO_AT_DUMP = "--cpu-cap=fpu,ins"   # CRIU's defaults: any capability set writes the image
+CPUINFO_IMAGE = "cpuinfo.img"
+
+
+def cpuinfo_check(images: str) -> str | None:
+    """None when this host's CPU has what the images' CPU had (or the images
+    hold no cpuinfo: made before it was recorded); else CRIU's reason."""
+    if not os.path.exists(os.path.join(images, CPUINFO_IMAGE)):
+        return None
+    log = os.path.join(images, "cpuinfo-check.log")
+    try:
+        run([find() or CRIU, "cpuinfo", "check", "--images-dir", images, "--log-file", "cpuinfo-check.log", "-v4"],
+            log, timeout=CHECK_TIMEOUT)
+    except CriuError as e:
+        return str(e)
+    return None
+
+
+STDERR = "criu.stderr"      # beside its log: what CRIU says before its log is open (its options)
+
+
 def start(argv: list[str], pass_fds=()) -> subprocess.Popen:
     """Start one CRIU command and return at once (the launcher reaps it; then `finish`)."""
+    images = argv[argv.index("--images-dir") + 1]
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, pass_fds=pass_fds, close_fds=True)
+        with open(os.path.join(images, STDERR), "wb") as err:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, pass_fds=pass_fds, close_fds=True)
     except OSError as e:
         raise CriuError(f"criu {argv[1]} could not be run: {e}") from None
 
 
 def finish(argv: list[str], returncode: int, log_path: str) -> None:
-    """CriuError with the log's first error line when a started CRIU command failed."""
+    """CriuError with the log's first error line when a started CRIU command failed
+    (what it wrote on stderr when it stopped before opening its log)."""
     if returncode != 0:
-        try:
-            with open(log_path, errors="replace") as f:
-                text = f.read()
-        except OSError:
-            text = f"exit status {returncode}, no log"
-        raise CriuError(f"criu {argv[1]} failed: {first_error(text)} (log: {log_path})")
+        text = ""
+        for path in (log_path, os.path.join(os.path.dirname(log_path), STDERR)):
+            try:
+                with open(path, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if text.strip():
+                break
+        raise CriuError(f"criu {argv[1]} failed: {first_error(text or f'exit status {returncode}, no log')} "
+                        f"(log: {log_path})")
 
 
 def run(argv: list[str], log_path: str, timeout: float = DUMP_TIMEOUT, pass_fds=()) -> None:

@@ -1,6 +1,8 @@
 """The launcher's side of checkpoint and restore (it runs CRIU; agentd never forks).
 
     {"op": "criu_status"}                       -> criu.status(), cached for the launcher's life
+    {"op": "cpuinfo_check", "dir"}               -> {"ok", "reason"}: this host's CPU against the
+                                                   checkpoint's (criu.cpuinfo_check)
     {"op": "checkpoint", "id", "dir", "cgroup", "leave_running", "netns", "externals", "tcp_established",
      "empty_netns"}
         dumps the running container `id` into dir/images (its bound network
@@ -83,6 +85,17 @@ def criu_status() -> dict:
     if _status is None:
         _status = criu.status()
     return _status
+
+
+def cpuinfo_check(req, errors) -> dict:
+    """{"ok": bool, "reason": one line or None}: whether this host's CPU has the
+    features the checkpoint in req["dir"] was dumped on (criu.cpuinfo_check)."""
+    d = req.get("dir")
+    if not isinstance(d, str) or not os.path.isdir(os.path.join(d, IMAGES)):
+        raise ValueError("dir: must be a checkpoint directory with images/")
+    _require_criu(errors)
+    why = criu.cpuinfo_check(os.path.join(d, IMAGES))
+    return {"ok": why is None, "reason": why}
 
 
 def _require_criu(errors) -> None:

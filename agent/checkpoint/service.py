@@ -184,6 +184,14 @@ class CheckpointService:
                 f"by an older agentd), and CRIU dumps a container in a user namespace only when that namespace "
                 f"owns all of its namespaces; `agentctl restart {info.name}` gives it one, then checkpoint it")
 
+    def _cpu_refusal(self, d: str) -> str | None:
+        """This host's CPU lacks what the checkpoint's was dumped on (its processes may use it)."""
+        answer = self.sup.launcher.cpuinfo_check(d)
+        if answer.get("ok"):
+            return None
+        return (f"this host's CPU lacks features of the CPU the checkpoint was made on, which its processes may "
+                f"use ({answer.get('reason')}); restore it on a host with the same CPU features")
+
     def _image_refusal(self, spec: dict) -> str | None:
         """An image container's image must be in this host's store (its layers are not in the checkpoint)."""
         image_id = spec.get("image_id")
@@ -328,7 +336,7 @@ class CheckpointService:
         tmp = layout.new_tmp(self.state_dir, name or "import")
         try:
             rec = archive.unpack(path, tmp)
-            why = compatibility_refusal(rec, st)
+            why = compatibility_refusal(rec, st) or self._cpu_refusal(tmp)
             if why:
                 self._refuse("restores_total", f"import {path}: {why}")
             name = name or rec.get("name")

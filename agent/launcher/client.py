@@ -218,6 +218,9 @@ class LauncherClient:
     def criu_status(self) -> dict:
         return self._call("criu_status", timeout=300.0)
 
+    def cpuinfo_check(self, dir: str) -> dict:
+        return self._call("cpuinfo_check", timeout=300.0, dir=dir)
+
     def checkpoint(self, container_id: str, **kw) -> dict:
         return self._call("checkpoint", timeout=900.0, id=container_id, **kw)
 

@@ -30,7 +30,7 @@ MAX_LINE = 4 << 20
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SETUP_TIMEOUT = 30.0
 OPS = ("spawn", "exec", "take_stdin", "signal", "running", "exits", "ack", "ping", "shutdown",
-       "criu_status", "checkpoint", "restore")   # the last three: agent/checkpoint/launcher_ops.py
+       "criu_status", "checkpoint", "restore", "cpuinfo_check")   # the last four: agent/checkpoint/launcher_ops.py
 
 
 class LauncherError(Exception):

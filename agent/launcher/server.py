@@ -277,6 +277,9 @@ class Launcher(Spawning):
     def op_criu_status(self, req):
         return launcher_ops.criu_status()
 
+    def op_cpuinfo_check(self, req):
+        return launcher_ops.cpuinfo_check(req, wire)
+
     def op_checkpoint(self, req):
         _cid(req.get("id"))
         if req.get("id") in self.by_id:

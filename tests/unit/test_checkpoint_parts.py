@@ -247,6 +247,8 @@ def test_a_network_namespace_its_user_namespace_owns_is_dumped_empty_and_restore
     empty and runs the hook, which CRIU calls for every action: only setup-namespaces acts."""
     from agent.checkpoint import launcher_ops, nethook
     assert criu.EMPTY_NETNS == ["--empty-ns", "net"]
+    assert criu.CPUINFO_AT_DUMP in criu.dump_argv(1, "/i", "/cg", False)     # the CPU's features recorded
+    assert criu.cpuinfo_check(str(tmp_path)) is None        # images made before that: nothing to check
     assert "--empty-ns" not in criu.dump_argv(1, "/i", "/cg", False)
     assert criu.dump_argv(1, "/i", "/cg", False, False, True)[-2:] == criu.EMPTY_NETNS
     assert "--action-script" not in criu.restore_argv("/i", "/r", "/p", "/cg", [])
@@ -365,3 +367,18 @@ def test_a_remap_moves_the_images_user_namespace_and_tmpfs_owners_to_the_new_blo
     (images / "userns-12.img").write_bytes(b"")
     with pytest.raises(remap.RemapError, match=r"^the checkpoint holds 2 user namespace images"):
         remap.rewrite(str(images), old)
+
+
+def test_a_criu_that_stops_before_its_log_is_reported_by_what_it_said(tmp_path):
+    """CRIU refusing its options exits before it opens its log: its stderr, kept beside the log,
+    gives the line (before: 'exit status 1, no log')."""
+    (tmp_path / criu.STDERR).write_text("Error (criu/config.c:504): Unknown FPU mode `image' selected\n")
+    with pytest.raises(criu.CriuError, match=r"^criu dump failed: Error \(criu/config.c:504\): Unknown FPU mode"):
+        criu.finish(["criu", "dump"], 1, str(tmp_path / "dump.log"))
+    (tmp_path / criu.STDERR).write_text("")
+    with pytest.raises(criu.CriuError, match=r"^criu dump failed: exit status 1, no log"):
+        criu.finish(["criu", "dump"], 1, str(tmp_path / "dump.log"))
+    (tmp_path / "dump.log").write_text("(00.01) Error (criu/cr-dump.c:1): the log's line\n")
+    with pytest.raises(criu.CriuError, match=r"the log's line"):
+        criu.finish(["criu", "dump"], 1, str(tmp_path / "dump.log"))
+    criu.finish(["criu", "dump"], 0, str(tmp_path / "dump.log"))

@@ -19,6 +19,7 @@ files of the VM's 9p root.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -329,6 +330,31 @@ def test_export_and_import_onto_a_second_agentd(agents, tmpfs):
     from agent.checkpoint.service import compatibility_refusal
     why = compatibility_refusal(dict(rec, criu_version="99.0"), criu.status())
     assert why.startswith("checkpoint made by CRIU 99.0, this host has CRIU ") and "\n" not in why
+
+    # made on a CPU with features this one lacks (every feature bit set in its cpuinfo
+    # image, which CRIU's own crit rewrites): the import is refused before anything is
+    # made, in one line naming CRIU's reason
+    ck = layout.path(a.state, "mover")
+    cpuinfo = os.path.join(ck, layout.IMAGES, criu.CPUINFO_IMAGE)
+    assert os.path.exists(cpuinfo)                        # the dump recorded this CPU
+    doc = json.loads(subprocess.run(["crit", "decode", "-i", cpuinfo], check=True, capture_output=True,
+                                    text=True).stdout)
+    entry = doc["entries"][0]["x86_entry"][0]
+    entry["capability"] = [0xFFFFFFFF] * len(entry["capability"])
+    subprocess.run(["crit", "encode", "-o", cpuinfo], input=json.dumps(doc), text=True, check=True)
+    from agent.checkpoint import archive
+    from agent.checkpoint.service import Refused
+    alien = os.path.join(tmpfs.top, "alien.tar")
+    archive.export(ck, alien)
+    with pytest.raises(Refused) as e:
+        b.ckpt.import_(alien, "alien")
+    line = str(e.value)
+    assert line.startswith(f"import {alien}: this host's CPU lacks features of the CPU the checkpoint was made "
+                           "on") and "\n" not in line, line
+    assert "alien" not in [c["name"] for c in b.ckpt.list()]
+    with pytest.raises(Exception):
+        b.sup.get("alien")
+    a.ckpt.remove("mover")
 
 
 def test_leave_running_keeps_it_going_and_the_save_point_restores(agents, tmpfs):
