@@ -558,6 +558,12 @@ def test_bridge_container_keeps_its_address_in_place_and_gets_one_on_another_age
     wait_for(lambda: count(rootfs) >= at + 3, what="the restored counter to go on")
     with open(f"/proc/{info.pid}/root/etc/hostname") as f:   # its /etc files: the new container's
         assert f.read().strip() == "br"
+    if own:     # stopped and started again: in the namespaces bound for it (CRIU's), still served
+        a.sup.stop("br", timeout=10)
+        info = a.sup.start("br")
+        assert os.readlink(f"/proc/{info.pid}/ns/user") == f"user:[{os.stat(a.sup.net.userns_path(info.id)).st_ino}]"
+        assert os.readlink(f"/proc/{info.pid}/ns/net") == f"net:[{os.stat(a.sup.net.netns_path(info.id)).st_ino}]"
+        assert ask_count(ip) >= 0
 
     a.ckpt.remove("br")
     export = os.path.join(os.path.dirname(rootfs), "br.tar")
