@@ -15,12 +15,13 @@
         as any other.
     {"op": "restore", "id", "dir", "spec": {cgroup, rootfs, stdout, stderr, log_max_bytes, netns, mounts,
      protected, allow_sensitive_binds, userns}, "pipes", "externals", "tcp_established", "net_hook",
-     "idmapped_root"}
+     "idmapped"}
         restores the tree of dir/images into spec.cgroup (joining the
         network namespace spec.netns, the external mounts given the
         sources of spec.mounts, volumes checked and staged as at create,
-        images owned by spec.userns's root meanwhile; with idmapped_root,
-        the root dir idmapped with spec.userns as its start made it; with net_hook
+        images owned by spec.userns's root meanwhile; the destinations in
+        idmapped ("/", volumes) idmapped with spec.userns as its start made
+        them; with net_hook
         {"eth0": {...}}, CRIU makes the network namespace empty and
         nethook.py moves spec.netns's eth0 into it), detached: its
         init becomes the launcher's child (subreaper), adopted like a
@@ -196,12 +197,13 @@ def _unmount_overlay(o) -> None:
         pass
 
 
-def _idmapped_root(rootfs: str, mapping: dict) -> str:
-    """The container's root dir idmapped with `mapping` (as its start makes
-    it: runtime/userns.idmap_tree), nodev and nosuid, mounted on a fresh
-    point for CRIU's --root (CRIU keeps no idmap: the dump recorded the root
-    as a plain mount). The point is under /run, searchable (0711) by the
-    restored user namespace's root. OSError naming why it cannot be."""
+def _idmapped_root(rootfs: str, userns_fd: int) -> str:
+    """The container's root dir idmapped with the mapping of `userns_fd` (as
+    its start makes it: runtime/userns.idmap_tree), nodev and nosuid, mounted
+    on a fresh point for CRIU's --root (CRIU keeps no idmap: the dump
+    recorded the root as a plain mount). The point is under /run, searchable
+    (0711) by the restored user namespace's root. OSError naming why it
+    cannot be."""
     import errno
     import tempfile
 
@@ -210,23 +212,19 @@ def _idmapped_root(rootfs: str, mapping: dict) -> str:
     point = tempfile.mkdtemp(prefix="cga-restore-root-", dir="/run")
     os.chmod(point, 0o711)
     try:
-        userns_fd = usernsmod.create(usernsmod.check_mapping(mapping))
+        o = mountsmod.open_host_path(rootfs)
         try:
-            o = mountsmod.open_host_path(rootfs)
-            try:
-                tree = mountsmod.clone_tree(o)
-            finally:
-                o.close()
-            try:
-                mountsmod.set_tree_flags(tree, nosuid=True, nodev=True)
-                why = usernsmod.idmap_tree(tree, userns_fd)
-                if why:
-                    raise OSError(errno.EINVAL, f"its root was idmapped at the checkpoint and cannot be here: {why}")
-                mountsmod.attach_at(tree, point)
-            finally:
-                os.close(tree)
+            tree = mountsmod.clone_tree(o)
         finally:
-            os.close(userns_fd)
+            o.close()
+        try:
+            mountsmod.set_tree_flags(tree, nosuid=True, nodev=True)
+            why = usernsmod.idmap_tree(tree, userns_fd)
+            if why:
+                raise OSError(errno.EINVAL, f"its root was idmapped at the checkpoint and cannot be here: {why}")
+            mountsmod.attach_at(tree, point)
+        finally:
+            os.close(tree)
     except BaseException:
         os.rmdir(point)
         raise
@@ -286,8 +284,11 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
     if hook is not None:
         netns = None            # not inherited: CRIU makes it in the user namespace it restores
     owner = _userns_root(spec.get("userns"))
-    if req.get("idmapped_root") is True and (owner is None or overlay is not None):
-        raise ValueError("idmapped_root: only for a rootfs container with spec.userns")
+    idmapped = req.get("idmapped") or []
+    if not (isinstance(idmapped, list) and all(isinstance(x, str) and x.startswith("/") for x in idmapped)):
+        raise ValueError("idmapped: must be a list of mount destinations")
+    if idmapped and (owner is None or ("/" in idmapped and overlay is not None)):
+        raise ValueError("idmapped: only for a rootfs container with spec.userns")
     _require_criu(errors)
     from runtime.cgroupfs import find_mount
     mount = find_mount().rstrip("/")
@@ -311,11 +312,14 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
-    root_point = None
+    root_point, userns_fd = None, -1
     try:
         script = nethook.write(d, *hook) if hook is not None else None
-        if req.get("idmapped_root") is True:
-            root_point = _idmapped_root(rootfs, spec.get("userns"))
+        if idmapped:            # CRIU keeps no idmap: made again with the restored container's mapping
+            from runtime import userns as usernsmod
+            userns_fd = usernsmod.create(usernsmod.check_mapping(spec.get("userns")))
+        if "/" in idmapped:
+            root_point = _idmapped_root(rootfs, userns_fd)
         argv = criu.restore_argv(images, root_point or rootfs, pidfile, cgroup[len(mount):], inherit,
                                  req.get("tcp_established") is True, script)
         if overlay is not None:
@@ -323,9 +327,12 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         if owner:
             layout.own(images, *owner)
         staged = volumes.stage(d, {k: v for k, v in mounts.items() if volumes.is_volume_key(v)},
-                               spec.get("mounts"), spec.get("protected"), bool(spec.get("allow_sensitive_binds")))
+                               spec.get("mounts"), spec.get("protected"), bool(spec.get("allow_sensitive_binds")),
+                               (userns_fd, set(idmapped) - {"/"}))
         more, ns_fds = ext.restore_args(netns, mounts, spec.get("mounts"), staged)
     except (ext.ExternalError, volumes.VolumeError, OSError) as e:
+        if userns_fd >= 0:
+            os.close(userns_fd)
         _disown(images, owner)
         nethook.remove(d)
         volumes.unstage(d)
@@ -336,6 +343,8 @@ def restore(launcher, req, errors, new_container, LogSink) -> Pending:
         for s in sinks.values():
             s.close()
         raise errors.LaunchError(f"restore: {e}") from None
+    if userns_fd >= 0:          # the idmapped trees hold the mapping now
+        os.close(userns_fd)
     argv += more
 
     def failed(e):

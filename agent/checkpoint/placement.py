@@ -10,8 +10,8 @@ its user namespace's host ids, decided before its create.
   dump, with the same mapping, so the container holds the same host ids
   here: claimed as at any create (agent/userns_alloc.py, against this
   agentd's containers and every other agentd's of the host). When that
-  block is held here, a container whose root was idmapped and that has no
-  volume (its files on disk are as it sees them) gets a free block and its
+  block is held here, a container whose root and volumes were all idmapped
+  (its files on disk are as it sees them) gets a free block and its
   images are moved onto it (remap.py); any other is refused in one line
   naming the holder (file ownership in its root is not remapped).
 """
@@ -52,5 +52,5 @@ def userns_refusal(spec_d: dict, err: Exception) -> str | None:
         return None
     m = spec_d["userns"]["uid"][0]
     return (f"its user namespace maps host uids {m[1]}-{m[1] + m[2] - 1}, which are not free here ({err}); "
-            "CRIU restores that mapping and file ownership is not remapped (only a container with an idmapped "
-            "root and no volume moves to another block): free them or restore on another host")
+            "CRIU restores that mapping and file ownership is not remapped (only a container whose root and "
+            "volumes are all idmapped moves to another block): free them or restore on another host")

@@ -42,20 +42,6 @@ def idmapped(userns_view) -> list[str]:
     return sorted(dst for dst, how in (idmap or {}).items() if how == "idmapped")
 
 
-def idmap_refusal(name: str, userns_view) -> str | None:
-    """A volume mounted idmapped (where the file system allows it): CRIU 3.17
-    does not dump a mount's idmap. The root is taken: the restore idmaps it
-    again itself (launcher_ops._idmapped_root); so are a bridged container's
-    /etc files from agentd (read-only and readable by all, with or without
-    the idmap)."""
-    from agent.network.etcfiles import MOUNTED
-    held = [dst for dst in idmapped(userns_view) if dst != "/" and dst not in MOUNTED]
-    if held:
-        return (f"checkpoint {name}: its {held[0]} is an idmapped mount, whose mapping CRIU does not dump; "
-                f"{ACCEPTED}")
-    return None
-
-
 def _tcp_established(pid: int) -> dict[int, str]:
     """{socket inode: remote address} of the established TCP connections in pid's network namespace."""
     out = {}

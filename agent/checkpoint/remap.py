@@ -7,10 +7,10 @@ CRIU restores the mapping its images hold (`userns-*.img`): rewritten here
 the images is in host ids: the tmpfs mounts CRIU dumps as tar archives
 (`tmpfs-*.tar.gz.img`: the container's /dev, /dev/shm, --tmpfs), whose
 owners in the old block are moved to the new one. Process credentials are
-stored as the container sees them (nothing to do). Files of the root are on
-disk as the container sees them only when its root was idmapped: so a
-remap is offered only then (`service.py` refuses the others as before:
-their files carry the old block's owners).
+stored as the container sees them (nothing to do). Files of the root and
+the volumes are on disk as the container sees them only when they were
+idmapped: so a remap is offered only when all were (`service.py` refuses
+the others as before: their files carry the old block's owners).
 
 `images_mapping(images)`: the mapping the images hold. `rewrite(images,
 new)`: both rewritten, each file replaced by rename. Runs in agentd before

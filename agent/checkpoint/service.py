@@ -82,8 +82,7 @@ class CheckpointService:
                            f"`agentctl checkpoint rm {info.name}` or restore it")
         if export is not None and not os.path.isabs(export):
             raise UserError(f"export: {export!r} is not an absolute path")
-        why = (refusals.spec_refusal(spec, bool(leave_running))
-               or refusals.idmap_refusal(info.name, getattr(info, "userns", None)))
+        why = refusals.spec_refusal(spec, bool(leave_running))
         if why:
             self._refuse("checkpoints_total", why)
         st = self._criu()
@@ -261,9 +260,10 @@ class CheckpointService:
             why = placement.userns_refusal(spec_d, e)
             if why is None:
                 raise
-            if "/" not in (rec.get("idmapped") or []) or spec_d.get("volumes"):
+            held = set(rec.get("idmapped") or [])
+            if "/" not in held or any(v.get("dst") not in held for v in spec_d.get("volumes") or []):
                 self._refuse("restores_total", f"restore {name}: {why}")
-            # its root idmapped and no volume: its files are on disk as it sees them, so it
+            # its root and volumes idmapped: its files are on disk as it sees them, so it
             # moves to a free block here (remap.py rewrites the images for it)
             remapped = True
             info = self.sup.create(ContainerSpec.from_dict(dict(spec_d, userns="auto")))
@@ -281,8 +281,9 @@ class CheckpointService:
             more = {}
             if remapped:                # the images onto the block allocated here
                 remap.rewrite(os.path.join(d, layout.IMAGES), spawn_spec["userns"])
-            if "/" in (rec.get("idmapped") or []):     # made again by the launcher, for CRIU's --root
-                more["idmapped_root"] = True
+            idmapped = [dst for dst in rec.get("idmapped") or [] if dst not in etcfiles.MOUNTED]
+            if idmapped:                # made again by the launcher (CRIU keeps no idmap)
+                more["idmapped"] = idmapped
             if empty_netns:             # CRIU makes it empty; the hook moves eth0 in (nethook.py)
                 if net is None or not spawn_spec.get("netns"):
                     raise UserError("the checkpoint's network namespace was dumped empty and the new container "
@@ -298,7 +299,7 @@ class CheckpointService:
             if empty_netns:
                 net.adopt(cid, pid)     # its namespaces, as CRIU made them, bound in place of the create's
             # what inspect shows, and what its next checkpoint records
-            return {"pid": pid, **({"idmap": {"/": "idmapped"}} if more.get("idmapped_root") else {})}
+            return {"pid": pid, **({"idmap": {dst: "idmapped" for dst in idmapped}} if idmapped else {})}
 
         try:
             info = self.sup.start_with(info.id, spawn)

@@ -8,21 +8,23 @@ does (runtime/mounts.py: openat2 without magic links, the descriptor's own
 path and identity checked against the agent's state dir and socket and the
 sensitive host trees), cloned from that descriptor (open_tree) with the
 volume's flags (ro, nosuid, nodev except for /dev trees, noexec; private),
-and attached on a fresh point of a 0700 staging dir of the checkpoint
-(`stage`): that mount is what CRIU binds (`--ext-mount-map KEY:POINT`).
+and attached on a fresh point of a staging dir of the restore (`stage`):
+that mount is what CRIU binds (`--ext-mount-map KEY:POINT`). The staging
+dir is under /run, 0711: CRIU opens the points from inside the user
+namespace it restores, whose root cannot search the 0700 state dir.
 `unstage` detaches them once CRIU is done.
 
 Runs in the launcher (it mounts; agentd never does).
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 
 from runtime import mounts as mountsmod
 from runtime import namespaces as ns
 
-STAGE = "stage"
+RUN = "/run"
 VOLUME_PREFIX = "v"          # the external key of a volume: v0, v1, ... (the agent's files: m0, ...)
 
 
@@ -34,12 +36,16 @@ def is_volume_key(key: str) -> bool:
     return key.startswith(VOLUME_PREFIX)
 
 
-def stage(d: str, volumes: dict, spawn_mounts: list, protected: dict, sensitive_ok: bool) -> dict:
+def stage(d: str, volumes: dict, spawn_mounts: list, protected: dict, sensitive_ok: bool,
+          idmap: tuple[int, set] = (-1, set())) -> dict:
     """{key: staged path} for every volume {dst: key}, from the new spawn
-    spec's mounts (src, dst, ro, noexec); VolumeError naming the first refused."""
-    top = os.path.join(d, STAGE)
-    shutil.rmtree(top, ignore_errors=True)
-    os.makedirs(top, mode=0o700)
+    spec's mounts (src, dst, ro, noexec); VolumeError naming the first refused.
+    `idmap` (user namespace fd, destinations): those volumes idmapped with its
+    mapping, as the container's start made them (CRIU keeps no idmap)."""
+    unstage(d)              # what a restore that died left (detached first: never a volume's files removed)
+    top = stage_dir(d)
+    os.makedirs(top, mode=0o711)
+    os.chmod(top, 0o711)
     prot = mountsmod.Protected(**{k: str(v) for k, v in (protected or {}).items() if k in ("state_dir", "socket")})
     by_dst = {m.get("dst"): m for m in spawn_mounts or [] if isinstance(m, dict)}
     out = {}
@@ -48,14 +54,14 @@ def stage(d: str, volumes: dict, spawn_mounts: list, protected: dict, sensitive_
             m = by_dst.get(dst)
             if m is None or not isinstance(m.get("src"), str):
                 raise VolumeError(f"volume {dst}: the new container has no source for it")
-            out[key] = _stage_one(top, key, m, prot, sensitive_ok)
+            out[key] = _stage_one(top, key, m, prot, sensitive_ok, idmap[0] if dst in idmap[1] else -1)
     except BaseException:
         unstage(d)
         raise
     return out
 
 
-def _stage_one(top: str, key: str, m: dict, prot, sensitive_ok: bool) -> str:
+def _stage_one(top: str, key: str, m: dict, prot, sensitive_ok: bool, userns_fd: int = -1) -> str:
     what = f"volume {m['src']} on {m['dst']}"
     try:
         o = mountsmod.open_host_path(m["src"])
@@ -73,6 +79,11 @@ def _stage_one(top: str, key: str, m: dict, prot, sensitive_ok: bool) -> str:
                                             noexec=bool(m.get("noexec"))):
                 raise VolumeError(f"{what}: this kernel has no mount_setattr (Linux 5.12+), "
                                   "which a restored volume needs")
+            if userns_fd >= 0:
+                from runtime.userns import idmap_tree
+                why = idmap_tree(tree, userns_fd)
+                if why:
+                    raise VolumeError(f"{what}: idmapped at the checkpoint and cannot be here: {why}")
             point = os.path.join(top, key)
             if o.is_dir:
                 os.mkdir(point, 0o700)
@@ -86,16 +97,31 @@ def _stage_one(top: str, key: str, m: dict, prot, sensitive_ok: bool) -> str:
     return point
 
 
+def stage_dir(d: str) -> str:
+    """The staging dir of the restore of checkpoint dir `d`."""
+    return os.path.join(RUN, "cga-restore-" + hashlib.sha256(os.path.abspath(d).encode()).hexdigest()[:16])
+
+
 def unstage(d: str) -> None:
     """Detach every staged volume of checkpoint dir d and remove the staging dir."""
-    top = os.path.join(d, STAGE)
+    top = stage_dir(d)
     try:
         names = os.listdir(top)
     except FileNotFoundError:
         return
-    for n in names:
+    for n in names:           # each point detached then removed: never a recursive removal
+        point = os.path.join(top, n)
         try:
-            ns.umount2(os.path.join(top, n), ns.MNT_DETACH)
+            ns.umount2(point, ns.MNT_DETACH)
         except OSError:
             pass
-    shutil.rmtree(top, ignore_errors=True)
+        for remove in (os.rmdir, os.unlink):
+            try:
+                remove(point)
+                break
+            except OSError:
+                continue
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ import os
 import pty
 import shutil
 import socket
+import stat
 import subprocess
 
 import pytest
@@ -315,7 +316,7 @@ def test_a_restored_volume_is_staged_from_what_was_checked_race(tmp_path):
         flipper.wait()
     print(f"volume staging race: {staged} staged, {refused} refused, {wins} wins")
     assert wins == 0
-    assert staged + refused == 100 and not os.path.exists(d / volumes.STAGE)
+    assert staged + refused == 100 and not os.path.exists(volumes.stage_dir(str(d)))
 
 
 def test_a_staged_volume_keeps_its_flags_and_is_unstaged(tmp_path):
@@ -326,15 +327,25 @@ def test_a_staged_volume_keeps_its_flags_and_is_unstaged(tmp_path):
     src.mkdir()
     d = tmp_path / "ckpt"
     d.mkdir()
-    out = volumes.stage(str(d), {"/data": "v0"}, [{"src": str(src), "dst": "/data", "ro": True, "noexec": True}],
-                        {}, False)
+    (src / "data-file").write_text("kept")
+    spec = [{"src": str(src), "dst": "/data", "ro": True, "noexec": True}]
+    out = volumes.stage(str(d), {"/data": "v0"}, spec, {}, False)
     try:
         with open("/proc/self/mountinfo") as f:
             line = next(line for line in f if line.split()[4] == out["v0"])
         opts = set(line.split()[5].split(","))
         assert {"ro", "nosuid", "nodev", "noexec"} <= opts, line
+        # under /run, searchable by a restored user namespace's root (CRIU opens it from there)
+        top = volumes.stage_dir(str(d))
+        assert os.path.dirname(top) == "/run" and stat.S_IMODE(os.stat(top).st_mode) == 0o711
+        # staged again over what a restore that died left (a writable volume): detached first,
+        # never removed through, the volume's files kept
+        volumes.unstage(str(d))
+        volumes.stage(str(d), {"/data": "v0"}, [dict(spec[0], ro=False)], {}, False)
+        out = volumes.stage(str(d), {"/data": "v0"}, [dict(spec[0], ro=False)], {}, False)
+        assert (src / "data-file").read_text() == "kept"
     finally:
         volumes.unstage(str(d))
     with open("/proc/self/mountinfo") as f:
         assert out["v0"] not in f.read()
-    assert not os.path.exists(d / volumes.STAGE)
+    assert not os.path.exists(volumes.stage_dir(str(d)))

@@ -311,16 +311,11 @@ def test_a_user_namespace_container_whose_network_namespace_it_does_not_own_is_r
     assert svc._netns_refusal(info, replace(spec, userns=None)) is None
 
 
-def test_an_idmapped_root_is_taken_an_idmapped_volume_is_refused():
-    """CRIU keeps no idmap: the restore idmaps the root again itself; a volume it does not."""
-    assert refusals.idmapped({"uid": [], "idmap": {"/": "idmapped", "/data": "tmpfs refused"}}) == ["/"]
+def test_the_idmapped_mounts_are_what_the_start_idmapped():
+    """CRIU keeps no idmap: the checkpoint records what the start idmapped, the restore idmaps it again."""
+    assert refusals.idmapped({"uid": [], "idmap": {"/": "idmapped", "/data": "tmpfs refused",
+                                                   "/srv": "idmapped"}}) == ["/", "/srv"]
     assert refusals.idmapped("host") == [] and refusals.idmapped(None) == []
-    assert refusals.idmap_refusal("w", {"idmap": {"/": "idmapped"}}) is None
-    assert refusals.idmap_refusal("w", {"idmap": {"/": "idmapped", "/etc/hosts": "idmapped",
-                                                  "/etc/hostname": "idmapped"}}) is None   # agentd's, read-only
-    why = refusals.idmap_refusal("w", {"idmap": {"/": "idmapped", "/data": "idmapped"}})
-    assert why.startswith("checkpoint w: its /data is an idmapped mount, whose mapping CRIU does not dump; ")
-    assert "\n" not in why and why.endswith(refusals.ACCEPTED)
 
 
 def test_a_remap_moves_the_images_user_namespace_and_tmpfs_owners_to_the_new_block(tmp_path):

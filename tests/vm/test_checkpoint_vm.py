@@ -865,9 +865,10 @@ def test_an_idmapped_root_is_idmapped_again_at_the_restore(agents, loop_block_de
     6.3): its files are stored with the container's own ids (0 on disk for its root). CRIU keeps
     no idmap, so the restore idmaps the root again itself, with the container's mapping: the
     restored counter goes on writing its file, still stored as 0 on disk (without the idmap
-    it would write as the host uid of its block, and could not write a file owned by 0).
+    it would write as the host uid of its block, and could not write a file owned by 0). The
+    same for a volume on that file system.
     Imported onto the second agentd while its block is held: a new block there (the images'
-    mapping and tmpfs owners moved), the root idmapped with it, the count goes on."""
+    mapping and tmpfs owners moved), the root and volume idmapped with it, the count goes on."""
     a, b = agents
     mnt = os.path.join(tmpfs.top, "ext4")
     os.makedirs(mnt)
@@ -879,24 +880,30 @@ def test_an_idmapped_root_is_idmapped_again_at_the_restore(agents, loop_block_de
         shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
         for applet in ("sh", "sleep", "echo"):
             os.symlink("busybox", os.path.join(rootfs, "bin", applet))
-        old = a.sup.create(from_json({"name": "idm", "argv": ["sh", "-c", COUNTER], "rootfs": rootfs,
-                                      "network": "none", "limits": LIMITS}, a.config))
-        assert (a.sup.get("idm").userns or {}).get("idmap") == {"/": "idmapped"}, a.sup.get("idm").userns
+        vol = os.path.join(mnt, "vol")
+        os.makedirs(vol)
+        both = COUNTER.replace("echo $i > /count;", "echo $i > /count; echo $i > /data/count;")
+        old = a.sup.create(from_json({"name": "idm", "argv": ["sh", "-c", both], "rootfs": rootfs,
+                                      "volumes": [f"{vol}:/data"], "network": "none", "limits": LIMITS}, a.config))
+        idmapped = {"/": "idmapped", "/data": "idmapped"}
+        assert (a.sup.get("idm").userns or {}).get("idmap") == idmapped, a.sup.get("idm").userns
         wait_for(lambda: count(rootfs) >= 5, what="the counter to reach 5")
-        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0      # stored through the idmap
+        for d in (rootfs, vol):
+            assert os.stat(os.path.join(d, "count")).st_uid == 0      # stored through the idmap
         keep_logs_on_failure(a, "idm", lambda: a.ckpt.checkpoint("idm"))
-        assert layout.read_record(layout.path(a.state, "idm"))["idmapped"] == ["/"]
+        assert layout.read_record(layout.path(a.state, "idm"))["idmapped"] == ["/", "/data"]
         at = count(rootfs)
         a.sup.remove("idm")
         keep_logs_on_failure(a, "idm", lambda: a.ckpt.restore("idm"))
         info = a.sup.get("idm")
         assert info.state == "running" and info.id != old.id
-        assert (info.userns or {}).get("idmap") == {"/": "idmapped"}
+        assert (info.userns or {}).get("idmap") == idmapped
         with open(f"/proc/{info.pid}/mountinfo") as f:
-            root = next(line.split() for line in f if line.split()[4] == "/")
-        assert "idmapped" in root[5].split(","), root
-        wait_for(lambda: count(rootfs) >= at + 3, what="the restored counter to go on")
-        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0
+            points = {line.split()[4]: line.split()[5].split(",") for line in f}
+        assert "idmapped" in points["/"] and "idmapped" in points["/data"], points
+        wait_for(lambda: count(rootfs) >= at + 3 and count(vol) >= at + 3, what="the restored counter to go on")
+        for d in (rootfs, vol):
+            assert os.stat(os.path.join(d, "count")).st_uid == 0
         assert stdout_counts(a, info)[0] in (at, at + 1)
         assert not [p for p in os.listdir("/run") if p.startswith("cga-restore-root-")]
 
@@ -913,9 +920,10 @@ def test_an_idmapped_root_is_idmapped_again_at_the_restore(agents, loop_block_de
         assert new_block != block
         assert moved["userns"] == {"uid_base": new_block, "checkpoint_uid_base": block, "remapped": True}, moved
         assert uid_map(minfo.pid) == f"0 {new_block} 65536"
-        assert (minfo.userns or {}).get("idmap") == {"/": "idmapped"}
-        wait_for(lambda: count(rootfs) >= at2 + 3, what="the remapped counter to go on")
-        assert os.stat(os.path.join(rootfs, "count")).st_uid == 0
+        assert (minfo.userns or {}).get("idmap") == idmapped
+        wait_for(lambda: count(rootfs) >= at2 + 3 and count(vol) >= at2 + 3, what="the remapped counter to go on")
+        for d in (rootfs, vol):
+            assert os.stat(os.path.join(d, "count")).st_uid == 0
         assert stdout_counts(b, minfo)[0] in (at2, at2 + 1)
         b.sup.remove("idm2", force=True)
         b.ckpt.remove("idm2")
