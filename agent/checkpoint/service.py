@@ -279,8 +279,9 @@ class CheckpointService:
                     raise UserError("the checkpoint holds an image container's layer, the new container has none")
                 upper.copy(os.path.join(d, layout.UPPER), overlay["upper"])
             more = {}
-            if remapped:                # the images onto the block allocated here
-                remap.rewrite(os.path.join(d, layout.IMAGES), spawn_spec["userns"])
+            if remapped:                # the images onto the block allocated here, and the record with
+                remap.rewrite(os.path.join(d, layout.IMAGES), spawn_spec["userns"])   # them: they agree
+                layout.write_record(d, dict(rec, spec=dict(rec["spec"], userns=spawn_spec["userns"])))
             idmapped = [dst for dst in rec.get("idmapped") or [] if dst not in etcfiles.MOUNTED]
             if idmapped:                # made again by the launcher (CRIU keeps no idmap)
                 more["idmapped"] = idmapped

@@ -919,6 +919,8 @@ def test_an_idmapped_root_is_idmapped_again_at_the_restore(agents, loop_block_de
         new_block = b.sup.spec_of("idm2").userns["uid"][0][1]
         assert new_block != block
         assert moved["userns"] == {"uid_base": new_block, "checkpoint_uid_base": block, "remapped": True}, moved
+        # the checkpoint's record says the block its images now hold (a later restore claims that one)
+        assert layout.read_record(layout.path(b.state, "idm2"))["spec"]["userns"] == b.sup.spec_of("idm2").userns
         assert uid_map(minfo.pid) == f"0 {new_block} 65536"
         assert (minfo.userns or {}).get("idmap") == idmapped
         wait_for(lambda: count(rootfs) >= at2 + 3 and count(vol) >= at2 + 3, what="the remapped counter to go on")
